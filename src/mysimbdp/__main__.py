@@ -1,0 +1,3 @@
+from mysimbdp.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Terminal rendering for the CLI (rich): tables, progress bars, summaries. No logic."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mysimbdp.domain.records import FileRecord, TenantRecord
+from mysimbdp.platform import Platform
+
+if TYPE_CHECKING:
+    from mysimbdp.services.demo import TenantSummary
+    from mysimbdp.services.ingest import Progress as IngestProgress
+    from mysimbdp.services.ingest import ProgressFn
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def tenant_list(tenants: Sequence[TenantRecord]) -> None:
+    table = Table("tenant", "created (UTC)", "bundle")
+    for t in tenants:
+        table.add_row(t.id, _when(t.created_at), t.bundle_dir)
+    out.print(table)
+
+
+@contextmanager
+def ingest_progress(*, enabled: bool, name: str) -> Iterator[ProgressFn | None]:
+    """A progress bar on stderr (bytes, rows/s) fed by the ingest follower."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TextColumn("{task.fields[rows]} rows · {task.fields[rate]} rows/s · {task.fields[status]}"),
+        TimeElapsedColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(name, total=None, rows=0, rate=0, status="queued")
+
+        def update(p: IngestProgress) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = int(p.rows / elapsed) if elapsed > 0 else 0
+            bar.update(task, total=p.size_bytes or None, completed=p.bytes_done, rows=p.rows, rate=rate, status=p.status)
+
+        yield update
+
+
+def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
+    events = platform.meta.file_events(record.id)
+    first = events[0][0] if events else record.received_at
+    running = next((at for at, status, _ in events if status == "running"), None)
+    last = events[-1][0] if events else record.updated_at
+    samples = [
+        {"line": q.line, "reason": q.reason}
+        for q in platform.meta.list_quarantine(record.tenant, limit=100_000)
+        if q.file_id == record.id
+    ][:5]
+    return {
+        "file_id": record.id, "tenant": record.tenant, "name": record.name, "status": str(record.status),
+        "dataset": record.dataset, "app": record.app, "rows_total": record.rows_total,
+        "rows_written": record.rows_written, "rows_rejected": record.rows_rejected,
+        "rows_skipped": record.rows_skipped, "bytes": record.size_bytes, "sha256": record.sha256,
+        "attempts": record.attempts, "reasons": list(record.reasons), "quarantine_sample": samples,
+        "path": record.path,
+        "durations_s": {
+            "fetch": round((running or last) - first, 3) if running else None,
+            "run": round(last - running, 3) if running else None,
+            "total": round(last - first, 3),
+        },
+    }  # fmt: skip
+
+
+def print_file_summary(s: dict[str, Any]) -> None:
+    style = {"ingested": "green", "rejected": "red", "duplicate": "yellow", "failed": "red"}.get(s["status"], "")
+    out.print(f"[{style}]{s['name']}: {s['status']}[/] (file {s['file_id']}, tenant {s['tenant']})")
+    if s["status"] == "ingested":
+        total = s["durations_s"]["total"] or 0
+        out.print(
+            f"  dataset {s['dataset']}: {s['rows_written']} rows written, {s['rows_rejected']} quarantined, "
+            f"{s['rows_skipped']} skipped; {s['bytes']} bytes in {total:.2f} s"
+        )
+        for q in s["quarantine_sample"]:
+            out.print(f"  quarantined line {q['line']}: {q['reason']}")
+    for reason in s["reasons"]:
+        out.print(f"  - {reason}")
+
+
+def file_table(records: Sequence[FileRecord]) -> None:
+    table = Table("file", "tenant", "name", "status", "rows", "bad", "received (UTC)", "reason")
+    for r in records:
+        table.add_row(r.id, r.tenant, r.name, str(r.status), str(r.rows_written), str(r.rows_rejected),
+                      _when(r.received_at), (r.reasons[0][:80] if r.reasons else ""))  # fmt: skip
+    out.print(table)
+
+
+def report(data: dict[str, Any]) -> None:
+    table = Table("tenant", "files", "ingested", "rejected", "failed", "rows", "quarantined", "MB",
+                  "run s", "rows/s", "top failure rules", title="ingestion report")  # fmt: skip
+    for t in data["tenants"]:
+        by = t["files_by_status"]
+        rules = ", ".join(f"{r['rule']}×{r['files']}" for r in t["top_reasons"])
+        table.add_row(
+            t["tenant"], str(sum(by.values())), str(by.get("ingested", 0)),
+            str(by.get("rejected", 0) + by.get("duplicate", 0)), str(by.get("failed", 0)),
+            str(t["rows_written"]), str(t["quarantined_rows"]), f"{t['bytes_accepted'] / 1e6:.2f}",
+            f"{t['run_seconds']:.2f}", f"{t['rows_per_s']:.0f}", rules,
+        )  # fmt: skip
+    p = data["platform"]
+    table.add_section()
+    table.add_row(
+        f"ALL ({p['tenants']})", str(sum(p["files_by_status"].values())), str(p["files_by_status"].get("ingested", 0)),
+        str(p["files_by_status"].get("rejected", 0) + p["files_by_status"].get("duplicate", 0)),
+        str(p["files_by_status"].get("failed", 0)), str(p["rows_written"]), "",
+        f"{p['bytes_accepted'] / 1e6:.2f}", f"{p['run_seconds']:.2f}", "", "",
+    )  # fmt: skip
+    out.print(table)
+
+
+def demo_summary(summaries: Sequence[TenantSummary]) -> None:
+    table = Table("tenant", "accepted", "rejected", "rows written", "quarantined", "bytes", "seconds",
+                  "rows/s", title="mysimbdp demo: batch ingestion on the embedded default")  # fmt: skip
+    for s in summaries:
+        table.add_row(s.tenant, str(len(s.accepted)), str(len(s.rejected)), str(s.rows_written),
+                      str(s.quarantined), str(s.bytes_ingested), f"{s.seconds:.2f}", f"{s.rows_per_s:.0f}")  # fmt: skip
+    out.print(table)
+    for s in summaries:
+        for f in s.rejected:
+            out.print(f"[red]{s.tenant}/{f.name}: {f.status}[/]")
+            for reason in f.reasons:
+                out.print(f"  - {reason}")

@@ -1,0 +1,49 @@
+"""The app contract (DESIGN.md §5): the ``MYSIMBDP_*`` variables a tenant app receives.
+
+The platform (``services.run_batch``) sets them; the SDK (``mysimbdp.sdk``) reads them.
+An app in any language can read them too. ``docs/tenant-guide.md`` documents each one.
+"""
+
+from __future__ import annotations
+
+TENANT = "MYSIMBDP_TENANT"  # tenant id
+RUN_ID = "MYSIMBDP_RUN_ID"  # this run's id
+FILE_ID = "MYSIMBDP_FILE_ID"  # the staged file's id
+INPUT = "MYSIMBDP_INPUT"  # absolute path of the staged file (read it, never move it)
+INPUT_NAME = "MYSIMBDP_INPUT_NAME"  # the file's original name
+INPUT_FORMAT = "MYSIMBDP_INPUT_FORMAT"  # csv | jsonl | json
+INPUT_SHA256 = "MYSIMBDP_INPUT_SHA256"  # hex sha256 of the file: part of the default record key
+DATASET = "MYSIMBDP_DATASET"  # dataset (table) to write into
+KEY_FIELDS = "MYSIMBDP_KEY_FIELDS"  # comma-separated key fields of the stored document, or ""
+QUALITY = "MYSIMBDP_QUALITY"  # JSON: the profile's quality section (rules on input rows)
+MAX_LINE_BYTES = "MYSIMBDP_MAX_LINE_BYTES"  # the profile's max line length
+COREDMS_URL = "MYSIMBDP_COREDMS_URL"  # coredms URL scoped to this tenant only
+RESULT = "MYSIMBDP_RESULT"  # path: write the result JSON here before exiting
+REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object per line
+PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
+
+ALL = (
+    TENANT,
+    RUN_ID,
+    FILE_ID,
+    INPUT,
+    INPUT_NAME,
+    INPUT_FORMAT,
+    INPUT_SHA256,
+    DATASET,
+    KEY_FIELDS,
+    QUALITY,
+    MAX_LINE_BYTES,
+    COREDMS_URL,
+    RESULT,
+    REJECTS,
+    PROGRESS,
+)
+
+# Result JSON written by the app to $MYSIMBDP_RESULT:
+#   {"rows_written": int, "rows_rejected": int, "rows_skipped": int, "bytes_read": int,
+#    "dataset": str}
+# Rejects, one JSON object per line in $MYSIMBDP_REJECTS:
+#   {"line": int, "raw": str, "reason": str}
+# Exit codes: 0 done; 65 (EX_DATAERR) the input is unusable, do not retry;
+#   75 (EX_TEMPFAIL) the store is unavailable, retry later; anything else: failed.

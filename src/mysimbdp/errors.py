@@ -1,0 +1,55 @@
+"""The one error hierarchy of mysimbdp.
+
+Every message names the tenant, the file or message, the rule and the value where they
+are known, and says what to do. Raise with ``raise ... from exc`` to keep the cause.
+"""
+
+from __future__ import annotations
+
+
+class MysimbdpError(Exception):
+    """Root of every error the platform raises on purpose."""
+
+
+class ConfigError(MysimbdpError):
+    """Settings or command-line values are wrong (bad URL, unknown option)."""
+
+
+class ProfileError(MysimbdpError):
+    """A tenant service profile is invalid; ``problems`` lists every one as 'file: field: message'."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid profile {path}:\n{lines}")
+
+
+class TenantError(MysimbdpError):
+    """A tenant does not exist, already exists, or its id is not acceptable."""
+
+
+class StoreError(MysimbdpError):
+    """The meta store or coredms failed."""
+
+
+class StoreUnavailable(StoreError):
+    """A store cannot be reached right now; transient: retry with backoff, never mark data bad."""
+
+
+class FileRejected(MysimbdpError):
+    """A file broke one or more profile rules; ``reasons`` holds each violation."""
+
+    def __init__(self, tenant: str, name: str, reasons: list[str]) -> None:
+        self.tenant = tenant
+        self.name = name
+        self.reasons = reasons
+        super().__init__(f"tenant {tenant!r}: file {name!r} rejected: " + "; ".join(reasons))
+
+
+class AppContractError(MysimbdpError):
+    """A tenant app broke the contract (bad result file, bad environment)."""
+
+
+class FileUnreadable(MysimbdpError):
+    """A whole file cannot be parsed (unterminated quote, not UTF-8, JSON not an array)."""

@@ -1,0 +1,129 @@
+"""ingest_one: the CLI's ``ingest`` use case, with or without a running platform.
+
+The file is dropped into the tenant's inbox (via a ``.part`` name and a rename). If the
+platform is up, its fetchdata and batch manager take it from there and this follows the
+file's record; if not, this process does the fetch → validate → stage → run cycle itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mysimbdp.adapters.filesystem import drop_into_inbox
+from mysimbdp.domain.ids import new_id
+from mysimbdp.domain.records import FileRecord
+from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus
+from mysimbdp.errors import MysimbdpError
+from mysimbdp.managers.batchingest import COMPONENT as MANAGER
+from mysimbdp.managers.fetchdata import COMPONENT as FETCHER
+from mysimbdp.platform import Platform
+from mysimbdp.services.fetch import fetch_file
+from mysimbdp.services.run_batch import run_file
+
+ALIVE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    status: str
+    rows: int
+    bytes_done: int
+    size_bytes: int
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def platform_running(platform: Platform) -> bool:
+    return platform.meta.alive(FETCHER, ALIVE_S) and platform.meta.alive(MANAGER, ALIVE_S)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _progress_of(platform: Platform, record: FileRecord) -> Progress:
+    rows, done = 0, 0
+    if record.status is FileStatus.RUNNING and record.run_id:
+        try:
+            data: dict[str, Any] = orjson.loads((platform.home.run_dir(record.run_id) / "progress.json").read_bytes())
+            rows, done = int(data.get("rows", 0)), int(data.get("bytes", 0))
+        except (OSError, orjson.JSONDecodeError, ValueError):
+            pass
+    elif record.status in FINAL_FILE_STATES:
+        rows, done = record.rows_written + record.rows_rejected + record.rows_skipped, record.size_bytes
+    return Progress(str(record.status), rows, done, record.size_bytes)
+
+
+async def _follow(platform: Platform, record: FileRecord, on_progress: ProgressFn | None) -> FileRecord:
+    while record.status not in FINAL_FILE_STATES:
+        if on_progress is not None:
+            on_progress(_progress_of(platform, record))
+        await asyncio.sleep(0.2)
+        latest = platform.meta.get_file(record.id)
+        assert latest is not None
+        record = latest
+    if on_progress is not None:
+        on_progress(_progress_of(platform, record))
+    return record
+
+
+async def _find_dropped(platform: Platform, tenant: str, sha256: str, since: float, timeout_s: float) -> FileRecord:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for record in reversed(platform.meta.list_files(tenant=tenant, limit=100_000)):
+            if record.sha256 == sha256 and record.received_at >= since:
+                return record
+        await asyncio.sleep(0.2)
+    raise MysimbdpError(f"tenant {tenant!r}: the platform did not pick up the file within {timeout_s:.0f} s")
+
+
+async def ingest_one(
+    platform: Platform, tenant: str, source: Path, *, wait: bool, on_progress: ProgressFn | None = None
+) -> FileRecord | None:
+    """Drop ``source`` into ``tenant``'s inbox; return its final record (None if not waiting
+    and the running platform will handle it)."""
+    platform.tenant(tenant)  # fail early for an unknown tenant
+    since = time.time() - 1.0
+    sha256 = sha256_of(source) if wait else ""
+    dropped = drop_into_inbox(source, platform.home.area("inbox", tenant), source.name)
+    if platform_running(platform):
+        if not wait:
+            return None
+        record = await _find_dropped(platform, tenant, sha256, since, timeout_s=300.0)
+        return await _follow(platform, record, on_progress)
+    decision = await asyncio.to_thread(fetch_file, platform, tenant, dropped)
+    record = platform.meta.get_file(decision.file_id)
+    assert record is not None
+    if decision.status is not FileStatus.STAGED:
+        return record
+    run_id = new_id("r")
+    owner = f"cli:{run_id}"
+    if not platform.meta.claim(record.id, owner, platform.settings.lease_ttl_s * 40, run_id):
+        return await _follow(platform, record, on_progress)  # a platform started and took it
+    claimed = platform.meta.get_file(record.id)
+    assert claimed is not None
+    task = asyncio.create_task(run_file(platform, claimed, run_id))
+    follower = asyncio.create_task(_follow(platform, claimed, on_progress))
+    record = await task
+    while record.status is FileStatus.RETRY:  # transient failure: back off and try again
+        await asyncio.sleep(max(0.0, record.next_attempt_at - time.time()))
+        run_id = new_id("r")
+        if not platform.meta.claim(record.id, owner, platform.settings.lease_ttl_s * 40, run_id):
+            break
+        claimed = platform.meta.get_file(record.id)
+        assert claimed is not None
+        record = await run_file(platform, claimed, run_id)
+    return await follower

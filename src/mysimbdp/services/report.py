@@ -1,0 +1,71 @@
+"""Per-tenant and platform-wide ingestion statistics from the meta store (Part 1.5)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from mysimbdp.domain.records import TenantStats
+from mysimbdp.domain.states import FileStatus, RunStatus
+from mysimbdp.platform import Platform
+
+
+def _rule_of(reason: str) -> str:
+    marker = "rule "
+    if marker in reason:
+        return reason.split(marker, 1)[1].split(":", 1)[0]
+    return "app" if ": app " in reason else "other"
+
+
+def tenant_stats(platform: Platform, tenant: str) -> TenantStats:
+    files = platform.meta.list_files(tenant=tenant, limit=10_000_000)
+    runs = platform.meta.list_runs(tenant=tenant, limit=10_000_000)
+    by_status = Counter(str(f.status) for f in files)
+    reasons: Counter[str] = Counter()
+    for f in files:
+        if f.status in (FileStatus.REJECTED, FileStatus.DUPLICATE, FileStatus.FAILED):
+            reasons.update({_rule_of(r) for r in f.reasons} or {"unknown"})
+    accepted = [f for f in files if f.status not in (FileStatus.REJECTED, FileStatus.DUPLICATE)]
+    finished = [r for r in runs if r.ended_at is not None]
+    return TenantStats(
+        tenant=tenant,
+        files_by_status=dict(sorted(by_status.items())),
+        bytes_accepted=sum(f.size_bytes for f in accepted),
+        rows_written=sum(f.rows_written for f in files),
+        rows_rejected=sum(f.rows_rejected for f in files),
+        runs=len(runs),
+        runs_failed=sum(1 for r in runs if r.status in (RunStatus.FAILED, RunStatus.TRANSIENT)),
+        run_seconds=sum((r.ended_at or r.started_at) - r.started_at for r in finished),
+        first_at=min((f.received_at for f in files), default=None),
+        last_at=max((f.updated_at for f in files), default=None),
+        top_reasons=tuple(reasons.most_common(5)),
+    )
+
+
+def platform_report(platform: Platform, tenant: str | None = None) -> dict[str, Any]:
+    """Statistics per tenant (one tenant if given) and the platform-wide totals."""
+    ids = [tenant] if tenant else [t.id for t in platform.meta.list_tenants()]
+    stats = [tenant_stats(platform, t) for t in ids]
+    total: Counter[str] = Counter()
+    for s in stats:
+        total.update(s.files_by_status)
+    totals = {
+        "tenants": len(stats),
+        "files_by_status": dict(sorted(total.items())),
+        "bytes_accepted": sum(s.bytes_accepted for s in stats),
+        "rows_written": sum(s.rows_written for s in stats),
+        "rows_rejected": sum(s.rows_rejected for s in stats),
+        "runs": sum(s.runs for s in stats),
+        "runs_failed": sum(s.runs_failed for s in stats),
+        "run_seconds": round(sum(s.run_seconds for s in stats), 3),
+    }
+    tenants = []
+    for s in stats:
+        item = asdict(s)
+        item["rows_per_s"] = round(s.rows_per_s, 1)
+        item["run_seconds"] = round(s.run_seconds, 3)
+        item["quarantined_rows"] = platform.meta.count_quarantine(s.tenant)
+        item["top_reasons"] = [{"rule": rule, "files": n} for rule, n in s.top_reasons]
+        tenants.append(item)
+    return {"tenants": tenants, "platform": totals}

@@ -1,0 +1,68 @@
+"""Tenant management: register (bundle, API key, coredms namespace), list, show, remove."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mysimbdp.domain.naming import tenant_id_problem
+from mysimbdp.domain.profile import DEFAULT_PROFILE, dump_profile, load_profile
+from mysimbdp.domain.records import TenantRecord
+from mysimbdp.errors import TenantError
+from mysimbdp.logs import get_logger
+from mysimbdp.platform import Platform
+
+log = get_logger("tenants")
+
+# Parts of a profile's directory that are data or caches, not the tenant's apps.
+_BUNDLE_IGNORE = shutil.ignore_patterns("data", "__pycache__", ".*", "*.pyc")
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    record: TenantRecord
+    api_key: str  # shown once; only its hash is stored
+
+
+def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) -> NewTenant:
+    """Register ``tenant_id``. With ``profile_path`` the profile's directory (its apps) is
+    copied into the platform home as the tenant's bundle; without, the default profile."""
+    if problem := tenant_id_problem(tenant_id):
+        raise TenantError(problem)
+    existing = {t.id for t in platform.meta.list_tenants()}
+    if tenant_id in existing:
+        raise TenantError(f"tenant {tenant_id!r} already exists; remove it first")
+    profile = DEFAULT_PROFILE if profile_path is None else load_profile(profile_path)
+    bundle = platform.home.bundle(tenant_id)
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    if profile_path is not None:
+        shutil.copytree(profile_path.resolve().parent, bundle, ignore=_BUNDLE_IGNORE)
+    bundle.mkdir(parents=True, exist_ok=True)
+    profile_yaml = dump_profile(profile)
+    if profile_path is None:
+        (bundle / "profile.yaml").write_text(profile_yaml, encoding="utf-8")
+    platform.home.ensure_tenant(tenant_id)
+    coredms_url = platform.coredms_admin.provision(tenant_id)
+    api_key = f"msb_{secrets.token_urlsafe(32)}"
+    record = TenantRecord(tenant_id, time.time(), profile_yaml, str(bundle), coredms_url)
+    platform.meta.add_tenant(record, hash_key(api_key))
+    log.info("tenant_added", tenant=tenant_id, profile=str(profile_path or "default"))
+    return NewTenant(record, api_key)
+
+
+def remove_tenant(platform: Platform, tenant_id: str) -> None:
+    """Remove the tenant, its key, its coredms namespace and its directories."""
+    platform.meta.get_tenant(tenant_id)
+    platform.coredms_admin.deprovision(tenant_id)
+    platform.meta.remove_tenant(tenant_id)
+    platform.home.remove_tenant_dirs(tenant_id)
+    log.info("tenant_removed", tenant=tenant_id)

@@ -1,0 +1,107 @@
+"""One Settings object, read once at the entry point and passed down.
+
+Environment variables use the prefix ``MYSIMBDP_``; nothing below this module reads the
+environment. Secrets in URLs are masked when settings are printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mysimbdp.errors import ConfigError
+
+DEFAULT_HOME = "mysimbdp-home"
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one platform instance.
+
+    ``meta_url`` and ``coredms_url`` are ``sqlite`` (the embedded default, files under
+    ``home``) or ``postgresql://user@host:port/db`` URLs.
+    """
+
+    home: Path
+    meta_url: str = ""
+    coredms_url: str = ""
+    pg_prefix: str = "mysimbdp"
+    max_workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    poll_interval_s: float = 1.0
+    settle_s: float = 1.0
+    lease_ttl_s: float = 15.0
+    retry_base_s: float = 1.0
+    max_attempts: int = 4
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        home = self.home.resolve()
+        object.__setattr__(self, "home", home)
+        if not self.meta_url:
+            object.__setattr__(self, "meta_url", f"sqlite:///{home / 'meta.db'}")
+        if not self.coredms_url:
+            object.__setattr__(self, "coredms_url", f"sqlite:///{home / 'coredms'}")
+        for name in ("meta_url", "coredms_url"):
+            scheme = urlsplit(getattr(self, name)).scheme
+            if scheme not in ("sqlite", "postgresql", "postgres"):
+                raise ConfigError(
+                    f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or "
+                    "postgresql://user@host:port/db"
+                )
+        if self.max_workers < 1:
+            raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
+        """Build settings from ``MYSIMBDP_*`` variables; explicit ``overrides`` win."""
+        values: dict[str, object] = {}
+        spec: dict[str, type] = {
+            "home": Path,
+            "meta_url": str,
+            "coredms_url": str,
+            "pg_prefix": str,
+            "max_workers": int,
+            "poll_interval_s": float,
+            "settle_s": float,
+            "lease_ttl_s": float,
+            "retry_base_s": float,
+            "max_attempts": int,
+            "log_format": str,
+            "log_level": str,
+        }
+        for name, kind in spec.items():
+            raw = env.get(f"MYSIMBDP_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"MYSIMBDP_{name.upper()}={raw!r}: not a valid {kind.__name__}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("home", Path(DEFAULT_HOME))
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, object]:
+        """Settings as a dict safe to print: passwords masked."""
+        return {
+            "home": str(self.home),
+            "meta_url": mask_url(self.meta_url),
+            "coredms_url": mask_url(self.coredms_url),
+            "max_workers": self.max_workers,
+        }

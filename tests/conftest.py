@@ -1,0 +1,105 @@
+"""Shared fixtures: the platform home, and the real external services.
+
+Tests that need PostgreSQL use the ``postgres_admin_url`` fixture (or ``coredms_url`` /
+``meta_url`` parametrized over SQLite and PostgreSQL). Off CI a missing service skips the
+test with the reason printed; under ``CI=true`` a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (off CI) or fail (CI=true) when a service is not listening."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}; under CI=true every service must run (see .ci/run)")
+    pytest.skip(f"{message}; start it to run this test (../shared/SERVICES.md)")
+
+
+@pytest.fixture
+def postgres_admin_url() -> str:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_prefix() -> Iterator[str]:
+    """A unique prefix for schemas and roles created by one test; dropped afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    yield prefix
+    if _reachable("127.0.0.1", 5432):
+        _drop_prefixed(prefix)
+
+
+def _drop_prefixed(prefix: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        schemas = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{prefix}%",)
+        ).fetchall()
+        for (schema,) in schemas:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        roles = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{prefix}%",)
+        ).fetchall()
+        for (role,) in roles:
+            conn.execute(f'DROP OWNED BY "{role}" CASCADE')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over the two store backends."""
+    if request.param == "postgres":
+        require_service("PostgreSQL", "127.0.0.1", 5432)
+    return str(request.param)
+
+
+@pytest.fixture
+def meta_url(backend: str, tmp_path: Path, pg_prefix: str) -> str:
+    """A fresh, empty meta store URL on the parametrized backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    import psycopg
+
+    schema = f"{pg_prefix}_meta"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def coredms_url(backend: str, tmp_path: Path) -> str:
+    """The platform-side coredms URL on the parametrized backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'coredms'}"
+    return POSTGRES_URL
