@@ -56,14 +56,10 @@ def _drop_prefixed(prefix: str) -> None:
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        schemas = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{prefix}%",)
-        ).fetchall()
+        schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{prefix}%",)).fetchall()
         for (schema,) in schemas:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        roles = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{prefix}%",)
-        ).fetchall()
+        roles = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{prefix}%",)).fetchall()
         for (role,) in roles:
             conn.execute(f'DROP OWNED BY "{role}" CASCADE')
             conn.execute(f'DROP ROLE "{role}"')

@@ -42,17 +42,26 @@ def ingest_progress(*, enabled: bool, name: str) -> Iterator[ProgressFn | None]:
         yield None
         return
     columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
         TextColumn("{task.fields[rows]} rows · {task.fields[rate]} rows/s · {task.fields[status]}"),
         TimeElapsedColumn(),
-    )  # fmt: skip
+    )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(name, total=None, rows=0, rate=0, status="queued")
 
         def update(p: IngestProgress) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
             rate = int(p.rows / elapsed) if elapsed > 0 else 0
-            bar.update(task, total=p.size_bytes or None, completed=p.bytes_done, rows=p.rows, rate=rate, status=p.status)
+            bar.update(
+                task,
+                total=p.size_bytes or None,
+                completed=p.bytes_done,
+                rows=p.rows,
+                rate=rate,
+                status=p.status,
+            )
 
         yield update
 
@@ -68,18 +77,28 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
         if q.file_id == record.id
     ][:5]
     return {
-        "file_id": record.id, "tenant": record.tenant, "name": record.name, "status": str(record.status),
-        "dataset": record.dataset, "app": record.app, "rows_total": record.rows_total,
-        "rows_written": record.rows_written, "rows_rejected": record.rows_rejected,
-        "rows_skipped": record.rows_skipped, "bytes": record.size_bytes, "sha256": record.sha256,
-        "attempts": record.attempts, "reasons": list(record.reasons), "quarantine_sample": samples,
+        "file_id": record.id,
+        "tenant": record.tenant,
+        "name": record.name,
+        "status": str(record.status),
+        "dataset": record.dataset,
+        "app": record.app,
+        "rows_total": record.rows_total,
+        "rows_written": record.rows_written,
+        "rows_rejected": record.rows_rejected,
+        "rows_skipped": record.rows_skipped,
+        "bytes": record.size_bytes,
+        "sha256": record.sha256,
+        "attempts": record.attempts,
+        "reasons": list(record.reasons),
+        "quarantine_sample": samples,
         "path": record.path,
         "durations_s": {
             "fetch": round((running or last) - first, 3) if running else None,
             "run": round(last - running, 3) if running else None,
             "total": round(last - first, 3),
         },
-    }  # fmt: skip
+    }
 
 
 def print_file_summary(s: dict[str, Any]) -> None:
@@ -100,40 +119,91 @@ def print_file_summary(s: dict[str, Any]) -> None:
 def file_table(records: Sequence[FileRecord]) -> None:
     table = Table("file", "tenant", "name", "status", "rows", "bad", "received (UTC)", "reason")
     for r in records:
-        table.add_row(r.id, r.tenant, r.name, str(r.status), str(r.rows_written), str(r.rows_rejected),
-                      _when(r.received_at), (r.reasons[0][:80] if r.reasons else ""))  # fmt: skip
+        table.add_row(
+            r.id,
+            r.tenant,
+            r.name,
+            str(r.status),
+            str(r.rows_written),
+            str(r.rows_rejected),
+            _when(r.received_at),
+            (r.reasons[0][:80] if r.reasons else ""),
+        )
     out.print(table)
 
 
 def report(data: dict[str, Any]) -> None:
-    table = Table("tenant", "files", "ingested", "rejected", "failed", "rows", "quarantined", "MB",
-                  "run s", "rows/s", "top failure rules", title="ingestion report")  # fmt: skip
+    table = Table(
+        "tenant",
+        "files",
+        "ingested",
+        "rejected",
+        "failed",
+        "rows",
+        "quarantined",
+        "MB",
+        "run s",
+        "rows/s",
+        "top failure rules",
+        title="ingestion report",
+    )
     for t in data["tenants"]:
         by = t["files_by_status"]
         rules = ", ".join(f"{r['rule']}×{r['files']}" for r in t["top_reasons"])
         table.add_row(
-            t["tenant"], str(sum(by.values())), str(by.get("ingested", 0)),
-            str(by.get("rejected", 0) + by.get("duplicate", 0)), str(by.get("failed", 0)),
-            str(t["rows_written"]), str(t["quarantined_rows"]), f"{t['bytes_accepted'] / 1e6:.2f}",
-            f"{t['run_seconds']:.2f}", f"{t['rows_per_s']:.0f}", rules,
-        )  # fmt: skip
+            t["tenant"],
+            str(sum(by.values())),
+            str(by.get("ingested", 0)),
+            str(by.get("rejected", 0) + by.get("duplicate", 0)),
+            str(by.get("failed", 0)),
+            str(t["rows_written"]),
+            str(t["quarantined_rows"]),
+            f"{t['bytes_accepted'] / 1e6:.2f}",
+            f"{t['run_seconds']:.2f}",
+            f"{t['rows_per_s']:.0f}",
+            rules,
+        )
     p = data["platform"]
     table.add_section()
     table.add_row(
-        f"ALL ({p['tenants']})", str(sum(p["files_by_status"].values())), str(p["files_by_status"].get("ingested", 0)),
+        f"ALL ({p['tenants']})",
+        str(sum(p["files_by_status"].values())),
+        str(p["files_by_status"].get("ingested", 0)),
         str(p["files_by_status"].get("rejected", 0) + p["files_by_status"].get("duplicate", 0)),
-        str(p["files_by_status"].get("failed", 0)), str(p["rows_written"]), "",
-        f"{p['bytes_accepted'] / 1e6:.2f}", f"{p['run_seconds']:.2f}", "", "",
-    )  # fmt: skip
+        str(p["files_by_status"].get("failed", 0)),
+        str(p["rows_written"]),
+        "",
+        f"{p['bytes_accepted'] / 1e6:.2f}",
+        f"{p['run_seconds']:.2f}",
+        "",
+        "",
+    )
     out.print(table)
 
 
 def demo_summary(summaries: Sequence[TenantSummary]) -> None:
-    table = Table("tenant", "accepted", "rejected", "rows written", "quarantined", "bytes", "seconds",
-                  "rows/s", title="mysimbdp demo: batch ingestion on the embedded default")  # fmt: skip
+    table = Table(
+        "tenant",
+        "accepted",
+        "rejected",
+        "rows written",
+        "quarantined",
+        "bytes",
+        "seconds",
+        "rows/s",
+        title="mysimbdp demo: batch ingestion on the embedded default",
+    )
     for s in summaries:
-        table.add_row(s.tenant, str(len(s.accepted)), str(len(s.rejected)), str(s.rows_written),
-                      str(s.quarantined), str(s.bytes_ingested), f"{s.seconds:.2f}", f"{s.rows_per_s:.0f}")  # fmt: skip
+        table.add_row(
+            s.tenant,
+            str(len(s.accepted)),
+            str(len(s.rejected)),
+            str(s.rows_written),
+            str(s.quarantined),
+            str(s.bytes_ingested),
+            f"{s.seconds:.2f}",
+            f"{s.rows_per_s:.0f}",
+        )
     out.print(table)
     for s in summaries:
         for f in s.rejected:

@@ -51,19 +51,43 @@ class _Errors(click.Group):
 
 
 @click.group(cls=_Errors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(path_type=Path), envvar="MYSIMBDP_HOME", default=None,
-              help="Platform home directory. [default: $MYSIMBDP_HOME, else ./mysimbdp-home]")
-@click.option("--meta-url", envvar="MYSIMBDP_META_URL", default=None,
-              help="Meta store URL: sqlite:///PATH or postgresql://user@host:port/db. [default: sqlite in HOME]")
-@click.option("--coredms-url", envvar="MYSIMBDP_COREDMS_URL", default=None,
-              help="coredms URL: sqlite:///DIR (one file per tenant) or postgresql://... [default: sqlite in HOME]")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None,
-              help="Log format on stderr. [default: json when not a terminal]")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    envvar="MYSIMBDP_HOME",
+    default=None,
+    help="Platform home directory. [default: $MYSIMBDP_HOME, else ./mysimbdp-home]",
+)
+@click.option(
+    "--meta-url",
+    envvar="MYSIMBDP_META_URL",
+    default=None,
+    help="Meta store URL: sqlite:///PATH or postgresql://user@host:port/db. [default: sqlite in HOME]",
+)
+@click.option(
+    "--coredms-url",
+    envvar="MYSIMBDP_COREDMS_URL",
+    default=None,
+    help="coredms URL: sqlite:///DIR (one file per tenant) or postgresql://... [default: sqlite in HOME]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="Log format on stderr. [default: json when not a terminal]",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, meta_url: str | None, coredms_url: str | None,
-         log_format: str | None, verbose: bool, quiet: bool) -> None:  # fmt: skip
+def main(
+    ctx: click.Context,
+    home: Path | None,
+    meta_url: str | None,
+    coredms_url: str | None,
+    log_format: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
     """mysimbdp: a multi-tenant data ingestion platform.
 
     Tenants drop CSV / JSON Lines / JSON files into their inbox (or use `ingest`); the
@@ -78,8 +102,9 @@ def main(ctx: click.Context, home: Path | None, meta_url: str | None, coredms_ur
       mysimbdp up                              # run the services until Ctrl-C
     """
     level = "debug" if verbose else "warning" if quiet else None
-    settings = Settings.from_env(os.environ, home=home, meta_url=meta_url, coredms_url=coredms_url,
-                                 log_format=log_format, log_level=level)  # fmt: skip
+    settings = Settings.from_env(
+        os.environ, home=home, meta_url=meta_url, coredms_url=coredms_url, log_format=log_format, log_level=level
+    )
     logs.configure(settings.log_level, settings.log_format)
     platform = Platform(settings, os.environ)
     ctx.obj = platform
@@ -106,17 +131,32 @@ def tenant() -> None:
 
 @tenant.command("add")
 @click.argument("tenant_id")
-@click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The tenant's profile.yaml; its directory (the apps) is copied into HOME. "
-              "Without it: the default profile with the built-in generic app.")
-@click.option("--json", "as_json", is_flag=True, help="Print the new tenant as JSON (the API key is shown only now).")
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The tenant's profile.yaml; its directory (the apps) is copied into HOME. "
+    "Without it: the default profile with the built-in generic app.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the new tenant as JSON (the API key is shown only now).",
+)
 @pass_platform
 def tenant_add(platform: Platform, tenant_id: str, profile_path: Path | None, as_json: bool) -> None:
     """Register TENANT_ID and print its API key (shown once; only its hash is stored)."""
     new = tenant_service.add_tenant(platform, tenant_id, profile_path)
     if as_json:
-        _emit_json({"id": new.record.id, "api_key": new.api_key, "bundle": new.record.bundle_dir,
-                    "inbox": str(platform.home.area("inbox", tenant_id))})  # fmt: skip
+        _emit_json(
+            {
+                "id": new.record.id,
+                "api_key": new.api_key,
+                "bundle": new.record.bundle_dir,
+                "inbox": str(platform.home.area("inbox", tenant_id)),
+            }
+        )
     else:
         click.echo(f"tenant {tenant_id} added\napi key (shown once): {new.api_key}")
         click.echo(f"inbox: {platform.home.area('inbox', tenant_id)}")
@@ -141,9 +181,13 @@ def tenant_list(platform: Platform, as_json: bool) -> None:
 def tenant_show(platform: Platform, tenant_id: str, as_json: bool) -> None:
     """Show a tenant's profile and directories."""
     record, profile = platform.tenant(tenant_id)
-    info = {"id": record.id, "created_at": record.created_at, "bundle": record.bundle_dir,
-            "inbox": str(platform.home.area("inbox", tenant_id)),
-            "profile": profile.model_dump(mode="json")}  # fmt: skip
+    info = {
+        "id": record.id,
+        "created_at": record.created_at,
+        "bundle": record.bundle_dir,
+        "inbox": str(platform.home.area("inbox", tenant_id)),
+        "profile": profile.model_dump(mode="json"),
+    }
     if as_json:
         _emit_json(info)
     else:
@@ -200,7 +244,12 @@ def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: 
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--dataset", required=True, help="Dataset name (default profile: the file's stem).")
 @click.option("--count", is_flag=True, help="Print the number of documents only.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Print up to N documents as JSON Lines.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Print up to N documents as JSON Lines.",
+)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @pass_platform
 def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: int | None, offset: int) -> None:
@@ -271,8 +320,13 @@ def up(platform: Platform) -> None:
 
 
 @main.command()
-@click.option("--examples", type=click.Path(file_okay=False, path_type=Path), default=Path("examples/tenants"),
-              show_default=True, help="Directory of example tenants (each with profile.yaml and data/).")
+@click.option(
+    "--examples",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("examples/tenants"),
+    show_default=True,
+    help="Directory of example tenants (each with profile.yaml and data/).",
+)
 @click.option("--fresh/--keep", default=True, show_default=True, help="Start from an empty home.")
 @pass_platform
 def demo(platform: Platform, examples: Path, fresh: bool) -> None:

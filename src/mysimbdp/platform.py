@@ -51,9 +51,7 @@ class Platform:
     def __enter__(self) -> Platform:
         return self.start()
 
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def tenant(self, tenant_id: str) -> tuple[TenantRecord, Profile]:

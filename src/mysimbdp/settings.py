@@ -58,8 +58,7 @@ class Settings:
             scheme = urlsplit(getattr(self, name)).scheme
             if scheme not in ("sqlite", "postgresql", "postgres"):
                 raise ConfigError(
-                    f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or "
-                    "postgresql://user@host:port/db"
+                    f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or postgresql://user@host:port/db"
                 )
         if self.max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")

@@ -7,7 +7,12 @@ from mysimbdp.domain.naming import dataset_from_stem, file_name_problems, tenant
 
 @pytest.mark.parametrize(
     ("name", "dataset"),
-    [("Flights 2013-01.csv", "flights_2013_01"), ("data.csv", "data"), ("2013.csv", "d_2013"), ("Ünï.jsonl", "_n_")],
+    [
+        ("Flights 2013-01.csv", "flights_2013_01"),
+        ("data.csv", "data"),
+        ("2013.csv", "d_2013"),
+        ("Ünï.jsonl", "_n_"),
+    ],
 )
 def test_dataset_is_the_lower_cased_stem_with_other_characters_as_underscores(name: str, dataset: str) -> None:
     """The default dataset name derives from the file stem."""

@@ -63,7 +63,8 @@ def test_missing_file_is_a_profile_error(tmp_path: Path) -> None:
 def test_app_is_chosen_by_file_pattern() -> None:
     """The first app whose pattern matches serves the file; none matches → None."""
     profile = parse_profile(
-        "batch_apps: [{name: a, file_pattern: 'a_*.csv'}, {name: b, file_pattern: '*.jsonl'}]\n", "p"
+        "batch_apps: [{name: a, file_pattern: 'a_*.csv'}, {name: b, file_pattern: '*.jsonl'}]\n",
+        "p",
     )
     assert profile.app_for("a_1.csv").name == "a"  # type: ignore[union-attr]
     assert profile.app_for("x.jsonl").name == "b"  # type: ignore[union-attr]

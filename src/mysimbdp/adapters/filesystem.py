@@ -67,9 +67,7 @@ def inbox_candidates(inbox: Path) -> list[Path]:
     return sorted(
         Path(e.path)
         for e in entries
-        if e.is_file(follow_symlinks=False)
-        and not e.name.startswith(".")
-        and not e.name.endswith(PART_SUFFIX)
+        if e.is_file(follow_symlinks=False) and not e.name.startswith(".") and not e.name.endswith(PART_SUFFIX)
     )
 
 

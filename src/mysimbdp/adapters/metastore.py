@@ -63,10 +63,21 @@ _FILE_COLUMNS = (
 )
 _UPDATABLE = frozenset(
     {
-        "path", "app", "dataset", "attempts", "next_attempt_at", "rows_total", "rows_written",
-        "rows_rejected", "rows_skipped", "reasons", "run_id", "lease_owner", "lease_expires_at",
+        "path",
+        "app",
+        "dataset",
+        "attempts",
+        "next_attempt_at",
+        "rows_total",
+        "rows_written",
+        "rows_rejected",
+        "rows_skipped",
+        "reasons",
+        "run_id",
+        "lease_owner",
+        "lease_expires_at",
     }
-)  # fmt: skip
+)
 
 
 def _file(row: Sequence[Any]) -> FileRecord:
@@ -101,8 +112,7 @@ class MetaStore:
             if self._db.one("SELECT 1 FROM tenants WHERE id = ?", (tenant.id,)):
                 raise TenantError(f"tenant {tenant.id!r} already exists; remove it first")
             self._db.execute(
-                "INSERT INTO tenants (id, created_at, profile_yaml, bundle_dir, coredms_url) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO tenants (id, created_at, profile_yaml, bundle_dir, coredms_url) VALUES (?, ?, ?, ?, ?)",
                 (
                     tenant.id,
                     tenant.created_at,
@@ -122,15 +132,11 @@ class MetaStore:
             (tenant_id,),
         )
         if row is None:
-            raise TenantError(
-                f"tenant {tenant_id!r} does not exist; add it with 'mysimbdp tenant add'"
-            )
+            raise TenantError(f"tenant {tenant_id!r} does not exist; add it with 'mysimbdp tenant add'")
         return TenantRecord(*row)
 
     def list_tenants(self) -> list[TenantRecord]:
-        rows = self._db.query(
-            "SELECT id, created_at, profile_yaml, bundle_dir, coredms_url FROM tenants ORDER BY id"
-        )
+        rows = self._db.query("SELECT id, created_at, profile_yaml, bundle_dir, coredms_url FROM tenants ORDER BY id")
         return [TenantRecord(*row) for row in rows]
 
     def remove_tenant(self, tenant_id: str) -> None:
@@ -168,12 +174,29 @@ class MetaStore:
             self._db.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 21)})",
                 (
-                    f.id, f.tenant, f.name, f.sha256, f.size_bytes, f.format, f.status,
-                    f.received_at, f.updated_at, f.path, f.app, f.dataset, f.attempts,
-                    f.next_attempt_at, f.rows_total, f.rows_written, f.rows_rejected,
-                    f.rows_skipped, orjson.dumps(list(f.reasons)).decode(), f.run_id, f.lease_owner,
+                    f.id,
+                    f.tenant,
+                    f.name,
+                    f.sha256,
+                    f.size_bytes,
+                    f.format,
+                    f.status,
+                    f.received_at,
+                    f.updated_at,
+                    f.path,
+                    f.app,
+                    f.dataset,
+                    f.attempts,
+                    f.next_attempt_at,
+                    f.rows_total,
+                    f.rows_written,
+                    f.rows_rejected,
+                    f.rows_skipped,
+                    orjson.dumps(list(f.reasons)).decode(),
+                    f.run_id,
+                    f.lease_owner,
                 ),
-            )  # fmt: skip
+            )
             self._event(f.id, f.status, detail or {"name": f.name, "size_bytes": f.size_bytes})
 
     def set_status(
@@ -216,9 +239,7 @@ class MetaStore:
         return _file(rows[0]) if rows else None
 
     def file_events(self, file_id: str) -> list[tuple[float, str, dict[str, Any]]]:
-        rows = self._db.query(
-            "SELECT at, status, detail FROM file_events WHERE file_id = ? ORDER BY at", (file_id,)
-        )
+        rows = self._db.query("SELECT at, status, detail FROM file_events WHERE file_id = ? ORDER BY at", (file_id,))
         return [(float(at), str(status), orjson.loads(detail)) for at, status, detail in rows]
 
     def list_files(
@@ -301,10 +322,18 @@ class MetaStore:
             "rows_rejected = ?, bytes_read = ?, peak_rss_bytes = ?, error = ?, stderr_tail = ? "
             "WHERE id = ?",
             (
-                run.status, run.ended_at, run.exit_code, run.rows_written, run.rows_rejected,
-                run.bytes_read, run.peak_rss_bytes, run.error, run.stderr_tail, run.id,
+                run.status,
+                run.ended_at,
+                run.exit_code,
+                run.rows_written,
+                run.rows_rejected,
+                run.bytes_read,
+                run.peak_rss_bytes,
+                run.error,
+                run.stderr_tail,
+                run.id,
             ),
-        )  # fmt: skip
+        )
 
     def list_runs(self, tenant: str | None = None, limit: int = 1000) -> list[RunRecord]:
         sql = (
@@ -333,9 +362,7 @@ class MetaStore:
             [(r.tenant, r.file_id, r.run_id, r.line, r.raw, r.reason, now) for r in rows],
         )
 
-    def list_quarantine(
-        self, tenant: str, limit: int = 100, offset: int = 0
-    ) -> list[QuarantinedRow]:
+    def list_quarantine(self, tenant: str, limit: int = 100, offset: int = 0) -> list[QuarantinedRow]:
         rows = self._db.query(
             "SELECT tenant, file_id, run_id, line, raw, reason FROM quarantine WHERE tenant = ? "
             "ORDER BY at, file_id, line LIMIT ? OFFSET ?",
@@ -356,9 +383,7 @@ class MetaStore:
         )
 
     def clear_beat(self, component: str, owner: str) -> None:
-        self._db.execute(
-            "DELETE FROM heartbeats WHERE component = ? AND owner = ?", (component, owner)
-        )
+        self._db.execute("DELETE FROM heartbeats WHERE component = ? AND owner = ?", (component, owner))
 
     def alive(self, component: str, max_age_s: float) -> bool:
         row = self._db.one("SELECT at FROM heartbeats WHERE component = ?", (component,))

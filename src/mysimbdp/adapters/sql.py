@@ -35,9 +35,7 @@ class SqlConnection:
             if self.dialect == "sqlite":
                 path = Path(urlsplit(self.url).path)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(
-                    path, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
+                conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
@@ -66,7 +64,7 @@ class SqlConnection:
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; return the affected row count."""
         with self._lock, self._errors():
-            cur = self._raw().execute(self._sql(sql), tuple(params))  # type: ignore[arg-type]
+            cur = self._raw().execute(self._sql(sql), tuple(params))
             return int(cur.rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
@@ -82,7 +80,7 @@ class SqlConnection:
 
     def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():
-            cur = self._raw().execute(self._sql(sql), tuple(params))  # type: ignore[arg-type]
+            cur = self._raw().execute(self._sql(sql), tuple(params))
             return list(cur.fetchall())
 
     def one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:

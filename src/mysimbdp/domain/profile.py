@@ -10,10 +10,11 @@ from __future__ import annotations
 import fnmatch
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
 from mysimbdp.errors import ProfileError
@@ -154,7 +155,7 @@ class Profile(_Model):
 DEFAULT_PROFILE = Profile(description="default profile: any CSV/JSON Lines/JSON file, generic app")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":

@@ -16,9 +16,7 @@ class FileStatus(StrEnum):
     DUPLICATE = "duplicate"  # same sha256 already accepted; file in rejected/
 
 
-FINAL_FILE_STATES = frozenset(
-    {FileStatus.INGESTED, FileStatus.FAILED, FileStatus.REJECTED, FileStatus.DUPLICATE}
-)
+FINAL_FILE_STATES = frozenset({FileStatus.INGESTED, FileStatus.FAILED, FileStatus.REJECTED, FileStatus.DUPLICATE})
 
 
 class RunStatus(StrEnum):

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import Profile
@@ -64,27 +65,42 @@ class BatchIngestManager:
         log.info("manager_stopped", owner=self.owner)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        ]
         waiters.extend(self._tasks)
-        done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters[:2]:
             w.cancel()
         self._wake.clear()
         for task in [t for t in self._tasks if t.done()]:
             record = self._tasks.pop(task)
             if not task.cancelled() and (exc := task.exception()) is not None:
-                log.error("run_crashed", tenant=record.tenant, file_id=record.id, error=repr(exc), exc_info=exc)
-                self.platform.meta.set_status(
-                    record.id, FileStatus.STAGED, {"error": repr(exc)}, lease_owner=""
+                log.error(
+                    "run_crashed",
+                    tenant=record.tenant,
+                    file_id=record.id,
+                    error=repr(exc),
+                    exc_info=exc,
                 )
+                self.platform.meta.set_status(record.id, FileStatus.STAGED, {"error": repr(exc)}, lease_owner="")
 
     def _requeue_expired(self, now: float) -> None:
         for record in self.platform.meta.expired_leases(now):
             if self.platform.meta.set_status(
-                record.id, FileStatus.STAGED, {"requeued_from": record.lease_owner},
-                expect=[FileStatus.RUNNING], lease_owner="",
-            ):  # fmt: skip
-                log.warning("lease_expired_requeued", tenant=record.tenant, file_id=record.id, owner=record.lease_owner)
+                record.id,
+                FileStatus.STAGED,
+                {"requeued_from": record.lease_owner},
+                expect=[FileStatus.RUNNING],
+                lease_owner="",
+            ):
+                log.warning(
+                    "lease_expired_requeued",
+                    tenant=record.tenant,
+                    file_id=record.id,
+                    owner=record.lease_owner,
+                )
 
     def _start_some(self, now: float) -> None:
         free = self.platform.settings.max_workers - len(self._tasks)
@@ -108,9 +124,12 @@ class BatchIngestManager:
             key = (record.tenant, record.app)
             running[key] = running.get(key, 0) + 1
         chosen = pick_files(
-            [f for f in runnable if f.tenant in profiles], free_slots=free, running=running,
-            concurrency=concurrency, last_served=self._last_served,
-        )  # fmt: skip
+            [f for f in runnable if f.tenant in profiles],
+            free_slots=free,
+            running=running,
+            concurrency=concurrency,
+            last_served=self._last_served,
+        )
         for f in chosen:
             run_id = new_id("r")
             if not self.platform.meta.claim(f.id, self.owner, self.platform.settings.lease_ttl_s, run_id):
@@ -130,7 +149,10 @@ class BatchIngestManager:
         for task, record in self._tasks.items():
             if task in pending:
                 self.platform.meta.set_status(
-                    record.id, FileStatus.STAGED, {"interrupted": "platform stopped"},
-                    expect=[FileStatus.RUNNING], lease_owner="",
-                )  # fmt: skip
+                    record.id,
+                    FileStatus.STAGED,
+                    {"interrupted": "platform stopped"},
+                    expect=[FileStatus.RUNNING],
+                    lease_owner="",
+                )
         self._tasks.clear()

@@ -28,9 +28,7 @@ COMPONENT = "fetchdata"
 
 
 class FetchData:
-    def __init__(
-        self, platform: Platform, on_decision: Callable[[FetchDecision], None] | None = None
-    ) -> None:
+    def __init__(self, platform: Platform, on_decision: Callable[[FetchDecision], None] | None = None) -> None:
         self.platform = platform
         self.on_decision = on_decision
         self.owner = f"{os.getpid()}"
@@ -50,8 +48,15 @@ class FetchData:
                 except MysimbdpError as exc:
                     log.warning("fetch_tick_failed", error=str(exc))
                 with contextlib.suppress(TimeoutError):
-                    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-                    await asyncio.wait(waiters, timeout=self.platform.settings.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+                    waiters = [
+                        asyncio.ensure_future(stop.wait()),
+                        asyncio.ensure_future(self._wake.wait()),
+                    ]
+                    await asyncio.wait(
+                        waiters,
+                        timeout=self.platform.settings.poll_interval_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     for w in waiters:
                         w.cancel()
                 self._wake.clear()

@@ -92,9 +92,15 @@ async def run_demo(platform: Platform, examples: Path, *, timeout_s: float = 600
         await services
     summaries = []
     for tenant_dir in tenant_dirs:
-        files = [f for f in platform.meta.list_files(tenant=tenant_dir.name, limit=100_000) if f.received_at >= started - 1]
-        seconds = max((f.updated_at for f in files), default=started) - min((f.received_at for f in files), default=started)
-        summaries.append(TenantSummary(tenant_dir.name, files, platform.meta.count_quarantine(tenant_dir.name), seconds))
+        files = [
+            f for f in platform.meta.list_files(tenant=tenant_dir.name, limit=100_000) if f.received_at >= started - 1
+        ]
+        seconds = max((f.updated_at for f in files), default=started) - min(
+            (f.received_at for f in files), default=started
+        )
+        summaries.append(
+            TenantSummary(tenant_dir.name, files, platform.meta.count_quarantine(tenant_dir.name), seconds)
+        )
     return summaries
 
 

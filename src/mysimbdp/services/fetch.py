@@ -76,11 +76,20 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
             )
         )
     record = FileRecord(
-        id=file_id, tenant=tenant, name=name, sha256=facts.sha256, size_bytes=facts.size_bytes,
-        format=str(facts.format or ""), status=FileStatus.RECEIVED, received_at=now,
-        updated_at=now, path=str(path), app=app.name if app else "",
-        dataset=profile.dataset_for(app, name) if app else "", rows_total=facts.rows_total,
-    )  # fmt: skip
+        id=file_id,
+        tenant=tenant,
+        name=name,
+        sha256=facts.sha256,
+        size_bytes=facts.size_bytes,
+        format=str(facts.format or ""),
+        status=FileStatus.RECEIVED,
+        received_at=now,
+        updated_at=now,
+        path=str(path),
+        app=app.name if app else "",
+        dataset=profile.dataset_for(app, name) if app else "",
+        rows_total=facts.rows_total,
+    )
     if not violations:
         earlier = platform.meta.accepted_with_sha(tenant, facts.sha256)
         if earlier is not None:
@@ -90,7 +99,15 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
             )
             return _reject(platform, record, FileStatus.DUPLICATE, [message], facts, started)
         return _stage(platform, record, facts, started)
-    return _reject(platform, record, FileStatus.REJECTED, [v.message for v in violations], facts, started, [v.rule for v in violations])
+    return _reject(
+        platform,
+        record,
+        FileStatus.REJECTED,
+        [v.message for v in violations],
+        facts,
+        started,
+        [v.rule for v in violations],
+    )
 
 
 def _stage(platform: Platform, record: FileRecord, facts: FileFacts, started: float) -> FetchDecision:
@@ -100,14 +117,25 @@ def _stage(platform: Platform, record: FileRecord, facts: FileFacts, started: fl
     platform.meta.set_status(
         record.id,
         FileStatus.STAGED,
-        {"path": str(staged), "app": record.app, "dataset": record.dataset, "rows": facts.rows_total},
+        {
+            "path": str(staged),
+            "app": record.app,
+            "dataset": record.dataset,
+            "rows": facts.rows_total,
+        },
         path=str(staged),
     )
     seconds = time.monotonic() - started
     log.info(
-        "file_staged", tenant=record.tenant, file_id=record.id, file=record.name,
-        size_bytes=record.size_bytes, rows=facts.rows_total, app=record.app, seconds=round(seconds, 3),
-    )  # fmt: skip
+        "file_staged",
+        tenant=record.tenant,
+        file_id=record.id,
+        file=record.name,
+        size_bytes=record.size_bytes,
+        rows=facts.rows_total,
+        app=record.app,
+        seconds=round(seconds, 3),
+    )
     return FetchDecision(record.id, record.tenant, record.name, FileStatus.STAGED, staged, (), facts, seconds)
 
 
@@ -123,11 +151,18 @@ def _reject(
     area = platform.home.area("rejected", record.tenant)
     target = area / f"{record.id}{_extension(record.name)}"
     reason_doc = {
-        "tenant": record.tenant, "file": record.name, "file_id": record.id, "status": status,
-        "sha256": record.sha256, "size_bytes": record.size_bytes, "rules": rules or ["duplicate"],
-        "reasons": reasons, "rejected_at": time.time(),
-        "bad_rows_by_rule": facts.bad_by_rule, "bad_row_samples": list(facts.samples),
-    }  # fmt: skip
+        "tenant": record.tenant,
+        "file": record.name,
+        "file_id": record.id,
+        "status": status,
+        "sha256": record.sha256,
+        "size_bytes": record.size_bytes,
+        "rules": rules or ["duplicate"],
+        "reasons": reasons,
+        "rejected_at": time.time(),
+        "bad_rows_by_rule": facts.bad_by_rule,
+        "bad_row_samples": list(facts.samples),
+    }
     platform.meta.insert_file(
         FileRecord(**{**record.__dict__, "status": status, "reasons": tuple(reasons), "path": str(target)}),
         {"reasons": reasons},
@@ -135,7 +170,14 @@ def _reject(
     filesystem.move(Path(record.path), target)
     (area / f"{record.id}.reason.json").write_bytes(orjson.dumps(reason_doc, option=orjson.OPT_INDENT_2))
     seconds = time.monotonic() - started
-    log.warning("file_rejected", tenant=record.tenant, file_id=record.id, file=record.name, status=str(status), reasons=reasons)
+    log.warning(
+        "file_rejected",
+        tenant=record.tenant,
+        file_id=record.id,
+        file=record.name,
+        status=str(status),
+        reasons=reasons,
+    )
     return FetchDecision(record.id, record.tenant, record.name, status, target, tuple(reasons), facts, seconds)
 
 

@@ -63,7 +63,10 @@ def _progress_of(platform: Platform, record: FileRecord) -> Progress:
         except (OSError, orjson.JSONDecodeError, ValueError):
             pass
     elif record.status in FINAL_FILE_STATES:
-        rows, done = record.rows_written + record.rows_rejected + record.rows_skipped, record.size_bytes
+        rows, done = (
+            record.rows_written + record.rows_rejected + record.rows_skipped,
+            record.size_bytes,
+        )
     return Progress(str(record.status), rows, done, record.size_bytes)
 
 
@@ -102,28 +105,39 @@ async def ingest_one(
     if platform_running(platform):
         if not wait:
             return None
-        record = await _find_dropped(platform, tenant, sha256, since, timeout_s=300.0)
-        return await _follow(platform, record, on_progress)
+        found = await _find_dropped(platform, tenant, sha256, since, timeout_s=300.0)
+        return await _follow(platform, found, on_progress)
     decision = await asyncio.to_thread(fetch_file, platform, tenant, dropped)
     record = platform.meta.get_file(decision.file_id)
     assert record is not None
     if decision.status is not FileStatus.STAGED:
         return record
-    run_id = new_id("r")
-    owner = f"cli:{run_id}"
-    if not platform.meta.claim(record.id, owner, platform.settings.lease_ttl_s * 40, run_id):
-        return await _follow(platform, record, on_progress)  # a platform started and took it
-    claimed = platform.meta.get_file(record.id)
-    assert claimed is not None
-    task = asyncio.create_task(run_file(platform, claimed, run_id))
-    follower = asyncio.create_task(_follow(platform, claimed, on_progress))
-    record = await task
-    while record.status is FileStatus.RETRY:  # transient failure: back off and try again
-        await asyncio.sleep(max(0.0, record.next_attempt_at - time.time()))
-        run_id = new_id("r")
-        if not platform.meta.claim(record.id, owner, platform.settings.lease_ttl_s * 40, run_id):
-            break
-        claimed = platform.meta.get_file(record.id)
-        assert claimed is not None
-        record = await run_file(platform, claimed, run_id)
+    return await _run_here(platform, record, on_progress)
+
+
+async def _run_here(platform: Platform, record: FileRecord, on_progress: ProgressFn | None) -> FileRecord:
+    """Run the staged file in this process, as the batch manager would, retrying transient
+    failures; the lease is renewed so a platform started meanwhile leaves it alone."""
+    owner = f"cli:{new_id('c')}"
+    ttl_s = platform.settings.lease_ttl_s
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)
+            platform.meta.renew_leases(owner, ttl_s)
+
+    renewer = asyncio.create_task(renew())
+    follower = asyncio.create_task(_follow(platform, record, on_progress))
+    try:
+        while record.status in (FileStatus.STAGED, FileStatus.RETRY):
+            await asyncio.sleep(max(0.0, record.next_attempt_at - time.time()))
+            run_id = new_id("r")
+            if not platform.meta.claim(record.id, owner, ttl_s, run_id):
+                break  # a platform started and took it: just follow it
+            claimed = platform.meta.get_file(record.id)
+            assert claimed is not None
+            record = await run_file(platform, claimed, run_id)
+    finally:
+        renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
     return await follower

@@ -32,7 +32,7 @@ QUARANTINE_BATCH = 1000
 
 def backoff_s(attempt: int, base_s: float) -> float:
     """Exponential backoff with jitter: base, 2·base, 4·base … (±25 %)."""
-    return base_s * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)  # noqa: S311
+    return float(base_s * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))  # noqa: S311
 
 
 def _argv(app: BatchApp, bundle: str) -> list[str]:
@@ -55,12 +55,23 @@ def _rejects(path: Path, record: FileRecord, run_id: str) -> Iterator[Quarantine
             try:
                 item = orjson.loads(line)
                 yield QuarantinedRow(
-                    record.tenant, record.id, run_id, int(item["line"]), str(item.get("raw", "")),
+                    record.tenant,
+                    record.id,
+                    run_id,
+                    int(item["line"]),
+                    str(item.get("raw", "")),
                     str(item.get("reason", "")),
-                )  # fmt: skip
+                )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 reason = f"unreadable reject entry {number} written by the app"
-                yield QuarantinedRow(record.tenant, record.id, run_id, -number, line.decode(errors="replace")[:10_000], reason)
+                yield QuarantinedRow(
+                    record.tenant,
+                    record.id,
+                    run_id,
+                    -number,
+                    line.decode(errors="replace")[:10_000],
+                    reason,
+                )
 
 
 def _record_quarantine(platform: Platform, rows: Iterator[QuarantinedRow]) -> int:
@@ -105,13 +116,21 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
         contract.REJECTS: str(run_dir / "rejects.jsonl"),
         contract.PROGRESS: str(run_dir / "progress.json"),
     }
-    limits = runner.Limits(
-        timeout_s=app.timeout_s, memory_bytes=app.memory_mb * 1024 * 1024, cpu_s=app.cpu_s
+    limits = runner.Limits(timeout_s=app.timeout_s, memory_bytes=app.memory_mb * 1024 * 1024, cpu_s=app.cpu_s)
+    log.info(
+        "run_started",
+        tenant=record.tenant,
+        file_id=record.id,
+        run_id=run_id,
+        app=app.name,
+        attempt=attempt,
     )
-    log.info("run_started", tenant=record.tenant, file_id=record.id, run_id=run_id, app=app.name, attempt=attempt)
     work.mkdir(parents=True, exist_ok=True)
     outcome = await runner.run(
-        _argv(app, tenant.bundle_dir), env=runner.build_env(env, platform.env), cwd=work, limits=limits
+        _argv(app, tenant.bundle_dir),
+        env=runner.build_env(env, platform.env),
+        cwd=work,
+        limits=limits,
     )
     result = _read_json(run_dir / "result.json")
     quarantined = _record_quarantine(platform, _rejects(run_dir / "rejects.jsonl", record, run_id))
@@ -128,23 +147,51 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
     ended = time.time()
     platform.meta.finish_run(
         RunRecord(
-            run_id, record.id, record.tenant, app.name, attempt, started, run_status, ended,
-            outcome.exit_code, rows_written, rows_rejected, int(result.get("bytes_read", 0)),
-            outcome.peak_rss_bytes, error, outcome.stderr_tail[-4000:],
+            run_id,
+            record.id,
+            record.tenant,
+            app.name,
+            attempt,
+            started,
+            run_status,
+            ended,
+            outcome.exit_code,
+            rows_written,
+            rows_rejected,
+            int(result.get("bytes_read", 0)),
+            outcome.peak_rss_bytes,
+            error,
+            outcome.stderr_tail[-4000:],
         )
-    )  # fmt: skip
+    )
     log.info(
-        "run_ended", tenant=record.tenant, file_id=record.id, run_id=run_id, status=str(run_status),
-        outcome=outcome.describe(), rows_written=rows_written, rows_rejected=rows_rejected,
-        seconds=round(ended - started, 3), peak_rss_bytes=outcome.peak_rss_bytes,
-    )  # fmt: skip
-    reasons = [] if not error else [f"tenant {record.tenant!r}: file {record.name!r}: app {app.name!r} run {attempt}: {error}"]
+        "run_ended",
+        tenant=record.tenant,
+        file_id=record.id,
+        run_id=run_id,
+        status=str(run_status),
+        outcome=outcome.describe(),
+        rows_written=rows_written,
+        rows_rejected=rows_rejected,
+        seconds=round(ended - started, 3),
+        peak_rss_bytes=outcome.peak_rss_bytes,
+    )
+    reasons = (
+        []
+        if not error
+        else [f"tenant {record.tenant!r}: file {record.name!r}: app {app.name!r} run {attempt}: {error}"]
+    )
     if status is FileStatus.RETRY:
         delay = backoff_s(attempt, platform.settings.retry_base_s)
         platform.meta.set_status(
-            record.id, FileStatus.RETRY, {"run_id": run_id, "error": error, "retry_in_s": round(delay, 2)},
-            attempts=attempt, next_attempt_at=time.time() + delay, lease_owner="", reasons=reasons,
-        )  # fmt: skip
+            record.id,
+            FileStatus.RETRY,
+            {"run_id": run_id, "error": error, "retry_in_s": round(delay, 2)},
+            attempts=attempt,
+            next_attempt_at=time.time() + delay,
+            lease_owner="",
+            reasons=reasons,
+        )
         shutil.rmtree(run_dir, ignore_errors=True)
         updated = platform.meta.get_file(record.id)
         assert updated is not None
@@ -171,9 +218,14 @@ def _finish(
     # Record first, then move: a crash in between leaves a file in staging whose record is
     # final (harmless, its rows are stored), never a running record without its input.
     platform.meta.set_status(
-        record.id, status, {"reasons": reasons, **fields}, path=str(target), lease_owner="",
-        reasons=reasons, **fields,
-    )  # fmt: skip
+        record.id,
+        status,
+        {"reasons": reasons, **fields},
+        path=str(target),
+        lease_owner="",
+        reasons=reasons,
+        **fields,
+    )
     if Path(record.path).exists():
         filesystem.move(Path(record.path), target)
     if status is FileStatus.INGESTED:

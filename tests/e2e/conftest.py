@@ -1,0 +1,81 @@
+"""End-to-end helpers: run the real ``mysimbdp`` CLI as a subprocess against a home."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+
+@dataclass
+class Cli:
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = False, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mysimbdp", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mysimbdp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        proc = self.run(*args)
+        try:
+            return orjson.loads(proc.stdout)
+        except orjson.JSONDecodeError as exc:
+            raise AssertionError(f"not JSON ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mysimbdp", *args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home.parent / "up.log", "ab"),
+        )
+
+
+@pytest.fixture
+def cli(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Cli:
+    """The CLI on a fresh home, over the parametrized backend (SQLite or PostgreSQL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
+    env.update(
+        MYSIMBDP_HOME=str(home),
+        MYSIMBDP_META_URL=meta_url,
+        MYSIMBDP_COREDMS_URL=coredms_url,
+        MYSIMBDP_PG_PREFIX=pg_prefix,
+        MYSIMBDP_LOG_FORMAT="json",
+        MYSIMBDP_RETRY_BASE_S="0.2",
+        MYSIMBDP_LEASE_TTL_S="3",
+        MYSIMBDP_POLL_INTERVAL_S="0.2",
+        MYSIMBDP_SETTLE_S="0.3",
+    )
+    return Cli(home, env)
+
+
+@pytest.fixture
+def write_tenant(tmp_path: Path) -> Callable[..., Path]:
+    """Write a tenant bundle (profile.yaml + app files) and return the profile path."""
+
+    def write(name: str, profile: str, files: dict[str, str] | None = None) -> Path:
+        bundle = tmp_path / "bundles" / name
+        bundle.mkdir(parents=True)
+        (bundle / "profile.yaml").write_text(profile)
+        for file_name, text in (files or {}).items():
+            (bundle / file_name).write_text(text)
+        return bundle / "profile.yaml"
+
+    return write

@@ -1,0 +1,122 @@
+"""The CLI end to end with real subprocess apps, over SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from tests.e2e.conftest import Cli
+
+CSV = "id,name,score,active,when\n1,ann,1.5,true,2024-01-01\n2,bob,,false,2024-01-02\n3,cy,7,true,\n"
+
+
+def test_tenant_lifecycle(cli: Cli) -> None:
+    """tenant add prints the id and a key once; list/show see it; remove deletes it."""
+    new = cli.json("tenant", "add", "acme", "--json")
+    assert new["id"] == "acme" and new["api_key"].startswith("msb_")
+    assert [t["id"] for t in cli.json("tenant", "list", "--json")] == ["acme"]
+    shown = cli.json("tenant", "show", "acme", "--json")
+    assert shown["profile"]["batch_apps"][0]["name"] == "generic"
+    assert new["api_key"] not in cli.run("tenant", "show", "acme").stdout
+    cli.run("tenant", "remove", "acme", "--yes", check=True)
+    assert cli.json("tenant", "list", "--json") == []
+    again = cli.run("tenant", "show", "acme")
+    assert again.returncode == 1 and "tenant 'acme' does not exist" in again.stderr
+
+
+def test_default_profile_ingests_into_the_stem_dataset_with_types(cli: Cli, tmp_path: Path) -> None:
+    """A CSV lands in the dataset named after its stem with inferred types, readable by query."""
+    cli.run("tenant", "add", "acme", check=True)
+    data = tmp_path / "My Scores-2024.csv"
+    data.write_text(CSV)
+    summary = cli.json("ingest", str(data), "--tenant", "acme", "--json")
+    assert summary["status"] == "ingested", summary
+    assert summary["dataset"] == "my_scores_2024"
+    assert summary["rows_written"] == 3 and summary["rows_rejected"] == 0
+    assert summary["bytes"] == len(CSV)
+    count = cli.run("query", "--tenant", "acme", "--dataset", "my_scores_2024", "--count", check=True)
+    assert count.stdout.strip() == "3"
+    lines = cli.run("query", "--tenant", "acme", "--dataset", "my_scores_2024", "--limit", "2", check=True)
+    docs = [orjson.loads(line) for line in lines.stdout.splitlines()]
+    assert len(docs) == 2
+    assert docs[0] == {"id": 1, "name": "ann", "score": 1.5, "active": True, "when": "2024-01-01"}
+    assert docs[1]["score"] is None
+
+
+def test_rejected_file_exits_3_with_reasons_and_keeps_the_file(cli: Cli, tmp_path: Path) -> None:
+    """An empty file is rejected: exit 3, the reason names tenant, file and rule; the file is kept."""
+    cli.run("tenant", "add", "acme", check=True)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    proc = cli.run("ingest", str(empty), "--tenant", "acme")
+    assert proc.returncode == 3, proc.stderr
+    assert "rejected" in proc.stdout and "'acme'" in proc.stdout and "empty.csv" in proc.stdout
+    rejected = list((cli.home / "rejected" / "acme").iterdir())
+    reason_files = [p for p in rejected if p.name.endswith(".reason.json")]
+    assert len(rejected) == 2 and len(reason_files) == 1
+    reason = orjson.loads(reason_files[0].read_bytes())
+    assert reason["file"] == "empty.csv" and "empty" in reason["rules"]
+
+
+def test_same_content_twice_is_a_duplicate_and_not_ingested_again(cli: Cli, tmp_path: Path) -> None:
+    """The second copy (same sha256, other name) is rejected as a duplicate; the store is unchanged."""
+    cli.run("tenant", "add", "acme", check=True)
+    first = tmp_path / "scores.csv"
+    first.write_text(CSV)
+    assert cli.json("ingest", str(first), "--tenant", "acme", "--json")["status"] == "ingested"
+    second = tmp_path / "scores_copy.csv"
+    second.write_text(CSV)
+    proc = cli.run("ingest", str(second), "--tenant", "acme", "--json")
+    assert proc.returncode == 3
+    summary = orjson.loads(proc.stdout)
+    assert summary["status"] == "duplicate" and "duplicate" in summary["reasons"][0]
+    assert cli.run("query", "--tenant", "acme", "--dataset", "scores", "--count").stdout.strip() == "3"
+
+
+def test_tenant_app_with_quality_rules_quarantines_bad_rows(
+    cli: Cli, tmp_path: Path, write_tenant: Callable[..., Path]
+) -> None:
+    """Rows failing the profile's rules are quarantined with line and reason; the rest land."""
+    profile = write_tenant(
+        "shop",
+        """
+formats: [csv]
+required_columns: [sku, qty]
+quality:
+  max_bad_row_ratio: 0.5
+  rules:
+    - {field: qty, type: int, required: true, min: 0}
+dataset: orders
+key_fields: [sku]
+batch_apps:
+  - name: orders
+    command: ["{python}", "{bundle}/app.py"]
+    file_pattern: "*.csv"
+""",
+        {
+            "app.py": (
+                "from mysimbdp import sdk\n\n"
+                "def transform(row):\n"
+                "    return {'sku': row['sku'].upper(), 'qty': int(row['qty']), 'big': int(row['qty']) > 5}\n\n"
+                "if __name__ == '__main__':\n"
+                "    sdk.run_batch(transform)\n"
+            )
+        },
+    )
+    cli.run("tenant", "add", "shop", "--profile", str(profile), check=True)
+    data = tmp_path / "orders.csv"
+    data.write_text("sku,qty\na1,3\na2,-1\na3,x\na4,9\n")
+    summary = cli.json("ingest", str(data), "--tenant", "shop", "--json")
+    assert summary["status"] == "ingested", summary
+    assert (summary["rows_written"], summary["rows_rejected"]) == (2, 2)
+    assert {q["line"] for q in summary["quarantine_sample"]} == {3, 4}
+    docs = [
+        orjson.loads(x)
+        for x in cli.run("query", "--tenant", "shop", "--dataset", "orders", "--limit", "10").stdout.splitlines()
+    ]
+    assert docs == [{"sku": "A1", "qty": 3, "big": False}, {"sku": "A4", "qty": 9, "big": True}]
+    report = cli.json("report", "--tenant", "shop", "--json")
+    assert report["tenants"][0]["quarantined_rows"] == 2
+    assert report["tenants"][0]["rows_written"] == 2

@@ -1,0 +1,120 @@
+"""Kills and outages: a killed manager or an unreachable store loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from tests.conftest import POSTGRES_URL, require_service
+from tests.e2e.conftest import Cli
+
+ROWS = 200_000
+
+
+def _big_csv(path: Path, rows: int = ROWS) -> Path:
+    with open(path, "w") as fh:
+        fh.write("id,sensor,value,note\n")
+        for n in range(rows):
+            fh.write(f"{n},s{n % 97},{n * 0.5},row number {n}\n")
+    return path
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout_s} s")
+
+
+def _count(cli: Cli, tenant: str, dataset: str) -> int:
+    out = cli.run("query", "--tenant", tenant, "--dataset", dataset, "--count").stdout.strip()
+    return int(out) if out.isdigit() else -1
+
+
+def _running_progress(home: Path) -> int:
+    rows = 0
+    for progress in home.glob("runs/*/progress.json"):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            rows = max(rows, int(orjson.loads(progress.read_bytes()).get("rows", 0)))
+    return rows
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli: Cli, tmp_path: Path) -> None:
+    """SIGKILL `up` while the app is half-way through a 200k-row file; after a restart the
+    file is re-run (its lease expired) and the store holds every row exactly once."""
+    cli.run("tenant", "add", "acme", check=True)
+    _big_csv(cli.home / "inbox" / "acme" / ".big.csv.part")
+    up = cli.popen("up")
+    (cli.home / "inbox" / "acme" / ".big.csv.part").rename(cli.home / "inbox" / "acme" / "big.csv")
+    _wait_for(lambda: _running_progress(cli.home) >= 20_000, what="app half-way")
+    up.send_signal(signal.SIGKILL)
+    up.wait(timeout=30)
+    partial = _count(cli, "acme", "big")
+    assert 0 <= partial < ROWS, "the kill happened mid-file"
+    files = orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)
+    assert [f["status"] for f in files] == ["running"], "the killed run left its lease behind"
+    up = cli.popen("up")
+    try:
+        _wait_for(
+            lambda: orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)[0]["status"] == "ingested",
+            what="re-run finished",
+        )
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    assert _count(cli, "acme", "big") == ROWS
+    docs = [
+        orjson.loads(x)
+        for x in cli.run("query", "--tenant", "acme", "--dataset", "big", "--limit", str(ROWS)).stdout.splitlines()
+    ]
+    ids = [d["id"] for d in docs]
+    assert len(ids) == len(set(ids)) == ROWS
+
+
+@pytest.mark.slow
+def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
+    cli: Cli, tmp_path: Path, backend: str, pg_prefix: str
+) -> None:
+    """PostgreSQL drops the app's connection mid-run and refuses logins for 2 s: the run is
+    transient (exit 75), retried with backoff, and the file ends ingested with every row once
+    and nothing quarantined."""
+    if backend != "postgres":
+        pytest.skip("the outage is made by PostgreSQL itself (terminate + NOLOGIN); SQLite has no server to lose")
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    cli.env["MYSIMBDP_MAX_ATTEMPTS"] = "12"
+    cli.run("tenant", "add", "acme", check=True)
+    data = _big_csv(tmp_path / "big.csv")
+    role = f"{pg_prefix}_acme"
+    outage_done = threading.Event()
+
+    def outage() -> None:
+        _wait_for(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'ALTER ROLE "{role}" NOLOGIN')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            time.sleep(2.0)
+            conn.execute(f'ALTER ROLE "{role}" LOGIN')
+        outage_done.set()
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    summary = cli.json("ingest", str(data), "--tenant", "acme", "--json")
+    thread.join(timeout=60)
+    assert outage_done.is_set()
+    assert summary["status"] == "ingested", summary
+    assert summary["attempts"] >= 2, "the outage made at least one transient failure"
+    assert summary["rows_rejected"] == 0
+    assert _count(cli, "acme", "big") == ROWS
+    report = cli.json("report", "--tenant", "acme", "--json")["tenants"][0]
+    assert report["quarantined_rows"] == 0

@@ -1,0 +1,67 @@
+"""Profile quotas and the inbox conventions, through the CLI and a running platform."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from tests.e2e.conftest import Cli
+
+
+def test_more_files_than_the_daily_quota_are_rejected(
+    cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """With max_files_per_day 2 the third file is rejected by rule daily_files, naming the limit."""
+    profile = write_tenant("q", "formats: [csv]\nlimits: {max_files_per_day: 2}\n")
+    cli.run("tenant", "add", "q", "--profile", str(profile), check=True)
+    statuses = []
+    for n in range(3):
+        data = tmp_path / f"f{n}.csv"
+        data.write_text(f"a\n{n}\n")
+        statuses.append(orjson.loads(cli.run("ingest", str(data), "--tenant", "q", "--json").stdout))
+    assert [s["status"] for s in statuses] == ["ingested", "ingested", "rejected"]
+    assert "daily_files" in statuses[2]["reasons"][0] and "2" in statuses[2]["reasons"][0]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None:
+    """`up` ingests a file dropped in the inbox, ignores a `.part` file until it is renamed,
+    and drains on SIGTERM."""
+    cli.run("tenant", "add", "acme", check=True)
+    up = cli.popen("up")
+    try:
+        inbox = cli.home / "inbox" / "acme"
+        part = inbox / "later.csv.part"
+        part.write_text("a\n1\n2\n")
+        (inbox / "now.csv").write_text("a\n1\n")
+
+        def ingested() -> list[str]:
+            files = orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)
+            return [f["name"] for f in files if f["status"] == "ingested"]
+
+        _wait_for(lambda: ingested() == ["now.csv"])
+        time.sleep(1.0)
+        assert ingested() == ["now.csv"], "a .part file is still being written"
+        os.rename(part, inbox / "later.csv")
+        _wait_for(lambda: sorted(ingested()) == ["later.csv", "now.csv"])
+        assert cli.run("query", "--tenant", "acme", "--dataset", "later", "--count").stdout.strip() == "2"
+        # with the platform up, `ingest --wait` hands the file over and follows it
+        extra = cli.home.parent / "extra.csv"
+        extra.write_text("a\n5\n6\n7\n")
+        summary = cli.json("ingest", str(extra), "--tenant", "acme", "--json")
+        assert summary["status"] == "ingested" and summary["rows_written"] == 3
+    finally:
+        up.terminate()
+        assert up.wait(timeout=60) == 0
