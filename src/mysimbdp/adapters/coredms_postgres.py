@@ -1,0 +1,264 @@
+"""coredms on PostgreSQL: per tenant one schema owned by one LOGIN role of the same name.
+
+A tenant's role owns its schema and has no privilege on any other tenant's schema, nor
+CREATE on ``public``. Writes COPY the batch into a per-connection temporary table, then
+``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING`` into the dataset, in one transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from mysimbdp.adapters.coredms import DocumentInvalid, namespace, table_name
+from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
+from mysimbdp.settings import mask_url
+
+LOAD_TABLE = "_mysimbdp_load"
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def _escape(value: bytes) -> bytes:
+    """Escape a value for COPY's text format."""
+    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
+def _copy_chunks(records: Sequence[tuple[str, bytes]]) -> Iterator[bytes]:
+    parts: list[bytes] = []
+    size = 0
+    for key, doc in records:
+        line = _escape(key.encode()) + b"\t" + _escape(doc) + b"\n"
+        parts.append(line)
+        size += len(line)
+        if size >= COPY_CHUNK_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+@contextmanager
+def _errors(where: str, dataset: str | None = None) -> Iterator[None]:
+    what = f"{where}: dataset {dataset!r}" if dataset else where
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"{what}: PostgreSQL unavailable: {exc}; retry later") from exc
+    except psycopg.DataError as exc:
+        raise DocumentInvalid(f"{what}: PostgreSQL refused a document: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+def _connect(url: str, where: str, timeout_s: float) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=max(2, round(timeout_s)))
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"{where}: cannot connect to {mask_url(url)}: {exc}; retry later") from exc
+
+
+class PostgresStore:
+    """One tenant's schema, reached with the tenant's own role. ``open()`` connects."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self.where = f"coredms {mask_url(url)}"
+        self._conn: psycopg.Connection[Any] | None = None
+        self._schema = ""
+        self._tables: set[str] = set()
+
+    def open(self) -> None:
+        conn = _connect(self.url, self.where, self.connect_timeout_s)
+        try:
+            with _errors(self.where):
+                row = conn.execute("SELECT current_schema()").fetchone()
+                if row is None or row[0] is None:
+                    raise StoreError(f"{self.where}: no usable schema on the search path; provision the tenant first")
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOAD_TABLE} (key text, doc text) ON COMMIT DELETE ROWS")
+        except BaseException:
+            conn.close()
+            raise
+        self._schema = str(row[0])
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and self._conn.closed:
+            self._conn = None
+            self._tables.clear()
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    def _table(self, dataset: str) -> tuple[str, sql.Composed]:
+        table = table_name(dataset)
+        return table, sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
+
+    def _exists(self, conn: psycopg.Connection[Any], table: str, qualified: sql.Composed) -> bool:
+        if table in self._tables:
+            return True
+        row = conn.execute("SELECT to_regclass(%s)", (qualified.as_string(conn),)).fetchone()
+        return row is not None and row[0] is not None
+
+    def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+        if not records:
+            table_name(dataset)
+            return 0
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            with conn.transaction():
+                if table not in self._tables:
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, doc jsonb NOT NULL,"
+                            " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now())"
+                        ).format(qualified)
+                    )
+                with conn.cursor() as cur:
+                    with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
+                        for chunk in _copy_chunks(records):
+                            copy.write(chunk)
+                    cur.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (key, doc, source) SELECT key, doc::jsonb, %s"
+                            " FROM pg_temp.{} ON CONFLICT (key) DO NOTHING"
+                        ).format(qualified, sql.Identifier(LOAD_TABLE)),
+                        (source,),
+                    )
+                    inserted = cur.rowcount
+        self._tables.add(table)
+        return inserted
+
+    def count(self, dataset: str) -> int:
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            if not self._exists(conn, table, qualified):
+                return 0
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()
+        return int(row[0]) if row else 0
+
+    def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            if not self._exists(conn, table, qualified):
+                return []
+            rows = conn.execute(
+                sql.SQL("SELECT doc::text FROM {} ORDER BY key LIMIT %s OFFSET %s").format(qualified),
+                (limit, offset),
+            ).fetchall()
+        return [orjson.loads(doc) for (doc,) in rows]
+
+    def datasets(self) -> list[str]:
+        with _errors(self.where):
+            conn = self._db()
+            rows = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s ORDER BY tablename",
+                (self._schema, "ds\\_%"),
+            ).fetchall()
+        return [str(name)[3:] for (name,) in rows]
+
+
+def scoped_url(admin_url: str, role: str, password: str) -> str:
+    """``admin_url`` with the tenant's credentials and its schema as the search path."""
+    parts = urlsplit(admin_url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
+    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("options", "user", "password")]
+    params.append(("options", f"-csearch_path={role}"))
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(params, quote_via=quote), ""))
+
+
+class PostgresAdmin:
+    """Creates and drops tenant schemas and roles. Connects on first use."""
+
+    def __init__(self, url: str, *, pg_prefix: str = "mysimbdp", connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.pg_prefix = pg_prefix
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = _connect(self.url, "coredms admin", self.connect_timeout_s)
+        return self._conn
+
+    def _name(self, tenant: str) -> str:
+        name = namespace(tenant, self.pg_prefix)
+        if len(name.encode()) > 63:
+            raise TenantError(f"tenant {tenant!r}: schema name {name!r} is longer than PostgreSQL's 63 bytes")
+        return name
+
+    def provision(self, tenant: str) -> str:
+        name = self._name(tenant)
+        ident = sql.Identifier(name)
+        password = secrets.token_urlsafe(24)
+        with _errors(f"coredms admin: tenant {tenant!r}"):
+            conn = self._db()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+                verb = sql.SQL("ALTER" if exists else "CREATE")
+                conn.execute(
+                    sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(
+                        verb, ident, sql.Literal(password)
+                    )
+                )
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(ident, ident))
+                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(ident, ident))
+                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
+                # The tenant needs CONNECT and TEMPORARY (the COPY staging table); granted to
+                # the role itself so that an operator may revoke them from PUBLIC.
+                database = conn.execute("SELECT current_database()").fetchone()
+                assert database is not None
+                conn.execute(
+                    sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                        sql.Identifier(str(database[0])), ident
+                    )
+                )
+                # PostgreSQL < 15 lets every role create objects in public; close that door.
+                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                conn.execute(sql.SQL("ALTER ROLE {} SET search_path TO {}").format(ident, ident))
+        return scoped_url(self.url, name, password)
+
+    def deprovision(self, tenant: str) -> None:
+        name = self._name(tenant)
+        ident = sql.Identifier(name)
+        with _errors(f"coredms admin: tenant {tenant!r}"):
+            conn = self._db()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))
+                try:
+                    with conn.transaction():
+                        conn.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE usename = %s AND pid <> pg_backend_pid()",
+                            (name,),
+                        )
+                except psycopg.errors.InsufficientPrivilege:
+                    pass  # an admin without pg_signal_backend: the drops below wait for the sessions
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(ident))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(ident))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

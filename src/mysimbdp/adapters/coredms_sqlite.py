@@ -1,0 +1,177 @@
+"""coredms on SQLite: one database file per tenant, WAL, one transaction per write.
+
+Isolation is the filesystem: a tenant's app receives the path of its own file only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from mysimbdp.adapters.coredms import DocumentInvalid, namespace, table_name
+from mysimbdp.errors import StoreError, StoreUnavailable
+
+_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _create_sql(table: str) -> str:
+    return (
+        f'CREATE TABLE IF NOT EXISTS "{table}" ('
+        "key TEXT PRIMARY KEY, doc TEXT NOT NULL, source TEXT NOT NULL, ingested_at TEXT NOT NULL)"
+    )
+
+
+class SqliteStore:
+    """One tenant's database file. ``open()`` connects; the constructor does no IO."""
+
+    def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._tables: set[str] = set()
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(
+                f"coredms {self.path}: no such tenant database; provision the tenant first (mysimbdp tenant add)"
+            )
+        try:
+            conn = sqlite3.connect(
+                f"file:{quote(str(self.path))}?mode=rw",
+                uri=True,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"coredms {self.path}: cannot open: {exc}; retry later") from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    @contextmanager
+    def _errors(self, dataset: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text or "unable to open" in text:
+                raise StoreUnavailable(
+                    f"coredms {self.path}: dataset {dataset!r}: {text} (waited {self.busy_timeout_s:g} s); retry later"
+                ) from exc
+            raise StoreError(f"coredms {self.path}: dataset {dataset!r}: {text}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"coredms {self.path}: dataset {dataset!r}: {exc}") from exc
+
+    def _exists(self, table: str) -> bool:
+        if table in self._tables:
+            return True
+        row = self._db().execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        if row is not None:
+            self._tables.add(table)
+        return row is not None
+
+    def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+        table = table_name(dataset)
+        if not records:
+            return 0
+        now = _now()
+        try:
+            rows = [(key, doc.decode(), source, now) for key, doc in records]
+        except UnicodeDecodeError as exc:
+            raise DocumentInvalid(f"coredms: dataset {dataset!r}: a document is not UTF-8 JSON: {exc}") from exc
+        sql = f'INSERT INTO "{table}" (key, doc, source, ingested_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING'
+        with self._errors(dataset):
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_create_sql(table))
+                before = conn.total_changes
+                conn.executemany(sql, rows)
+                inserted = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._tables.add(table)
+        return inserted
+
+    def count(self, dataset: str) -> int:
+        table = table_name(dataset)
+        with self._errors(dataset):
+            if not self._exists(table):
+                return 0
+            row = self._db().execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        return int(row[0])
+
+    def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        table = table_name(dataset)
+        with self._errors(dataset):
+            if not self._exists(table):
+                return []
+            rows = self._db().execute(f'SELECT doc FROM "{table}" ORDER BY key LIMIT ? OFFSET ?', (limit, offset))
+            return [orjson.loads(doc) for (doc,) in rows]
+
+    def datasets(self) -> list[str]:
+        with self._errors("*"):
+            rows = self._db().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ds\\_%' ESCAPE '\\' ORDER BY name"
+            )
+            return [name[3:] for (name,) in rows]
+
+
+class SqliteAdmin:
+    """Creates ``<directory>/<tenant>.db`` per tenant. The constructor does no IO."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory).absolute()
+
+    def _path(self, tenant: str) -> Path:
+        return self.directory / f"{namespace(tenant)}.db"
+
+    def provision(self, tenant: str) -> str:
+        path = self._path(tenant)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30.0)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"coredms: tenant {tenant!r}: cannot create {path}: {exc}") from exc
+        return f"sqlite:///{path}"
+
+    def deprovision(self, tenant: str) -> None:
+        path = self._path(tenant)
+        try:
+            for suffix in _SUFFIXES:
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"coredms: tenant {tenant!r}: cannot delete {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own connection."""

@@ -1,0 +1,1 @@
+"""Built-in clientbatchingestapps the platform ships (``python -m mysimbdp.apps.<name>``)."""

@@ -1,0 +1,152 @@
+"""The built-in clientbatchingestapp: any CSV, JSON Lines or JSON file, stored as documents.
+
+Run by the default profile as ``python -m mysimbdp.apps.generic``. JSON values keep their
+JSON types. A CSV column's type (int, float, bool or str) is inferred from the first
+1,000 rows, empty values aside; every empty value is stored as null. A later value that
+does not fit its column's type is widened for that value only (int -> float -> str,
+bool -> str), never rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from mysimbdp.domain.profile import FieldType, FileFormat
+
+if TYPE_CHECKING:
+    from mysimbdp.sdk import BatchContext
+
+Converter = Callable[[str], Any]
+
+SAMPLE_ROWS = 1000
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what a JSON document store keeps exactly
+# No leading zeros: "02134" is a code, not a number, and stays a string.
+_INT_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOLS = {"true": True, "false": False}
+
+
+def is_int(value: str) -> bool:
+    return _INT_RE.fullmatch(value) is not None and INT_MIN <= int(value) <= INT_MAX
+
+
+def is_float(value: str) -> bool:
+    return _FLOAT_RE.fullmatch(value) is not None and math.isfinite(float(value))
+
+
+def is_bool(value: str) -> bool:
+    return value.lower() in _BOOLS
+
+
+def to_str(value: str) -> str | None:
+    return value if value else None
+
+
+def to_float(value: str) -> float | str | None:
+    if not value:
+        return None
+    if _FLOAT_RE.fullmatch(value):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return value
+
+
+def to_int(value: str) -> int | float | str | None:
+    if not value:
+        return None
+    if _INT_RE.fullmatch(value):
+        number = int(value)
+        if INT_MIN <= number <= INT_MAX:
+            return number
+    return to_float(value)
+
+
+def to_bool(value: str) -> bool | str | None:
+    if not value:
+        return None
+    flag = _BOOLS.get(value.lower())
+    return value if flag is None else flag
+
+
+CONVERTERS: dict[FieldType, Converter] = {
+    FieldType.INT: to_int,
+    FieldType.FLOAT: to_float,
+    FieldType.BOOL: to_bool,
+    FieldType.STR: to_str,
+}
+_CHECKS: tuple[tuple[FieldType, Callable[[str], bool]], ...] = (
+    (FieldType.INT, is_int),
+    (FieldType.FLOAT, is_float),
+    (FieldType.BOOL, is_bool),
+)
+
+
+def infer_type(values: Iterable[Any]) -> FieldType:
+    """The narrowest of int, float, bool that every non-empty value fits, else str."""
+    candidates = dict(_CHECKS)
+    seen = False
+    for value in values:
+        if value == "" or value is None:
+            continue
+        if not isinstance(value, str):
+            return FieldType.STR
+        seen = True
+        for kind, fits in list(candidates.items()):
+            if not fits(value):
+                del candidates[kind]
+        if not candidates:
+            return FieldType.STR
+    if not seen:
+        return FieldType.STR
+    return next(iter(candidates))  # dict order: int before float before bool
+
+
+def infer_types(rows: Sequence[Mapping[str, Any]]) -> dict[str, FieldType]:
+    """Each column's type from sample ``rows`` (columns in first-seen order)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return {name: infer_type(row.get(name) for row in rows) for name in columns}
+
+
+def convert_row(row: Mapping[str, str], converters: Mapping[str, Converter]) -> dict[str, Any]:
+    """``row`` with each value converted by its column's converter (unknown columns: str)."""
+    get = converters.get
+    return {name: get(name, to_str)(value) for name, value in row.items()}
+
+
+class TypedRows:
+    """The generic transform: CSV rows converted by inferred column types, JSON as is."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, FieldType] = {}
+        self.converters: dict[str, Converter] | None = None
+
+    def setup(self, ctx: BatchContext) -> None:
+        if ctx.config.input_format is not FileFormat.CSV:
+            return
+        self.types = infer_types(ctx.sample(SAMPLE_ROWS))
+        self.converters = {name: CONVERTERS[kind] for name, kind in self.types.items()}
+        described = ", ".join(f"{name}={kind.value}" for name, kind in self.types.items())
+        sys.stderr.write(f"mysimbdp.apps.generic: inferred column types: {described or '(no rows)'}\n")
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.converters is None:
+            return row
+        return convert_row(row, self.converters)
+
+
+def main() -> NoReturn:
+    from mysimbdp.sdk import run_batch
+
+    typed = TypedRows()
+    run_batch(typed, setup=typed.setup)
+
+
+if __name__ == "__main__":
+    main()

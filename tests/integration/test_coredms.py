@@ -1,0 +1,237 @@
+"""coredms against real SQLite files and a real PostgreSQL, through the same two ports."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from mysimbdp.adapters.coredms import (
+    CoreDmsAdmin,
+    DocumentInvalid,
+    DocumentStore,
+    KeyFieldMissing,
+    open_admin,
+    open_store,
+    record_key,
+    sqlite_path,
+)
+from mysimbdp.errors import StoreError, StoreUnavailable
+from tests.conftest import POSTGRES_URL
+
+
+@pytest.fixture
+def admin(backend: str, tmp_path: Path, pg_prefix: str) -> Iterator[CoreDmsAdmin]:
+    url = f"sqlite:///{tmp_path / 'coredms'}" if backend == "sqlite" else POSTGRES_URL
+    admin = open_admin(url, pg_prefix=pg_prefix)
+    yield admin
+    admin.close()
+
+
+def _docs(start: int, stop: int) -> list[tuple[str, bytes]]:
+    return [(f"k{i:06d}", orjson.dumps({"i": i, "name": f"row {i}", "tab": "a\tb\\c\n"})) for i in range(start, stop)]
+
+
+def test_write_then_read_back(admin: CoreDmsAdmin) -> None:
+    """Written documents come back counted, ordered by key, pageable, in a listed dataset."""
+    store = open_store(admin.provision("acme"))
+    try:
+        assert store.write("things", list(reversed(_docs(0, 5))), source="f1") == 5
+        assert store.count("things") == 5
+        assert store.datasets() == ["things"]
+        docs = store.documents("things", limit=2, offset=1)
+        assert docs == [{"i": 1, "name": "row 1", "tab": "a\tb\\c\n"}, {"i": 2, "name": "row 2", "tab": "a\tb\\c\n"}]
+        assert [d["i"] for d in store.documents("things", limit=10)] == [0, 1, 2, 3, 4]
+    finally:
+        store.close()
+
+
+def test_unknown_dataset_is_empty(admin: CoreDmsAdmin) -> None:
+    """A dataset never written counts 0 and has no documents, and is not created by reading."""
+    store = open_store(admin.provision("acme"))
+    try:
+        assert store.count("nothing") == 0
+        assert store.documents("nothing", limit=5) == []
+        assert store.datasets() == []
+    finally:
+        store.close()
+
+
+def test_bad_dataset_name_is_refused(admin: CoreDmsAdmin) -> None:
+    """A dataset name that is not an identifier never reaches SQL."""
+    store = open_store(admin.provision("acme"))
+    try:
+        with pytest.raises(StoreError, match="not valid"):
+            store.write('x"; DROP TABLE y; --', _docs(0, 1), source="f")
+    finally:
+        store.close()
+
+
+def test_writing_the_same_keys_twice_inserts_nothing(admin: CoreDmsAdmin) -> None:
+    """Writes are insert-if-absent: a replay inserts 0 rows and keeps the first version."""
+    store = open_store(admin.provision("acme"))
+    try:
+        assert store.write("things", _docs(0, 10), source="run1") == 10
+        assert store.write("things", _docs(0, 10), source="run2") == 0
+        changed = [("k000003", orjson.dumps({"i": -1}))]
+        assert store.write("things", changed + _docs(10, 12), source="run3") == 2
+        assert store.count("things") == 12
+        assert store.documents("things", limit=1, offset=3) == [{"i": 3, "name": "row 3", "tab": "a\tb\\c\n"}]
+    finally:
+        store.close()
+
+
+def test_100k_rows_in_batches(admin: CoreDmsAdmin) -> None:
+    """100,000 small documents written in batches of 5,000 are all stored exactly once."""
+    store = open_store(admin.provision("acme"))
+    try:
+        inserted = sum(store.write("big", _docs(i, i + 5000), source="f") for i in range(0, 100_000, 5000))
+        assert inserted == 100_000
+        assert store.count("big") == 100_000
+        assert store.documents("big", limit=1, offset=99_999) == [
+            {"i": 99_999, "name": "row 99999", "tab": "a\tb\\c\n"}
+        ]
+    finally:
+        store.close()
+
+
+def test_tenants_are_isolated(admin: CoreDmsAdmin, backend: str, pg_prefix: str) -> None:
+    """Each tenant sees only its own data; on PostgreSQL a tenant's role cannot read another
+    tenant's schema nor create tables in public."""
+    url_a, url_b = admin.provision("alpha"), admin.provision("beta")
+    a, b = open_store(url_a), open_store(url_b)
+    try:
+        a.write("things", _docs(0, 3), source="f")
+        b.write("things", _docs(0, 1), source="f")
+        assert (a.count("things"), b.count("things")) == (3, 1)
+    finally:
+        a.close()
+        b.close()
+    if backend == "sqlite":
+        assert sqlite_path(url_a) != sqlite_path(url_b)
+        assert Path(sqlite_path(url_a)).parent == Path(sqlite_path(url_b)).parent
+        return
+    with psycopg.connect(url_a, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f'SELECT * FROM "{pg_prefix}_beta".ds_things')
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE public.stolen (x int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f'CREATE TABLE "{pg_prefix}_beta".planted (x int)')
+
+
+def test_provision_is_idempotent(admin: CoreDmsAdmin) -> None:
+    """Provisioning an existing tenant again keeps its data and returns a working URL."""
+    first = open_store(admin.provision("acme"))
+    try:
+        first.write("things", _docs(0, 4), source="f")
+    finally:
+        first.close()
+    again = open_store(admin.provision("acme"))
+    try:
+        assert again.count("things") == 4
+    finally:
+        again.close()
+
+
+def test_deprovision_drops_the_data(admin: CoreDmsAdmin) -> None:
+    """After deprovision the tenant's URL no longer opens, and a new namespace starts empty."""
+    url = admin.provision("acme")
+    store = open_store(url)
+    try:
+        store.write("things", _docs(0, 4), source="f")
+    finally:
+        store.close()
+    admin.deprovision("acme")
+    admin.deprovision("acme")  # idempotent
+    with pytest.raises(StoreError):
+        open_store(url).close()
+    fresh = open_store(admin.provision("acme"))
+    try:
+        assert fresh.count("things") == 0
+        assert fresh.datasets() == []
+    finally:
+        fresh.close()
+
+
+def test_unreachable_postgres_is_unavailable() -> None:
+    """A PostgreSQL nobody listens for is a transient StoreUnavailable, not a data error."""
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        open_store("postgresql://someone:secret@127.0.0.1:1/test?options=-csearch_path%3Dx", busy_timeout_s=2)
+
+
+def test_locked_sqlite_is_unavailable(tmp_path: Path) -> None:
+    """A write that waits past the busy timeout for another writer's lock is StoreUnavailable,
+    naming the dataset; once the lock is gone the same store writes."""
+    admin = open_admin(f"sqlite:///{tmp_path}")
+    url = admin.provision("acme")
+    store = open_store(url, busy_timeout_s=0.2)
+    holder = sqlite3.connect(sqlite_path(url), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable, match=r"'things'.*locked"):
+            store.write("things", _docs(0, 2), source="f")
+        holder.execute("ROLLBACK")
+        assert store.write("things", _docs(0, 2), source="f") == 2
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_unprovisioned_sqlite_tenant_is_an_error(tmp_path: Path) -> None:
+    """Opening a tenant database that was never provisioned fails and creates no file."""
+    with pytest.raises(StoreError, match="provision"):
+        open_store(f"sqlite:///{tmp_path / 'ghost.db'}")
+    assert not (tmp_path / "ghost.db").exists()
+
+
+def test_postgres_refused_document_is_document_invalid(postgres_admin_url: str, pg_prefix: str) -> None:
+    """A document jsonb cannot hold (a NUL character) raises DocumentInvalid and writes nothing."""
+    admin = open_admin(postgres_admin_url, pg_prefix=pg_prefix)
+    store = open_store(admin.provision("acme"))
+    try:
+        with pytest.raises(DocumentInvalid, match="'things'"):
+            store.write("things", [("a", b'{"x": 1}'), ("b", b'{"x": "\\u0000"}')], source="f")
+        assert store.count("things") == 0
+        assert store.write("things", [("a", b'{"x": 1}')], source="f") == 1
+    finally:
+        store.close()
+        admin.close()
+
+
+def test_record_key_is_deterministic() -> None:
+    """Keys are the canonical JSON of the key fields, else the file hash and zero-padded line."""
+    assert record_key({"sku": "a1", "n": 3, "x": 0}, ["sku", "n"], "abc", 7) == '["a1",3]'
+    assert record_key({"sku": "a1"}, [], "abc", 7) == "abc:0000000007"
+    assert record_key({}, [], "abc", 10) > record_key({}, [], "abc", 9)
+    with pytest.raises(KeyFieldMissing, match="'sku'"):
+        record_key({"n": 3}, ["sku"], "abc", 1)
+
+
+def test_concurrent_writers_insert_each_key_once(admin: CoreDmsAdmin) -> None:
+    """Two connections writing overlapping keys into a new dataset at once create it once and
+    together insert every key exactly once."""
+    url = admin.provision("acme")
+    stores = [open_store(url) for _ in range(4)]  # a store is one connection: one per thread
+    inserted: list[int] = []
+
+    def work(store: DocumentStore, start: int) -> None:
+        inserted.append(sum(store.write("shared", _docs(i, i + 500), source="f") for i in range(start, 6000, 1000)))
+
+    try:
+        starts = (0, 0, 500, 500)
+        threads = [threading.Thread(target=work, args=(s, n)) for s, n in zip(stores, starts, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(inserted) == 6000
+        assert stores[0].count("shared") == 6000
+    finally:
+        for store in stores:
+            store.close()

@@ -1,0 +1,87 @@
+"""The generic app's CSV typing: inference from a sample, per-value widening, nulls."""
+
+from __future__ import annotations
+
+import pytest
+
+from mysimbdp.apps.generic import (
+    CONVERTERS,
+    convert_row,
+    infer_type,
+    infer_types,
+    to_bool,
+    to_float,
+    to_int,
+    to_str,
+)
+from mysimbdp.domain.profile import FieldType
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["1", "-2", "+3", "0"], FieldType.INT),
+        (["1", "2.5", "-.5", "1e3"], FieldType.FLOAT),
+        (["true", "False", "TRUE"], FieldType.BOOL),
+        (["1", "x"], FieldType.STR),
+        (["true", "1"], FieldType.STR),
+        (["02134", "10001"], FieldType.STR),
+        (["12", "", "", "7"], FieldType.INT),
+        (["", ""], FieldType.STR),
+        ([], FieldType.STR),
+        (["nan", "1.5"], FieldType.STR),
+        (["1e999"], FieldType.STR),
+        (["1_000"], FieldType.STR),
+        ([" 1"], FieldType.STR),
+        (["9223372036854775807"], FieldType.INT),
+        (["9223372036854775808"], FieldType.FLOAT),
+    ],
+)
+def test_infer_type(values: list[str], expected: FieldType) -> None:
+    """A column gets the narrowest type all its non-empty sample values fit; empties never count."""
+    assert infer_type(values) is expected
+
+
+def test_infer_types_per_column_in_header_order() -> None:
+    """Each column of the sample rows is typed on its own, in first-seen order."""
+    rows = [
+        {"id": "1", "price": "2", "ok": "true", "name": "a"},
+        {"id": "2", "price": "2.50", "ok": "", "name": "7"},
+    ]
+    assert infer_types(rows) == {
+        "id": FieldType.INT,
+        "price": FieldType.FLOAT,
+        "ok": FieldType.BOOL,
+        "name": FieldType.STR,
+    }
+    assert list(infer_types(rows)) == ["id", "price", "ok", "name"]
+
+
+def test_int_values_widen_per_value() -> None:
+    """In an int column a value that is not an int becomes a float, else stays a string."""
+    assert to_int("42") == 42 and type(to_int("42")) is int
+    assert to_int("4.5") == 4.5
+    assert to_int("9223372036854775808") == float(2**63)
+    assert to_int("n/a") == "n/a"
+    assert to_int("007") == "007"
+    assert to_int("") is None
+
+
+def test_float_bool_str_values() -> None:
+    """Floats accept ints and exponents; bools accept any case; non-fitting values stay strings."""
+    assert to_float("3") == 3.0 and type(to_float("3")) is float
+    assert to_float("-1.5e2") == -150.0
+    assert to_float("inf") == "inf"
+    assert to_float("") is None
+    assert to_bool("TRUE") is True and to_bool("false") is False
+    assert to_bool("yes") == "yes"
+    assert to_bool("") is None
+    assert to_str("") is None and to_str("x") == "x"
+
+
+def test_convert_row_uses_precomputed_converters() -> None:
+    """A row is converted column by column; a column outside the sample is kept as a string."""
+    converters = {"id": CONVERTERS[FieldType.INT], "ok": CONVERTERS[FieldType.BOOL]}
+    row = {"id": "12", "ok": "True", "extra": "", "more": "x"}
+    assert convert_row(row, converters) == {"id": 12, "ok": True, "extra": None, "more": "x"}
+    assert convert_row({"id": "1.5", "ok": "maybe"}, converters) == {"id": 1.5, "ok": "maybe"}
