@@ -42,7 +42,7 @@ ALL = (
 
 # Result JSON written by the app to $MYSIMBDP_RESULT:
 #   {"rows_written": int, "rows_rejected": int, "rows_skipped": int, "bytes_read": int,
-#    "dataset": str}
+#    "dataset": str, "rows_stored": int (optional: rows now stored, new or already there)}
 # Rejects, one JSON object per line in $MYSIMBDP_REJECTS:
 #   {"line": int, "raw": str, "reason": str}
 # Exit codes: 0 done; 65 (EX_DATAERR) the input is unusable, do not retry;

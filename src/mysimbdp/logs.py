@@ -32,4 +32,5 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 
 
 def get_logger(component: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger().bind(component=component)  # type: ignore[no-any-return]
+    """A logger carrying ``component``; lazy, so module-level loggers follow ``configure``."""
+    return structlog.get_logger(component=component)  # type: ignore[no-any-return]

@@ -57,6 +57,7 @@ class BatchResult:
     bytes_read: int
     dataset: str
     error: str | None = None
+    rows_stored: int = 0  # rows now in the store: newly written plus already there (a re-run)
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -82,6 +83,7 @@ class BatchContext:
         self.busy_timeout_s = busy_timeout_s
         self.rows_total = 0
         self.rows_written = 0
+        self.rows_stored = 0
         self.rows_rejected = 0
         self.rows_skipped = 0
         self._store: DocumentStore | None = None
@@ -237,6 +239,7 @@ class BatchContext:
         assert self._store is not None
         try:
             self.rows_written += self._store.write(self.config.dataset, rows, source=self.config.source)
+            self.rows_stored += len(rows)
         except DocumentInvalid as exc:
             # One bad document must not sink its batch: halve until it is found, reject it.
             if len(rows) == 1:
@@ -270,6 +273,7 @@ class BatchContext:
             self.bytes_read,
             self.config.dataset,
             error,
+            self.rows_stored,
         )
         if self._rejects is not None:
             self._rejects.flush()

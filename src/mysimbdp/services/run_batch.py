@@ -134,7 +134,8 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
     )
     result = _read_json(run_dir / "result.json")
     quarantined = _record_quarantine(platform, _rejects(run_dir / "rejects.jsonl", record, run_id))
-    rows_written = int(result.get("rows_written", 0))
+    # rows_stored counts rows already present from an interrupted earlier run too.
+    rows_written = int(result.get("rows_stored", result.get("rows_written", 0)))
     rows_rejected = int(result.get("rows_rejected", quarantined))
     if outcome.ok:
         status, run_status, error = FileStatus.INGESTED, RunStatus.SUCCEEDED, ""
