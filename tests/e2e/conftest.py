@@ -40,12 +40,10 @@ class Cli:
             raise AssertionError(f"not JSON ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mysimbdp", *args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.home.parent / "up.log", "ab"),
-        )
+        with open(self.home.parent / "up.log", "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "mysimbdp", *args], env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
 
 
 @pytest.fixture

@@ -1,0 +1,200 @@
+"""Row data-quality rules: compile a profile's ``RowRule`` list once, check every row fast.
+
+Values are strings (CSV) or typed (JSON). A value is missing when its key is absent, it is
+None, or it is a blank string. A missing required field fails ``required``; a missing
+optional field is not checked further. Every failure of a row is returned, not the first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from mysimbdp.domain.profile import FieldType, RowRule
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+_SHOWN_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFailure:
+    rule: str  # "<field>.<check>", check in: required, type, min, max, pattern, allowed
+    message: str  # names the field, the rule and the value
+
+
+class _Bad:
+    """Marks a value that failed its type check."""
+
+
+_BAD = _Bad()
+Convert = Callable[[Any], Any]  # returns the typed value, or _BAD
+
+
+def _to_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _BAD
+
+
+def _to_int(value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is str:
+        text = value.strip()
+        return int(text) if _INT_RE.fullmatch(text) else _BAD
+    if kind is float and value.is_integer():
+        return int(value)
+    return _BAD
+
+
+def _to_float(value: Any) -> Any:
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)
+    if kind is str:
+        text = value.strip()
+        return float(text) if _FLOAT_RE.fullmatch(text) else _BAD
+    return _BAD
+
+
+def _to_bool(value: Any) -> Any:
+    if type(value) is bool:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return _BAD
+
+
+def _to_date(value: Any) -> Any:
+    if not isinstance(value, str):
+        return _BAD
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return _BAD
+
+
+def _to_datetime(value: Any) -> Any:
+    if not isinstance(value, str):
+        return _BAD
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        return _BAD
+
+
+_CONVERTERS: dict[FieldType, tuple[Convert, str]] = {
+    FieldType.STR: (_to_str, "a string"),
+    FieldType.INT: (_to_int, "an int"),
+    FieldType.FLOAT: (_to_float, "a float"),
+    FieldType.BOOL: (_to_bool, "a bool (true/false/1/0)"),
+    FieldType.DATE: (_to_date, "an ISO date (YYYY-MM-DD)"),
+    FieldType.DATETIME: (_to_datetime, "an ISO 8601 date-time"),
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+def _limit(number: float) -> str:
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldCheck:
+    field: str
+    required: bool
+    convert: Convert | None
+    type_name: str
+    numeric: bool  # the converted value can be compared with min/max as it is
+    min: float | None
+    max: float | None
+    pattern: re.Pattern[str] | None
+    allowed: frozenset[str] | None
+
+    def run(self, row: Mapping[str, Any], failures: list[RuleFailure]) -> None:
+        value = row.get(self.field)
+        if value is None or (type(value) is str and not value.strip()):
+            if self.required:
+                failures.append(RuleFailure(f"{self.field}.required", f"field {self.field!r}: required but missing"))
+            return
+        typed = value
+        if self.convert is not None:
+            typed = self.convert(value)
+            if typed is _BAD:
+                message = f"field {self.field!r}: value {_shown(value)} is not {self.type_name}"
+                failures.append(RuleFailure(f"{self.field}.type", message))
+        if typed is not _BAD and (self.min is not None or self.max is not None):
+            self._range(value, typed, failures)
+        if self.pattern is not None and not self.pattern.fullmatch(str(value)):
+            message = f"field {self.field!r}: value {_shown(value)} does not match pattern {self.pattern.pattern!r}"
+            failures.append(RuleFailure(f"{self.field}.pattern", message))
+        if self.allowed is not None and str(value) not in self.allowed:
+            message = f"field {self.field!r}: value {_shown(value)} is not one of {sorted(self.allowed)}"
+            failures.append(RuleFailure(f"{self.field}.allowed", message))
+
+    def _range(self, value: Any, typed: Any, failures: list[RuleFailure]) -> None:
+        number = typed if self.numeric else _to_float(value)
+        if number is _BAD or type(number) is bool or (type(number) is float and math.isnan(number)):
+            check = "min" if self.min is not None else "max"
+            message = f"field {self.field!r}: value {_shown(value)} is not a number to compare with rule {check}"
+            failures.append(RuleFailure(f"{self.field}.{check}", message))
+            return
+        if self.min is not None and number < self.min:
+            message = f"field {self.field!r}: value {_shown(value)} is below the min of {_limit(self.min)}"
+            failures.append(RuleFailure(f"{self.field}.min", message))
+        if self.max is not None and number > self.max:
+            message = f"field {self.field!r}: value {_shown(value)} is above the max of {_limit(self.max)}"
+            failures.append(RuleFailure(f"{self.field}.max", message))
+
+
+class RowChecker:
+    """Checks rows against compiled rules; build it with ``compile_rules``."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, checks: Sequence[_FieldCheck]) -> None:
+        self._checks = tuple(checks)
+
+    def check(self, row: Mapping[str, Any]) -> list[RuleFailure]:
+        """Every rule the row fails (empty when the row is good)."""
+        failures: list[RuleFailure] = []
+        for check in self._checks:
+            check.run(row, failures)
+        return failures
+
+    def __bool__(self) -> bool:
+        """False when there are no rules, so callers can skip checking altogether."""
+        return bool(self._checks)
+
+
+def _compile(rule: RowRule) -> _FieldCheck:
+    convert, type_name = (None, "") if rule.type is None else _CONVERTERS[rule.type]
+    return _FieldCheck(
+        field=rule.field,
+        required=rule.required,
+        convert=convert,
+        type_name=type_name,
+        numeric=rule.type in (FieldType.INT, FieldType.FLOAT),
+        min=rule.min,
+        max=rule.max,
+        pattern=re.compile(rule.pattern) if rule.pattern is not None else None,
+        allowed=frozenset(rule.allowed) if rule.allowed is not None else None,
+    )
+
+
+def compile_rules(rules: Sequence[RowRule]) -> RowChecker:
+    """Compile ``rules`` once; the checker is then applied to every row."""
+    return RowChecker([_compile(rule) for rule in rules])

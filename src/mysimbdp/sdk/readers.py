@@ -1,0 +1,583 @@
+"""Streaming record readers for CSV, JSON Lines and JSON-array files, in bounded memory.
+
+Tenant apps (through the SDK) and the platform's file scanner read files the same way:
+
+    for record in iter_records(path, FileFormat.CSV, max_line_bytes=1 << 20):
+        if record.problem is None:
+            use(record.data)
+        else:
+            quarantine(record.line, raw_text(record), record.problem)
+
+A bad row becomes a ``Record`` with ``problem`` set and reading goes on; a problem with the
+whole file (not UTF-8, an unterminated CSV quote, a JSON file that is not an array) raises
+``FileUnreadable`` naming the line and the value.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import orjson
+
+from mysimbdp.domain.profile import FileFormat
+from mysimbdp.errors import FileUnreadable
+
+CHUNK_BYTES = 1 << 20
+RAW_LIMIT_CHARS = 10 * 1024
+BOM = codecs.BOM_UTF8
+# The csv module refuses fields over 128 Ki characters by default; a legal line can be longer.
+# The limit stays finite so that a quote that is never closed cannot eat all memory.
+MIN_CSV_FIELD_CHARS = 16 * 1024 * 1024
+_Binary: TypeAlias = "io.BufferedReader[io.FileIO]"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row of a file: its data, or why it could not be read."""
+
+    line: int  # CSV/JSONL: 1-based physical line where the row starts; JSON array: element index
+    data: dict[str, Any] | None  # None when the row could not be parsed
+    raw: str  # the row's text when ``problem`` is set (at most 10 KiB), else ""
+    problem: str | None  # why the row is bad, None for a good row
+
+
+# Hot path: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# costs ~0.5 us a row; setting the slots through their descriptors costs ~0.3 us. Same object.
+def _slot_setter(name: str) -> Callable[[Record, Any], None]:
+    setter: Callable[[Record, Any], None] = vars(Record)[name].__set__
+    return setter
+
+
+_new_object = object.__new__
+_set_line, _set_data, _set_raw, _set_problem = map(_slot_setter, ("line", "data", "raw", "problem"))
+
+
+def _good(line: int, data: dict[str, Any]) -> Record:
+    """``Record(line, data, "", None)``, built faster."""
+    record: Record = _new_object(Record)
+    _set_line(record, line)
+    _set_data(record, data)
+    _set_raw(record, "")
+    _set_problem(record, None)
+    return record
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= RAW_LIMIT_CHARS else text[:RAW_LIMIT_CHARS]
+
+
+def _over_limit(what: str, size_bytes: int, limit: int) -> str:
+    return f"{what} is {size_bytes} bytes, over the limit of {limit}"
+
+
+def _utf8_problem(path: Path, chunk_bytes: int = CHUNK_BYTES) -> str | None:
+    """Where ``path`` stops being UTF-8 (byte offset, line and bytes), or None if it is valid."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    newlines = 0
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad_at = offset - pending + exc.start
+                line = newlines + exc.object.count(b"\n", 0, exc.start) + 1
+                bad = exc.object[exc.start : exc.end]
+                return f"line {line}: not valid UTF-8 at byte {bad_at} ({bad!r}); save the file as UTF-8"
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            pending = len(decoder.getstate()[0])
+            return (
+                f"line {newlines + 1}: not valid UTF-8 at byte {offset - pending}: the file ends inside "
+                "a multi-byte character; save the file as UTF-8"
+            )
+    return None
+
+
+def _unreadable_utf8(path: Path, exc: UnicodeDecodeError) -> FileUnreadable:
+    return FileUnreadable(_utf8_problem(path) or f"not valid UTF-8: {exc}")
+
+
+class RecordReader:
+    """Iterate the records of one file; each ``iter()`` reads the file again from the start."""
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: FileFormat,
+        *,
+        max_line_bytes: int | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        self.path = path
+        self.fmt = FileFormat(fmt)
+        self.max_line_bytes = max_line_bytes
+        self.chunk_bytes = chunk_bytes
+        self._raw: io.FileIO | None = None
+        self._bytes_done = 0
+        self._columns: list[str] | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed from the file so far (read ahead by at most one chunk)."""
+        raw = self._raw
+        if raw is not None and not raw.closed:
+            return raw.tell()
+        return self._bytes_done
+
+    @property
+    def columns(self) -> list[str] | None:
+        """The CSV header, or the keys of the first JSON object, once iteration started."""
+        return self._columns
+
+    def __iter__(self) -> Iterator[Record]:
+        if self.fmt is FileFormat.CSV:
+            return self._guard(self._csv)
+        if self.fmt is FileFormat.JSONL:
+            return self._guard(self._jsonl)
+        return self._guard(self._json_array)
+
+    def _guard(self, body: Callable[[_Binary], Iterator[Record]]) -> Iterator[Record]:
+        try:
+            raw = io.FileIO(self.path, "r")
+        except OSError as exc:
+            raise FileUnreadable(f"cannot read the file: {exc.strerror}") from exc
+        self._raw = raw
+        buffered = io.BufferedReader(raw, self.chunk_bytes)
+        try:
+            yield from body(buffered)
+        except UnicodeDecodeError as exc:
+            raise _unreadable_utf8(self.path, exc) from exc
+        finally:
+            self._bytes_done = raw.tell()
+            buffered.close()
+
+    # CSV ---------------------------------------------------------------------------------
+
+    def _csv(self, buffered: _Binary) -> Iterator[Record]:
+        limit = self.max_line_bytes
+        if csv.field_size_limit() < max(limit or 0, MIN_CSV_FIELD_CHARS):
+            csv.field_size_limit(max(limit or 0, MIN_CSV_FIELD_CHARS))
+        text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+        try:
+            lines = _LineSource(text, limit, self.chunk_bytes)
+            reader = csv.reader(lines, strict=True)
+            header = self._csv_header(reader, lines)
+            self._columns = header
+            width = len(header)
+            overlong = lines.overlong
+            good = _good
+            prev = reader.line_num
+            while True:
+                try:
+                    for row in reader:
+                        end = reader.line_num
+                        if overlong:
+                            yield from _overlong_records(overlong)
+                        elif len(row) == width:
+                            yield good(prev + 1, dict(zip(header, row, strict=False)))
+                        elif row:
+                            raw = lines.last.rstrip("\r\n") if end == prev + 1 else _csv_line(row)
+                            yield Record(prev + 1, None, _truncate(raw), f"expected {width} fields, got {len(row)}")
+                        prev = end
+                    return
+                except csv.Error as exc:
+                    _raise_if_fatal(exc, prev + 1)
+                    if overlong:
+                        yield from _overlong_records(overlong)
+                    else:
+                        raw = _truncate(lines.last.rstrip("\r\n"))
+                        yield Record(prev + 1, None, raw, f"not valid CSV: {exc}")
+                    prev = reader.line_num
+        finally:
+            text.detach()  # leave the file open for bytes_read; the guard closes it
+
+    def _csv_header(self, reader: Iterator[list[str]], lines: _LineSource) -> list[str]:
+        try:
+            for row in reader:
+                if lines.overlong:
+                    line, problem, _ = lines.overlong[0]
+                    raise FileUnreadable(f"line {line}: the header {problem}")
+                if row:
+                    break
+            else:
+                raise FileUnreadable("line 1: no header row: the file holds no CSV rows")
+        except csv.Error as exc:
+            _raise_if_fatal(exc, 1)
+            raise FileUnreadable(f"line 1: the header row is not valid CSV: {exc}") from exc
+        duplicates = sorted(name for name, count in Counter(row).items() if count > 1)
+        if duplicates:
+            raise FileUnreadable(f"line 1: duplicate column names in the header: {duplicates}; make them unique")
+        return row
+
+    # JSON Lines --------------------------------------------------------------------------
+
+    def _jsonl(self, buffered: _Binary) -> Iterator[Record]:
+        if buffered.peek(3)[:3] == BOM:
+            buffered.read(3)
+        limit = self.max_line_bytes
+        source: Iterable[bytes] = (
+            buffered if limit is None else iter(functools.partial(buffered.readline, limit + 3), b"")
+        )
+        loads = orjson.loads
+        good = _good
+        columns_known = False
+        for lineno, line in enumerate(source, 1):
+            if limit is not None and len(line) > limit:
+                size = len(line.rstrip(b"\r\n"))
+                if size > limit:
+                    if not line.endswith(b"\n"):
+                        size += _drain_bytes(buffered, self.chunk_bytes)
+                    text = line[:RAW_LIMIT_CHARS].decode("utf-8", "replace")
+                    yield Record(lineno, None, text, _over_limit("line", size, limit))
+                    continue
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                if not line.strip():
+                    continue
+                parsed = _json_fallback(line, exc)
+                if isinstance(parsed, str):
+                    yield Record(lineno, None, _truncate(line.decode("utf-8", "replace").rstrip("\r\n")), parsed)
+                    continue
+                value = parsed[0]
+            if type(value) is dict:
+                if not columns_known:
+                    self._columns = list(value)
+                    columns_known = True
+                yield good(lineno, value)
+            else:
+                raw = _truncate(line.decode("utf-8").rstrip("\r\n"))
+                yield Record(lineno, None, raw, f"not a JSON object (got {_json_kind(value)})")
+
+    # JSON array --------------------------------------------------------------------------
+
+    def _json_array(self, buffered: _Binary) -> Iterator[Record]:
+        for index, value, problem, raw in _JsonArray(buffered, self.chunk_bytes, self.max_line_bytes):
+            if problem is not None:
+                yield Record(index, None, _truncate(raw), problem)
+            elif type(value) is dict:
+                if self._columns is None:
+                    self._columns = list(value)
+                yield _good(index, value)
+            else:
+                yield Record(index, None, _truncate(raw), f"not a JSON object (got {_json_kind(value)})")
+
+
+class _LineSource:
+    """Physical lines for csv.reader; a line over the limit is read in pieces and replaced by ""."""
+
+    def __init__(self, text: io.TextIOWrapper, limit: int | None, chunk_bytes: int) -> None:
+        self.last = ""
+        self.overlong: list[tuple[int, str, str]] = []  # (line, problem, head of the text)
+        self._text = text
+        self._limit = limit
+        self._chunk_bytes = chunk_bytes
+        self._lines = self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._lines
+
+    def _read(self) -> Iterator[str]:
+        limit = self._limit
+        text = self._text
+        if limit is None:
+            for line in text:
+                self.last = line
+                yield line
+            return
+        quick = limit // 4  # a line of fewer characters cannot be over the limit in UTF-8 bytes
+        for lineno, line in enumerate(iter(functools.partial(text.readline, limit + 2), ""), 1):
+            if len(line) > quick:
+                content = line.rstrip("\r\n")
+                size = len(content.encode("utf-8"))
+                if size > limit:
+                    if content == line:  # the line goes on
+                        size += self._drain()
+                    self.overlong.append((lineno, _over_limit("line", size, limit), content[:RAW_LIMIT_CHARS]))
+                    line = ""
+            self.last = line
+            yield line
+
+    def _drain(self) -> int:
+        size = 0
+        while piece := self._text.readline(self._chunk_bytes):
+            content = piece.rstrip("\r\n")
+            size += len(content.encode("utf-8"))
+            if content != piece:
+                break
+        return size
+
+
+def _overlong_records(overlong: list[tuple[int, str, str]]) -> Iterator[Record]:
+    # An over-long line reaches csv.reader as "": a blank line, or nothing added to a quoted
+    # field; the row it was in is reported bad with the line's size instead.
+    items = list(overlong)
+    overlong.clear()
+    for line, problem, head in items:
+        yield Record(line, None, head, problem)
+
+
+def _raise_if_fatal(exc: csv.Error, line: int) -> None:
+    message = str(exc)
+    if "unexpected end of data" in message:
+        raise FileUnreadable(
+            f"line {line}: a quoted field starts in the row on this line and is never closed "
+            '(unterminated quote); close the quote or escape it as ""'
+        ) from exc
+    if "field larger than field limit" in message:
+        raise FileUnreadable(
+            f"line {line}: a field grows over {csv.field_size_limit()} characters; most likely a quote "
+            "opened in the row on this line is never closed"
+        ) from exc
+
+
+def _csv_line(row: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
+    size = 0
+    while piece := buffered.readline(chunk_bytes):
+        content = piece.rstrip(b"\r\n")
+        size += len(content)
+        if content != piece:
+            break
+    return size
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
+    """Parse what orjson refuses but is valid JSON (integers over 64 bits), else the problem."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise  # a whole-file problem: the guard names the byte offset
+    try:
+        return (json.loads(text, parse_constant=_reject_constant),)
+    except ValueError:
+        return f"not valid JSON: {exc}"
+
+
+def _json_kind(value: Any) -> str:
+    kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), "null")
+
+
+_WS_RE = re.compile(r"[ \t\r\n]*")
+_STRUCTURE_RE = re.compile(r'["\[\]{},]')
+_STRING_STOP_RE = re.compile(r'["\\]')
+
+
+class _Structure:
+    """Finds where a JSON array element ends (the ',' or ']' after it) without parsing it.
+
+    Used to step over an element that is not valid JSON or is over the size limit; ``feed``
+    can be called again with more text when the element goes on.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, buf: str, pos: int) -> int | None:
+        end = len(buf)
+        while pos < end:
+            if self.escaped:
+                self.escaped = False
+                pos += 1
+            elif self.in_string:
+                if (m := _STRING_STOP_RE.search(buf, pos)) is None:
+                    return None
+                pos = m.end()
+                self.escaped = m.group() == "\\"
+                self.in_string = self.escaped
+            else:
+                if (m := _STRUCTURE_RE.search(buf, pos)) is None:
+                    return None
+                char, pos = m.group(), m.end()
+                if char == '"':
+                    self.in_string = True
+                elif char in "[{":
+                    self.depth += 1
+                elif char in "]}":
+                    if self.depth:
+                        self.depth -= 1
+                    elif char == "]":
+                        return m.start()
+                elif not self.depth:
+                    return m.start()
+        return None
+
+
+_Element = tuple[int, Any, str | None, str]  # (index, value, problem, raw text)
+
+
+class _JsonArray:
+    """Streams the elements of one top-level JSON array: raw_decode over a growing buffer."""
+
+    def __init__(self, f: _Binary, chunk_bytes: int, limit: int | None) -> None:
+        self._f = f
+        self._chunk_bytes = chunk_bytes
+        self._limit = limit
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self._lines_before = 0
+
+    def _fill(self, want_chars: int) -> None:
+        """Read until at least ``want_chars`` more characters are buffered, or the end of the file."""
+        self._lines_before += self.buf.count("\n", 0, self.pos)
+        parts = [self.buf[self.pos :]]
+        got = 0
+        while got < want_chars and not self.eof:
+            chunk = self._f.read(self._chunk_bytes)
+            self.eof = not chunk
+            parts.append(text := self._decoder.decode(chunk, self.eof))
+            got += len(text)
+        self.buf = "".join(parts)
+        self.pos = 0
+
+    def _line(self, index: int) -> int:
+        return self._lines_before + self.buf.count("\n", 0, index) + 1
+
+    def _next_char(self) -> str:
+        """The next character that is not whitespace, "" at the end of the file."""
+        while True:
+            match = _WS_RE.match(self.buf, self.pos)
+            self.pos = match.end() if match else self.pos
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if self.eof:
+                return ""
+            self._fill(1)
+
+    def _found(self) -> str:
+        return repr(self.buf[self.pos : self.pos + 20])
+
+    def _truncated(self, index: int) -> FileUnreadable:
+        return FileUnreadable(
+            f"line {self._line(len(self.buf))}: the JSON array is truncated: element {index} or the "
+            "closing ']' is missing; the file may have been cut off"
+        )
+
+    def __iter__(self) -> Iterator[_Element]:
+        first = self._next_char()
+        if first != "[":
+            if not first:
+                raise FileUnreadable("line 1: the JSON file is empty; expected an array of objects")
+            raise FileUnreadable(
+                f"line {self._line(self.pos)}: the top level of a JSON file must be an array of objects, "
+                f"found {self._found()}; send an array, or use JSON Lines (.jsonl) for one object per line"
+            )
+        self.pos += 1
+        index = 0
+        if self._next_char() != "]":
+            while True:
+                index += 1
+                yield self._element(index)
+                char = self._next_char()
+                if char != ",":
+                    break
+                self.pos += 1
+            if not char:
+                raise self._truncated(index + 1)
+            if char != "]":
+                raise FileUnreadable(
+                    f"line {self._line(self.pos)}: expected ',' or ']' after element {index} of the JSON "
+                    f"array, found {self._found()}"
+                )
+        self.pos += 1
+        if self._next_char():
+            raise FileUnreadable(
+                f"line {self._line(self.pos)}: unexpected data after the end of the JSON array: {self._found()}"
+            )
+
+    def _element(self, index: int) -> _Element:
+        limit = self._limit
+        while True:
+            if not self._next_char():
+                raise self._truncated(index)
+            start = self.pos
+            buf = self.buf
+            try:
+                value, end = self._decode(buf, start)
+            except (ValueError, RecursionError) as exc:
+                stop = _Structure().feed(buf, start)
+                if stop is not None:
+                    self.pos = stop
+                    raw = buf[start:stop].strip()
+                    return (index, None, f"not valid JSON: {exc}" if raw else "not valid JSON: missing value", raw)
+                if self.eof:
+                    raise self._truncated(index) from exc
+                if limit is not None and len(buf) - start > limit:
+                    return self._skip_overlong(index, limit)
+                self._fill(max(self._chunk_bytes, len(buf) - start))
+                continue
+            if end + 2 >= len(buf) and not self.eof:  # a number may go on: "1." + "5", "1e" + "-3"
+                self._fill(max(self._chunk_bytes, len(buf) - start))
+                continue
+            self.pos = end
+            if limit is not None and end - start > limit // 4:
+                size = len(buf[start:end].encode("utf-8"))
+                if size > limit:
+                    return (index, None, _over_limit("element", size, limit), buf[start : start + RAW_LIMIT_CHARS])
+            return (index, value, None, "" if type(value) is dict else buf[start:end])
+
+    def _skip_overlong(self, index: int, limit: int) -> _Element:
+        head = self.buf[self.pos : self.pos + RAW_LIMIT_CHARS]
+        structure = _Structure()
+        size = 0
+        while (stop := structure.feed(self.buf, self.pos)) is None:
+            size += len(self.buf[self.pos :].encode("utf-8"))
+            if self.eof:
+                raise self._truncated(index)
+            self.pos = len(self.buf)
+            self._fill(self._chunk_bytes)
+        size += len(self.buf[self.pos : stop].rstrip().encode("utf-8"))
+        self.pos = stop
+        return (index, None, _over_limit("element", size, limit), head)
+
+
+def iter_records(
+    path: Path, fmt: FileFormat, *, max_line_bytes: int | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[Record]:
+    """The records of ``path``; see ``RecordReader``."""
+    return iter(RecordReader(path, fmt, max_line_bytes=max_line_bytes, chunk_bytes=chunk_bytes))
+
+
+def raw_text(record: Record, fmt: FileFormat | None = None) -> str:
+    """The record's raw text, or for a good row a faithful reconstruction for quarantine.
+
+    Good rows become a CSV line when ``fmt`` is CSV (or, when ``fmt`` is not given, when every
+    value is a string), else compact JSON.
+    """
+    if record.raw or record.data is None:
+        return record.raw
+    data = record.data
+    as_csv = fmt is FileFormat.CSV if fmt is not None else all(type(v) is str for v in data.values())
+    if as_csv:
+        return _csv_line(list(data.values()))
+    return orjson.dumps(data).decode("utf-8")
