@@ -107,6 +107,7 @@ def test_generic_app_types_rejects_and_stores(store_url: str, tmp_path: Path) ->
         "rows_total": 4,
         "bytes_read": len(CSV),
         "dataset": "things",
+        "rows_stored": 2,
     }
     rejects = _rejects(env)
     assert set(rejects) == {3, 4}
