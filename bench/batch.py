@@ -237,11 +237,10 @@ def platform_run(path: Path, work: Path, backend: str, rows: int) -> dict[str, A
         check=True,
     ).stdout.strip()
     app_rss = _app_peak_rss(env)
+    subprocess.run([*mysimbdp, "tenant", "remove", "bench", "--yes"], env=env, check=True, capture_output=True)
     if backend == "postgres":
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}_bench" CASCADE')
-            conn.execute(f'DROP ROLE IF EXISTS "{prefix}_bench"')
     return {
         "rows": int(count),
         "seconds": seconds,

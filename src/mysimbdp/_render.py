@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from mysimbdp.services.ingest import Progress as IngestProgress
     from mysimbdp.services.ingest import ProgressFn
 
-out = Console(highlight=False)
+# Off a terminal rich would assume 80 columns; tables of file reasons read better wider.
+_WIDTH = shutil.get_terminal_size((120, 40)).columns
+out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False)
 
 
@@ -68,7 +71,7 @@ def ingest_progress(*, enabled: bool, name: str) -> Iterator[ProgressFn | None]:
 
 def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
     events = platform.meta.file_events(record.id)
-    first = events[0][0] if events else record.received_at
+    first = record.received_at  # when fetchdata took the file, before its scan
     running = next((at for at, status, _ in events if status == "running"), None)
     last = events[-1][0] if events else record.updated_at
     samples = [

@@ -21,6 +21,7 @@ COREDMS_URL = "MYSIMBDP_COREDMS_URL"  # coredms URL scoped to this tenant only
 RESULT = "MYSIMBDP_RESULT"  # path: write the result JSON here before exiting
 REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object per line
 PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
+STORE_TIMEOUT_S = "MYSIMBDP_STORE_TIMEOUT_S"  # seconds to wait for a busy/unreachable store, then exit 75
 
 ALL = (
     TENANT,
@@ -38,6 +39,7 @@ ALL = (
     RESULT,
     REJECTS,
     PROGRESS,
+    STORE_TIMEOUT_S,
 )
 
 # Result JSON written by the app to $MYSIMBDP_RESULT:

@@ -44,6 +44,7 @@ class Settings:
     lease_ttl_s: float = 15.0
     retry_base_s: float = 1.0
     max_attempts: int = 4
+    store_timeout_s: float = 30.0  # how long an app waits for a busy or unreachable store
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 
@@ -78,6 +79,7 @@ class Settings:
             "lease_ttl_s": float,
             "retry_base_s": float,
             "max_attempts": int,
+            "store_timeout_s": float,
             "log_format": str,
             "log_level": str,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -82,29 +83,45 @@ def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli
     assert len(ids) == len(set(ids)) == ROWS
 
 
+def _postgres_outage(role: str) -> None:
+    """Drop the app's connections and refuse its logins for 2 s."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" NOLOGIN')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        time.sleep(2.0)
+        conn.execute(f'ALTER ROLE "{role}" LOGIN')
+
+
+def _sqlite_outage(db: Path) -> None:
+    """Hold the tenant's database file locked for 3 s, longer than the app's 1 s store timeout."""
+    conn = sqlite3.connect(db, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        time.sleep(3.0)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
     cli: Cli, tmp_path: Path, backend: str, pg_prefix: str
 ) -> None:
-    """PostgreSQL drops the app's connection mid-run and refuses logins for 2 s: the run is
-    transient (exit 75), retried with backoff, and the file ends ingested with every row once
-    and nothing quarantined."""
-    if backend != "postgres":
-        pytest.skip("the outage is made by PostgreSQL itself (terminate + NOLOGIN); SQLite has no server to lose")
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    cli.env["MYSIMBDP_MAX_ATTEMPTS"] = "12"
+    """The store goes away mid-run (PostgreSQL: connections killed and logins refused for 2 s;
+    SQLite: the file locked past the app's store timeout): the run ends transient (exit 75),
+    is retried with backoff, and the file ends ingested with every row once, none quarantined."""
+    cli.env.update(MYSIMBDP_MAX_ATTEMPTS="12", MYSIMBDP_STORE_TIMEOUT_S="1")
     cli.run("tenant", "add", "acme", check=True)
     data = _big_csv(tmp_path / "big.csv")
-    role = f"{pg_prefix}_acme"
     outage_done = threading.Event()
 
     def outage() -> None:
         _wait_for(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'ALTER ROLE "{role}" NOLOGIN')
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            time.sleep(2.0)
-            conn.execute(f'ALTER ROLE "{role}" LOGIN')
+        if backend == "postgres":
+            require_service("PostgreSQL", "127.0.0.1", 5432)
+            _postgres_outage(f"{pg_prefix}_acme")
+        else:
+            _sqlite_outage(Path(cli.env["MYSIMBDP_COREDMS_URL"].removeprefix("sqlite:///")) / "acme.db")
         outage_done.set()
 
     thread = threading.Thread(target=outage, daemon=True)
@@ -114,7 +131,8 @@ def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
     assert outage_done.is_set()
     assert summary["status"] == "ingested", summary
     assert summary["attempts"] >= 2, "the outage made at least one transient failure"
-    assert summary["rows_rejected"] == 0
+    assert summary["rows_rejected"] == 0 and summary["rows_written"] == ROWS
     assert _count(cli, "acme", "big") == ROWS
     report = cli.json("report", "--tenant", "acme", "--json")["tenants"][0]
     assert report["quarantined_rows"] == 0
+    assert report["runs_failed"] >= 1, "the transient run is on record"

@@ -46,23 +46,44 @@ def to_str(value: str) -> str | None:
     return value if value else None
 
 
+_NUMBER_CHARS = "0123456789.eE+-"
+_INT_CHARS = "0123456789+-"
+
+
+def _leading_zero(value: str) -> bool:
+    digits = value[1:] if value[0] in "+-" else value
+    return len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()
+
+
 def to_float(value: str) -> float | str | None:
+    # Hot path (every value of a float column). One C-level lstrip rejects letters, '_',
+    # spaces and non-ASCII digits that float() would accept ('nan', '1_0', ' 1', '١').
     if not value:
         return None
-    if _FLOAT_RE.fullmatch(value):
+    if value.lstrip(_NUMBER_CHARS):
+        return value
+    try:
         number = float(value)
-        if math.isfinite(number):
-            return number
-    return value
+    except ValueError:
+        return value
+    if number - number != 0.0:  # '1e999' is inf
+        return value
+    if (value[0] == "0" or value[0] in "+-") and _leading_zero(value):  # '01.5' is a code
+        return value
+    return number
 
 
 def to_int(value: str) -> int | float | str | None:
     if not value:
         return None
-    if _INT_RE.fullmatch(value):
+    if value.lstrip(_INT_CHARS):
+        return to_float(value)
+    try:
         number = int(value)
-        if INT_MIN <= number <= INT_MAX:
-            return number
+    except ValueError:
+        return value
+    if INT_MIN <= number <= INT_MAX and not ((value[0] == "0" or value[0] in "+-") and _leading_zero(value)):
+        return number
     return to_float(value)
 
 
@@ -126,19 +147,34 @@ class TypedRows:
     def __init__(self) -> None:
         self.types: dict[str, FieldType] = {}
         self.converters: dict[str, Converter] | None = None
+        self._names: tuple[str, ...] = ()
+        self._typed: tuple[tuple[int, Converter], ...] = ()
 
     def setup(self, ctx: BatchContext) -> None:
         if ctx.config.input_format is not FileFormat.CSV:
             return
         self.types = infer_types(ctx.sample(SAMPLE_ROWS))
         self.converters = {name: CONVERTERS[kind] for name, kind in self.types.items()}
+        self._names = tuple(self.converters)
+        self._typed = tuple((i, f) for i, f in enumerate(self.converters.values()) if f is not to_str)
         described = ", ".join(f"{name}={kind.value}" for name, kind in self.types.items())
         sys.stderr.write(f"mysimbdp.apps.generic: inferred column types: {described or '(no rows)'}\n")
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if self.converters is None:
+        converters = self.converters
+        if converters is None:
             return row
-        return convert_row(row, self.converters)
+        names = self._names
+        if len(row) != len(names):
+            return convert_row(row, converters)
+        # CSV rows arrive in header order: convert positionally, and only the typed columns
+        # call a converter; text columns just turn "" into None (one C-level scan per row).
+        values = list(row.values())
+        for index, convert in self._typed:
+            values[index] = convert(values[index])
+        if "" in values:
+            values = [None if value == "" else value for value in values]
+        return dict(zip(names, values, strict=True))
 
 
 def main() -> NoReturn:

@@ -164,7 +164,8 @@ def required_columns(c: _Check) -> Iterator[Violation]:
     if missing:
         yield c.violation(
             "required_columns",
-            f"missing required columns {missing} (found {c.facts.columns or []}, required {required})",
+            f"missing required columns {missing} (the file has {len(c.facts.columns or [])} columns; "
+            f"{len(required)} are required)",
         )
 
 

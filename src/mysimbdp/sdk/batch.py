@@ -46,6 +46,9 @@ class Reject(Exception):
         self.reason = reason
 
 
+DEFAULT_STORE_TIMEOUT_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """The result JSON of the contract (``$MYSIMBDP_RESULT``)."""
@@ -102,7 +105,11 @@ class BatchContext:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, batch_size: int = 5000) -> BatchContext:
         """Build from the contract variables; raises :class:`AppContractError`."""
-        return cls(BatchConfig.from_env(env), batch_size=batch_size)
+        try:
+            timeout_s = float(env.get(contract.STORE_TIMEOUT_S) or DEFAULT_STORE_TIMEOUT_S)
+        except ValueError as exc:
+            raise AppContractError(f"{contract.STORE_TIMEOUT_S} is not a number of seconds") from exc
+        return cls(BatchConfig.from_env(env), batch_size=batch_size, busy_timeout_s=timeout_s)
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> BatchContext:
@@ -195,6 +202,45 @@ class BatchContext:
             self.reject(record, f"transform returned {type(doc).__name__}; expected a dict or None")
         else:
             self.write(record, doc)
+
+    def ingest(self, transform: Transform) -> None:
+        """The hot loop: every good record through ``transform`` into the store.
+
+        Does what :meth:`process` and :meth:`write` do for each row, with their lookups
+        hoisted out of the loop (this loop runs once per row of every file)."""
+        cfg = self.config
+        key_fields, sha256, dumps = cfg.key_fields, cfg.sha256, orjson.dumps
+        pending, pending_records = self._pending, self._pending_records
+        for record in self.records():
+            try:
+                doc = transform(record.data)  # type: ignore[arg-type]
+            except Reject as exc:
+                self.reject(record, exc.reason)
+                continue
+            except Exception as exc:
+                self.reject(record, f"transform raised {type(exc).__name__}: {exc}")
+                continue
+            if doc is None:
+                self.rows_skipped += 1
+                continue
+            if not isinstance(doc, Mapping):
+                self.reject(record, f"transform returned {type(doc).__name__}; expected a dict or None")
+                continue
+            try:
+                key = record_key(doc, key_fields, sha256, record.line)
+                data = dumps(doc)
+            except KeyFieldMissing as exc:
+                self.reject(record, str(exc))
+                continue
+            except TypeError as exc:
+                self.reject(record, f"document cannot be stored as JSON: {exc}")
+                continue
+            pending.append((key, data))
+            pending_records.append(record)
+            self._pending_bytes += len(data)
+            if len(pending) >= self.batch_size or self._pending_bytes >= MAX_BATCH_BYTES:
+                self.flush()
+                pending, pending_records = self._pending, self._pending_records
 
     def write(self, record: Record, doc: Mapping[str, Any]) -> None:
         """Queue ``doc`` under its deterministic key; the batch is written when full."""
@@ -323,8 +369,7 @@ def run(
         with ctx:
             if setup is not None:
                 setup(ctx)
-            for record in ctx.records():
-                ctx.process(record, transform)
+            ctx.ingest(transform)
             ctx.finish()
     except StoreUnavailable as exc:
         code = EXIT_TEMPFAIL

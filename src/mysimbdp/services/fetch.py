@@ -49,6 +49,7 @@ def _extension(name: str) -> str:
 def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
     """Validate ``path`` (a complete file in ``tenant``'s inbox) and move it on."""
     started = time.monotonic()
+    received = time.time()  # when the fetch took the file: the start of its record
     _, profile = platform.tenant(tenant)
     name = path.name
     file_id = new_id("f")
@@ -83,7 +84,7 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
         size_bytes=facts.size_bytes,
         format=str(facts.format or ""),
         status=FileStatus.RECEIVED,
-        received_at=now,
+        received_at=received,
         updated_at=now,
         path=str(path),
         app=app.name if app else "",
