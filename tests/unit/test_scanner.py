@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mysimbdp.adapters import scanner
 from mysimbdp.adapters.scanner import scan_file
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, check_file
 from mysimbdp.domain.profile import FieldType, FileFormat, Limits, Profile, Quality, RowRule
@@ -172,3 +173,81 @@ def test_spaces_and_unicode_names_are_accepted(tmp_path: Path, name: str) -> Non
     """Spaces and unicode letters in a file name are fine."""
     data = '{"id": 1, "qty": 2}\n' if name.endswith(".jsonl") else "id,qty\n1,2\n"
     assert rules(scan(tmp_path, name, data)) == []
+
+
+NO_RULES = Profile(limits=Limits(max_line_length_bytes=200))
+SHAPES = {
+    "clean": "id,qty\r\n1,5\r\n22,10\r\n",
+    "ragged": "id,qty\n1,5\n2\n3,4,5\n" + "".join(f"{i}\n" for i in range(6)) + "9,9",
+    "blank_lines": "\n\nid,qty\n\n1,2\n\r\n\n3,4\n\n",
+    "quoted_newlines": 'id,note\n1,"two\nlines"\n2\n3,"a\r\nb\r\nc"\n4,x,y\n',
+    "bom_crlf": "\ufeffid,qty\r\n1,2\r\n\r\n3\r\n4,5\r\n",
+    "bad_quote": 'id,qty\n1,2\n2,"3"x\n4,5\n',
+    "unterminated_quote": 'id,qty\n1,2\n2,"3\n4,5\n',
+    "overlong_line": f"id,qty\n1,2\n2,{'9' * 298}\n3\n",
+    "overlong_header": f"id,{'q' * 300}\n1,2\n",
+    "duplicate_header": "id,id\n1,2\n",
+    "blank_only": "\n\r\n\n",
+    "lone_cr": "id,qty\r1,2\r3\r",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_lean_csv_pass_gives_the_same_facts_as_the_record_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """With no row rules, a CSV scans to the very same FileFacts as through RecordReader."""
+    lean = scan(tmp_path, "orders.csv", SHAPES[name], NO_RULES)
+    monkeypatch.setattr(scanner, "_scan_csv_shape", lambda path, p: scanner._scan_rows(path, FileFormat.CSV, p))
+    assert scan(tmp_path, "orders.csv", SHAPES[name], NO_RULES) == lean
+
+
+def test_lean_csv_pass_runs_only_without_rules_or_long_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean pass is taken for a rule-less CSV within the line limit, and for nothing else."""
+    taken: list[str] = []
+    lean = scanner._scan_csv_shape
+
+    def spy(path: Path, profile: Profile) -> scanner._Rows:
+        taken.append(path.name)
+        return lean(path, profile)
+
+    monkeypatch.setattr(scanner, "_scan_csv_shape", spy)
+    facts = scan(tmp_path, "orders.csv", SHAPES["ragged"], NO_RULES)
+    assert taken and (facts.rows_total, facts.rows_bad, facts.bad_by_rule) == (10, 8, {"ragged": 8})
+    assert facts.samples == tuple(f"line {n}: expected 2 fields, got {1 if n != 4 else 3}" for n in (3, 4, 5, 6, 7))
+    taken.clear()
+    scan(tmp_path, "orders.csv", SHAPES["ragged"])
+    scan(tmp_path, "orders.csv", SHAPES["overlong_line"], NO_RULES)
+    scan(tmp_path, "orders.jsonl", '{"id": 1}\n', NO_RULES)
+    assert taken == []
+
+
+def longest_by_hand(data: bytes) -> tuple[int, int]:
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    lengths = [len(line) - line.endswith(b"\r") for line in lines] or [0]
+    longest = max(lengths)
+    return longest, (lengths.index(longest) + 1 if longest else 0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ab\r\ncdef\r\ng\r\n" * 3 + b"hijklm\r\n",
+        b"ab\ncdef\ng\n" * 3 + b"hijklm",
+        b"ab\r\ncdef\ng\r\r\nxyz\rw\n\r\n\n" * 2 + b"tail\r",
+        b"one\r\ntwo\r\nthree\r\n\r\nfour\r",
+        b"no line end at all",
+    ],
+)
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 1 << 20])
+def test_longest_line_is_exact_across_chunk_edges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, chunk_bytes: int
+) -> None:
+    """Pass 1 finds the first longest line, CRLF or LF or mixed, wherever the chunks split it."""
+    monkeypatch.setattr(scanner, "CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "lines.csv"
+    path.write_bytes(data)
+    seen = scanner._scan_bytes(path)
+    assert (seen.longest, seen.longest_line) == longest_by_hand(data)

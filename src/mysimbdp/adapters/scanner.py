@@ -3,12 +3,14 @@
 Pass 1 reads the bytes once in 1 MiB chunks: size, sha256, NUL/control bytes, UTF-8
 validity (the absolute offset of the first bad byte), BOM and the longest line. Pass 2 runs
 only on non-empty UTF-8 text in a known format: the streaming ``RecordReader`` with the
-profile's line limit, and the profile's row rules, counting bad rows by rule.
+profile's line limit, and the profile's row rules, counting bad rows by rule. A CSV with
+no row rules and no line over the limit takes a lean pass that only counts fields per row.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -17,7 +19,7 @@ from mysimbdp.domain.filecheck import FileFacts
 from mysimbdp.domain.profile import EXTENSIONS, FileFormat, Profile
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk.readers import RecordReader
+from mysimbdp.sdk.readers import RecordReader, csv_header, csv_rows, raise_if_fatal
 
 CHUNK_BYTES = 1 << 20
 MAX_SAMPLES = 5
@@ -61,21 +63,29 @@ def _format_of(name: str) -> FileFormat | None:
 
 
 def _longest_lines(facts: _Bytes, chunk: bytes) -> None:
-    parts = chunk.replace(b"\r\n", b"\n").split(b"\n")
-    if len(parts) == 1:
+    parts = chunk.split(b"\n")
+    tail = parts.pop()  # the line still open at the end of the chunk
+    if not parts:
         facts.carry += len(chunk)
         facts.carry_cr = chunk.endswith(b"\r")
         return
+    # A line's length leaves out its "\r\n" or "\n". When every line end in the chunk is of
+    # one kind, one offset fits all lines and max/index stay in C; mixed ends take a copy.
+    crlf = chunk.count(b"\r\n") + (facts.carry_cr and chunk.startswith(b"\n"))
+    cut = 1 if crlf == len(parts) else 0
+    if 0 < crlf < len(parts):
+        parts = chunk.replace(b"\r\n", b"\n").split(b"\n")
+        parts.pop()
     lengths = list(map(len, parts))
     # the first piece ends the line left open by the last chunk ("\r" | "\n" across chunks)
-    lengths[0] += facts.carry - (1 if not parts[0] and facts.carry_cr else 0)
-    longest = max(lengths[:-1])
-    if longest > facts.longest:
-        facts.longest = longest
+    lengths[0] += facts.carry - (1 if cut == 0 and not parts[0] and facts.carry_cr else 0)
+    longest = max(lengths)
+    if longest - cut > facts.longest:
+        facts.longest = longest - cut
         facts.longest_line = facts.lines_done + lengths.index(longest) + 1
-    facts.lines_done += len(parts) - 1
-    facts.carry = lengths[-1]
-    facts.carry_cr = parts[-1].endswith(b"\r")
+    facts.lines_done += len(parts)
+    facts.carry = len(tail)
+    facts.carry_cr = tail.endswith(b"\r")
 
 
 def _scan_bytes(path: Path) -> _Bytes:
@@ -160,13 +170,62 @@ def _scan_rows(path: Path, fmt: FileFormat, profile: Profile) -> _Rows:
     return rows
 
 
+def _scan_csv_shape(path: Path, profile: Profile) -> _Rows:
+    """The row pass of a CSV when no row rules apply and no line is over the limit.
+
+    Reads as ``RecordReader`` does (same dialect, BOM, line numbers and ``FileUnreadable``
+    messages, so the facts are the same), but only counts fields: no dict, no Record per row.
+    """
+    rows = _Rows()
+    total = 0
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as text:
+            reader = csv_rows(text, profile.limits.max_line_length_bytes)
+            rows.columns = header = csv_header(reader)
+            width = len(header)
+            prev = reader.line_num
+            while True:
+                try:
+                    for row in reader:
+                        if len(row) != width:
+                            if not row:  # a blank line is no row
+                                prev = reader.line_num
+                                continue
+                            _bad_row(rows, "ragged", f"line {prev + 1}: expected {width} fields, got {len(row)}")
+                        total += 1
+                        prev = reader.line_num
+                    break
+                except csv.Error as exc:
+                    raise_if_fatal(exc, prev + 1)
+                    total += 1
+                    _bad_row(rows, "parse", f"line {prev + 1}: not valid CSV: {exc}")
+                    prev = reader.line_num
+    except FileUnreadable as exc:
+        rows.unreadable = str(exc)
+    rows.total = total
+    return rows
+
+
+def _bad_row(rows: _Rows, rule: str, sample: str) -> None:
+    rows.bad += 1
+    rows.by_rule[rule] = rows.by_rule.get(rule, 0) + 1
+    if len(rows.samples) < MAX_SAMPLES:
+        rows.samples.append(sample)
+
+
 def scan_file(path: Path, name: str, profile: Profile) -> FileFacts:
     """Scan ``path`` (the tenant called it ``name``) for ``check_file``."""
     seen = _scan_bytes(path)
     fmt = _format_of(name)
     rows = _Rows()
     if seen.size > 0 and not seen.is_binary and seen.utf8_error is None and fmt is not None:
-        rows = _scan_rows(path, fmt, profile)
+        # Pass 1's longest line counts a BOM and a lone "\r" in, so it is never shorter than
+        # the reader's: when it is within the limit, no row is bad for its length.
+        lean = fmt is FileFormat.CSV and not profile.quality.rules
+        if lean and seen.longest <= profile.limits.max_line_length_bytes:
+            rows = _scan_csv_shape(path, profile)
+        else:
+            rows = _scan_rows(path, fmt, profile)
     return FileFacts(
         name=name,
         size_bytes=seen.size,

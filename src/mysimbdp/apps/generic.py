@@ -57,7 +57,7 @@ def _leading_zero(value: str) -> bool:
 
 def to_float(value: str) -> float | str | None:
     # Hot path (every value of a float column). One C-level lstrip rejects letters, '_',
-    # spaces and non-ASCII digits that float() would accept ('nan', '1_0', ' 1', '١').
+    # spaces and non-ASCII digits that float() would accept ('nan', '1_0', ' 1', Arabic-Indic digits).
     if not value:
         return None
     if value.lstrip(_NUMBER_CHARS):

@@ -20,25 +20,27 @@ import csv
 import functools
 import io
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
+from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit, reject_constant
+from mysimbdp.sdk._jsonarray import Binary as _Binary
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 CHUNK_BYTES = 1 << 20
-RAW_LIMIT_CHARS = 10 * 1024
 BOM = codecs.BOM_UTF8
 # The csv module refuses fields over 128 Ki characters by default; a legal line can be longer.
 # The limit stays finite so that a quote that is never closed cannot eat all memory.
 MIN_CSV_FIELD_CHARS = 16 * 1024 * 1024
-_Binary: TypeAlias = "io.BufferedReader[io.FileIO]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +76,6 @@ def _good(line: int, data: dict[str, Any]) -> Record:
 
 def _truncate(text: str) -> str:
     return text if len(text) <= RAW_LIMIT_CHARS else text[:RAW_LIMIT_CHARS]
-
-
-def _over_limit(what: str, size_bytes: int, limit: int) -> str:
-    return f"{what} is {size_bytes} bytes, over the limit of {limit}"
 
 
 def _utf8_problem(path: Path, chunk_bytes: int = CHUNK_BYTES) -> str | None:
@@ -170,13 +168,11 @@ class RecordReader:
 
     def _csv(self, buffered: _Binary) -> Iterator[Record]:
         limit = self.max_line_bytes
-        if csv.field_size_limit() < max(limit or 0, MIN_CSV_FIELD_CHARS):
-            csv.field_size_limit(max(limit or 0, MIN_CSV_FIELD_CHARS))
         text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
         try:
             lines = _LineSource(text, limit, self.chunk_bytes)
-            reader = csv.reader(lines, strict=True)
-            header = self._csv_header(reader, lines)
+            reader = csv_rows(lines, limit)
+            header = csv_header(reader, lines.overlong)
             self._columns = header
             width = len(header)
             overlong = lines.overlong
@@ -196,7 +192,7 @@ class RecordReader:
                         prev = end
                     return
                 except csv.Error as exc:
-                    _raise_if_fatal(exc, prev + 1)
+                    raise_if_fatal(exc, prev + 1)
                     if overlong:
                         yield from _overlong_records(overlong)
                     else:
@@ -205,24 +201,6 @@ class RecordReader:
                     prev = reader.line_num
         finally:
             text.detach()  # leave the file open for bytes_read; the guard closes it
-
-    def _csv_header(self, reader: Iterator[list[str]], lines: _LineSource) -> list[str]:
-        try:
-            for row in reader:
-                if lines.overlong:
-                    line, problem, _ = lines.overlong[0]
-                    raise FileUnreadable(f"line {line}: the header {problem}")
-                if row:
-                    break
-            else:
-                raise FileUnreadable("line 1: no header row: the file holds no CSV rows")
-        except csv.Error as exc:
-            _raise_if_fatal(exc, 1)
-            raise FileUnreadable(f"line 1: the header row is not valid CSV: {exc}") from exc
-        duplicates = sorted(name for name, count in Counter(row).items() if count > 1)
-        if duplicates:
-            raise FileUnreadable(f"line 1: duplicate column names in the header: {duplicates}; make them unique")
-        return row
 
     # JSON Lines --------------------------------------------------------------------------
 
@@ -243,7 +221,7 @@ class RecordReader:
                     if not line.endswith(b"\n"):
                         size += _drain_bytes(buffered, self.chunk_bytes)
                     text = line[:RAW_LIMIT_CHARS].decode("utf-8", "replace")
-                    yield Record(lineno, None, text, _over_limit("line", size, limit))
+                    yield Record(lineno, None, text, over_limit("line", size, limit))
                     continue
             try:
                 value = loads(line)
@@ -267,7 +245,7 @@ class RecordReader:
     # JSON array --------------------------------------------------------------------------
 
     def _json_array(self, buffered: _Binary) -> Iterator[Record]:
-        for index, value, problem, raw in _JsonArray(buffered, self.chunk_bytes, self.max_line_bytes):
+        for index, value, problem, raw in JsonArray(buffered, self.chunk_bytes, self.max_line_bytes):
             if problem is not None:
                 yield Record(index, None, _truncate(raw), problem)
             elif type(value) is dict:
@@ -308,7 +286,7 @@ class _LineSource:
                 if size > limit:
                     if content == line:  # the line goes on
                         size += self._drain()
-                    self.overlong.append((lineno, _over_limit("line", size, limit), content[:RAW_LIMIT_CHARS]))
+                    self.overlong.append((lineno, over_limit("line", size, limit), content[:RAW_LIMIT_CHARS]))
                     line = ""
             self.last = line
             yield line
@@ -323,6 +301,33 @@ class _LineSource:
         return size
 
 
+def csv_rows(lines: Iterable[str], max_line_bytes: int | None) -> CsvReader:
+    """The one CSV dialect (strict, default quoting) over ``lines``, with room for the longest line."""
+    if csv.field_size_limit() < max(max_line_bytes or 0, MIN_CSV_FIELD_CHARS):
+        csv.field_size_limit(max(max_line_bytes or 0, MIN_CSV_FIELD_CHARS))
+    return csv.reader(lines, strict=True)
+
+
+def csv_header(reader: Iterator[list[str]], overlong: list[tuple[int, str, str]] | None = None) -> list[str]:
+    """The first non-blank row of ``reader``, or ``FileUnreadable`` saying why it is no usable header."""
+    try:
+        for row in reader:
+            if overlong:
+                line, problem, _ = overlong[0]
+                raise FileUnreadable(f"line {line}: the header {problem}")
+            if row:
+                break
+        else:
+            raise FileUnreadable("line 1: no header row: the file holds no CSV rows")
+    except csv.Error as exc:
+        raise_if_fatal(exc, 1)
+        raise FileUnreadable(f"line 1: the header row is not valid CSV: {exc}") from exc
+    duplicates = sorted(name for name, count in Counter(row).items() if count > 1)
+    if duplicates:
+        raise FileUnreadable(f"line 1: duplicate column names in the header: {duplicates}; make them unique")
+    return row
+
+
 def _overlong_records(overlong: list[tuple[int, str, str]]) -> Iterator[Record]:
     # An over-long line reaches csv.reader as "": a blank line, or nothing added to a quoted
     # field; the row it was in is reported bad with the line's size instead.
@@ -332,7 +337,8 @@ def _overlong_records(overlong: list[tuple[int, str, str]]) -> Iterator[Record]:
         yield Record(line, None, head, problem)
 
 
-def _raise_if_fatal(exc: csv.Error, line: int) -> None:
+def raise_if_fatal(exc: csv.Error, line: int) -> None:
+    """Raise ``FileUnreadable`` when ``exc`` (a row starting on ``line``) means no later row can be read."""
     message = str(exc)
     if "unexpected end of data" in message:
         raise FileUnreadable(
@@ -362,10 +368,6 @@ def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
     return size
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
     """Parse what orjson refuses but is valid JSON (integers over 64 bits), else the problem."""
     try:
@@ -373,7 +375,7 @@ def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str
     except UnicodeDecodeError:
         raise  # a whole-file problem: the guard names the byte offset
     try:
-        return (json.loads(text, parse_constant=_reject_constant),)
+        return (json.loads(text, parse_constant=reject_constant),)
     except ValueError:
         return f"not valid JSON: {exc}"
 
@@ -381,184 +383,6 @@ def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str
 def _json_kind(value: Any) -> str:
     kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return kinds.get(type(value), "null")
-
-
-_WS_RE = re.compile(r"[ \t\r\n]*")
-_STRUCTURE_RE = re.compile(r'["\[\]{},]')
-_STRING_STOP_RE = re.compile(r'["\\]')
-
-
-class _Structure:
-    """Finds where a JSON array element ends (the ',' or ']' after it) without parsing it.
-
-    Used to step over an element that is not valid JSON or is over the size limit; ``feed``
-    can be called again with more text when the element goes on.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-
-    def feed(self, buf: str, pos: int) -> int | None:
-        end = len(buf)
-        while pos < end:
-            if self.escaped:
-                self.escaped = False
-                pos += 1
-            elif self.in_string:
-                if (m := _STRING_STOP_RE.search(buf, pos)) is None:
-                    return None
-                pos = m.end()
-                self.escaped = m.group() == "\\"
-                self.in_string = self.escaped
-            else:
-                if (m := _STRUCTURE_RE.search(buf, pos)) is None:
-                    return None
-                char, pos = m.group(), m.end()
-                if char == '"':
-                    self.in_string = True
-                elif char in "[{":
-                    self.depth += 1
-                elif char in "]}":
-                    if self.depth:
-                        self.depth -= 1
-                    elif char == "]":
-                        return m.start()
-                elif not self.depth:
-                    return m.start()
-        return None
-
-
-_Element = tuple[int, Any, str | None, str]  # (index, value, problem, raw text)
-
-
-class _JsonArray:
-    """Streams the elements of one top-level JSON array: raw_decode over a growing buffer."""
-
-    def __init__(self, f: _Binary, chunk_bytes: int, limit: int | None) -> None:
-        self._f = f
-        self._chunk_bytes = chunk_bytes
-        self._limit = limit
-        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self._decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
-        self.buf = ""
-        self.pos = 0
-        self.eof = False
-        self._lines_before = 0
-
-    def _fill(self, want_chars: int) -> None:
-        """Read until at least ``want_chars`` more characters are buffered, or the end of the file."""
-        self._lines_before += self.buf.count("\n", 0, self.pos)
-        parts = [self.buf[self.pos :]]
-        got = 0
-        while got < want_chars and not self.eof:
-            chunk = self._f.read(self._chunk_bytes)
-            self.eof = not chunk
-            parts.append(text := self._decoder.decode(chunk, self.eof))
-            got += len(text)
-        self.buf = "".join(parts)
-        self.pos = 0
-
-    def _line(self, index: int) -> int:
-        return self._lines_before + self.buf.count("\n", 0, index) + 1
-
-    def _next_char(self) -> str:
-        """The next character that is not whitespace, "" at the end of the file."""
-        while True:
-            match = _WS_RE.match(self.buf, self.pos)
-            self.pos = match.end() if match else self.pos
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if self.eof:
-                return ""
-            self._fill(1)
-
-    def _found(self) -> str:
-        return repr(self.buf[self.pos : self.pos + 20])
-
-    def _truncated(self, index: int) -> FileUnreadable:
-        return FileUnreadable(
-            f"line {self._line(len(self.buf))}: the JSON array is truncated: element {index} or the "
-            "closing ']' is missing; the file may have been cut off"
-        )
-
-    def __iter__(self) -> Iterator[_Element]:
-        first = self._next_char()
-        if first != "[":
-            if not first:
-                raise FileUnreadable("line 1: the JSON file is empty; expected an array of objects")
-            raise FileUnreadable(
-                f"line {self._line(self.pos)}: the top level of a JSON file must be an array of objects, "
-                f"found {self._found()}; send an array, or use JSON Lines (.jsonl) for one object per line"
-            )
-        self.pos += 1
-        index = 0
-        if self._next_char() != "]":
-            while True:
-                index += 1
-                yield self._element(index)
-                char = self._next_char()
-                if char != ",":
-                    break
-                self.pos += 1
-            if not char:
-                raise self._truncated(index + 1)
-            if char != "]":
-                raise FileUnreadable(
-                    f"line {self._line(self.pos)}: expected ',' or ']' after element {index} of the JSON "
-                    f"array, found {self._found()}"
-                )
-        self.pos += 1
-        if self._next_char():
-            raise FileUnreadable(
-                f"line {self._line(self.pos)}: unexpected data after the end of the JSON array: {self._found()}"
-            )
-
-    def _element(self, index: int) -> _Element:
-        limit = self._limit
-        while True:
-            if not self._next_char():
-                raise self._truncated(index)
-            start = self.pos
-            buf = self.buf
-            try:
-                value, end = self._decode(buf, start)
-            except (ValueError, RecursionError) as exc:
-                stop = _Structure().feed(buf, start)
-                if stop is not None:
-                    self.pos = stop
-                    raw = buf[start:stop].strip()
-                    return (index, None, f"not valid JSON: {exc}" if raw else "not valid JSON: missing value", raw)
-                if self.eof:
-                    raise self._truncated(index) from exc
-                if limit is not None and len(buf) - start > limit:
-                    return self._skip_overlong(index, limit)
-                self._fill(max(self._chunk_bytes, len(buf) - start))
-                continue
-            if end + 2 >= len(buf) and not self.eof:  # a number may go on: "1." + "5", "1e" + "-3"
-                self._fill(max(self._chunk_bytes, len(buf) - start))
-                continue
-            self.pos = end
-            if limit is not None and end - start > limit // 4:
-                size = len(buf[start:end].encode("utf-8"))
-                if size > limit:
-                    return (index, None, _over_limit("element", size, limit), buf[start : start + RAW_LIMIT_CHARS])
-            return (index, value, None, "" if type(value) is dict else buf[start:end])
-
-    def _skip_overlong(self, index: int, limit: int) -> _Element:
-        head = self.buf[self.pos : self.pos + RAW_LIMIT_CHARS]
-        structure = _Structure()
-        size = 0
-        while (stop := structure.feed(self.buf, self.pos)) is None:
-            size += len(self.buf[self.pos :].encode("utf-8"))
-            if self.eof:
-                raise self._truncated(index)
-            self.pos = len(self.buf)
-            self._fill(self._chunk_bytes)
-        size += len(self.buf[self.pos : stop].rstrip().encode("utf-8"))
-        self.pos = stop
-        return (index, None, _over_limit("element", size, limit), head)
 
 
 def iter_records(
