@@ -21,6 +21,7 @@ COREDMS_URL = "MYSIMBDP_COREDMS_URL"  # coredms URL scoped to this tenant only
 RESULT = "MYSIMBDP_RESULT"  # path: write the result JSON here before exiting
 REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object per line
 PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
+PARALLELISM = "MYSIMBDP_PARALLELISM"  # how many processes the app may use for one large file
 STORE_TIMEOUT_S = "MYSIMBDP_STORE_TIMEOUT_S"  # seconds to wait for a busy/unreachable store, then exit 75
 
 ALL = (
@@ -40,6 +41,7 @@ ALL = (
     REJECTS,
     PROGRESS,
     STORE_TIMEOUT_S,
+    PARALLELISM,
 )
 
 # Result JSON written by the app to $MYSIMBDP_RESULT:

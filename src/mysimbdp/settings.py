@@ -45,6 +45,7 @@ class Settings:
     retry_base_s: float = 1.0
     max_attempts: int = 4
     store_timeout_s: float = 30.0  # how long an app waits for a busy or unreachable store
+    app_parallelism: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes per large file
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 
@@ -80,6 +81,7 @@ class Settings:
             "retry_base_s": float,
             "max_attempts": int,
             "store_timeout_s": float,
+            "app_parallelism": int,
             "log_format": str,
             "log_level": str,
         }

@@ -219,3 +219,54 @@ def test_document_the_store_refuses_is_rejected_alone(backend: str, store_url: s
         assert "refused" in _rejects(env)[2]["reason"]
     else:
         assert (result["rows_written"], result["rows_rejected"]) == (3, 0)
+
+
+def _big_csv(path: Path, rows: int) -> Path:
+    """~34 MB of quote-free CSV with a few ragged and failing rows spread through it."""
+    with open(path, "w") as fh:
+        fh.write("id,sensor,qty,note\n")
+        for n in range(rows):
+            if n % 50_000 == 7:
+                fh.write(f"{n},s{n % 97}\n")  # ragged
+            elif n % 60_000 == 11:
+                fh.write(f"{n},s{n % 97},minus,bad qty\n")  # fails the qty rule
+            else:
+                fh.write(
+                    f"{n},s{n % 97},{n % 1000},a reading that pads the row out to a realistic width for a sensor\n"
+                )
+    return path
+
+
+@pytest.mark.slow
+def test_parallel_parts_store_exactly_what_one_process_stores(store_url: str, tmp_path: Path, backend: str) -> None:
+    """A large file ingested by 2 processes (line-aligned spans) gives the same counts, the
+    same rejected lines and the same stored keys as 1 process, and re-running either adds nothing."""
+    data = _big_csv(tmp_path / "big.csv", 420_000)
+    assert data.stat().st_size > 32 * 1024 * 1024, "two spans of at least 16 MiB"
+    quality = '{"rules": [{"field": "qty", "type": "int"}], "max_bad_row_ratio": 0.5}'
+    results = {}
+    for parallelism in ("1", "2"):
+        dataset = f"p{parallelism}"
+        env = _env(
+            tmp_path / f"run{parallelism}",
+            data,
+            store_url,
+            **{contract.QUALITY: quality, contract.DATASET: dataset, contract.PARALLELISM: parallelism},
+        )
+        proc, result = _run(GENERIC, env)
+        assert proc.returncode == 0, proc.stderr
+        assert ("2 parts" in proc.stderr) == (parallelism == "2"), proc.stderr
+        results[parallelism] = (result, _rejects(env))
+        again, second = _run(GENERIC, env)
+        assert again.returncode == 0 and second["rows_written"] == 0 and second["rows_stored"] == result["rows_stored"]
+    (one, one_rejects), (two, two_rejects) = results["1"], results["2"]
+    for name in ("rows_total", "rows_rejected", "rows_written", "rows_stored", "bytes_read"):
+        assert one[name] == two[name], name
+    assert sorted(one_rejects) == sorted(two_rejects) and len(one_rejects) == 16
+    store = open_store(store_url)
+    try:
+        assert store.count("p1") == store.count("p2") == 420_000 - 16
+        first = store.documents("p1", limit=3, offset=200_000)
+        assert first == store.documents("p2", limit=3, offset=200_000)
+    finally:
+        store.close()

@@ -28,7 +28,8 @@ def _now() -> str:
 def _create_sql(table: str) -> str:
     return (
         f'CREATE TABLE IF NOT EXISTS "{table}" ('
-        "key TEXT PRIMARY KEY, doc TEXT NOT NULL, source TEXT NOT NULL, ingested_at TEXT NOT NULL)"
+        "key TEXT PRIMARY KEY, doc TEXT NOT NULL, source TEXT NOT NULL, ingested_at TEXT NOT NULL) "
+        "WITHOUT ROWID"  # rows live in the key's b-tree: one index to maintain, not two
     )
 
 

@@ -107,6 +107,7 @@ def drop_into_inbox(src: Path, inbox: Path, name: str) -> Path:
         target = inbox / f"{stem}-{counter}{dot}{ext}"
         counter += 1
     part = inbox / f".{target.name}{PART_SUFFIX}"
-    shutil.copyfile(src, part)
+    # copy2 keeps the source's mtime: a file that has not changed for settle_s is taken at once.
+    shutil.copy2(src, part)
     os.replace(part, target)
     return target

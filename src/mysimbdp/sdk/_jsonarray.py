@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from mysimbdp.errors import FileUnreadable
 
 RAW_LIMIT_CHARS = 10 * 1024
-Binary: TypeAlias = "io.BufferedReader[io.FileIO]"
+Binary: TypeAlias = "io.BufferedReader[io.FileIO] | io.BufferedReader[io.RawIOBase]"
 
 
 def over_limit(what: str, size_bytes: int, limit: int) -> str:

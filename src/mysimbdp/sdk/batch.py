@@ -29,7 +29,7 @@ from mysimbdp.domain.quality import compile_rules
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
 from mysimbdp.errors import AppContractError, FileUnreadable, StoreError, StoreUnavailable
 from mysimbdp.sdk._config import BatchConfig
-from mysimbdp.sdk.readers import Record, RecordReader, raw_text
+from mysimbdp.sdk.readers import Record, RecordReader, Span, raw_text
 
 Transform = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -99,6 +99,8 @@ class BatchContext:
         self._bytes_done = 0
         self._next_progress = 0.0
         self._checker = compile_rules(config.quality.rules) if config.quality.rules else None
+        self.span: Span | None = None  # read only this part of the input (parallel runs)
+        self.peer_progress: tuple[Path, ...] = ()  # other parts' progress files, summed into ours
         self._started = time.monotonic()
         self.result: BatchResult | None = None
 
@@ -116,6 +118,8 @@ class BatchContext:
         """Connect to the store and open the input (raises StoreUnavailable / FileUnreadable)."""
         try:
             self._size_bytes = self.config.input.stat().st_size
+            if self.span is not None:
+                self._size_bytes = self.span.end - self.span.start
         except OSError as exc:
             raise FileUnreadable(f"input {self.config.input}: cannot read: {exc.strerror}") from exc
         if self._store is None:
@@ -143,9 +147,9 @@ class BatchContext:
         return self._reader.bytes_read if self._reader is not None else 0
 
     # -- reading ---------------------------------------------------------------------------
-    def _reader_for_input(self) -> RecordReader:
+    def _reader_for_input(self, span: Span | None = None) -> RecordReader:
         cfg = self.config
-        return RecordReader(cfg.input, cfg.input_format, max_line_bytes=cfg.max_line_bytes)
+        return RecordReader(cfg.input, cfg.input_format, max_line_bytes=cfg.max_line_bytes, span=span)
 
     def sample(self, n: int) -> list[dict[str, Any]]:
         """The first ``n`` rows that parse and pass the quality rules, read in a separate
@@ -166,7 +170,7 @@ class BatchContext:
     def records(self) -> Iterator[Record]:
         """Every row that parses and passes the profile's quality rules; the others are
         rejected with their line and reason. Progress is reported on the way."""
-        self._reader = reader = self._reader_for_input()
+        self._reader = reader = self._reader_for_input(self.span)
         checker = self._checker
         for record in reader:
             self.rows_total += 1
@@ -210,7 +214,9 @@ class BatchContext:
         hoisted out of the loop (this loop runs once per row of every file)."""
         cfg = self.config
         key_fields, sha256, dumps = cfg.key_fields, cfg.sha256, orjson.dumps
+        default_key = f"{sha256}:"  # + the zero-padded line, as record_key() builds it
         pending, pending_records = self._pending, self._pending_records
+        batch_size = self.batch_size
         for record in self.records():
             try:
                 doc = transform(record.data)  # type: ignore[arg-type]
@@ -223,11 +229,15 @@ class BatchContext:
             if doc is None:
                 self.rows_skipped += 1
                 continue
-            if not isinstance(doc, Mapping):
+            if type(doc) is not dict and not isinstance(doc, Mapping):
                 self.reject(record, f"transform returned {type(doc).__name__}; expected a dict or None")
                 continue
             try:
-                key = record_key(doc, key_fields, sha256, record.line)
+                key = (
+                    record_key(doc, key_fields, sha256, record.line)
+                    if key_fields
+                    else f"{default_key}{record.line:010d}"
+                )
                 data = dumps(doc)
             except KeyFieldMissing as exc:
                 self.reject(record, str(exc))
@@ -238,7 +248,7 @@ class BatchContext:
             pending.append((key, data))
             pending_records.append(record)
             self._pending_bytes += len(data)
-            if len(pending) >= self.batch_size or self._pending_bytes >= MAX_BATCH_BYTES:
+            if len(pending) >= batch_size or self._pending_bytes >= MAX_BATCH_BYTES:
                 self.flush()
                 pending, pending_records = self._pending, self._pending_records
 
@@ -303,6 +313,10 @@ class BatchContext:
             return
         self._next_progress = now + PROGRESS_EVERY_S
         data = {"rows": self.rows_total, "bytes": self.bytes_read, "size": self._size_bytes}
+        for peer in self.peer_progress:  # parallel parts: report the whole file's progress
+            with contextlib.suppress(OSError, orjson.JSONDecodeError, TypeError, ValueError):
+                other = orjson.loads(peer.read_bytes())
+                data = {name: data[name] + int(other.get(name, 0)) for name in data}
         with contextlib.suppress(OSError):  # progress is advisory; the result file is what counts
             _write_atomically(path, orjson.dumps(data))
 
@@ -359,16 +373,38 @@ def run(
     batch_size: int = 5000,
     setup: Callable[[BatchContext], None] | None = None,
 ) -> int:
-    """The whole batch loop; returns the contract's exit code instead of exiting."""
+    """The whole batch loop; returns the contract's exit code instead of exiting.
+
+    A large CSV or JSON Lines file is ingested by up to ``$MYSIMBDP_PARALLELISM`` processes
+    at once, each on a line-aligned span (see :mod:`mysimbdp.sdk._parallel`)."""
     try:
         ctx = BatchContext.from_env(env, batch_size=batch_size)
+        parallelism = int(env.get(contract.PARALLELISM) or 1)
     except AppContractError as exc:
         return _contract_failure(env, exc)
+    except ValueError:
+        return _contract_failure(env, AppContractError(f"{contract.PARALLELISM} is not a whole number"))
+    if setup is not None:
+        try:
+            setup(ctx)
+        except (FileUnreadable, AppContractError) as exc:
+            ctx.finish(error=str(exc))
+            sys.stderr.write(ctx.summary() + "\n")
+            return EXIT_DATAERR
+    if parallelism > 1:
+        from mysimbdp.sdk._parallel import plan_spans, run_parts
+
+        spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism)
+        if len(spans) > 1:
+            return run_parts(ctx, transform, spans)
+    return run_context(ctx, transform)
+
+
+def run_context(ctx: BatchContext, transform: Transform) -> int:
+    """Ingest ``ctx``'s input (or its span), write its result; return the exit code."""
     code = EXIT_OK
     try:
         with ctx:
-            if setup is not None:
-                setup(ctx)
             ctx.ingest(transform)
             ctx.finish()
     except StoreUnavailable as exc:

@@ -110,8 +110,45 @@ def _unreadable_utf8(path: Path, exc: UnicodeDecodeError) -> FileUnreadable:
     return FileUnreadable(_utf8_problem(path) or f"not valid UTF-8: {exc}")
 
 
+@dataclass(frozen=True)
+class Span:
+    """A byte range of a file that starts and ends on line boundaries (see ``sdk._spans``).
+
+    Readers of disjoint spans see exactly the records of the whole file, with the same line
+    numbers, so a file can be ingested by several processes at once."""
+
+    start: int  # offset of the first byte; 0 = the file's start (header and BOM included)
+    end: int  # offset just past the last byte
+    first_line: int  # 1-based number of the line starting at ``start``
+    header: tuple[str, ...] = ()  # CSV: the file's header, needed when ``start`` > 0
+
+
+class _Window(io.RawIOBase):
+    """A raw file seen from ``start`` up to ``end`` only."""
+
+    def __init__(self, raw: io.FileIO, start: int, end: int) -> None:
+        self._raw = raw
+        self._end = end
+        raw.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._end - self._raw.tell()
+        if left <= 0:
+            return 0
+        view = memoryview(buffer)[:left]
+        return self._raw.readinto(view) or 0
+
+
 class RecordReader:
-    """Iterate the records of one file; each ``iter()`` reads the file again from the start."""
+    """Iterate the records of one file (or of one :class:`Span` of it); each ``iter()``
+    reads again from the start."""
 
     def __init__(
         self,
@@ -120,7 +157,11 @@ class RecordReader:
         *,
         max_line_bytes: int | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        span: Span | None = None,
     ) -> None:
+        if span is not None and fmt is FileFormat.JSON:
+            raise ValueError("a JSON array cannot be read in spans")
+        self.span = span
         self.path = path
         self.fmt = FileFormat(fmt)
         self.max_line_bytes = max_line_bytes
@@ -133,9 +174,10 @@ class RecordReader:
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (read ahead by at most one chunk)."""
         raw = self._raw
+        start = self.span.start if self.span is not None else 0
         if raw is not None and not raw.closed:
-            return raw.tell()
-        return self._bytes_done
+            return raw.tell() - start
+        return self._bytes_done - start if self._bytes_done else 0
 
     @property
     def columns(self) -> list[str] | None:
@@ -155,7 +197,8 @@ class RecordReader:
         except OSError as exc:
             raise FileUnreadable(f"cannot read the file: {exc.strerror}") from exc
         self._raw = raw
-        buffered = io.BufferedReader(raw, self.chunk_bytes)
+        source: io.RawIOBase = raw if self.span is None else _Window(raw, self.span.start, self.span.end)
+        buffered = io.BufferedReader(source, self.chunk_bytes)
         try:
             yield from body(buffered)
         except UnicodeDecodeError as exc:
@@ -172,18 +215,24 @@ class RecordReader:
         try:
             lines = _LineSource(text, limit, self.chunk_bytes)
             reader = csv_rows(lines, limit)
-            header = csv_header(reader, lines.overlong)
+            span = self.span
+            if span is None or span.start == 0:
+                header = csv_header(reader, lines.overlong)
+                base = 0
+            else:  # a later span: the header is given, lines are counted from first_line
+                header = list(span.header)
+                base = span.first_line - 1
             self._columns = header
             width = len(header)
             overlong = lines.overlong
             good = _good
-            prev = reader.line_num
+            prev = base + reader.line_num
             while True:
                 try:
                     for row in reader:
-                        end = reader.line_num
+                        end = base + reader.line_num
                         if overlong:
-                            yield from _overlong_records(overlong)
+                            yield from _overlong_records(overlong, base)
                         elif len(row) == width:
                             yield good(prev + 1, dict(zip(header, row, strict=False)))
                         elif row:
@@ -194,18 +243,19 @@ class RecordReader:
                 except csv.Error as exc:
                     raise_if_fatal(exc, prev + 1)
                     if overlong:
-                        yield from _overlong_records(overlong)
+                        yield from _overlong_records(overlong, base)
                     else:
                         raw = _truncate(lines.last.rstrip("\r\n"))
                         yield Record(prev + 1, None, raw, f"not valid CSV: {exc}")
-                    prev = reader.line_num
+                    prev = base + reader.line_num
         finally:
             text.detach()  # leave the file open for bytes_read; the guard closes it
 
     # JSON Lines --------------------------------------------------------------------------
 
     def _jsonl(self, buffered: _Binary) -> Iterator[Record]:
-        if buffered.peek(3)[:3] == BOM:
+        first_line = 1 if self.span is None else self.span.first_line
+        if first_line == 1 and buffered.peek(3)[:3] == BOM:
             buffered.read(3)
         limit = self.max_line_bytes
         source: Iterable[bytes] = (
@@ -214,7 +264,7 @@ class RecordReader:
         loads = orjson.loads
         good = _good
         columns_known = False
-        for lineno, line in enumerate(source, 1):
+        for lineno, line in enumerate(source, first_line):
             if limit is not None and len(line) > limit:
                 size = len(line.rstrip(b"\r\n"))
                 if size > limit:
@@ -328,13 +378,13 @@ def csv_header(reader: Iterator[list[str]], overlong: list[tuple[int, str, str]]
     return row
 
 
-def _overlong_records(overlong: list[tuple[int, str, str]]) -> Iterator[Record]:
+def _overlong_records(overlong: list[tuple[int, str, str]], base: int = 0) -> Iterator[Record]:
     # An over-long line reaches csv.reader as "": a blank line, or nothing added to a quoted
     # field; the row it was in is reported bad with the line's size instead.
     items = list(overlong)
     overlong.clear()
     for line, problem, head in items:
-        yield Record(line, None, head, problem)
+        yield Record(base + line, None, head, problem)
 
 
 def raise_if_fatal(exc: csv.Error, line: int) -> None:

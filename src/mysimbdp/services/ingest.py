@@ -8,7 +8,6 @@ file's record; if not, this process does the fetch → validate → stage → ru
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,14 +45,6 @@ def platform_running(platform: Platform) -> bool:
     return platform.meta.alive(FETCHER, ALIVE_S) and platform.meta.alive(MANAGER, ALIVE_S)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _progress_of(platform: Platform, record: FileRecord) -> Progress:
     rows, done = 0, 0
     if record.status is FileStatus.RUNNING and record.run_id:
@@ -83,11 +74,12 @@ async def _follow(platform: Platform, record: FileRecord, on_progress: ProgressF
     return record
 
 
-async def _find_dropped(platform: Platform, tenant: str, sha256: str, since: float, timeout_s: float) -> FileRecord:
+async def _find_dropped(platform: Platform, tenant: str, name: str, since: float, timeout_s: float) -> FileRecord:
+    """The record fetchdata made for the file dropped as ``name`` (names in an inbox are unique)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for record in reversed(platform.meta.list_files(tenant=tenant, limit=100_000)):
-            if record.sha256 == sha256 and record.received_at >= since:
+            if record.name == name and record.received_at >= since:
                 return record
         await asyncio.sleep(0.2)
     raise MysimbdpError(f"tenant {tenant!r}: the platform did not pick up the file within {timeout_s:.0f} s")
@@ -100,12 +92,11 @@ async def ingest_one(
     and the running platform will handle it)."""
     platform.tenant(tenant)  # fail early for an unknown tenant
     since = time.time() - 1.0
-    sha256 = sha256_of(source) if wait else ""
     dropped = drop_into_inbox(source, platform.home.area("inbox", tenant), source.name)
     if platform_running(platform):
         if not wait:
             return None
-        found = await _find_dropped(platform, tenant, sha256, since, timeout_s=300.0)
+        found = await _find_dropped(platform, tenant, dropped.name, since, timeout_s=300.0)
         return await _follow(platform, found, on_progress)
     decision = await asyncio.to_thread(fetch_file, platform, tenant, dropped)
     record = platform.meta.get_file(decision.file_id)

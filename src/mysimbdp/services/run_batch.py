@@ -116,6 +116,7 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
         contract.REJECTS: str(run_dir / "rejects.jsonl"),
         contract.PROGRESS: str(run_dir / "progress.json"),
         contract.STORE_TIMEOUT_S: str(platform.settings.store_timeout_s),
+        contract.PARALLELISM: str(platform.settings.app_parallelism),
     }
     limits = runner.Limits(timeout_s=app.timeout_s, memory_bytes=app.memory_mb * 1024 * 1024, cpu_s=app.cpu_s)
     log.info(

@@ -1,0 +1,71 @@
+"""Split a file into line-aligned byte spans that separate processes can ingest at once.
+
+Only files where every line break ends a record can be split this way: JSON Lines always,
+CSV when it holds no quote character at all (a quoted field may contain a line break) and
+no lone carriage return. Anything else is read by one process. Chunking files with quoted
+line breaks is left to the platform's big-file path.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from mysimbdp.domain.profile import FileFormat
+from mysimbdp.sdk.readers import Span
+
+MIN_SPAN_BYTES = 16 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+def _lone_cr(chunk: bytes, last: bool) -> bool:
+    """A carriage return not followed by a newline (csv.reader would end a line there).
+    A CR at the very end of a chunk is taken to be the first half of a CRLF."""
+    cr = chunk.count(b"\r") - chunk.count(b"\r\n")
+    return cr > (0 if last or not chunk.endswith(b"\r") else 1)
+
+
+def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int = MIN_SPAN_BYTES) -> list[Span]:
+    """Up to ``parts`` spans of at least ``min_span_bytes`` covering the whole file; a single
+    span (the whole file) when it cannot or need not be split."""
+    size = path.stat().st_size
+    whole = [Span(0, size, 1)]
+    parts = min(parts, size // max(1, min_span_bytes))
+    if parts < 2 or fmt not in (FileFormat.CSV, FileFormat.JSONL):
+        return whole
+    targets = [size * k // parts for k in range(1, parts)]
+    cuts: list[tuple[int, int]] = []  # (offset just after a newline, lines before it)
+    newlines = 0
+    offset = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            if fmt is FileFormat.CSV and (b'"' in chunk or _lone_cr(chunk, offset + len(chunk) == size)):
+                return whole
+            while targets and targets[0] < offset + len(chunk):
+                at = chunk.find(b"\n", max(0, targets[0] - offset))
+                if at < 0:
+                    break  # the next newline is in a later chunk
+                cut = offset + at + 1
+                if not cuts or cut > cuts[-1][0]:
+                    cuts.append((cut, newlines + chunk.count(b"\n", 0, at + 1)))
+                targets.pop(0)
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+            if targets and targets[0] < offset:
+                targets[0] = offset  # continue the search in the next chunk
+    cuts = [(cut, lines) for cut, lines in cuts if cut < size]
+    if not cuts:
+        return whole
+    header: tuple[str, ...] = ()
+    if fmt is FileFormat.CSV:
+        with open(path, encoding="utf-8-sig", newline="") as text:
+            header = tuple(next(csv.reader([text.readline()]), []))
+        if not header or cuts[0][0] <= len(",".join(header).encode()) + 1:
+            return whole
+    spans: list[Span] = []
+    start, first_line = 0, 1
+    for cut, lines_before in cuts:
+        spans.append(Span(start, cut, first_line, header))
+        start, first_line = cut, lines_before + 1
+    spans.append(Span(start, size, first_line, header))
+    return spans
