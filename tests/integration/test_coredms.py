@@ -86,6 +86,18 @@ def test_writing_the_same_keys_twice_inserts_nothing(admin: CoreDmsAdmin) -> Non
         store.close()
 
 
+def test_a_key_repeated_inside_one_new_batch_is_stored_once(admin: CoreDmsAdmin) -> None:
+    """A batch of new keys that repeats a key (PostgreSQL: the direct COPY fails on it and the
+    batch falls back to the idempotent insert) stores each key once."""
+    store = open_store(admin.provision("acme"))
+    try:
+        twice = [("k1", orjson.dumps({"v": 1})), ("k2", orjson.dumps({"v": 2})), ("k1", orjson.dumps({"v": 3}))]
+        assert store.write("things", twice, source="run1") == 2
+        assert store.count("things") == 2
+    finally:
+        store.close()
+
+
 def test_100k_rows_in_batches(admin: CoreDmsAdmin) -> None:
     """100,000 small documents written in batches of 5,000 are all stored exactly once."""
     store = open_store(admin.provision("acme"))

@@ -30,11 +30,13 @@ def _escape(value: bytes) -> bytes:
     return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
-def _copy_chunks(records: Sequence[tuple[str, bytes]]) -> Iterator[bytes]:
+def _copy_chunks(records: Sequence[tuple[str, bytes]], tail: bytes = b"") -> Iterator[bytes]:
+    """COPY text rows ``key<TAB>doc[tail]``; ``tail`` adds fixed columns (already escaped)."""
     parts: list[bytes] = []
     size = 0
+    end = tail + b"\n"
     for key, doc in records:
-        line = _escape(key.encode()) + b"\t" + _escape(doc) + b"\n"
+        line = _escape(key.encode()) + b"\t" + _escape(doc) + end
         parts.append(line)
         size += len(line)
         if size >= COPY_CHUNK_BYTES:
@@ -129,6 +131,9 @@ class PostgresStore:
                             " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now())"
                         ).format(qualified)
                     )
+                if self._copy_new(conn, qualified, records, source):
+                    self._tables.add(table)
+                    return len(records)
                 with conn.cursor() as cur:
                     with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
                         for chunk in _copy_chunks(records):
@@ -143,6 +148,30 @@ class PostgresStore:
                     inserted = cur.rowcount
         self._tables.add(table)
         return inserted
+
+    @staticmethod
+    def _copy_new(
+        conn: psycopg.Connection[Any], qualified: sql.Composable, records: Sequence[tuple[str, bytes]], source: str
+    ) -> bool:
+        """Fast path, for a batch none of whose keys is stored yet (a file's first ingestion):
+        COPY straight into the dataset, with no staging table. False when some key exists,
+        or when a concurrent writer stored one meanwhile (the savepoint undoes the COPY);
+        the caller then takes the idempotent path."""
+        keys = [key for key, _ in records]
+        found = conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE key = ANY(%s))").format(qualified), (keys,)
+        ).fetchone()
+        if found is None or found[0]:
+            return False
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint
+                copy_sql = sql.SQL("COPY {} (key, doc, source) FROM STDIN").format(qualified)
+                with cur.copy(copy_sql) as copy:
+                    for chunk in _copy_chunks(records, b"\t" + _escape(source.encode())):
+                        copy.write(chunk)
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
 
     def count(self, dataset: str) -> int:
         with _errors(self.where, dataset):
