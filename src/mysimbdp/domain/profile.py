@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
@@ -48,6 +48,15 @@ class _Model(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def _dataset_name(value: str) -> str:
+    if problem := dataset_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name)]
 
 
 class Limits(_Model):
@@ -96,18 +105,11 @@ class BatchApp(_Model):
         "mysimbdp.apps.generic",
     ]
     file_pattern: str = "*"
-    dataset: str | None = None
+    dataset: DatasetName | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     memory_mb: Annotated[int, Field(ge=64)] = 1024
     cpu_s: Annotated[int, Field(gt=0)] = 3600
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset_ok(cls, value: str | None) -> str | None:
-        if value is not None and (problem := dataset_problem(value)):
-            raise ValueError(problem)
-        return value
 
 
 class Profile(_Model):
@@ -123,16 +125,9 @@ class Profile(_Model):
     limits: Limits = Limits()
     required_columns: list[str] = []
     quality: Quality = Quality()
-    dataset: str | None = None  # None: named after each file's stem
+    dataset: DatasetName | None = None  # None: named after each file's stem
     key_fields: list[str] = []  # None: (file sha256, row number)
     batch_apps: Annotated[list[BatchApp], Field(min_length=1)] = [BatchApp(name="generic")]
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset_ok(cls, value: str | None) -> str | None:
-        if value is not None and (problem := dataset_problem(value)):
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _unique_app_names(self) -> Profile:
