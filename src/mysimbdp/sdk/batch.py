@@ -191,21 +191,27 @@ class BatchContext:
     # -- per-row outcomes ------------------------------------------------------------------
     def process(self, record: Record, transform: Transform) -> None:
         """Apply ``transform`` to a good record: write, skip (None) or reject (any error)."""
-        assert record.data is not None
+        doc = self._apply(record, transform)
+        if doc is not None:
+            self.write(record, doc)
+
+    def _apply(self, record: Record, transform: Transform) -> Mapping[str, Any] | None:
+        """``transform(record.data)``; None when the row was skipped or rejected (both counted)."""
         try:
-            doc = transform(record.data)
+            doc = transform(record.data)  # type: ignore[arg-type]
         except Reject as exc:
             self.reject(record, exc.reason)
-            return
+            return None
         except Exception as exc:
             self.reject(record, f"transform raised {type(exc).__name__}: {exc}")
-            return
+            return None
         if doc is None:
-            self.skip(record)
-        elif not isinstance(doc, Mapping):
+            self.rows_skipped += 1
+            return None
+        if type(doc) is not dict and not isinstance(doc, Mapping):
             self.reject(record, f"transform returned {type(doc).__name__}; expected a dict or None")
-        else:
-            self.write(record, doc)
+            return None
+        return doc
 
     def ingest(self, transform: Transform) -> None:
         """The hot loop: every good record through ``transform`` into the store.
@@ -217,20 +223,10 @@ class BatchContext:
         default_key = f"{sha256}:"  # + the zero-padded line, as record_key() builds it
         pending, pending_records = self._pending, self._pending_records
         batch_size = self.batch_size
+        apply = self._apply
         for record in self.records():
-            try:
-                doc = transform(record.data)  # type: ignore[arg-type]
-            except Reject as exc:
-                self.reject(record, exc.reason)
-                continue
-            except Exception as exc:
-                self.reject(record, f"transform raised {type(exc).__name__}: {exc}")
-                continue
+            doc = apply(record, transform)
             if doc is None:
-                self.rows_skipped += 1
-                continue
-            if type(doc) is not dict and not isinstance(doc, Mapping):
-                self.reject(record, f"transform returned {type(doc).__name__}; expected a dict or None")
                 continue
             try:
                 key = (
