@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 ## demo: install into .venv and run the platform's main job on the embedded default (SQLite)
 demo: $(STAMP)
-	$(BIN)/mysimbdp --home $(HOME_DIR) --quiet demo --examples examples/tenants
+	MYSIMBDP_LOG_LEVEL=error $(BIN)/mysimbdp --home $(HOME_DIR) demo --examples examples/tenants
 
 ## test: install into .venv and run the whole test suite (lint, types, tests)
 test: $(STAMP) lint
