@@ -65,3 +65,36 @@ def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None
     finally:
         up.terminate()
         assert up.wait(timeout=60) == 0
+
+
+def test_a_tenant_with_one_file_is_not_starved_by_a_tenant_with_many(cli: Cli) -> None:
+    """With one worker, 12 queued files of tenant 'big' and 1 of tenant 'small': the manager's
+    round robin runs the small tenant's file second, not last."""
+    cli.env["MYSIMBDP_MAX_WORKERS"] = "1"
+    cli.run("tenant", "add", "big", check=True)
+    cli.run("tenant", "add", "small", check=True)
+    for n in range(12):
+        (cli.home / "inbox" / "big" / f"b{n:02d}.csv").write_text(f"a\n{n}\n")
+    time.sleep(0.05)
+    (cli.home / "inbox" / "small" / "s.csv").write_text("a\n1\n")
+    up = cli.popen("up")
+    try:
+
+        def all_done() -> bool:
+            files = orjson.loads(cli.run("files", "--limit", "100", "--json").stdout)
+            return len(files) == 13 and all(f["status"] == "ingested" for f in files)
+
+        _wait_for(all_done, timeout_s=120)
+    finally:
+        up.terminate()
+        assert up.wait(timeout=60) == 0
+    from mysimbdp.adapters.metastore import MetaStore
+
+    meta = MetaStore(cli.env["MYSIMBDP_META_URL"])
+    meta.start()
+    try:
+        order = [run.tenant for run in sorted(meta.list_runs(), key=lambda r: r.started_at)]
+    finally:
+        meta.close()
+    assert len(order) == 13
+    assert order.index("small") <= 1, order
