@@ -202,6 +202,38 @@ def test_lean_csv_pass_gives_the_same_facts_as_the_record_pass(
     assert scan(tmp_path, "orders.csv", SHAPES[name], NO_RULES) == lean
 
 
+PLAIN_SHAPES = {
+    **{name: text for name, text in SHAPES.items() if '"' not in text and "lone_cr" not in name},
+    "one_column": "id\n1\n\n2\n \n3",
+    "trailing_blank_lines": "a,b\n1,2\n\n\n",
+    "leading_blank_lines_crlf": "\r\n\r\na,b\r\n1,2\r\n3\r\n",
+    "no_final_newline_ragged": "a,b,c\n1,2,3\n4,5",
+    "header_only": "a,b\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN_SHAPES))
+@pytest.mark.parametrize("chunk_bytes", [3, 1 << 20])
+def test_comma_count_pass_gives_the_same_facts_as_the_record_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk_bytes: int
+) -> None:
+    """A quote-free CSV counted by commas per line scans to the very same FileFacts as
+    through RecordReader, whatever the chunk size."""
+    monkeypatch.setattr(scanner, "CHUNK_BYTES", chunk_bytes)
+    used: list[bool] = []
+    plain = scanner._scan_csv_plain
+
+    def spy(path: Path, profile: Profile) -> object:
+        used.append(True)
+        return plain(path, profile)
+
+    monkeypatch.setattr(scanner, "_scan_csv_plain", spy)
+    counted = scan(tmp_path, "orders.csv", PLAIN_SHAPES[name], NO_RULES)
+    assert used or name.startswith("overlong"), "the comma-count pass ran"
+    monkeypatch.setattr(scanner, "_scan_csv_plain", lambda path, p: scanner._scan_rows(path, FileFormat.CSV, p))
+    assert scan(tmp_path, "orders.csv", PLAIN_SHAPES[name], NO_RULES) == counted
+
+
 def test_lean_csv_pass_runs_only_without_rules_or_long_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lean pass is taken for a rule-less CSV within the line limit, and for nothing else."""
     taken: list[str] = []
@@ -212,6 +244,7 @@ def test_lean_csv_pass_runs_only_without_rules_or_long_lines(tmp_path: Path, mon
         return lean(path, profile)
 
     monkeypatch.setattr(scanner, "_scan_csv_shape", spy)
+    monkeypatch.setattr(scanner, "_scan_csv_plain", spy)  # the quote-free variant of the lean pass
     facts = scan(tmp_path, "orders.csv", SHAPES["ragged"], NO_RULES)
     assert taken and (facts.rows_total, facts.rows_bad, facts.bad_by_rule) == (10, 8, {"ragged": 8})
     assert facts.samples == tuple(f"line {n}: expected 2 fields, got {1 if n != 4 else 3}" for n in (3, 4, 5, 6, 7))
