@@ -3,7 +3,9 @@
 Generates a CSV (default 1,000,000 rows, ~140 MB), then measures rows/s and peak RSS of:
 
   (a) the platform: `mysimbdp up` running, `mysimbdp ingest FILE --json` → fetchdata →
-      batch manager → the built-in generic app → coredms; into SQLite and into PostgreSQL;
+      batch manager → tenant app → coredms; into SQLite and into PostgreSQL; twice: with
+      the built-in generic app (typed documents) and with a pass-through app that stores
+      each row as it is (the very documents the baselines write);
   (b) raw baselines on the same file and table shape (key + JSON document): plain Python
       csv → json → one executemany transaction into SQLite; csv → json → psycopg COPY into
       a PostgreSQL table with a primary key and a jsonb column;
@@ -188,8 +190,20 @@ def ceiling_postgres(path: Path, rows: int) -> dict[str, Any] | None:
 
 
 # -- (a) the platform ----------------------------------------------------------------------
-def platform_run(path: Path, work: Path, backend: str, rows: int) -> dict[str, Any]:
-    home = work / f"home-{backend}"
+APPS = {
+    # the default profile's built-in app: documents typed per column
+    "generic": "limits: {max_file_size_bytes: 10000000000}\nkey_fields: [id]\n",
+    # a tenant app storing each row as it is: the very documents the baselines write
+    "passthrough": (
+        "limits: {max_file_size_bytes: 10000000000}\nkey_fields: [id]\n"
+        'batch_apps: [{name: passthrough, command: ["{python}", "{bundle}/app.py"]}]\n'
+    ),
+}
+PASSTHROUGH_APP = "from mysimbdp import sdk\n\nif __name__ == '__main__':\n    sdk.run_batch(lambda row: row)\n"
+
+
+def platform_run(path: Path, work: Path, backend: str, rows: int, app: str) -> dict[str, Any]:
+    home = work / f"home-{backend}-{app}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
     env.update(MYSIMBDP_HOME=str(home), MYSIMBDP_LOG_FORMAT="json", MYSIMBDP_LOG_LEVEL="warning")
     prefix = f"b{uuid.uuid4().hex[:6]}"
@@ -203,9 +217,10 @@ def platform_run(path: Path, work: Path, backend: str, rows: int) -> dict[str, A
             MYSIMBDP_PG_PREFIX=prefix,
         )
     mysimbdp = [sys.executable, "-m", "mysimbdp"]
-    bench_profile = work / f"profile-{backend}" / "profile.yaml"
+    bench_profile = work / f"profile-{backend}-{app}" / "profile.yaml"
     bench_profile.parent.mkdir(parents=True, exist_ok=True)
-    bench_profile.write_text("limits: {max_file_size_bytes: 10000000000}\nkey_fields: [id]\n")
+    bench_profile.write_text(APPS[app])
+    (bench_profile.parent / "app.py").write_text(PASSTHROUGH_APP)
     subprocess.run(
         [*mysimbdp, "tenant", "add", "bench", "--profile", str(bench_profile)], env=env, check=True, capture_output=True
     )
@@ -301,24 +316,22 @@ def main() -> None:
             if ceil:
                 ceil_name = "sqlite3 .import" if backend == "sqlite" else "psql \\copy"
                 print(f"(c) ceiling {ceil_name}: {ceil['rows_per_s']:,.0f} rows/s")
-            plat = platform_run(data, work, backend, args.rows)
-            print(
-                f"(a) platform end to end: {plat['rows_per_s']:,.0f} rows/s ({plat['seconds']:.1f} s; "
-                f"fetch {plat['fetch_s']} s, run {plat['run_s']} s)"
-            )
-            for name, rss in plat["peak_rss_bytes"].items():
-                print(f"    peak RSS {name}: {rss / 1e6:.0f} MB")
-            ratio = plat["rows_per_s"] / base["rows_per_s"]
-            print(
-                f"    ratio platform / baseline (b): {ratio:.2f}×"
-                + (f"; / ceiling (c): {plat['rows_per_s'] / ceil['rows_per_s']:.2f}×" if ceil else "")
-            )
-            results[backend] = {
-                "platform": plat,
-                "baseline": base,
-                "ceiling": ceil,
-                "ratio_vs_baseline": ratio,
-            }
+            results[backend] = {"baseline": base, "ceiling": ceil}
+            for app, label in (
+                ("generic", "(a) platform, generic app (typed documents)"),
+                ("passthrough", "(a') platform, pass-through app (the baseline's documents)"),
+            ):
+                plat = platform_run(data, work, backend, args.rows, app)
+                print(
+                    f"{label}: {plat['rows_per_s']:,.0f} rows/s ({plat['seconds']:.1f} s; "
+                    f"fetch {plat['fetch_s']} s, run {plat['run_s']} s)"
+                )
+                for name, rss in plat["peak_rss_bytes"].items():
+                    print(f"    peak RSS {name}: {rss / 1e6:.0f} MB")
+                ratio = plat["rows_per_s"] / base["rows_per_s"]
+                ceiling_ratio = f"; / ceiling (c): {plat['rows_per_s'] / ceil['rows_per_s']:.2f}×" if ceil else ""
+                print(f"    ratio platform / baseline (b): {ratio:.2f}×{ceiling_ratio}")
+                results[backend][app] = {"platform": plat, "ratio_vs_baseline": ratio}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
         print(f"\nwritten {args.out}")
