@@ -153,16 +153,12 @@ class PostgresStore:
     def _copy_new(
         conn: psycopg.Connection[Any], qualified: sql.Composable, records: Sequence[tuple[str, bytes]], source: str
     ) -> bool:
-        """Fast path, for a batch none of whose keys is stored yet (a file's first ingestion):
-        COPY straight into the dataset, with no staging table. False when some key exists,
-        or when a concurrent writer stored one meanwhile (the savepoint undoes the COPY);
-        the caller then takes the idempotent path."""
-        keys = [key for key, _ in records]
-        found = conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE key = ANY(%s))").format(qualified), (keys,)
-        ).fetchone()
-        if found is None or found[0]:
-            return False
+        """Optimistic fast path: COPY the batch straight into the dataset, inside a savepoint.
+
+        Right for a file's first ingestion, where no key is stored yet: no staging table, no
+        second write. When a key exists (a re-run, a replay, a duplicate in the batch) the
+        COPY fails on the primary key, the savepoint undoes it and the caller takes the
+        idempotent path; such a batch costs one failed COPY more."""
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
                 copy_sql = sql.SQL("COPY {} (key, doc, source) FROM STDIN").format(qualified)
