@@ -37,6 +37,14 @@ class StoreUnavailable(StoreError):
     """A store cannot be reached right now; transient: retry with backoff, never mark data bad."""
 
 
+class KeyFieldMissing(StoreError):
+    """A document lacks one of the profile's key fields (the SDK quarantines the row)."""
+
+
+class DocumentInvalid(StoreError):
+    """The store refused a document's content (e.g. PostgreSQL jsonb and a NUL character)."""
+
+
 class FileRejected(MysimbdpError):
     """A file broke one or more profile rules; ``reasons`` holds each violation."""
 

@@ -18,18 +18,20 @@ from urllib.parse import urlsplit
 import orjson
 
 from mysimbdp.domain.naming import dataset_problem, tenant_id_problem
-from mysimbdp.errors import ConfigError, StoreError, TenantError
+from mysimbdp.errors import ConfigError, DocumentInvalid, KeyFieldMissing, StoreError, TenantError
+
+__all__ = [
+    "CoreDmsAdmin",
+    "DocumentInvalid",
+    "DocumentStore",
+    "KeyFieldMissing",
+    "open_admin",
+    "open_store",
+    "record_key",
+]
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 LINE_DIGITS = 10  # default keys zero-pad the line so that key order is file order
-
-
-class KeyFieldMissing(StoreError):
-    """A document lacks one of the profile's key fields (the SDK quarantines the row)."""
-
-
-class DocumentInvalid(StoreError):
-    """The store refused a document's content (e.g. PostgreSQL jsonb and a NUL character)."""
 
 
 class DocumentStore(Protocol):
