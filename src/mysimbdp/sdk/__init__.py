@@ -17,6 +17,7 @@ See ``docs/tenant-guide.md`` for the contract behind it.
 from __future__ import annotations
 
 from mysimbdp.adapters.coredms import open_store
-from mysimbdp.sdk.batch import BatchContext, Reject, run_batch
+from mysimbdp.sdk._run import run_batch
+from mysimbdp.sdk.batch import BatchContext, Reject
 
 __all__ = ["BatchContext", "Reject", "open_store", "run_batch"]

@@ -100,7 +100,8 @@ def _merge(ctx: BatchContext, parts: int) -> dict[str, Any]:
 
 def run_parts(ctx: BatchContext, transform: Transform, spans: list[Span]) -> int:
     """Run one part per span (this process takes the first); return the combined exit code."""
-    from mysimbdp.sdk.batch import _write_atomically, run_context
+    from mysimbdp.sdk._run import run_context
+    from mysimbdp.sdk.batch import _write_atomically
 
     parts = len(spans)
     children: list[int] = []

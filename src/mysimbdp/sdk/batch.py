@@ -1,6 +1,6 @@
 """The batch side of the SDK: read, check, transform, write idempotently, report.
 
-``run_batch(transform)`` is a whole clientbatchingestapp. ``BatchContext`` offers the same
+``sdk.run_batch(transform)`` (in ``_run``) is a whole clientbatchingestapp. ``BatchContext`` offers the same
 pieces one by one for apps that want their own loop::
 
     with BatchContext.from_env(os.environ) as ctx:
@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, KeyFieldMissing, open_store, record_key
 from mysimbdp.domain.quality import compile_rules
-from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
-from mysimbdp.errors import AppContractError, FileUnreadable, StoreError, StoreUnavailable
+from mysimbdp.errors import AppContractError, FileUnreadable
 from mysimbdp.sdk._config import BatchConfig
 from mysimbdp.sdk.readers import Record, RecordReader, Span, raw_text
 
@@ -349,87 +347,3 @@ class BatchContext:
             f"{r.bytes_read} bytes in {seconds:.2f} s"
         )
         return f"{line}; FAILED: {r.error}" if r.error else line
-
-
-def _contract_failure(env: Mapping[str, str], exc: Exception) -> int:
-    sys.stderr.write(f"mysimbdp batch: {exc}\n")
-    if path := env.get(contract.RESULT):
-        result = BatchResult(0, 0, 0, 0, 0, env.get(contract.DATASET, ""), str(exc))
-        try:
-            _write_atomically(Path(path), result.to_json())
-        except OSError as os_exc:
-            sys.stderr.write(f"mysimbdp batch: cannot write the result to {path}: {os_exc}\n")
-    return EXIT_DATAERR
-
-
-def run(
-    env: Mapping[str, str],
-    transform: Transform,
-    *,
-    batch_size: int = 5000,
-    setup: Callable[[BatchContext], None] | None = None,
-) -> int:
-    """The whole batch loop; returns the contract's exit code instead of exiting.
-
-    A large CSV or JSON Lines file is ingested by up to ``$MYSIMBDP_PARALLELISM`` processes
-    at once, each on a line-aligned span (see :mod:`mysimbdp.sdk._parallel`)."""
-    try:
-        ctx = BatchContext.from_env(env, batch_size=batch_size)
-        parallelism = int(env.get(contract.PARALLELISM) or 1)
-    except AppContractError as exc:
-        return _contract_failure(env, exc)
-    except ValueError:
-        return _contract_failure(env, AppContractError(f"{contract.PARALLELISM} is not a whole number"))
-    if setup is not None:
-        try:
-            setup(ctx)
-        except (FileUnreadable, AppContractError) as exc:
-            ctx.finish(error=str(exc))
-            sys.stderr.write(ctx.summary() + "\n")
-            return EXIT_DATAERR
-    if parallelism > 1:
-        from mysimbdp.sdk._parallel import plan_spans, run_parts
-
-        spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism)
-        if len(spans) > 1:
-            return run_parts(ctx, transform, spans)
-    return run_context(ctx, transform)
-
-
-def run_context(ctx: BatchContext, transform: Transform) -> int:
-    """Ingest ``ctx``'s input (or its span), write its result; return the exit code."""
-    code = EXIT_OK
-    try:
-        with ctx:
-            ctx.ingest(transform)
-            ctx.finish()
-    except StoreUnavailable as exc:
-        code = EXIT_TEMPFAIL
-        ctx.finish(error=f"store unavailable, retry later: {exc}")
-    except (FileUnreadable, AppContractError) as exc:
-        code = EXIT_DATAERR
-        ctx.finish(error=str(exc))
-    except StoreError as exc:
-        code = EXIT_FAILED
-        ctx.finish(error=str(exc))
-    except Exception as exc:
-        ctx.finish(error=f"{type(exc).__name__}: {exc}")
-        sys.stderr.write(ctx.summary() + "\n")
-        raise
-    sys.stderr.write(ctx.summary() + "\n")
-    return code
-
-
-def run_batch(
-    transform: Transform,
-    *,
-    batch_size: int = 5000,
-    setup: Callable[[BatchContext], None] | None = None,
-) -> NoReturn:
-    """Run a complete clientbatchingestapp around ``transform`` and exit with the contract's code.
-
-    ``transform(row)`` returns the document to store, ``None`` to skip the row, or raises
-    :class:`Reject` (or any exception) to quarantine it. ``setup(ctx)`` runs once before
-    the first row (e.g. to look at ``ctx.sample(n)``).
-    """
-    sys.exit(run(os.environ, transform, batch_size=batch_size, setup=setup))
