@@ -20,7 +20,6 @@ import csv
 import functools
 import io
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +29,28 @@ import orjson
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
+from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
 from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit, reject_constant
 from mysimbdp.sdk._jsonarray import Binary as _Binary
 
 if TYPE_CHECKING:
-    from _csv import Reader as CsvReader
+    pass
 
 CHUNK_BYTES = 1 << 20
 BOM = codecs.BOM_UTF8
-# The csv module refuses fields over 128 Ki characters by default; a legal line can be longer.
-# The limit stays finite so that a quote that is never closed cannot eat all memory.
-MIN_CSV_FIELD_CHARS = 16 * 1024 * 1024
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "Record",
+    "RecordReader",
+    "Span",
+    "csv_header",
+    "csv_rows",
+    "iter_records",
+    "raise_if_fatal",
+    "raw_text",
+]
 
 
 class Record(NamedTuple):
@@ -200,7 +210,7 @@ class RecordReader:
         limit = self.max_line_bytes
         text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
         try:
-            lines = _LineSource(text, limit, self.chunk_bytes)
+            lines = LineSource(text, limit, self.chunk_bytes)
             reader = csv_rows(lines, limit)
             span = self.span
             if span is None or span.start == 0:
@@ -223,7 +233,7 @@ class RecordReader:
                         elif len(row) == width:
                             yield good(prev + 1, dict(zip(header, row, strict=False)))
                         elif row:
-                            raw = lines.last.rstrip("\r\n") if end == prev + 1 else _csv_line(row)
+                            raw = lines.last.rstrip("\r\n") if end == prev + 1 else csv_line(row)
                             yield Record(prev + 1, None, _truncate(raw), f"expected {width} fields, got {len(row)}")
                         prev = end
                     return
@@ -293,78 +303,6 @@ class RecordReader:
                 yield Record(index, None, _truncate(raw), f"not a JSON object (got {_json_kind(value)})")
 
 
-class _LineSource:
-    """Physical lines for csv.reader; a line over the limit is read in pieces and replaced by ""."""
-
-    def __init__(self, text: io.TextIOWrapper, limit: int | None, chunk_bytes: int) -> None:
-        self.last = ""
-        self.overlong: list[tuple[int, str, str]] = []  # (line, problem, head of the text)
-        self._text = text
-        self._limit = limit
-        self._chunk_bytes = chunk_bytes
-        self._lines = self._read()
-
-    def __iter__(self) -> Iterator[str]:
-        return self._lines
-
-    def _read(self) -> Iterator[str]:
-        limit = self._limit
-        text = self._text
-        if limit is None:
-            for line in text:
-                self.last = line
-                yield line
-            return
-        quick = limit // 4  # a line of fewer characters cannot be over the limit in UTF-8 bytes
-        for lineno, line in enumerate(iter(functools.partial(text.readline, limit + 2), ""), 1):
-            if len(line) > quick:
-                content = line.rstrip("\r\n")
-                size = len(content.encode("utf-8"))
-                if size > limit:
-                    if content == line:  # the line goes on
-                        size += self._drain()
-                    self.overlong.append((lineno, over_limit("line", size, limit), content[:RAW_LIMIT_CHARS]))
-                    line = ""
-            self.last = line
-            yield line
-
-    def _drain(self) -> int:
-        size = 0
-        while piece := self._text.readline(self._chunk_bytes):
-            content = piece.rstrip("\r\n")
-            size += len(content.encode("utf-8"))
-            if content != piece:
-                break
-        return size
-
-
-def csv_rows(lines: Iterable[str], max_line_bytes: int | None) -> CsvReader:
-    """The one CSV dialect (strict, default quoting) over ``lines``, with room for the longest line."""
-    if csv.field_size_limit() < max(max_line_bytes or 0, MIN_CSV_FIELD_CHARS):
-        csv.field_size_limit(max(max_line_bytes or 0, MIN_CSV_FIELD_CHARS))
-    return csv.reader(lines, strict=True)
-
-
-def csv_header(reader: Iterator[list[str]], overlong: list[tuple[int, str, str]] | None = None) -> list[str]:
-    """The first non-blank row of ``reader``, or ``FileUnreadable`` saying why it is no usable header."""
-    try:
-        for row in reader:
-            if overlong:
-                line, problem, _ = overlong[0]
-                raise FileUnreadable(f"line {line}: the header {problem}")
-            if row:
-                break
-        else:
-            raise FileUnreadable("line 1: no header row: the file holds no CSV rows")
-    except csv.Error as exc:
-        raise_if_fatal(exc, 1)
-        raise FileUnreadable(f"line 1: the header row is not valid CSV: {exc}") from exc
-    duplicates = sorted(name for name, count in Counter(row).items() if count > 1)
-    if duplicates:
-        raise FileUnreadable(f"line 1: duplicate column names in the header: {duplicates}; make them unique")
-    return row
-
-
 def _overlong_records(overlong: list[tuple[int, str, str]], base: int = 0) -> Iterator[Record]:
     # An over-long line reaches csv.reader as "": a blank line, or nothing added to a quoted
     # field; the row it was in is reported bad with the line's size instead.
@@ -372,27 +310,6 @@ def _overlong_records(overlong: list[tuple[int, str, str]], base: int = 0) -> It
     overlong.clear()
     for line, problem, head in items:
         yield Record(base + line, None, head, problem)
-
-
-def raise_if_fatal(exc: csv.Error, line: int) -> None:
-    """Raise ``FileUnreadable`` when ``exc`` (a row starting on ``line``) means no later row can be read."""
-    message = str(exc)
-    if "unexpected end of data" in message:
-        raise FileUnreadable(
-            f"line {line}: a quoted field starts in the row on this line and is never closed "
-            '(unterminated quote); close the quote or escape it as ""'
-        ) from exc
-    if "field larger than field limit" in message:
-        raise FileUnreadable(
-            f"line {line}: a field grows over {csv.field_size_limit()} characters; most likely a quote "
-            "opened in the row on this line is never closed"
-        ) from exc
-
-
-def _csv_line(row: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row)
-    return out.getvalue()
 
 
 def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
@@ -440,5 +357,5 @@ def raw_text(record: Record, fmt: FileFormat | None = None) -> str:
     data = record.data
     as_csv = fmt is FileFormat.CSV if fmt is not None else all(type(v) is str for v in data.values())
     if as_csv:
-        return _csv_line(list(data.values()))
+        return csv_line(list(data.values()))
     return orjson.dumps(data).decode("utf-8")
