@@ -76,9 +76,8 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
     last = events[-1][0] if events else record.updated_at
     samples = [
         {"line": q.line, "reason": q.reason}
-        for q in platform.meta.list_quarantine(record.tenant, limit=100_000)
-        if q.file_id == record.id
-    ][:5]
+        for q in platform.meta.list_quarantine(record.tenant, limit=5, file_id=record.id)
+    ]
     return {
         "file_id": record.id,
         "tenant": record.tenant,

@@ -109,3 +109,18 @@ def test_heartbeats_tell_whether_a_component_is_alive(meta: MetaStore) -> None:
     assert meta.alive("fetchdata", 5.0)
     meta.clear_beat("fetchdata", "me")
     assert not meta.alive("fetchdata", 5.0)
+
+
+def test_lookups_by_file_name_and_by_file_quarantine(meta: MetaStore) -> None:
+    """The newest record of a name since a time is found, and quarantine filters by file."""
+    _tenant(meta)
+    meta.insert_file(_file("f1"))
+    meta.insert_file(_file("f2", sha="s2"))
+    found = meta.latest_file_named("acme", "f2.csv", 0.0)
+    assert found is not None and found.id == "f2"
+    assert meta.latest_file_named("acme", "f2.csv", time.time() + 60) is None
+    meta.add_quarantine(
+        [QuarantinedRow("acme", "f1", "r", 2, "x", "bad"), QuarantinedRow("acme", "f2", "r", 3, "y", "worse")]
+    )
+    assert [q.line for q in meta.list_quarantine("acme", file_id="f2")] == [3]
+    assert len(meta.list_quarantine("acme")) == 2

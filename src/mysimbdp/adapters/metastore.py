@@ -12,49 +12,11 @@ from typing import Any
 
 import orjson
 
+from mysimbdp.adapters._metaschema import SCHEMA
 from mysimbdp.adapters.sql import SqlConnection
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus, RunStatus
 from mysimbdp.errors import TenantError
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
-    id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, profile_yaml TEXT NOT NULL,
-    bundle_dir TEXT NOT NULL, coredms_url TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-    created_at DOUBLE PRECISION NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
-    size_bytes BIGINT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, path TEXT NOT NULL,
-    app TEXT NOT NULL DEFAULT '', dataset TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0, rows_total BIGINT NOT NULL DEFAULT 0,
-    rows_written BIGINT NOT NULL DEFAULT 0, rows_rejected BIGINT NOT NULL DEFAULT 0,
-    rows_skipped BIGINT NOT NULL DEFAULT 0, reasons TEXT NOT NULL DEFAULT '[]',
-    run_id TEXT NOT NULL DEFAULT '', lease_owner TEXT NOT NULL DEFAULT '',
-    lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS files_tenant_sha ON files (tenant, sha256);
-CREATE INDEX IF NOT EXISTS files_status ON files (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS files_tenant_received ON files (tenant, received_at);
-CREATE TABLE IF NOT EXISTS file_events (
-    file_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS file_events_file ON file_events (file_id, at);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, file_id TEXT NOT NULL, tenant TEXT NOT NULL, app TEXT NOT NULL,
-    attempt INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL, status TEXT,
-    ended_at DOUBLE PRECISION, exit_code INTEGER, rows_written BIGINT NOT NULL DEFAULT 0,
-    rows_rejected BIGINT NOT NULL DEFAULT 0, bytes_read BIGINT NOT NULL DEFAULT 0,
-    peak_rss_bytes BIGINT NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
-    stderr_tail TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS runs_tenant ON runs (tenant, started_at);
-CREATE TABLE IF NOT EXISTS quarantine (
-    tenant TEXT NOT NULL, file_id TEXT NOT NULL, run_id TEXT NOT NULL, line BIGINT NOT NULL,
-    raw TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (tenant, file_id, line));
-CREATE TABLE IF NOT EXISTS heartbeats (
-    component TEXT PRIMARY KEY, owner TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
-"""
 
 _FILE_COLUMNS = (
     "id, tenant, name, sha256, size_bytes, format, status, received_at, updated_at, path, app, "
@@ -99,7 +61,7 @@ class MetaStore:
 
     def start(self) -> None:
         self._db.connect()
-        for statement in _SCHEMA.split(";"):
+        for statement in SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
 
@@ -234,6 +196,15 @@ class MetaStore:
             (file_id, time.time(), status, orjson.dumps(detail, default=str).decode()),
         )
 
+    def latest_file_named(self, tenant: str, name: str, since: float) -> FileRecord | None:
+        """The newest record of ``tenant``'s file ``name`` received at or after ``since``."""
+        rows = self._db.query(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE tenant = ? AND name = ? AND received_at >= ? "
+            "ORDER BY received_at DESC LIMIT 1",
+            (tenant, name, since),
+        )
+        return _file(rows[0]) if rows else None
+
     def get_file(self, file_id: str) -> FileRecord | None:
         rows = self._db.query(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,))
         return _file(rows[0]) if rows else None
@@ -362,11 +333,17 @@ class MetaStore:
             [(r.tenant, r.file_id, r.run_id, r.line, r.raw, r.reason, now) for r in rows],
         )
 
-    def list_quarantine(self, tenant: str, limit: int = 100, offset: int = 0) -> list[QuarantinedRow]:
+    def list_quarantine(
+        self, tenant: str, limit: int = 100, offset: int = 0, *, file_id: str | None = None
+    ) -> list[QuarantinedRow]:
+        """A tenant's quarantined rows (of one file if ``file_id``), oldest first."""
+        where, params = (
+            ("tenant = ?", [tenant]) if file_id is None else ("tenant = ? AND file_id = ?", [tenant, file_id])
+        )
         rows = self._db.query(
-            "SELECT tenant, file_id, run_id, line, raw, reason FROM quarantine WHERE tenant = ? "
+            f"SELECT tenant, file_id, run_id, line, raw, reason FROM quarantine WHERE {where} "
             "ORDER BY at, file_id, line LIMIT ? OFFSET ?",
-            (tenant, limit, offset),
+            (*params, limit, offset),
         )
         return [QuarantinedRow(*row) for row in rows]
 

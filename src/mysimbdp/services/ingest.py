@@ -78,9 +78,9 @@ async def _find_dropped(platform: Platform, tenant: str, name: str, since: float
     """The record fetchdata made for the file dropped as ``name`` (names in an inbox are unique)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for record in reversed(platform.meta.list_files(tenant=tenant, limit=100_000)):
-            if record.name == name and record.received_at >= since:
-                return record
+        record = platform.meta.latest_file_named(tenant, name, since)
+        if record is not None:
+            return record
         await asyncio.sleep(0.2)
     raise MysimbdpError(f"tenant {tenant!r}: the platform did not pick up the file within {timeout_s:.0f} s")
 

@@ -1,0 +1,44 @@
+"""The meta store's tables (private to ``metastore``): portable SQL for SQLite and PostgreSQL.
+
+Times are epoch seconds (DOUBLE PRECISION), ids are text made by ``domain.ids``, JSON
+values are text; every statement is idempotent (IF NOT EXISTS), run at each start.
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, profile_yaml TEXT NOT NULL,
+    bundle_dir TEXT NOT NULL, coredms_url TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, path TEXT NOT NULL,
+    app TEXT NOT NULL DEFAULT '', dataset TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0, rows_total BIGINT NOT NULL DEFAULT 0,
+    rows_written BIGINT NOT NULL DEFAULT 0, rows_rejected BIGINT NOT NULL DEFAULT 0,
+    rows_skipped BIGINT NOT NULL DEFAULT 0, reasons TEXT NOT NULL DEFAULT '[]',
+    run_id TEXT NOT NULL DEFAULT '', lease_owner TEXT NOT NULL DEFAULT '',
+    lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS files_tenant_sha ON files (tenant, sha256);
+CREATE INDEX IF NOT EXISTS files_status ON files (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS files_tenant_received ON files (tenant, received_at);
+CREATE TABLE IF NOT EXISTS file_events (
+    file_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS file_events_file ON file_events (file_id, at);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, file_id TEXT NOT NULL, tenant TEXT NOT NULL, app TEXT NOT NULL,
+    attempt INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL, status TEXT,
+    ended_at DOUBLE PRECISION, exit_code INTEGER, rows_written BIGINT NOT NULL DEFAULT 0,
+    rows_rejected BIGINT NOT NULL DEFAULT 0, bytes_read BIGINT NOT NULL DEFAULT 0,
+    peak_rss_bytes BIGINT NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
+    stderr_tail TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS runs_tenant ON runs (tenant, started_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    tenant TEXT NOT NULL, file_id TEXT NOT NULL, run_id TEXT NOT NULL, line BIGINT NOT NULL,
+    raw TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, file_id, line));
+CREATE TABLE IF NOT EXISTS heartbeats (
+    component TEXT PRIMARY KEY, owner TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+"""
