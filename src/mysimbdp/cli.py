@@ -342,13 +342,9 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _profile_check(path: Path) -> None:
-    parse_profile(path.read_text(encoding="utf-8"), str(path))
-
-
 @main.command("check-profile")
 @click.argument("profile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_profile(profile: Path) -> None:
     """Validate a profile.yaml and print every problem (file, field, value)."""
-    _profile_check(profile)
+    parse_profile(profile.read_text(encoding="utf-8"), str(profile))
     click.echo(f"{profile}: ok")

@@ -1,15 +1,16 @@
 """One Settings object, read once at the entry point and passed down.
 
 Environment variables use the prefix ``MYSIMBDP_``; nothing below this module reads the
-environment. Secrets in URLs are masked when settings are printed or logged.
+environment. ``mask_url`` hides the password of a URL in any message that shows one.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from mysimbdp.errors import ConfigError
@@ -69,22 +70,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
         """Build settings from ``MYSIMBDP_*`` variables; explicit ``overrides`` win."""
         values: dict[str, object] = {}
-        spec: dict[str, type] = {
-            "home": Path,
-            "meta_url": str,
-            "coredms_url": str,
-            "pg_prefix": str,
-            "max_workers": int,
-            "poll_interval_s": float,
-            "settle_s": float,
-            "lease_ttl_s": float,
-            "retry_base_s": float,
-            "max_attempts": int,
-            "store_timeout_s": float,
-            "app_parallelism": int,
-            "log_format": str,
-            "log_level": str,
-        }
+        # Every field is a variable, typed as the field is (derived, so a new field needs no entry).
+        hints = get_type_hints(cls)
+        spec: dict[str, type] = {f.name: hints[f.name] for f in fields(cls)}
         for name, kind in spec.items():
             raw = env.get(f"MYSIMBDP_{name.upper()}")
             if raw is None or raw == "":
@@ -96,15 +84,3 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("home", Path(DEFAULT_HOME))
         return cls(**values)  # type: ignore[arg-type]
-
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
-    def describe(self) -> dict[str, object]:
-        """Settings as a dict safe to print: passwords masked."""
-        return {
-            "home": str(self.home),
-            "meta_url": mask_url(self.meta_url),
-            "coredms_url": mask_url(self.coredms_url),
-            "max_workers": self.max_workers,
-        }

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,12 +28,12 @@ from typing import IO
 
 import psutil
 
+from mysimbdp._deathsig import die_with_parent, prctl
+
 __all__ = ["Child", "Tail", "child_setup", "decode_status"]
 
 SAMPLE_INTERVAL_S = 0.2  # how often the process tree's memory is sampled
 EXIT_POLL_S = 0.05  # exit poll interval where pidfds are not available
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class Tail(asyncio.Protocol):
@@ -220,17 +217,13 @@ def child_setup(
         rlimits.append((resource.RLIMIT_CPU, _clamped(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)))
     if file_size_bytes is not None:
         rlimits.append((resource.RLIMIT_FSIZE, _clamped(resource.RLIMIT_FSIZE, file_size_bytes)))
-    prctl = _prctl()
+    prctl_fn = prctl()
     parent_pid = os.getpid()
-    death_signal = int(signal.SIGKILL)
 
     def setup() -> None:
         for which, values in rlimits:
             resource.setrlimit(which, values)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-            if os.getppid() != parent_pid:  # the platform died before prctl took effect
-                os.kill(os.getpid(), death_signal)
+        die_with_parent(parent_pid, prctl_fn)
 
     return setup
 
@@ -242,19 +235,6 @@ def _clamped(which: int, soft: int, hard: int | None = None) -> tuple[int, int]:
     if current_hard != resource.RLIM_INFINITY:
         soft, hard = min(soft, current_hard), min(hard, current_hard)
     return soft, hard
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl on Linux, loaded once in the parent; None elsewhere."""
-    if sys.platform != "linux":
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
 
 
 def decode_status(status: int | None) -> tuple[int | None, int | None]:

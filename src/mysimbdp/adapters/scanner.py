@@ -20,7 +20,8 @@ from mysimbdp.domain.filecheck import FileFacts
 from mysimbdp.domain.profile import EXTENSIONS, FileFormat, Profile
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk.readers import RecordReader, csv_header, csv_rows, raise_if_fatal
+from mysimbdp.sdk._csv import csv_header, csv_rows, has_lone_cr, raise_if_fatal
+from mysimbdp.sdk.readers import RecordReader
 
 CHUNK_BYTES = 1 << 20
 MAX_SAMPLES = 5
@@ -94,13 +95,7 @@ def _longest_lines(facts: _Bytes, chunk: bytes) -> None:
 def _line_breaks(facts: _Bytes, chunk: bytes) -> None:
     """Note quotes and lone carriage returns (C-level counts); call before ``_longest_lines``."""
     facts.has_quote = facts.has_quote or b'"' in chunk
-    if facts.lone_cr:
-        return
-    if facts.carry_cr and not chunk.startswith(b"\n"):
-        facts.lone_cr = True
-    crs = chunk.count(b"\r")
-    if crs and crs - chunk.count(b"\r\n") - chunk.endswith(b"\r") > 0:
-        facts.lone_cr = True
+    facts.lone_cr = facts.lone_cr or has_lone_cr(chunk, facts.carry_cr, final=False)
 
 
 def _scan_bytes(path: Path) -> _Bytes:

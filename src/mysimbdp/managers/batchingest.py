@@ -10,6 +10,7 @@ puts their files back in the queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -135,7 +136,7 @@ class BatchIngestManager:
             if not self.platform.meta.claim(f.id, self.owner, self.platform.settings.lease_ttl_s, run_id):
                 continue
             self._last_served[f.tenant] = time.monotonic()
-            task = asyncio.create_task(run_file(self.platform, f.__class__(**{**f.__dict__, "run_id": run_id}), run_id))
+            task = asyncio.create_task(run_file(self.platform, dataclasses.replace(f, run_id=run_id), run_id))
             self._tasks[task] = f
 
     async def _drain(self) -> None:

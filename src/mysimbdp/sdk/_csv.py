@@ -19,7 +19,7 @@ from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, over_limit
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
 
-__all__ = ["MIN_CSV_FIELD_CHARS", "LineSource", "csv_header", "csv_line", "csv_rows", "raise_if_fatal"]
+__all__ = ["MIN_CSV_FIELD_CHARS", "LineSource", "csv_header", "csv_line", "csv_rows", "has_lone_cr", "raise_if_fatal"]
 
 # The csv module refuses fields over 128 Ki characters by default; a legal line can be longer.
 # The limit stays finite so that a quote that is never closed cannot eat all memory.
@@ -117,3 +117,13 @@ def csv_line(row: list[str]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(row)
     return out.getvalue()
+
+
+def has_lone_cr(chunk: bytes, after_cr: bool, *, final: bool) -> bool:
+    """Whether ``chunk`` of a file holds a carriage return not followed by a newline (csv.reader
+    ends a line there, where counting newlines does not). ``after_cr``: the previous chunk
+    ended with "\r"; a "\r" ending this chunk is judged by the next one unless ``final``."""
+    if after_cr and not chunk.startswith(b"\n"):
+        return True
+    crs = chunk.count(b"\r")
+    return crs > 0 and crs - chunk.count(b"\r\n") - (chunk.endswith(b"\r") and not final) > 0

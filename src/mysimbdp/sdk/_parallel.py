@@ -11,17 +11,15 @@ platform kills on timeout.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mysimbdp._deathsig import die_with_parent, prctl
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
 from mysimbdp.sdk._spans import plan_spans
 from mysimbdp.sdk.readers import Span
@@ -32,17 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["plan_spans", "run_parts"]
 
 _COUNTS = ("rows_written", "rows_rejected", "rows_skipped", "rows_total", "bytes_read", "rows_stored")
-_PR_SET_PDEATHSIG = 1
 
 
 def _part_path(path: Path, part: int) -> Path:
     return path.with_name(f"{path.name}.part{part}")
-
-
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _part_context(ctx: BatchContext, span: Span, part: int, parts: int) -> BatchContext:
@@ -105,6 +96,7 @@ def run_parts(ctx: BatchContext, transform: Transform, spans: list[Span]) -> int
 
     parts = len(spans)
     children: list[int] = []
+    parent_pid, prctl_fn = os.getpid(), prctl()
     sys.stdout.flush()
     sys.stderr.flush()
     for part, span in enumerate(spans[1:], start=1):
@@ -112,7 +104,7 @@ def run_parts(ctx: BatchContext, transform: Transform, spans: list[Span]) -> int
         if pid == 0:  # the child: ingest its span and leave without running the parent's cleanup
             code = 1
             try:
-                _die_with_parent()
+                die_with_parent(parent_pid, prctl_fn)
                 code = run_context(_part_context(ctx, span, part, parts), transform)
             except BaseException as exc:
                 sys.stderr.write(f"mysimbdp batch: part {part + 1}/{parts} crashed: {exc!r}\n")

@@ -12,17 +12,11 @@ import csv
 from pathlib import Path
 
 from mysimbdp.domain.profile import FileFormat
+from mysimbdp.sdk._csv import has_lone_cr
 from mysimbdp.sdk.readers import Span
 
 MIN_SPAN_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
-
-
-def _lone_cr(chunk: bytes, last: bool) -> bool:
-    """A carriage return not followed by a newline (csv.reader would end a line there).
-    A CR at the very end of a chunk is taken to be the first half of a CRLF."""
-    cr = chunk.count(b"\r") - chunk.count(b"\r\n")
-    return cr > (0 if last or not chunk.endswith(b"\r") else 1)
 
 
 def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int = MIN_SPAN_BYTES) -> list[Span]:
@@ -37,10 +31,13 @@ def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int =
     cuts: list[tuple[int, int]] = []  # (offset just after a newline, lines before it)
     newlines = 0
     offset = 0
+    after_cr = False
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
-            if fmt is FileFormat.CSV and (b'"' in chunk or _lone_cr(chunk, offset + len(chunk) == size)):
+            final = offset + len(chunk) == size
+            if fmt is FileFormat.CSV and (b'"' in chunk or has_lone_cr(chunk, after_cr, final=final)):
                 return whole
+            after_cr = chunk.endswith(b"\r")
             while targets and targets[0] < offset + len(chunk):
                 at = chunk.find(b"\n", max(0, targets[0] - offset))
                 if at < 0:

@@ -212,39 +212,10 @@ class BatchContext:
         return doc
 
     def ingest(self, transform: Transform) -> None:
-        """The hot loop: every good record through ``transform`` into the store.
-
-        Does what :meth:`process` and :meth:`write` do for each row, with their lookups
-        hoisted out of the loop (this loop runs once per row of every file)."""
-        cfg = self.config
-        key_fields, sha256, dumps = cfg.key_fields, cfg.sha256, orjson.dumps
-        default_key = f"{sha256}:"  # + the zero-padded line, as record_key() builds it
-        pending, pending_records = self._pending, self._pending_records
-        batch_size = self.batch_size
-        apply = self._apply
+        """Every good record through ``transform`` into the store (the loop of ``run_batch``)."""
+        process = self.process  # bound once: this loop runs for every row
         for record in self.records():
-            doc = apply(record, transform)
-            if doc is None:
-                continue
-            try:
-                key = (
-                    record_key(doc, key_fields, sha256, record.line)
-                    if key_fields
-                    else f"{default_key}{record.line:010d}"
-                )
-                data = dumps(doc)
-            except KeyFieldMissing as exc:
-                self.reject(record, str(exc))
-                continue
-            except TypeError as exc:
-                self.reject(record, f"document cannot be stored as JSON: {exc}")
-                continue
-            pending.append((key, data))
-            pending_records.append(record)
-            self._pending_bytes += len(data)
-            if len(pending) >= batch_size or self._pending_bytes >= MAX_BATCH_BYTES:
-                self.flush()
-                pending, pending_records = self._pending, self._pending_records
+            process(record, transform)
 
     def write(self, record: Record, doc: Mapping[str, Any]) -> None:
         """Queue ``doc`` under its deterministic key; the batch is written when full."""

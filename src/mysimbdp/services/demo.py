@@ -73,10 +73,11 @@ async def run_demo(platform: Platform, examples: Path, *, timeout_s: float = 600
     stop = asyncio.Event()
     services = asyncio.create_task(run_services(platform, stop, drain_s=5.0))
     started = time.time()
-    for tenant_dir in tenant_dirs:
-        for sample in sample_files(tenant_dir):
-            drop_into_inbox(sample, platform.home.area("inbox", tenant_dir.name), sample.name)
-    expected = sum(len(sample_files(d)) for d in tenant_dirs)
+    samples = {tenant_dir.name: sample_files(tenant_dir) for tenant_dir in tenant_dirs}
+    for tenant, paths in samples.items():
+        for sample in paths:
+            drop_into_inbox(sample, platform.home.area("inbox", tenant), sample.name)
+    expected = sum(map(len, samples.values()))
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not services.done():

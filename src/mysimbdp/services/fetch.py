@@ -7,6 +7,7 @@ any point leaves either the file in the inbox (fetched again) or a record that
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -111,8 +112,13 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
     )
 
 
+def _staged_path(platform: Platform, record: FileRecord) -> Path:
+    """Where an accepted file waits: ``staging/<tenant>/<file id><extension>``."""
+    return platform.home.area("staging", record.tenant) / f"{record.id}{_extension(record.name)}"
+
+
 def _stage(platform: Platform, record: FileRecord, facts: FileFacts, started: float) -> FetchDecision:
-    staged = platform.home.area("staging", record.tenant) / f"{record.id}{_extension(record.name)}"
+    staged = _staged_path(platform, record)
     platform.meta.insert_file(record)
     filesystem.move(Path(record.path), staged)
     platform.meta.set_status(
@@ -165,7 +171,7 @@ def _reject(
         "bad_row_samples": list(facts.samples),
     }
     platform.meta.insert_file(
-        FileRecord(**{**record.__dict__, "status": status, "reasons": tuple(reasons), "path": str(target)}),
+        dataclasses.replace(record, status=status, reasons=tuple(reasons), path=str(target)),
         {"reasons": reasons},
     )
     filesystem.move(Path(record.path), target)
@@ -188,7 +194,7 @@ def reconcile(platform: Platform) -> int:
     Run once when fetchdata starts, before any fetch."""
     repaired = 0
     for record in platform.meta.list_files(statuses=[FileStatus.RECEIVED]):
-        staged = platform.home.area("staging", record.tenant) / f"{record.id}{_extension(record.name)}"
+        staged = _staged_path(platform, record)
         if staged.exists():
             platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
         else:
