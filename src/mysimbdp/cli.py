@@ -19,6 +19,7 @@ import click
 import orjson
 
 from mysimbdp import _render, logs
+from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.domain.profile import parse_profile
 from mysimbdp.domain.states import FileStatus
@@ -106,6 +107,7 @@ def main(
         os.environ, home=home, meta_url=meta_url, coredms_url=coredms_url, log_format=log_format, log_level=level
     )
     logs.configure(settings.log_level, settings.log_format)
+    keep_freed_memory()
     platform = Platform(settings, os.environ)
     ctx.obj = platform
     ctx.call_on_close(platform.close)

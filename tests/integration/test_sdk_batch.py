@@ -270,3 +270,39 @@ def test_parallel_parts_store_exactly_what_one_process_stores(store_url: str, tm
         assert first == store.documents("p2", limit=3, offset=200_000)
     finally:
         store.close()
+
+
+BLOCK_APP = """
+from mysimbdp import sdk
+
+def transform(row):
+    return {"id": int(row["id"]), "how": "row"}
+
+def block(header, rows):
+    if any(row[1] == "boom" for row in rows):
+        raise RuntimeError("this block goes row by row")
+    return [None if row[1] == "skip" else {"id": int(row[0]), "how": "block"} for row in rows]
+
+if __name__ == "__main__":
+    sdk.run_batch(transform, batch_size=2, block_transform=block)
+"""
+
+
+def test_block_transform_skips_and_falls_back_to_rows(store_url: str, tmp_path: Path) -> None:
+    """A block transform converts whole blocks; None skips a row; a block it raises on is
+    converted row by row by ``transform``; ragged rows are still quarantined by line."""
+    app = tmp_path / "app.py"
+    app.write_text(BLOCK_APP)
+    data = tmp_path / "rows.csv"
+    data.write_text("id,name\n1,a\n2,skip\n3,boom\n4,b\n5\n6,c\n")
+    env = _env(tmp_path / "run1", data, store_url)
+    proc, result = _run([str(app)], env)
+    assert proc.returncode == 0, proc.stderr
+    assert (result["rows_written"], result["rows_skipped"], result["rows_rejected"]) == (4, 1, 1)
+    assert set(_rejects(env)) == {6}
+    store = open_store(store_url)
+    try:
+        docs = {doc["id"]: doc["how"] for doc in store.documents("things", limit=10)}
+    finally:
+        store.close()
+    assert docs == {1: "block", 3: "row", 4: "row", 6: "block"}

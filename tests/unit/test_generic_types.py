@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mysimbdp.apps.generic import (
+    COLUMN_CONVERTERS,
     CONVERTERS,
+    TypedRows,
     convert_row,
     infer_type,
     infer_types,
@@ -131,3 +133,57 @@ def test_fast_converters_agree_with_the_number_grammar(value: str) -> None:
         assert to_int(value) == int(value) and isinstance(to_int(value), int)
     else:
         assert not isinstance(to_int(value), int) or isinstance(to_int(value), bool)
+
+
+TRICKY = [
+    "",
+    "0",
+    "-0",
+    "+7",
+    "007",
+    "-01",
+    "0.5",
+    "00.5",
+    "1.",
+    ".5",
+    "-.5",
+    "1e3",
+    "1e999",
+    "-1e999",
+    "nan",
+    "inf",
+    "1_0",
+    " 1",
+    "١٢",
+    "e",
+    "+-1",
+    "1e",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "true",
+    "FALSE",
+    "x",
+    "1.7976931348623157e308",
+]
+
+
+@pytest.mark.parametrize("kind", list(CONVERTERS))
+@pytest.mark.parametrize("values", [["1", "2", "3"], ["1.5", "-2", "3e2"], TRICKY, ["12", "", "7"]])
+def test_a_column_converts_as_its_values_do_one_by_one(kind: FieldType, values: list[str]) -> None:
+    column = tuple(values)
+    assert list(COLUMN_CONVERTERS[kind](column)) == [CONVERTERS[kind](value) for value in column]
+
+
+def test_a_block_gives_the_documents_of_the_rows() -> None:
+    typed = TypedRows()
+    typed.types = {"id": FieldType.INT, "t": FieldType.FLOAT, "ok": FieldType.BOOL, "s": FieldType.STR}
+    typed.converters = {name: CONVERTERS[kind] for name, kind in typed.types.items()}
+    typed._names = tuple(typed.types)
+    typed._floats = ("t",)
+    typed._others = (("id", to_int), ("ok", to_bool))
+    header = ["id", "t", "ok", "s"]
+    rows = [["1", "2.5", "true", "a"], ["02", "", "no", ""], ["3", "1e999", "FALSE", "z"]]
+    expected = [typed(dict(zip(header, row, strict=True))) for row in rows]
+    assert typed.block(header, rows) == expected
+    assert expected[1] == {"id": "02", "t": None, "ok": "no", "s": None}

@@ -7,7 +7,7 @@ import pytest
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk.readers import Record, RecordReader, _good, iter_records, raw_text
+from mysimbdp.sdk.readers import Record, RecordReader, good_record, iter_records, raw_text
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
@@ -245,8 +245,56 @@ def test_missing_file_is_unreadable_and_constructor_does_no_io(tmp_path: Path) -
 
 def test_fast_good_record_equals_the_dataclass_one() -> None:
     """The hot-path constructor builds exactly the Record the dataclass would, and it stays frozen."""
-    record = _good(7, {"a": "1"})
+    record = good_record(7, {"a": "1"})
     assert record == Record(7, {"a": "1"}, "", None)
     assert type(record) is Record
     with pytest.raises(AttributeError):
         record.line = 8  # type: ignore[misc]
+
+
+def _flatten(reader: RecordReader) -> list[Record]:
+    out: list[Record] = []
+    for item in reader.blocks(size=2):
+        if isinstance(item, Record):
+            out.append(item)
+        else:
+            out.extend(
+                good_record(line, dict(zip(reader.columns or [], row, strict=True)))
+                for line, row in zip(item.lines, item.rows, strict=True)
+            )
+    return out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a,b\n1,2\n3,4\n5,6\n7,8\n9,10\n",
+        'a,b\n1,"x\ny"\n3\n4,5,6\n"q",r\n\n7,8',
+        "a,b\r\n1,2\r\n" + "x" * 300 + ",3\r\n4,5\r\n",
+        'a,b\n1,2\n3,"x"y\n5,6\n',
+    ],
+    ids=["plain", "quoted-newline-and-ragged", "overlong-line", "bad-csv-row"],
+)
+def test_blocks_hold_the_records_of_iteration_in_order(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text(text, newline="")
+    expected = list(RecordReader(path, FileFormat.CSV, max_line_bytes=200))
+    assert _flatten(RecordReader(path, FileFormat.CSV, max_line_bytes=200)) == expected
+    assert any(r.problem is None for r in expected)
+
+
+def test_blocks_yield_the_good_rows_before_a_fatal_error(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text('a,b\n1,2\n3,"never closed\n', newline="")
+    items = RecordReader(path, FileFormat.CSV).blocks()
+    first = next(items)
+    assert not isinstance(first, Record) and first.rows == [["1", "2"]] and first.lines == [2]
+    with pytest.raises(FileUnreadable, match=r"line 3: .*unterminated quote"):
+        next(items)
+
+
+def test_blocks_are_for_csv_only(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n')
+    with pytest.raises(ValueError, match="CSV only"):
+        RecordReader(path, FileFormat.JSONL).blocks()

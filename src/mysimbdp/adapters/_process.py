@@ -28,7 +28,7 @@ from typing import IO
 
 import psutil
 
-from mysimbdp._deathsig import die_with_parent, prctl
+from mysimbdp._libc import die_with_parent, prctl
 
 __all__ = ["Child", "Tail", "child_setup", "decode_status"]
 

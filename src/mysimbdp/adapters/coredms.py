@@ -37,6 +37,11 @@ LINE_DIGITS = 10  # default keys zero-pad the line so that key order is file ord
 class DocumentStore(Protocol):
     """A handle on ONE tenant's namespace: one connection, for one thread at a time."""
 
+    # True when ``write`` mostly waits (a server works meanwhile) with the GIL released, so
+    # that writing on a background thread overlaps the caller's work. SQLite does its work
+    # in-process, taking the GIL back for every row: a background writer would starve.
+    overlaps_writes: bool
+
     def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
         """Insert ``(key, JSON bytes)`` pairs whose key is absent, in one transaction.
 
@@ -132,14 +137,23 @@ def record_key(doc: Mapping[str, Any], key_fields: Sequence[str], sha256: str, l
     field raises :class:`KeyFieldMissing`. Without: ``"<sha256>:<line>"``, the line
     zero-padded so that reading back in key order gives file order.
     """
+    return record_keys([doc], key_fields, sha256, [line])[0]
+
+
+def record_keys(
+    docs: Sequence[Mapping[str, Any]], key_fields: Sequence[str], sha256: str, lines: Sequence[int]
+) -> list[str]:
+    """:func:`record_key` of many documents at once (``lines[i]`` is ``docs[i]``'s line)."""
     if not key_fields:
-        return f"{sha256}:{line:0{LINE_DIGITS}d}"
+        return [f"{sha256}:{line:0{LINE_DIGITS}d}" for line in lines]
+    dumps = orjson.dumps
     try:
-        values = [doc[name] for name in key_fields]
+        if len(key_fields) == 1:
+            (name,) = key_fields
+            return [dumps([doc[name]]).decode() for doc in docs]
+        return [dumps([doc[name] for name in key_fields]).decode() for doc in docs]
     except KeyError as exc:
         raise KeyFieldMissing(f"key field {exc.args[0]!r} is missing from the document") from exc
-    try:
-        return orjson.dumps(values).decode()
     except TypeError as exc:
         raise KeyFieldMissing(f"key fields {list(key_fields)} hold a value that is not JSON: {exc}") from exc
 

@@ -36,6 +36,8 @@ def _create_sql(table: str) -> str:
 class SqliteStore:
     """One tenant's database file. ``open()`` connects; the constructor does no IO."""
 
+    overlaps_writes = False  # see DocumentStore
+
     def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mysimbdp._deathsig import die_with_parent, prctl
+from mysimbdp._libc import die_with_parent, prctl
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
 from mysimbdp.sdk._spans import plan_spans
 from mysimbdp.sdk.readers import Span
 
 if TYPE_CHECKING:
-    from mysimbdp.sdk.batch import BatchContext, Transform
+    from mysimbdp.sdk.batch import BatchContext, BlockTransform, Transform
 
 __all__ = ["plan_spans", "run_parts"]
 
@@ -89,7 +89,9 @@ def _merge(ctx: BatchContext, parts: int) -> dict[str, Any]:
     return total
 
 
-def run_parts(ctx: BatchContext, transform: Transform, spans: list[Span]) -> int:
+def run_parts(
+    ctx: BatchContext, transform: Transform, spans: list[Span], block_transform: BlockTransform | None = None
+) -> int:
     """Run one part per span (this process takes the first); return the combined exit code."""
     from mysimbdp.sdk._run import run_context
     from mysimbdp.sdk.batch import _write_atomically
@@ -105,14 +107,14 @@ def run_parts(ctx: BatchContext, transform: Transform, spans: list[Span]) -> int
             code = 1
             try:
                 die_with_parent(parent_pid, prctl_fn)
-                code = run_context(_part_context(ctx, span, part, parts), transform)
+                code = run_context(_part_context(ctx, span, part, parts), transform, block_transform)
             except BaseException as exc:
                 sys.stderr.write(f"mysimbdp batch: part {part + 1}/{parts} crashed: {exc!r}\n")
             finally:
                 sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
-    codes = [run_context(_part_context(ctx, spans[0], 0, parts), transform)]
+    codes = [run_context(_part_context(ctx, spans[0], 0, parts), transform, block_transform)]
     for pid in children:
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)

@@ -8,6 +8,7 @@ the outcome to the contract's exit code: 0 done, 65 unusable input, 75 store una
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from mysimbdp import contract
+from mysimbdp._libc import keep_freed_memory
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
 from mysimbdp.errors import AppContractError, FileUnreadable, StoreError, StoreUnavailable
-from mysimbdp.sdk.batch import EXIT_FAILED, BatchContext, BatchResult, Transform, _write_atomically
+from mysimbdp.sdk.batch import EXIT_FAILED, BatchContext, BatchResult, BlockTransform, Transform, _write_atomically
 
 __all__ = ["run", "run_batch", "run_context"]
+
+GC_GEN0_THRESHOLD = 100_000
 
 
 def _contract_failure(env: Mapping[str, str], exc: Exception) -> int:
@@ -39,11 +43,14 @@ def run(
     *,
     batch_size: int = 5000,
     setup: Callable[[BatchContext], None] | None = None,
+    block_transform: BlockTransform | None = None,
 ) -> int:
     """The whole batch loop; returns the contract's exit code instead of exiting.
 
     A large CSV or JSON Lines file is ingested by up to ``$MYSIMBDP_PARALLELISM`` processes
     at once, each on a line-aligned span (see :mod:`mysimbdp.sdk._parallel`)."""
+    keep_freed_memory()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)  # rows come and go by the thousand; few cycles
     try:
         ctx = BatchContext.from_env(env, batch_size=batch_size)
         parallelism = int(env.get(contract.PARALLELISM) or 1)
@@ -63,16 +70,16 @@ def run(
 
         spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism)
         if len(spans) > 1:
-            return run_parts(ctx, transform, spans)
-    return run_context(ctx, transform)
+            return run_parts(ctx, transform, spans, block_transform)
+    return run_context(ctx, transform, block_transform)
 
 
-def run_context(ctx: BatchContext, transform: Transform) -> int:
+def run_context(ctx: BatchContext, transform: Transform, block_transform: BlockTransform | None = None) -> int:
     """Ingest ``ctx``'s input (or its span), write its result; return the exit code."""
     code = EXIT_OK
     try:
         with ctx:
-            ctx.ingest(transform)
+            ctx.ingest(transform, block_transform)
             ctx.finish()
     except StoreUnavailable as exc:
         code = EXIT_TEMPFAIL
@@ -96,11 +103,15 @@ def run_batch(
     *,
     batch_size: int = 5000,
     setup: Callable[[BatchContext], None] | None = None,
+    block_transform: BlockTransform | None = None,
 ) -> NoReturn:
     """Run a complete clientbatchingestapp around ``transform`` and exit with the contract's code.
 
     ``transform(row)`` returns the document to store, ``None`` to skip the row, or raises
     :class:`Reject` (or any exception) to quarantine it. ``setup(ctx)`` runs once before
-    the first row (e.g. to look at ``ctx.sample(n)``).
+    the first row (e.g. to look at ``ctx.sample(n)``). ``block_transform(header, rows)``, optional,
+    does ``transform``'s work for a whole block of CSV rows (lists of fields in header order)
+    at once, returning one document or None per row; when it raises, the block goes through
+    ``transform`` row by row. It is skipped when the profile has quality rules.
     """
-    sys.exit(run(os.environ, transform, batch_size=batch_size, setup=setup))
+    sys.exit(run(os.environ, transform, batch_size=batch_size, setup=setup, block_transform=block_transform))

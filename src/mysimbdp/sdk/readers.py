@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -33,10 +33,9 @@ from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_
 from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit, reject_constant
 from mysimbdp.sdk._jsonarray import Binary as _Binary
 
-if TYPE_CHECKING:
-    pass
-
+_T = TypeVar("_T")
 CHUNK_BYTES = 1 << 20
+BLOCK_ROWS = 1000  # good CSV rows per block (see RecordReader.blocks)
 BOM = codecs.BOM_UTF8
 
 
@@ -44,9 +43,11 @@ __all__ = [
     "CHUNK_BYTES",
     "Record",
     "RecordReader",
+    "RowBlock",
     "Span",
     "csv_header",
     "csv_rows",
+    "good_record",
     "iter_records",
     "raise_if_fatal",
     "raw_text",
@@ -63,7 +64,14 @@ class Record(NamedTuple):
     problem: str | None  # why the row is bad, None for a good row
 
 
-def _good(line: int, data: dict[str, Any]) -> Record:
+class RowBlock(NamedTuple):
+    """Consecutive good CSV rows: their fields (as many as the header's) and 1-based lines."""
+
+    lines: list[int]
+    rows: list[list[str]]
+
+
+def good_record(line: int, data: dict[str, Any]) -> Record:
     """``Record(line, data, "", None)``."""
     return _new_record(Record, (line, data, "", None))
 
@@ -188,7 +196,7 @@ class RecordReader:
             return self._guard(self._jsonl)
         return self._guard(self._json_array)
 
-    def _guard(self, body: Callable[[_Binary], Iterator[Record]]) -> Iterator[Record]:
+    def _guard(self, body: Callable[[_Binary], Iterator[_T]]) -> Iterator[_T]:
         try:
             raw = io.FileIO(self.path, "r")
         except OSError as exc:
@@ -207,6 +215,24 @@ class RecordReader:
     # CSV ---------------------------------------------------------------------------------
 
     def _csv(self, buffered: _Binary) -> Iterator[Record]:
+        good = good_record
+        for item in self._csv_items(buffered, BLOCK_ROWS):
+            if type(item) is RowBlock:
+                header = self._columns
+                for line, row in zip(item.lines, item.rows, strict=True):
+                    yield good(line, dict(zip(header, row, strict=False)))  # type: ignore[arg-type]
+            else:
+                yield item  # type: ignore[misc]
+
+    def blocks(self, size: int = BLOCK_ROWS) -> Iterator[Record | RowBlock]:
+        """CSV only: the good rows in blocks of up to ``size`` (field lists and line numbers,
+        header in :attr:`columns`), each bad row as a ``Record`` between them: the records
+        of iteration in the same order, without a dict and a record per good row."""
+        if self.fmt is not FileFormat.CSV:
+            raise ValueError(f"blocks() reads CSV only, not {self.fmt.value}")
+        return self._guard(functools.partial(self._csv_items, size=size))
+
+    def _csv_items(self, buffered: _Binary, size: int) -> Iterator[Record | RowBlock]:
         limit = self.max_line_bytes
         text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
         try:
@@ -222,22 +248,35 @@ class RecordReader:
             self._columns = header
             width = len(header)
             overlong = lines.overlong
-            good = _good
             prev = base + reader.line_num
+            block = RowBlock([], [])
             while True:
                 try:
                     for row in reader:
                         end = base + reader.line_num
-                        if overlong:
-                            yield from _overlong_records(overlong, base)
-                        elif len(row) == width:
-                            yield good(prev + 1, dict(zip(header, row, strict=False)))
-                        elif row:
-                            raw = lines.last.rstrip("\r\n") if end == prev + 1 else csv_line(row)
-                            yield Record(prev + 1, None, _truncate(raw), f"expected {width} fields, got {len(row)}")
+                        if len(row) == width and not overlong:
+                            block.lines.append(prev + 1)
+                            block.rows.append(row)
+                            if len(block.rows) >= size:
+                                yield block
+                                block = RowBlock([], [])
+                        elif overlong or row:
+                            if block.rows:
+                                yield block
+                                block = RowBlock([], [])
+                            if overlong:
+                                yield from _overlong_records(overlong, base)
+                            else:
+                                raw = lines.last.rstrip("\r\n") if end == prev + 1 else csv_line(row)
+                                yield Record(prev + 1, None, _truncate(raw), f"expected {width} fields, got {len(row)}")
                         prev = end
+                    if block.rows:
+                        yield block
                     return
                 except csv.Error as exc:
+                    if block.rows:  # the rows before the error come first, even if it is fatal
+                        yield block
+                        block = RowBlock([], [])
                     raise_if_fatal(exc, prev + 1)
                     if overlong:
                         yield from _overlong_records(overlong, base)
@@ -259,7 +298,7 @@ class RecordReader:
             buffered if limit is None else iter(functools.partial(buffered.readline, limit + 3), b"")
         )
         loads = orjson.loads
-        good = _good
+        good = good_record
         columns_known = False
         for lineno, line in enumerate(source, first_line):
             if limit is not None and len(line) > limit:
@@ -298,7 +337,7 @@ class RecordReader:
             elif type(value) is dict:
                 if self._columns is None:
                     self._columns = list(value)
-                yield _good(index, value)
+                yield good_record(index, value)
             else:
                 yield Record(index, None, _truncate(raw), f"not a JSON object (got {_json_kind(value)})")
 

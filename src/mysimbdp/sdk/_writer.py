@@ -1,0 +1,139 @@
+"""The SDK's write side: documents queued into batches, each batch written on a background
+thread while the app prepares the next one.
+
+A PostgreSQL write spends most of its time waiting for the server to parse and index the
+batch. With the write on its own thread that time overlaps the app's reading and
+converting, so one app process keeps two cores busy (``docs/performance.md``). At most
+one batch is in flight: memory stays bounded and a failed batch is known before the one
+after it is sent. A store whose writes would not overlap (``DocumentStore.overlaps_writes``:
+SQLite) is written in the caller's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, open_store
+from mysimbdp.sdk.readers import Record
+
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+Rows = list[tuple[str, bytes]]
+
+
+class StoreWriter:
+    """Batches of ``(key, document)`` for one dataset; counts what the store took.
+
+    ``reject(record, reason)`` is called for a document the store refuses (found by halving
+    the batch it was in). Errors of a write (e.g. ``StoreUnavailable``) surface from the next
+    :meth:`add`, :meth:`add_batch` or :meth:`flush`."""
+
+    def __init__(
+        self,
+        url: str,
+        dataset: str,
+        source: str,
+        reject: Callable[[Record, str], None],
+        *,
+        batch_size: int,
+        busy_timeout_s: float,
+    ) -> None:
+        self.url, self.dataset, self.source = url, dataset, source
+        self.batch_size = batch_size
+        self.busy_timeout_s = busy_timeout_s
+        self.rows_written = 0  # inserted by this run
+        self.rows_stored = 0  # now in the store: inserted, or already there (a re-run)
+        self._reject = reject
+        self._store: DocumentStore | None = None
+        self._pending: Rows = []
+        self._pending_records: list[Record] = []
+        self._pending_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Future[int], Rows, Sequence[Record]] | None = None
+
+    def open(self) -> None:
+        """Connect (raises ``StoreUnavailable`` / ``StoreError``)."""
+        if self._store is None:
+            self._store = open_store(self.url, busy_timeout_s=self.busy_timeout_s)
+
+    def add(self, key: str, data: bytes, record: Record) -> None:
+        """Queue one document; a full batch is sent."""
+        self._pending.append((key, data))
+        self._pending_records.append(record)
+        self._pending_bytes += len(data)
+        if len(self._pending) >= self.batch_size or self._pending_bytes >= MAX_BATCH_BYTES:
+            self._send_pending()
+
+    def add_batch(self, rows: Rows, records: Sequence[Record]) -> None:
+        """Send a ready batch (``records[i]`` is ``rows[i]``'s row), split if over the size cap."""
+        if len(rows) > 1 and sum(len(data) for _, data in rows) > MAX_BATCH_BYTES:
+            mid = len(rows) // 2
+            self.add_batch(rows[:mid], records[:mid])
+            self.add_batch(rows[mid:], records[mid:])
+            return
+        self._send(rows, records)
+
+    def flush(self) -> None:
+        """Write everything queued and wait until the store has it."""
+        self._send_pending()
+        self._settle()
+
+    def close(self) -> None:
+        """Wait for a batch in flight (its outcome no longer matters), then disconnect."""
+        if self._inflight is not None:
+            future, _, _ = self._inflight
+            self._inflight = None
+            future.exception()  # waits; an error was reported, or is moot after one
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- internals --------------------------------------------------------------------------
+    def _send_pending(self) -> None:
+        if self._pending:
+            rows, records = self._pending, self._pending_records
+            self._pending, self._pending_records, self._pending_bytes = [], [], 0
+            self._send(rows, records)
+
+    def _send(self, rows: Rows, records: Sequence[Record]) -> None:
+        self._settle()
+        self.open()
+        assert self._store is not None
+        if not self._store.overlaps_writes:
+            self._write_finding_bad(rows, records)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mysimbdp-store")
+        self._inflight = (self._pool.submit(self._store.write, self.dataset, rows, self.source), rows, records)
+
+    def _settle(self) -> None:
+        """Account for the batch in flight, raising its error."""
+        if self._inflight is None:
+            return
+        future, rows, records = self._inflight
+        self._inflight = None
+        try:
+            written = future.result()
+        except DocumentInvalid:
+            self._write_finding_bad(rows, records)
+            return
+        self.rows_written += written
+        self.rows_stored += len(rows)
+
+    def _write_finding_bad(self, rows: Rows, records: Sequence[Record]) -> None:
+        # One bad document must not sink its batch: halve until it is found, reject it.
+        assert self._store is not None
+        try:
+            self.rows_written += self._store.write(self.dataset, rows, self.source)
+            self.rows_stored += len(rows)
+        except DocumentInvalid as exc:
+            if len(rows) == 1:
+                self._reject(records[0], f"the store refused the document: {exc}")
+                return
+            mid = len(rows) // 2
+            self._write_finding_bad(rows[:mid], records[:mid])
+            self._write_finding_bad(rows[mid:], records[mid:])
