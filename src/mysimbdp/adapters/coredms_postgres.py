@@ -1,8 +1,10 @@
 """coredms on PostgreSQL: per tenant one schema owned by one LOGIN role of the same name.
 
 A tenant's role owns its schema and has no privilege on any other tenant's schema, nor
-CREATE on ``public``. Writes COPY the batch into a per-connection temporary table, then
-``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING`` into the dataset, in one transaction.
+CREATE on ``public``. A batch is first COPied straight into the dataset, one statement and
+so one transaction; when a key of it is already stored, it is COPied into a per-connection
+temporary table instead, then ``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING`` into
+the dataset, in one transaction.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ class PostgresStore:
         with _errors(self.where, dataset):
             conn = self._db()
             table, qualified = self._table(dataset)
-            with conn.transaction():
-                if table not in self._tables:
+            if table not in self._tables:
+                with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
                     conn.execute(
                         sql.SQL(
@@ -158,36 +160,34 @@ class PostgresStore:
                             " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now())"
                         ).format(qualified)
                     )
-                if self._copy_new(conn, qualified, records, source):
-                    self._tables.add(table)
-                    return len(records)
-                with conn.cursor() as cur:
-                    with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
-                        for chunk in _copy_chunks(records):
-                            copy.write(chunk)
-                    cur.execute(
-                        sql.SQL(
-                            "INSERT INTO {} (key, doc, source) SELECT key, doc::jsonb, %s"
-                            " FROM pg_temp.{} ON CONFLICT (key) DO NOTHING"
-                        ).format(qualified, sql.Identifier(LOAD_TABLE)),
-                        (source,),
-                    )
-                    inserted = cur.rowcount
-        self._tables.add(table)
-        return inserted
+                self._tables.add(table)
+            if self._copy_new(conn, qualified, records, source):
+                return len(records)
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
+                    for chunk in _copy_chunks(records):
+                        copy.write(chunk)
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key, doc, source) SELECT key, doc::jsonb, %s"
+                        " FROM pg_temp.{} ON CONFLICT (key) DO NOTHING"
+                    ).format(qualified, sql.Identifier(LOAD_TABLE)),
+                    (source,),
+                )
+                return cur.rowcount
 
     @staticmethod
     def _copy_new(
         conn: psycopg.Connection[Any], qualified: sql.Composable, records: Sequence[tuple[str, bytes]], source: str
     ) -> bool:
-        """Optimistic fast path: COPY the batch straight into the dataset, inside a savepoint.
+        """Optimistic fast path: one COPY straight into the dataset, its own transaction.
 
         Right for a file's first ingestion, where no key is stored yet: no staging table, no
-        second write. When a key exists (a re-run, a replay, a duplicate in the batch) the
-        COPY fails on the primary key, the savepoint undoes it and the caller takes the
-        idempotent path; such a batch costs one failed COPY more."""
+        second write, one round trip. When a key exists (a re-run, a replay, a duplicate in
+        the batch) the COPY fails on the primary key and leaves nothing behind; the caller
+        then takes the idempotent path, and such a batch costs one failed COPY more."""
         try:
-            with conn.transaction(), conn.cursor() as cur:  # a savepoint
+            with conn.cursor() as cur:
                 copy_sql = sql.SQL("COPY {} (key, doc, source) FROM STDIN").format(qualified)
                 with cur.copy(copy_sql) as copy:
                     for chunk in _copy_chunks(records, source):

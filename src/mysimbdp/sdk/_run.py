@@ -24,6 +24,7 @@ from mysimbdp.sdk.batch import EXIT_FAILED, BatchContext, BatchResult, BlockTran
 __all__ = ["run", "run_batch", "run_context"]
 
 GC_GEN0_THRESHOLD = 100_000
+SWITCH_INTERVAL_S = 0.001
 
 
 def _contract_failure(env: Mapping[str, str], exc: Exception) -> int:
@@ -51,6 +52,9 @@ def run(
     at once, each on a line-aligned span (see :mod:`mysimbdp.sdk._parallel`)."""
     keep_freed_memory()
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)  # rows come and go by the thousand; few cycles
+    # The store writer thread wakes at each answer of the database; by default it could wait
+    # 5 ms for the GIL each time while this thread converts rows (see sdk._writer).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         ctx = BatchContext.from_env(env, batch_size=batch_size)
         parallelism = int(env.get(contract.PARALLELISM) or 1)

@@ -254,20 +254,21 @@ class RecordReader:
                 try:
                     for row in reader:
                         end = base + reader.line_num
-                        if len(row) == width and not overlong:
+                        due = overlong and overlong[0][0] <= end - base  # this row has an over-long line
+                        if len(row) == width and not due:
                             block.lines.append(prev + 1)
                             block.rows.append(row)
                             if len(block.rows) >= size:
                                 yield block
                                 block = RowBlock([], [])
-                        elif overlong or row:
+                        elif due or row:
                             if block.rows:
                                 yield block
                                 block = RowBlock([], [])
-                            if overlong:
-                                yield from _overlong_records(overlong, base)
+                            if due:
+                                yield from _overlong_records(overlong, base, end - base)
                             else:
-                                raw = lines.last.rstrip("\r\n") if end == prev + 1 else csv_line(row)
+                                raw = lines.line(end - base).rstrip("\r\n") if end == prev + 1 else csv_line(row)
                                 yield Record(prev + 1, None, _truncate(raw), f"expected {width} fields, got {len(row)}")
                         prev = end
                     if block.rows:
@@ -278,10 +279,10 @@ class RecordReader:
                         yield block
                         block = RowBlock([], [])
                     raise_if_fatal(exc, prev + 1)
-                    if overlong:
-                        yield from _overlong_records(overlong, base)
+                    if overlong and overlong[0][0] <= reader.line_num:
+                        yield from _overlong_records(overlong, base, reader.line_num)
                     else:
-                        raw = _truncate(lines.last.rstrip("\r\n"))
+                        raw = _truncate(lines.line(reader.line_num).rstrip("\r\n"))
                         yield Record(prev + 1, None, raw, f"not valid CSV: {exc}")
                     prev = base + reader.line_num
         finally:
@@ -342,12 +343,12 @@ class RecordReader:
                 yield Record(index, None, _truncate(raw), f"not a JSON object (got {_json_kind(value)})")
 
 
-def _overlong_records(overlong: list[tuple[int, str, str]], base: int = 0) -> Iterator[Record]:
+def _overlong_records(overlong: list[tuple[int, str, str]], base: int, upto: int) -> Iterator[Record]:
     # An over-long line reaches csv.reader as "": a blank line, or nothing added to a quoted
-    # field; the row it was in is reported bad with the line's size instead.
-    items = list(overlong)
-    overlong.clear()
-    for line, problem, head in items:
+    # field; the row it was in is reported bad with the line's size instead. ``overlong``
+    # also holds later lines of the block being read: only those up to ``upto`` are due.
+    while overlong and overlong[0][0] <= upto:
+        line, problem, head = overlong.pop(0)
         yield Record(base + line, None, head, problem)
 
 
