@@ -70,7 +70,7 @@ class FetchData:
         inbox = self.platform.home.root / "inbox"
         inbox.mkdir(parents=True, exist_ok=True)
         try:
-            async for _changes in watchfiles.awatch(inbox, stop_event=stop, debounce=200, step=50):
+            async for _changes in watchfiles.awatch(inbox, stop_event=stop, debounce=50, step=25):
                 self._wake.set()
         except (OSError, RuntimeError) as exc:  # inotify unavailable: polling still works
             log.warning("watch_unavailable_polling", error=str(exc))

@@ -28,6 +28,7 @@ from mysimbdp.services.fetch import fetch_file
 from mysimbdp.services.run_batch import run_file
 
 ALIVE_S = 10.0
+POLL_S = 0.05  # how often a waiting CLI looks at the meta store (one indexed read)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ async def _follow(platform: Platform, record: FileRecord, on_progress: ProgressF
     while record.status not in FINAL_FILE_STATES:
         if on_progress is not None:
             on_progress(_progress_of(platform, record))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(POLL_S)
         latest = platform.meta.get_file(record.id)
         assert latest is not None
         record = latest
@@ -81,7 +82,7 @@ async def _find_dropped(platform: Platform, tenant: str, name: str, since: float
         record = platform.meta.latest_file_named(tenant, name, since)
         if record is not None:
             return record
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(POLL_S)
     raise MysimbdpError(f"tenant {tenant!r}: the platform did not pick up the file within {timeout_s:.0f} s")
 
 
