@@ -23,6 +23,14 @@ REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object
 PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
 PARALLELISM = "MYSIMBDP_PARALLELISM"  # how many processes the app may use for one large file
 STORE_TIMEOUT_S = "MYSIMBDP_STORE_TIMEOUT_S"  # seconds to wait for a busy/unreachable store, then exit 75
+# Stream apps (clientstreamingestapp) get these too, instead of the input ones:
+BROKER_URL = "MYSIMBDP_BROKER_URL"  # the databroker to consume from
+STREAM = "MYSIMBDP_STREAM"  # the tenant's stream this instance consumes
+GROUP = "MYSIMBDP_GROUP"  # consumer group shared by the app's instances (the app's name)
+INSTANCE = "MYSIMBDP_INSTANCE"  # this instance's id
+BATCH_SIZE = "MYSIMBDP_BATCH_SIZE"  # broker messages pulled at once
+MAX_DELIVERIES = "MYSIMBDP_MAX_DELIVERIES"  # a message failing this often is quarantined
+ACK_WAIT_S = "MYSIMBDP_ACK_WAIT_S"  # a message not acked this long (its instance died) is delivered again
 
 ALL = (
     TENANT,
@@ -42,6 +50,13 @@ ALL = (
     PROGRESS,
     STORE_TIMEOUT_S,
     PARALLELISM,
+    BROKER_URL,
+    STREAM,
+    GROUP,
+    INSTANCE,
+    BATCH_SIZE,
+    MAX_DELIVERIES,
+    ACK_WAIT_S,
 )
 
 # Result JSON written by the app to $MYSIMBDP_RESULT:

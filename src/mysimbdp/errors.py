@@ -61,3 +61,11 @@ class AppContractError(MysimbdpError):
 
 class FileUnreadable(MysimbdpError):
     """A whole file cannot be parsed (unterminated quote, not UTF-8, JSON not an array)."""
+
+
+class BrokerError(MysimbdpError):
+    """The message broker refused an operation (a bad name, a missing stream)."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached or did not confirm; transient: retry, nothing was accepted."""

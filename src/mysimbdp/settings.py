@@ -49,6 +49,9 @@ class Settings:
     app_parallelism: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes per large file
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    broker_url: str = ""  # "" = the embedded NATS server; nats://host:port or amqp://user:pw@host/vhost
+    api_host: str = "127.0.0.1"
+    api_port: int = 8731
 
     def __post_init__(self) -> None:
         home = self.home.resolve()
@@ -63,6 +66,11 @@ class Settings:
                 raise ConfigError(
                     f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or postgresql://user@host:port/db"
                 )
+        if self.broker_url and urlsplit(self.broker_url).scheme not in ("nats", "tls", "amqp", "amqps"):
+            raise ConfigError(
+                f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
+                "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
+            )
         if self.max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")
 

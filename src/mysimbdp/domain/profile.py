@@ -112,6 +112,50 @@ class BatchApp(_Model):
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
 
 
+class StreamLimits(_Model):
+    """What the API takes from a tenant's producers."""
+
+    max_message_bytes: PositiveInt = 256 * 1024  # one item (document or envelope)
+    max_batch_bytes: PositiveInt = 8 * 1024 * 1024  # one POST body
+    max_batch_messages: PositiveInt = 10_000  # items in one POST
+    messages_per_s: PositiveInt = 5_000  # sustained rate (token bucket)
+    burst_messages: PositiveInt = 20_000  # bucket size
+
+
+class Scaling(_Model):
+    """When the monitor asks for more or fewer instances of a stream app."""
+
+    window_s: Annotated[float, Field(gt=0)] = 30.0
+    backlog_high: PositiveInt = 1_000  # messages waiting
+    latency_p95_high_ms: Annotated[float, Field(gt=0)] = 1_000.0  # receive -> committed
+    high_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5  # of the window's reports
+    idle_s: Annotated[float, Field(gt=0)] = 60.0  # no backlog this long: scale down
+    cooldown_s: Annotated[float, Field(ge=0)] = 30.0
+    step: Annotated[int, Field(ge=1, le=16)] = 1
+
+
+class StreamApp(_Model):
+    """One clientstreamingestapp: the argv to run and the streams it consumes."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$")]
+    command: Annotated[list[str], Field(min_length=1)] = ["{python}", "-m", "mysimbdp.apps.generic_stream"]
+    streams: Annotated[list[str], Field(min_length=1)] = ["*"]  # fnmatch patterns of stream names
+    dataset: DatasetName | None = None  # None: the stream's name
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    max_deliveries: Annotated[int, Field(ge=1, le=100)] = 5  # then a message is quarantined
+    report_period_s: Annotated[float, Field(gt=0)] = 5.0
+    min_instances: Annotated[int, Field(ge=0, le=64)] = 1
+    max_instances: Annotated[int, Field(ge=1, le=64)] = 4
+    memory_mb: Annotated[int, Field(ge=64)] = 512
+    scaling: Scaling = Scaling()
+
+    @model_validator(mode="after")
+    def _instances_in_order(self) -> StreamApp:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances {self.min_instances} is above max_instances {self.max_instances}")
+        return self
+
+
 class Profile(_Model):
     """A tenant's whole service profile."""
 
@@ -128,12 +172,15 @@ class Profile(_Model):
     dataset: DatasetName | None = None  # None: named after each file's stem
     key_fields: list[str] = []  # None: (file sha256, row number)
     batch_apps: Annotated[list[BatchApp], Field(min_length=1)] = [BatchApp(name="generic")]
+    stream_limits: StreamLimits = StreamLimits()
+    stream_apps: list[StreamApp] = [StreamApp(name="generic")]
 
     @model_validator(mode="after")
     def _unique_app_names(self) -> Profile:
-        names = [app.name for app in self.batch_apps]
-        if len(names) != len(set(names)):
-            raise ValueError(f"batch_apps: names must be unique, got {names}")
+        for kind, apps in (("batch_apps", self.batch_apps), ("stream_apps", self.stream_apps)):
+            names = [app.name for app in apps]
+            if len(names) != len(set(names)):
+                raise ValueError(f"{kind}: names must be unique, got {names}")
         return self
 
     def app_for(self, file_name: str) -> BatchApp | None:
@@ -145,6 +192,13 @@ class Profile(_Model):
 
     def dataset_for(self, app: BatchApp, file_name: str) -> str:
         return app.dataset or self.dataset or dataset_from_stem(file_name)
+
+    def stream_app_for(self, stream: str) -> StreamApp | None:
+        """The first stream app whose ``streams`` patterns match ``stream``."""
+        for app in self.stream_apps:
+            if any(fnmatch.fnmatch(stream, pattern) for pattern in app.streams):
+                return app
+        return None
 
 
 DEFAULT_PROFILE = Profile(description="default profile: any CSV/JSON Lines/JSON file, generic app")

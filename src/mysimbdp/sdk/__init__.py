@@ -16,8 +16,18 @@ See ``docs/tenant-guide.md`` for the contract behind it.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.sdk._run import run_batch
 from mysimbdp.sdk.batch import BatchContext, Reject
 
-__all__ = ["BatchContext", "Reject", "open_store", "run_batch"]
+
+def run_stream(transform: Any) -> NoReturn:
+    """A complete clientstreamingestapp around ``transform``; see :mod:`mysimbdp.sdk.stream`."""
+    from mysimbdp.sdk.stream import run_stream as run
+
+    run(transform)
+
+
+__all__ = ["BatchContext", "Reject", "open_store", "run_batch", "run_stream"]

@@ -1,0 +1,243 @@
+"""The databroker on RabbitMQ (``aio-pika``, one robust connection per broker object).
+
+One durable direct exchange ``mysimbdp``; per tenant stream one durable quorum queue named
+and bound by ``mysimbdp.<tenant>.<stream>``, with a delivery limit after which a message goes
+to the dead-letter queue ``mysimbdp.dead`` instead of blocking the stream. Publishing uses a
+publisher-confirm channel: every message is sent at once (persistent, ``mandatory``) and the
+call returns when all confirms are in. Consuming uses one consumer per queue with a prefetch
+that fills an in-process buffer; ``pull`` drains it. RabbitMQ itself redelivers an unacked
+message only when its consumer's channel closes, so ``ack_wait_s`` is kept here: a message
+handed out and neither acked nor nak'ed within it is nack'ed (requeued) at the next pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import aio_pika
+import aio_pika.exceptions
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+    ConsumerTag,
+)
+
+from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, PREFIX, Message, subject
+from mysimbdp.errors import BrokerError, BrokerUnavailable
+from mysimbdp.settings import mask_url
+
+CONNECT_TIMEOUT_S = 5.0
+PUBLISH_TIMEOUT_S = 30.0
+PREFETCH = 100
+DELIVERY_LIMIT = 20
+DEAD_LETTER_EXCHANGE = f"{PREFIX}.dlx"
+DEAD_LETTER_QUEUE = f"{PREFIX}.dead"
+_REFUSED_LOGIN = (aio_pika.exceptions.AuthenticationError, aio_pika.exceptions.ProbableAuthenticationError)
+_TRANSIENT = (
+    OSError,  # includes ConnectionError and aio-pika's AMQPConnectionError
+    TimeoutError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.DeliveryError,  # a nack, or (PublishError) a return
+)
+
+
+class RabbitBroker:
+    """``Broker`` on RabbitMQ quorum queues."""
+
+    def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> None:
+        self.url = url
+        self.ack_wait_s = ack_wait_s
+        self._conn: AbstractRobustConnection | None = None
+        self._admin: AbstractChannel | None = None  # declares, consumes, acks
+        self._exchange: AbstractExchange | None = None  # on the publisher-confirm channel
+        self._queues: dict[str, AbstractQueue] = {}  # declared on this connection
+        self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
+        self._consumers: dict[str, tuple[AbstractQueue, ConsumerTag]] = {}
+        self._handed: dict[AbstractIncomingMessage, float] = {}  # handed out, not settled: since when
+
+    async def connect(self) -> None:
+        where = f"broker {mask_url(self.url)}"
+        with _errors(where, "connect"):
+            try:
+                self._conn = await aio_pika.connect_robust(self.url, timeout=CONNECT_TIMEOUT_S)
+            except (ValueError, *_REFUSED_LOGIN) as exc:
+                raise BrokerError(f"{where}: cannot connect: {exc!r}; check the URL and the credentials") from exc
+            self._admin = await self._conn.channel(publisher_confirms=False)
+            await self._admin.set_qos(prefetch_count=PREFETCH)
+            await self._admin.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+            dead = await self._admin.declare_queue(
+                DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dead.bind(DEAD_LETTER_EXCHANGE)
+            confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+            self._exchange = await confirming.declare_exchange(PREFIX, aio_pika.ExchangeType.DIRECT, durable=True)
+
+    async def close(self) -> None:
+        """Close the connection: RabbitMQ cancels the consumers and requeues what is not acked."""
+        conn, self._conn, self._admin, self._exchange = self._conn, None, None, None
+        self._queues.clear()
+        self._buffers.clear()
+        self._consumers.clear()
+        self._handed.clear()
+        if conn is not None and not conn.is_closed:
+            await conn.close()
+
+    def _channel(self, tenant: str, stream: str) -> AbstractChannel:
+        if self._admin is None:
+            raise BrokerUnavailable(
+                f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}: not connected; call connect()"
+            )
+        return self._admin
+
+    async def declare(self, tenant: str, stream: str) -> None:
+        await self._queue(tenant, stream)
+
+    async def _queue(self, tenant: str, stream: str) -> AbstractQueue:
+        name = subject(tenant, stream)
+        if name not in self._queues:
+            channel = self._channel(tenant, stream)
+            with self._errors(tenant, stream, "declare"):
+                queue = await channel.declare_queue(
+                    name,
+                    durable=True,
+                    arguments={
+                        "x-queue-type": "quorum",
+                        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                        "x-delivery-limit": DELIVERY_LIMIT,
+                    },
+                )
+                await queue.bind(PREFIX, routing_key=name)
+            self._queues[name] = queue
+        return self._queues[name]
+
+    async def publish(self, tenant: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str]) -> None:
+        if len(bodies) != len(ids):
+            raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
+        name = (await self._queue(tenant, stream)).name
+        exchange = self._exchange
+        if exchange is None:
+            raise BrokerUnavailable(
+                f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}: not connected; call connect()"
+            )
+        messages = [
+            aio_pika.Message(body, message_id=msg_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            for body, msg_id in zip(bodies, ids, strict=True)
+        ]
+        with self._errors(tenant, stream, "publish"):
+            confirms = await asyncio.gather(
+                *(exchange.publish(m, name, mandatory=True, timeout=PUBLISH_TIMEOUT_S) for m in messages),
+                return_exceptions=True,
+            )
+            for outcome in confirms:
+                if isinstance(outcome, aio_pika.exceptions.PublishError):
+                    self._forget(name)  # returned: the queue was deleted elsewhere; declare it again on the retry
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    async def _buffer(self, tenant: str, stream: str) -> asyncio.Queue[AbstractIncomingMessage]:
+        queue = await self._queue(tenant, stream)
+        if queue.name not in self._buffers:
+            buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+            async def receive(message: AbstractIncomingMessage) -> None:
+                buffer.put_nowait(message)
+
+            with self._errors(tenant, stream, "consume"):
+                self._consumers[queue.name] = (queue, await queue.consume(receive))
+            self._buffers[queue.name] = buffer
+        return self._buffers[queue.name]
+
+    async def pull(self, tenant: str, stream: str, group: str, *, max_messages: int, timeout_s: float) -> list[Message]:
+        buffer = await self._buffer(tenant, stream)
+        with self._errors(tenant, stream, "give back the messages not acked in time"):
+            await self._give_back_overdue()
+        try:
+            got = [buffer.get_nowait() if not buffer.empty() else await asyncio.wait_for(buffer.get(), timeout_s)]
+        except TimeoutError:
+            return []
+        while len(got) < max_messages and not buffer.empty():
+            got.append(buffer.get_nowait())
+        now = asyncio.get_running_loop().time()
+        self._handed.update((m, now) for m in got)
+        return [Message(m.body, _deliveries(m), m.message_id, m) for m in got]
+
+    async def _give_back_overdue(self) -> None:
+        oldest = asyncio.get_running_loop().time() - self.ack_wait_s
+        for message in [m for m, since in self._handed.items() if since <= oldest]:
+            del self._handed[message]
+            await message.nack(requeue=True)
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        await self._settle(messages, requeue=None)
+
+    async def nak(self, messages: Sequence[Message]) -> None:
+        await self._settle(messages, requeue=True)
+
+    async def _settle(self, messages: Sequence[Message], *, requeue: bool | None) -> None:
+        """Ack (``requeue`` None) or nack the messages still handed out; one given back after
+        ``ack_wait_s`` is skipped: it is already on its way to another attempt."""
+        for message in messages:
+            handle: AbstractIncomingMessage = message.handle
+            if self._handed.pop(handle, None) is None:
+                continue
+            _, tenant, stream = (handle.routing_key or "?.?.?").split(".", 2)
+            with self._errors(tenant, stream, "ack" if requeue is None else "nak"):
+                await (handle.ack() if requeue is None else handle.nack(requeue=requeue))
+
+    async def backlog(self, tenant: str, stream: str, group: str) -> int:
+        """Ready messages plus those this object holds unacked (buffered or handed out)."""
+        queue = await self._queue(tenant, stream)
+        with self._errors(tenant, stream, "backlog"):
+            declared = await queue.declare()
+        buffered = self._buffers[queue.name].qsize() if queue.name in self._buffers else 0
+        handed = sum(1 for m in self._handed if m.routing_key == queue.name)
+        return int(declared.message_count or 0) + buffered + handed
+
+    async def delete(self, tenant: str, stream: str) -> None:
+        name = subject(tenant, stream)
+        channel = self._channel(tenant, stream)
+        with self._errors(tenant, stream, "delete"):
+            if consumer := self._consumers.get(name):
+                queue, tag = consumer
+                await queue.cancel(tag)
+            await channel.queue_delete(name)  # quorum queues refuse if_unused/if_empty
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        """Drop what this object knows of queue ``name`` (deleted): its declaration, consumer and messages."""
+        self._queues.pop(name, None)
+        self._consumers.pop(name, None)
+        self._buffers.pop(name, None)
+        for message in [m for m in self._handed if m.routing_key == name]:
+            del self._handed[message]
+
+    @contextmanager
+    def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
+        with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}", what):
+            yield
+
+
+def _deliveries(message: AbstractIncomingMessage) -> int:
+    """1 + the quorum queue's ``x-delivery-count`` (absent or 0 on the first delivery)."""
+    count = message.headers.get("x-delivery-count")
+    if isinstance(count, int):
+        return 1 + count
+    return 2 if message.redelivered else 1
+
+
+@contextmanager
+def _errors(where: str, what: str) -> Iterator[None]:
+    """Map aio-pika errors: transient ones to ``BrokerUnavailable``, the rest to ``BrokerError``."""
+    try:
+        yield
+    except BrokerError:
+        raise
+    except _TRANSIENT as exc:
+        raise BrokerUnavailable(f"{where}: {what}: broker unavailable: {exc!r}; retry later") from exc
+    except aio_pika.exceptions.AMQPError as exc:
+        raise BrokerError(f"{where}: {what}: {exc!r}") from exc

@@ -1,0 +1,164 @@
+"""The message envelope (``ingestmessagestructure``) and the batch that carries envelopes
+through the broker. Pure: no IO. ``docs/ingestmessage.schema.json`` is its JSON Schema.
+
+A tenant posts one JSON object, a JSON array of them, or NDJSON (one per line). Each item
+is a bare document, or an envelope ``{"id": ..., "data": {...}}`` (optionally ``"ts"``,
+the event time, and ``"schema"``, a version tag). An item without an ``id`` gets a
+time-ordered one; with an ``id``, posting it again stores nothing new (the id is the record
+key). The platform sets ``tenant`` and ``stream`` itself, from the credentials and the URL.
+
+On the broker one message holds a whole batch::
+
+    {"v": 1, "tenant": "acme", "stream": "clicks", "sent_at": 1764400000.123,
+     "records": [{"id": "...", "ts": "...", "data": {...}}, ...]}
+
+A tenant publishing straight to the broker may send such a batch, one envelope, or one
+bare document; :func:`decode_batch` reads all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mysimbdp.domain.ids import new_id
+
+BATCH_VERSION = 1
+ID_MAX_CHARS = 200
+ENVELOPE_KEYS = frozenset({"id", "data", "ts", "schema"})
+
+
+class MessageInvalid(ValueError):
+    """A posted body or a broker message that is not a valid message (``line``: 1-based item)."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    data: dict[str, Any]
+    ts: str | None = None
+    schema: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": self.id, "data": self.data}
+        if self.ts is not None:
+            item["ts"] = self.ts
+        if self.schema is not None:
+            item["schema"] = self.schema
+        return item
+
+
+def new_message_id() -> str:
+    """A time-ordered id for an item posted without one."""
+    return new_id("m")
+
+
+def _envelope(item: Any, line: int, make_id: bool) -> Envelope:
+    if not isinstance(item, dict):
+        raise MessageInvalid(f"expected a JSON object, got {_kind(item)}", line)
+    if "data" in item and set(item) <= ENVELOPE_KEYS:
+        data = item["data"]
+        if not isinstance(data, dict):
+            raise MessageInvalid(f"envelope 'data' must be a JSON object, got {_kind(data)}", line)
+        raw_id = item.get("id")
+        if raw_id is None:
+            if not make_id:
+                raise MessageInvalid("envelope has no 'id'", line)
+            raw_id = new_message_id()
+        if not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
+            raise MessageInvalid(f"envelope 'id' must be a string or an integer, got {_kind(raw_id)}", line)
+        msg_id = str(raw_id)
+        if not msg_id or len(msg_id) > ID_MAX_CHARS:
+            raise MessageInvalid(f"envelope 'id' must be 1-{ID_MAX_CHARS} characters, got {len(msg_id)}", line)
+        ts, schema = item.get("ts"), item.get("schema")
+        return Envelope(msg_id, data, None if ts is None else str(ts), None if schema is None else str(schema))
+    if not make_id:
+        raise MessageInvalid("a bare document has no id", line)
+    return Envelope(new_message_id(), item)
+
+
+def parse_post(body: bytes, ndjson: bool) -> list[Envelope]:
+    """The envelopes of a POST body: NDJSON when ``ndjson``, else one JSON value (an object
+    or an array of objects). Raises :class:`MessageInvalid` naming the line (NDJSON) or
+    the array position (1-based) of the first bad item."""
+    if ndjson:
+        items: list[tuple[int, Any]] = []
+        for number, line in enumerate(body.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((number, orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                raise MessageInvalid(f"not valid JSON: {exc}", number) from exc
+    else:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            at_line = body[: exc.pos].count(b"\n") + 1
+            raise MessageInvalid(f"not valid JSON: {exc}", at_line) from exc
+        items = list(enumerate(value, 1)) if isinstance(value, list) else [(1, value)]
+    if not items:
+        raise MessageInvalid("no messages: the body holds no JSON object")
+    return [_envelope(item, number, make_id=True) for number, item in items]
+
+
+def encode_batch(tenant: str, stream: str, envelopes: Iterable[Envelope], sent_at: float | None = None) -> bytes:
+    """The broker message carrying ``envelopes``."""
+    return orjson.dumps(
+        {
+            "v": BATCH_VERSION,
+            "tenant": tenant,
+            "stream": stream,
+            "sent_at": time.time() if sent_at is None else sent_at,
+            "records": [e.to_json() for e in envelopes],
+        }
+    )
+
+
+def batch_id(envelopes: Iterable[Envelope]) -> str:
+    """The broker message id of a batch: the same envelopes give the same id."""
+    digest = hashlib.sha256()
+    for envelope in envelopes:
+        digest.update(envelope.id.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    envelopes: list[Envelope]
+    sent_at: float | None  # when the platform (or the tenant) published it, if known
+
+
+def decode_batch(body: bytes, fallback_id: str) -> Batch:
+    """The envelopes of one broker message: a batch, one envelope, or one bare document
+    (whose id is ``fallback_id``, e.g. the broker's message id). Raises :class:`MessageInvalid`."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MessageInvalid(f"not valid JSON: {exc}") from exc
+    if isinstance(value, dict) and "records" in value and "v" in value:
+        records = value["records"]
+        if not isinstance(records, list):
+            raise MessageInvalid(f"batch 'records' must be an array, got {_kind(records)}")
+        sent_at = value.get("sent_at")
+        when = float(sent_at) if isinstance(sent_at, int | float) and not isinstance(sent_at, bool) else None
+        return Batch([_envelope(item, n, make_id=False) for n, item in enumerate(records, 1)], when)
+    if isinstance(value, dict) and not ("data" in value and set(value) <= ENVELOPE_KEYS):
+        return Batch([Envelope(fallback_id, value)], None)
+    return Batch([_envelope(value, 1, make_id=False)], None)
+
+
+def _kind(value: Any) -> str:
+    kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "an object" if isinstance(value, dict) else kinds.get(type(value), "null")
