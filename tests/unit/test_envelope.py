@@ -71,3 +71,13 @@ def test_a_tenant_may_publish_one_envelope_or_one_bare_document() -> None:
         decode_batch(b"{oops", "x")
     with pytest.raises(MessageInvalid, match="envelope has no 'id'"):
         decode_batch(b'{"v": 1, "records": [{"data": {}}]}', "x")
+
+
+def test_the_documented_json_schema_names_the_envelope_fields_of_the_code() -> None:
+    from pathlib import Path
+
+    from mysimbdp.domain.envelope import ENVELOPE_KEYS
+
+    schema = orjson.loads((Path(__file__).parents[2] / "docs" / "ingestmessage.schema.json").read_bytes())
+    assert set(schema["$defs"]["envelope"]["properties"]) == ENVELOPE_KEYS
+    assert schema["$defs"]["brokerBatch"]["properties"]["v"]["const"] == 1
