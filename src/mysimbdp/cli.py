@@ -21,6 +21,7 @@ import orjson
 from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
+from mysimbdp.cli_stream import stream
 from mysimbdp.domain.profile import parse_profile
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
@@ -315,8 +316,12 @@ def _run_until_signal(platform: Platform) -> None:
 @main.command()
 @pass_platform
 def up(platform: Platform) -> None:
-    """Run the platform's services (fetchdata, batch ingest manager) until Ctrl-C or
-    SIGTERM, then drain: running apps get up to 30 s to finish, the rest are requeued."""
+    """Run the platform's services until Ctrl-C or SIGTERM, then drain.
+
+    The databroker (an embedded NATS JetStream server under HOME/broker unless
+    MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager and the stream
+    ingest manager. On stop, running batch apps get up to 30 s to finish (the rest are
+    requeued) and stream app instances finish and ack their batch."""
     click.echo(f"mysimbdp up: home {platform.settings.home}; Ctrl-C to stop", err=True)
     _run_until_signal(platform)
 
@@ -350,3 +355,6 @@ def check_profile(profile: Path) -> None:
     """Validate a profile.yaml and print every problem (file, field, value)."""
     parse_profile(profile.read_text(encoding="utf-8"), str(profile))
     click.echo(f"{profile}: ok")
+
+
+main.add_command(stream)

@@ -41,4 +41,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     PRIMARY KEY (tenant, file_id, line));
 CREATE TABLE IF NOT EXISTS heartbeats (
     component TEXT PRIMARY KEY, owner TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS stream_targets (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE, stream TEXT NOT NULL,
+    app TEXT NOT NULL, instances INTEGER NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, stream, app));
+CREATE TABLE IF NOT EXISTS stream_instances (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, stream TEXT NOT NULL, app TEXT NOT NULL,
+    state TEXT NOT NULL, pid INTEGER NOT NULL DEFAULT 0, started_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
+    exit_detail TEXT NOT NULL DEFAULT '', stderr_tail TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS stream_instances_tenant ON stream_instances (tenant, stream, app);
 """

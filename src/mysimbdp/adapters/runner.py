@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pathlib import Path
 from mysimbdp.adapters._process import Child, child_setup, decode_status
 from mysimbdp.logs import get_logger
 
-__all__ = ["ENV_ALLOWLIST", "Limits", "Outcome", "build_env", "run"]
+__all__ = ["ENV_ALLOWLIST", "Limits", "Outcome", "app_argv", "build_env", "run"]
 
 log = get_logger("runner")
 
@@ -109,6 +110,12 @@ class Outcome:
         if self.exit_code == EXIT_NOT_EXECUTABLE:
             return f"exit {self.exit_code} (command cannot be executed)"
         return f"exit {self.exit_code}"
+
+
+def app_argv(command: Sequence[str], bundle: str) -> list[str]:
+    """A profile's app command with ``{python}`` (this interpreter) and ``{bundle}`` (the
+    tenant's bundle directory) filled in."""
+    return [part.replace("{python}", sys.executable).replace("{bundle}", bundle) for part in command]
 
 
 def build_env(contract_env: Mapping[str, str], parent_env: Mapping[str, str]) -> dict[str, str]:

@@ -87,3 +87,30 @@ class TenantStats:
     @property
     def rows_per_s(self) -> float:
         return self.rows_written / self.run_seconds if self.run_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """How many instances of ``app`` should consume ``stream`` of ``tenant``."""
+
+    tenant: str
+    stream: str
+    app: str
+    instances: int
+
+
+@dataclass(frozen=True)
+class StreamInstance:
+    """One clientstreamingestapp process as the stream manager last recorded it."""
+
+    id: str
+    tenant: str
+    stream: str
+    app: str
+    state: str  # starting | running | backoff | crash_loop | stopped
+    pid: int
+    started_at: float
+    updated_at: float
+    restarts: int
+    exit_detail: str = ""
+    stderr_tail: str = ""

@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from mysimbdp.adapters.embedded_nats import EmbeddedNats
+from mysimbdp.logs import get_logger
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.fetchdata import FetchData
+from mysimbdp.managers.streamingest import StreamIngestManager
 from mysimbdp.platform import Platform
 
-__all__ = ["BatchIngestManager", "FetchData", "run_services"]
+__all__ = ["BatchIngestManager", "FetchData", "StreamIngestManager", "databroker", "run_services"]
+
+log = get_logger("databroker")
+
+
+@asynccontextmanager
+async def databroker(platform: Platform) -> AsyncIterator[str]:
+    """The broker URL for this run: ``MYSIMBDP_BROKER_URL``, else an embedded NATS server
+    started under ``HOME/broker`` for as long as the block runs (its URL is written to
+    ``HOME/broker/url`` for tools and tenants on this machine)."""
+    if platform.settings.broker_url:
+        yield platform.settings.broker_url
+        return
+    server = EmbeddedNats(platform.settings.home / "broker")
+    url = await asyncio.to_thread(server.start)
+    url_file = server.store_dir / "url"
+    url_file.write_text(url + "\n")
+    log.info("embedded_broker_started", url=url, store=str(server.store_dir))
+    try:
+        yield url
+    finally:
+        url_file.unlink(missing_ok=True)
+        await asyncio.to_thread(server.stop)
+        log.info("embedded_broker_stopped")
 
 
 async def run_services(platform: Platform, stop: asyncio.Event, *, drain_s: float = 30.0) -> None:
-    """Run fetchdata and the batch ingest manager until ``stop`` is set, then drain."""
-    manager = BatchIngestManager(platform, drain_s=drain_s)
-    fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
-    await asyncio.gather(fetcher.run(stop), manager.run(stop))
+    """Run the broker (embedded unless configured), fetchdata, the batch ingest manager and
+    the stream ingest manager until ``stop`` is set, then drain."""
+    async with databroker(platform) as broker_url:
+        manager = BatchIngestManager(platform, drain_s=drain_s)
+        fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
+        streams = StreamIngestManager(platform, broker_url)
+        await asyncio.gather(fetcher.run(stop), manager.run(stop), streams.run(stop))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
-from mysimbdp.domain.profile import BatchApp
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
 from mysimbdp.logs import get_logger
@@ -33,10 +31,6 @@ QUARANTINE_BATCH = 1000
 def backoff_s(attempt: int, base_s: float) -> float:
     """Exponential backoff with jitter: base, 2·base, 4·base … (±25 %)."""
     return float(base_s * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))  # noqa: S311
-
-
-def _argv(app: BatchApp, bundle: str) -> list[str]:
-    return [part.replace("{python}", sys.executable).replace("{bundle}", bundle) for part in app.command]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -129,7 +123,7 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
     )
     work.mkdir(parents=True, exist_ok=True)
     outcome = await runner.run(
-        _argv(app, tenant.bundle_dir),
+        runner.app_argv(app.command, tenant.bundle_dir),
         env=runner.build_env(env, platform.env),
         cwd=work,
         limits=limits,

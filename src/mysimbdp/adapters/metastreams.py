@@ -1,0 +1,83 @@
+"""The meta store's stream records: how many instances each tenant stream should have
+(set by the operator, or on a stream's first message), and what each instance did."""
+
+from __future__ import annotations
+
+import time
+
+from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.domain.records import StreamInstance, StreamTarget
+
+_INSTANCE_COLUMNS = "id, tenant, stream, app, state, pid, started_at, updated_at, restarts, exit_detail, stderr_tail"
+
+
+class StreamRegistry:
+    def __init__(self, db: SqlConnection) -> None:
+        self._db = db
+
+    def set_target(self, tenant: str, stream: str, app: str, instances: int) -> None:
+        self._db.execute(
+            "INSERT INTO stream_targets (tenant, stream, app, instances, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, stream, app) DO UPDATE SET instances = excluded.instances, "
+            "updated_at = excluded.updated_at",
+            (tenant, stream, app, instances, time.time()),
+        )
+
+    def ensure_target(self, tenant: str, stream: str, app: str, instances: int) -> bool:
+        """Record a target unless one exists (a stream's first message); True if it was new."""
+        return (
+            self._db.execute(
+                "INSERT INTO stream_targets (tenant, stream, app, instances, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, stream, app) DO NOTHING",
+                (tenant, stream, app, instances, time.time()),
+            )
+            > 0
+        )
+
+    def targets(self, tenant: str | None = None) -> list[StreamTarget]:
+        where, params = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())
+        rows = self._db.query(
+            f"SELECT tenant, stream, app, instances FROM stream_targets {where} ORDER BY tenant, stream, app", params
+        )
+        return [StreamTarget(*row) for row in rows]
+
+    def record_instance(self, instance: StreamInstance) -> None:
+        self._db.execute(
+            f"INSERT INTO stream_instances ({_INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET state = excluded.state, pid = excluded.pid, "
+            "updated_at = excluded.updated_at, restarts = excluded.restarts, "
+            "exit_detail = excluded.exit_detail, stderr_tail = excluded.stderr_tail",
+            (
+                instance.id,
+                instance.tenant,
+                instance.stream,
+                instance.app,
+                instance.state,
+                instance.pid,
+                instance.started_at,
+                instance.updated_at,
+                instance.restarts,
+                instance.exit_detail,
+                instance.stderr_tail,
+            ),
+        )
+
+    def instances(self, tenant: str | None = None, *, include_stopped: bool = False) -> list[StreamInstance]:
+        clauses, params = [], []
+        if tenant:
+            clauses.append("tenant = ?")
+            params.append(tenant)
+        if not include_stopped:
+            clauses.append("state <> 'stopped'")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.query(
+            f"SELECT {_INSTANCE_COLUMNS} FROM stream_instances {where} ORDER BY tenant, stream, app, id", tuple(params)
+        )
+        return [StreamInstance(*row) for row in rows]
+
+    def mark_all_stopped(self) -> None:
+        """On a manager's start: instances of an earlier run are gone (they die with it)."""
+        self._db.execute(
+            "UPDATE stream_instances SET state = 'stopped', pid = 0, updated_at = ? WHERE state <> 'stopped'",
+            (time.time(),),
+        )

@@ -1,0 +1,205 @@
+"""mysimbdp-streamingestmanager: keeps each tenant stream's clientstreamingestapp instances
+at their target count.
+
+Targets live in the meta store (``stream start|stop`` set them; a stream's first message
+through the API sets its app's ``min_instances``). Every tick the manager starts what is
+missing and stops what is extra. An instance is a subprocess started by the one runner
+(allow-listed environment, fresh working directory, rlimits, parent-death signal); it is
+stopped with SIGTERM (it finishes and acks its batch) and, after a grace period, SIGKILL.
+An instance that exits on its own is restarted with exponential backoff (1 s, 2 s, ... up
+to 60 s); one that crashed ``CRASH_LOOP_RESTARTS`` times in a row is reported as a crash
+loop (state ``crash_loop``, logged as an error) and keeps being retried at the longest
+backoff. Each instance's state is recorded for ``stream status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field, replace
+
+from mysimbdp import contract
+from mysimbdp.adapters import runner
+from mysimbdp.domain.ids import new_id
+from mysimbdp.domain.profile import Profile, StreamApp
+from mysimbdp.domain.records import StreamInstance, StreamTarget
+from mysimbdp.errors import MysimbdpError
+from mysimbdp.logs import get_logger
+from mysimbdp.platform import Platform
+
+log = get_logger("streamingestmanager")
+
+COMPONENT = "streamingestmanager"
+MAX_BACKOFF_S = 60.0
+CRASH_LOOP_RESTARTS = 5
+STOP_GRACE_S = 10.0
+FOREVER_S = 10 * 365 * 24 * 3600.0  # a stream app has no wall-clock timeout
+
+
+@dataclass
+class _Running:
+    record: StreamInstance
+    task: asyncio.Task[runner.Outcome] | None = None
+    next_start_at: float = 0.0
+    stopping: bool = False
+    pids: list[int] = field(default_factory=list)
+
+
+class StreamIngestManager:
+    def __init__(self, platform: Platform, broker_url: str) -> None:
+        self.platform = platform
+        self.broker_url = broker_url
+        self._slots: dict[tuple[str, str, str], list[_Running]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        registry = self.platform.meta.streams
+        registry.mark_all_stopped()
+        log.info("stream_manager_started", broker=self.broker_url.split("@")[-1])
+        while not stop.is_set():
+            try:
+                self.platform.meta.beat(COMPONENT, str(os.getpid()))
+                self.reconcile(registry.targets())
+            except MysimbdpError as exc:
+                log.warning("stream_tick_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.platform.settings.poll_interval_s)
+        await self.stop_all()
+        log.info("stream_manager_stopped")
+
+    # -- reconciling ------------------------------------------------------------------------
+    def reconcile(self, targets: list[StreamTarget]) -> None:
+        """Start missing instances, stop extra ones, restart exited ones when due."""
+        wanted = {(t.tenant, t.stream, t.app): t.instances for t in targets}
+        for key in set(self._slots) | set(wanted):
+            slots = self._slots.setdefault(key, [])
+            self._collect_exits(slots)
+            active = [s for s in slots if not s.stopping]
+            want = wanted.get(key, 0)
+            for slot in active[want:]:
+                self._stop(slot)
+            for _ in range(want - len(active)):
+                slots.append(self._new_slot(*key))
+            now = time.monotonic()
+            for slot in slots:
+                if slot.task is None and not slot.stopping and now >= slot.next_start_at:
+                    self._start(slot)
+            self._slots[key] = [s for s in slots if not (s.stopping and (s.task is None or s.task.done()))]
+
+    def _new_slot(self, tenant: str, stream: str, app: str) -> _Running:
+        now = time.time()
+        record = StreamInstance(new_id("i"), tenant, stream, app, "starting", 0, now, now, 0)
+        return _Running(record)
+
+    def _collect_exits(self, slots: list[_Running]) -> None:
+        for slot in slots:
+            if slot.task is None or not slot.task.done():
+                continue
+            task, slot.task = slot.task, None
+            outcome = None if task.cancelled() or task.exception() else task.result()
+            detail = outcome.describe() if outcome is not None else f"the runner failed: {task.exception()!r}"
+            if slot.stopping:
+                self._record(slot, "stopped", detail, outcome)
+                continue
+            restarts = slot.record.restarts + 1
+            delay = min(MAX_BACKOFF_S, 2.0 ** (restarts - 1))
+            slot.next_start_at = time.monotonic() + delay
+            state = "crash_loop" if restarts >= CRASH_LOOP_RESTARTS else "backoff"
+            slot.record = replace(slot.record, restarts=restarts)
+            self._record(slot, state, detail, outcome)
+            event = log.error if state == "crash_loop" else log.warning
+            event(
+                "stream_instance_exited",
+                tenant=slot.record.tenant,
+                stream=slot.record.stream,
+                instance=slot.record.id,
+                detail=detail,
+                restarts=restarts,
+                restart_in_s=delay,
+                state=state,
+            )
+
+    # -- starting and stopping --------------------------------------------------------------
+    def _start(self, slot: _Running) -> None:
+        rec = slot.record
+        try:
+            tenant, profile = self.platform.tenant(rec.tenant)
+            app = next(a for a in profile.stream_apps if a.name == rec.app)
+        except (MysimbdpError, StopIteration) as exc:
+            slot.next_start_at = time.monotonic() + MAX_BACKOFF_S
+            self._record(slot, "backoff", f"cannot start: {exc!r}", None)
+            return
+        argv = runner.app_argv(app.command, tenant.bundle_dir)
+        workdir = self.platform.home.root / "runs" / "streams" / rec.id
+        env = runner.build_env(self._contract(rec, app, profile, tenant.coredms_url, workdir), self.platform.env)
+        limits = runner.Limits(timeout_s=FOREVER_S, memory_bytes=app.memory_mb * 1024 * 1024, grace_s=STOP_GRACE_S)
+
+        def started(pid: int) -> None:
+            slot.pids.append(pid)
+            self._record(slot, "running", "", None, pid=pid)
+
+        slot.task = asyncio.create_task(runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started))
+        log.info("stream_instance_starting", tenant=rec.tenant, stream=rec.stream, app=rec.app, instance=rec.id)
+
+    def _contract(
+        self, rec: StreamInstance, app: StreamApp, profile: Profile, coredms_url: str, workdir: str | os.PathLike[str]
+    ) -> dict[str, str]:
+        return {
+            contract.TENANT: rec.tenant,
+            contract.STREAM: rec.stream,
+            contract.GROUP: rec.app,
+            contract.INSTANCE: rec.id,
+            contract.DATASET: app.dataset or rec.stream,
+            contract.BROKER_URL: self.broker_url,
+            contract.COREDMS_URL: coredms_url,
+            contract.REJECTS: str(os.path.join(workdir, "rejects.jsonl")),
+            contract.BATCH_SIZE: str(app.batch_size),
+            contract.MAX_DELIVERIES: str(app.max_deliveries),
+            contract.KEY_FIELDS: ",".join(profile.key_fields),
+            contract.STORE_TIMEOUT_S: str(self.platform.settings.store_timeout_s),
+        }
+
+    def _stop(self, slot: _Running) -> None:
+        slot.stopping = True
+        if slot.task is None:
+            self._record(slot, "stopped", "stopped before it started", None)
+            return
+        if slot.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(slot.pids[-1], signal.SIGTERM)  # it finishes and acks its batch
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, _cancel, slot.task)
+
+    async def stop_all(self) -> None:
+        """SIGTERM every instance, wait for them (SIGKILL after the grace period)."""
+        tasks = []
+        for slots in self._slots.values():
+            for slot in slots:
+                if slot.task is not None:
+                    tasks.append(slot.task)
+                    self._stop(slot)
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S + 5)
+        for slots in self._slots.values():
+            self._collect_exits(slots)
+        self._slots.clear()
+
+    def _record(
+        self, slot: _Running, state: str, detail: str, outcome: runner.Outcome | None, *, pid: int | None = None
+    ) -> None:
+        slot.record = replace(
+            slot.record,
+            state=state,
+            pid=pid if pid is not None else (0 if state != "running" else slot.record.pid),
+            updated_at=time.time(),
+            exit_detail=detail,
+            stderr_tail=outcome.stderr_tail[-4000:] if outcome is not None else slot.record.stderr_tail,
+        )
+        with contextlib.suppress(MysimbdpError):
+            self.platform.meta.streams.record_instance(slot.record)
+
+
+def _cancel(task: asyncio.Task[runner.Outcome]) -> None:
+    if not task.done():
+        task.cancel()  # the runner kills the process group

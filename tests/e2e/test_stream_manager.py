@@ -1,0 +1,74 @@
+"""The stream ingest manager inside ``mysimbdp up``: instances started and stopped on the
+operator's word, a killed instance restarted, every record stored once. Over SQLite and
+PostgreSQL, with the embedded broker that ``up`` starts itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mysimbdp.adapters.broker import open_broker
+from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
+from tests.e2e.conftest import Cli
+
+
+def _until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _publish(url: str, start: int, count: int, per_message: int = 100) -> None:
+    broker = open_broker(url)
+    await broker.connect()
+    try:
+        for first in range(start, start + count, per_message):
+            envelopes = [Envelope(f"c{n}", {"n": n}) for n in range(first, first + per_message)]
+            await broker.publish("acme", "clicks", [encode_batch("acme", "clicks", envelopes)], [batch_id(envelopes)])
+    finally:
+        await broker.close()
+
+
+def _count(cli: Cli) -> int:
+    proc = cli.run("query", "--tenant", "acme", "--dataset", "clicks", "--count")
+    return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
+
+
+def _running(cli: Cli, want: int) -> list[dict[str, Any]]:
+    rows = cli.json("stream", "status", "--tenant", "acme", "--json")
+    live = [i for row in rows for i in row["instance_list"] if i["state"] == "running" and i["pid"]]
+    return live if len(live) == want else []
+
+
+def test_instances_follow_the_operator_and_a_killed_one_comes_back(cli: Cli, home: Path) -> None:
+    cli.run("tenant", "add", "acme", check=True)
+    up = cli.popen("up")
+    try:
+        url_file = home / "broker" / "url"
+        url = _until(lambda: url_file.exists() and url_file.read_text().strip(), what="the embedded broker")
+        cli.run("stream", "start", "--tenant", "acme", "--stream", "clicks", "--instances", "2", check=True)
+        first, _second = _until(lambda: _running(cli, 2), what="2 running instances")
+        asyncio.run(_publish(url, 0, 1000))
+        assert _until(lambda: _count(cli) == 1000, what="1000 records") is True
+
+        os.kill(first["pid"], signal.SIGKILL)  # a crash: the manager restarts it
+        again = _until(lambda: [i for i in _running(cli, 2) if i["restarts"] == 1], what="a restarted instance")
+        assert again[0]["id"] == first["id"] and again[0]["pid"] != first["pid"]
+        asyncio.run(_publish(url, 1000, 500))
+        assert _until(lambda: _count(cli) == 1500, what="1500 records") is True
+
+        cli.run("stream", "stop", "--tenant", "acme", check=True)
+        _until(lambda: cli.json("stream", "status", "--tenant", "acme", "--json")[0]["running"] == 0, what="stopped")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    assert not (home / "broker" / "url").exists()
+    assert _count(cli) == 1500
