@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from mysimbdp.adapters.embedded_nats import free_port
+
 
 @dataclass
 class Cli:
@@ -60,6 +62,7 @@ def cli(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Cli:
         MYSIMBDP_LEASE_TTL_S="3",
         MYSIMBDP_POLL_INTERVAL_S="0.2",
         MYSIMBDP_SETTLE_S="0.3",
+        MYSIMBDP_API_PORT=str(free_port()),  # `up` serves the API; tests must not share a port
     )
     return Cli(home, env)
 

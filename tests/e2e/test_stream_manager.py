@@ -1,6 +1,7 @@
-"""The stream ingest manager inside ``mysimbdp up``: instances started and stopped on the
-operator's word, a killed instance restarted, every record stored once. Over SQLite and
-PostgreSQL, with the embedded broker that ``up`` starts itself."""
+"""Near-realtime ingestion inside ``mysimbdp up``: the REST API, the embedded broker that
+``up`` starts itself, and the stream ingest manager (instances started and stopped on the
+operator's word or on a stream's first message, a killed instance restarted, every record
+stored once). Over SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+import orjson
 
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
@@ -72,3 +76,43 @@ def test_instances_follow_the_operator_and_a_killed_one_comes_back(cli: Cli, hom
         assert up.wait(timeout=60) == 0
     assert not (home / "broker" / "url").exists()
     assert _count(cli) == 1500
+
+
+def test_posted_messages_land_in_the_dataset_named_after_the_stream(cli: Cli, home: Path) -> None:
+    """The whole near-realtime path with the default profile: POST → broker → the generic
+    stream app (started on the stream's first message) → coredms, read back by the API."""
+    key = cli.json("tenant", "add", "acme", "--json")["api_key"]
+    api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    up = cli.popen("up")
+    try:
+        with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
+            _until(lambda: _healthy(http), what="the API")
+            body = "\n".join(orjson.dumps({"id": f"o{n}", "data": {"n": n}}).decode() for n in range(300))
+            posted = http.post("/v1/streams/orders/messages", content=body, headers=NDJSON)
+            assert posted.status_code == 202, posted.text
+            assert posted.json()["dataset"] == "orders" and len(posted.json()["ids"]) == 300
+            again = http.post("/v1/streams/orders/messages", content=body, headers=NDJSON)  # a retry
+            assert again.status_code == 202
+            docs = _until(lambda: _documents(http, 300), what="300 documents")
+            assert sorted(d["n"] for d in docs) == list(range(300))
+            assert http.post("/v1/streams/orders/messages", content=b"{oops", headers=JSON).status_code == 422
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    assert cli.run("query", "--tenant", "acme", "--dataset", "orders", "--count").stdout.strip() == "300"
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+JSON = {"Content-Type": "application/json"}
+
+
+def _healthy(http: httpx.Client) -> bool:
+    try:
+        return http.get("/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _documents(http: httpx.Client, want: int) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = http.get("/v1/datasets/orders/documents", params={"limit": 1000}).json()
+    return docs if len(docs) == want else []

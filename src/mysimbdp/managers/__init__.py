@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.logs import get_logger
+from mysimbdp.managers.apiserver import bind_api, serve_api
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.managers.streamingest import StreamIngestManager
@@ -39,11 +41,23 @@ async def databroker(platform: Platform) -> AsyncIterator[str]:
         log.info("embedded_broker_stopped")
 
 
-async def run_services(platform: Platform, stop: asyncio.Event, *, drain_s: float = 30.0) -> None:
-    """Run the broker (embedded unless configured), fetchdata, the batch ingest manager and
-    the stream ingest manager until ``stop`` is set, then drain."""
+async def run_services(
+    platform: Platform, stop: asyncio.Event, *, drain_s: float = 30.0, api_port: int | None = None
+) -> None:
+    """Run the broker (embedded unless configured), the REST API, fetchdata, the batch ingest
+    manager and the stream ingest manager until ``stop`` is set, then drain. ``api_port``
+    overrides the settings' (0: any free port)."""
+    api_socket = bind_api(platform.settings, api_port)
     async with databroker(platform) as broker_url:
-        manager = BatchIngestManager(platform, drain_s=drain_s)
-        fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
-        streams = StreamIngestManager(platform, broker_url)
-        await asyncio.gather(fetcher.run(stop), manager.run(stop), streams.run(stop))
+        broker = open_broker(broker_url)
+        await broker.connect()
+        try:
+            manager = BatchIngestManager(platform, drain_s=drain_s)
+            fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
+            streams = StreamIngestManager(platform, broker_url)
+            await asyncio.gather(
+                fetcher.run(stop), manager.run(stop), streams.run(stop), serve_api(platform, broker, stop, api_socket)
+            )
+        finally:
+            api_socket.close()
+            await broker.close()

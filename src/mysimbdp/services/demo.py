@@ -71,7 +71,7 @@ async def run_demo(platform: Platform, examples: Path, *, timeout_s: float = 600
         if tenant_dir.name not in existing:
             add_tenant(platform, tenant_dir.name, tenant_dir / "profile.yaml")
     stop = asyncio.Event()
-    services = asyncio.create_task(run_services(platform, stop, drain_s=5.0))
+    services = asyncio.create_task(run_services(platform, stop, drain_s=5.0, api_port=0))  # never a busy port
     started = time.time()
     samples = {tenant_dir.name: sample_files(tenant_dir) for tenant_dir in tenant_dirs}
     for tenant, paths in samples.items():
