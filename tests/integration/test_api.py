@@ -32,30 +32,20 @@ stream_apps:
 """
 
 
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedNats(tmp_path_factory.mktemp("broker"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+@pytest.fixture
+def nats_url(embedded_nats: str) -> str:
+    return embedded_nats
+
+
+@pytest.fixture
+def broker_url(embedded_nats: str) -> str:
+    return embedded_nats
 
 
 @pytest.fixture
 def platform(home: Path) -> Iterator[Platform]:
     with Platform(Settings(home=home), {}) as started:
         yield started
-
-
-@pytest.fixture
-async def broker(nats_url: str) -> AsyncIterator[Broker]:
-    connected = open_broker(nats_url, ack_wait_s=5.0)
-    await connected.connect()
-    try:
-        yield connected
-    finally:
-        await connected.close()
 
 
 def _new_tenant(platform: Platform, profile: Path | None = None) -> NewTenant:

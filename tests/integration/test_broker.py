@@ -5,49 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from mysimbdp.adapters.broker import Broker, open_broker, subject
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.errors import BrokerError, TenantError
-from tests.conftest import require_service
-
-KINDS = ["nats-embedded", "nats", "rabbitmq"]
+from tests.conftest import BROKER_KINDS, broker_url_for
 
 
-@pytest.fixture(scope="module")
-def embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=list(BROKER_KINDS))
 def broker_url(request: pytest.FixtureRequest) -> str:
-    kind = request.param
-    if kind == "nats-embedded":
-        return str(request.getfixturevalue("embedded_nats"))
-    if kind == "nats":
-        require_service("NATS", "127.0.0.1", 4222)
-        return "nats://127.0.0.1:4222"
-    require_service("RabbitMQ", "127.0.0.1", 5672)
-    return "amqp://guest:guest@127.0.0.1:5672/"
-
-
-@pytest.fixture
-async def broker(broker_url: str) -> AsyncIterator[Broker]:
-    b = open_broker(broker_url, ack_wait_s=1.0)
-    await b.connect()
-    try:
-        yield b
-    finally:
-        await b.close()
+    return broker_url_for(request.param, request)
 
 
 @pytest.fixture

@@ -10,18 +10,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from mysimbdp import contract
-from mysimbdp.adapters.broker import Broker, open_broker
+from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.coredms import open_admin, open_store
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
-from tests.conftest import require_service
+from tests.conftest import broker_url_for
 
 APP = """
 import time
@@ -42,29 +41,15 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture(scope="module")
-def embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
-        yield server.url
-
-
 @pytest.fixture(params=["nats-embedded", "rabbitmq"])
 def nats_url(request: pytest.FixtureRequest) -> str:
     """The broker's URL (embedded NATS JetStream, or the machine's RabbitMQ)."""
-    if request.param == "nats-embedded":
-        return str(request.getfixturevalue("embedded_nats"))
-    require_service("RabbitMQ", "127.0.0.1", 5672)
-    return "amqp://guest:guest@127.0.0.1:5672/"
+    return broker_url_for(request.param, request)
 
 
 @pytest.fixture
-async def broker(nats_url: str) -> AsyncIterator[Broker]:
-    b = open_broker(nats_url, ack_wait_s=2.0)
-    await b.connect()
-    try:
-        yield b
-    finally:
-        await b.close()
+def broker_url(nats_url: str) -> str:
+    return nats_url
 
 
 @pytest.fixture
