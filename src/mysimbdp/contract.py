@@ -31,6 +31,7 @@ INSTANCE = "MYSIMBDP_INSTANCE"  # this instance's id
 BATCH_SIZE = "MYSIMBDP_BATCH_SIZE"  # broker messages pulled at once
 MAX_DELIVERIES = "MYSIMBDP_MAX_DELIVERIES"  # a message failing this often is quarantined
 ACK_WAIT_S = "MYSIMBDP_ACK_WAIT_S"  # a message not acked this long (its instance died) is delivered again
+REPORT_PERIOD_S = "MYSIMBDP_REPORT_PERIOD_S"  # how often to report metrics to the monitor (through the broker)
 
 ALL = (
     TENANT,
@@ -57,6 +58,7 @@ ALL = (
     BATCH_SIZE,
     MAX_DELIVERIES,
     ACK_WAIT_S,
+    REPORT_PERIOD_S,
 )
 
 # Result JSON written by the app to $MYSIMBDP_RESULT:

@@ -116,3 +116,68 @@ def _healthy(http: httpx.Client) -> bool:
 def _documents(http: httpx.Client, want: int) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = http.get("/v1/datasets/orders/documents", params={"limit": 1000}).json()
     return docs if len(docs) == want else []
+
+
+SLOW_APP = """
+import time
+
+from mysimbdp import sdk
+
+
+def transform(data):
+    time.sleep(0.01)  # a slow app: one instance cannot keep up with the load below
+    return data
+
+
+if __name__ == "__main__":
+    sdk.run_stream(transform)
+"""
+SCALING_PROFILE = """
+stream_apps:
+  - name: slow
+    command: ["{python}", "{bundle}/app.py"]
+    streams: [work]
+    min_instances: 1
+    max_instances: 3
+    batch_size: 1
+    report_period_s: 0.5
+    scaling: {window_s: 3, backlog_high: 5, latency_p95_high_ms: 600000, high_fraction: 0.5,
+              idle_s: 3, cooldown_s: 1, step: 1}
+"""
+
+
+def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
+    cli: Cli, home: Path, write_tenant: Callable[..., Path]
+) -> None:
+    profile = write_tenant("acme", SCALING_PROFILE, {"app.py": SLOW_APP})
+    key = cli.json("tenant", "add", "acme", "--profile", str(profile), "--json")["api_key"]
+    api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    up = cli.popen("up")
+    seen: set[int] = set()
+
+    def target() -> int:
+        rows = cli.json("stream", "status", "--tenant", "acme", "--json")
+        count = rows[0]["instances"] if rows else 0
+        seen.add(count)
+        return count
+
+    try:
+        with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
+            _until(lambda: _healthy(http), what="the API")
+            for batch in range(40):  # 40 broker messages of 50 records: ~20 s of work for one instance
+                body = orjson.dumps([{"id": f"w{batch}-{n}", "data": {"n": n}} for n in range(50)])
+                assert http.post("/v1/streams/work/messages", content=body, headers=JSON).status_code == 202
+        _until(lambda: target() == 3, what="scaling up to max_instances 3")
+        _until(lambda: _count_of(cli, "work") == 2000, timeout_s=90, what="the backlog drained")
+        _until(lambda: target() == 1, timeout_s=60, what="scaling back down to min_instances 1")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    assert {1, 2, 3} <= seen
+    log = (home.parent / "up.log").read_text()
+    assert '"event": "scaling_decision"' in log and "scale up" in log and "scale down" in log
+
+
+def _count_of(cli: Cli, dataset: str) -> int:
+    proc = cli.run("query", "--tenant", "acme", "--dataset", dataset, "--count")
+    return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0

@@ -16,7 +16,8 @@
 
 Names: a stream ``S`` of tenant ``T`` is the subject / routing key / queue ``mysimbdp.T.S``.
 Tenant ids are checked by :func:`mysimbdp.domain.naming.tenant_id_problem`; stream names
-by :func:`stream_problem`.
+by :func:`stream_problem` (tenants' own by :func:`tenant_stream_problem`: the platform keeps
+``mysimbdp*`` for itself, e.g. :data:`REPORTS_STREAM`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from mysimbdp.errors import BrokerError, TenantError
 PREFIX = "mysimbdp"
 STREAM_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 DEFAULT_ACK_WAIT_S = 30.0
+REPORTS_STREAM = f"{PREFIX}_reports"  # each tenant's instance reports to the monitor
 
 
 def stream_problem(stream: str) -> str | None:
@@ -43,6 +45,13 @@ def stream_problem(stream: str) -> str | None:
         f"stream name {stream!r} is not valid: use 1-63 characters, lower-case letters, digits and '_', "
         "starting with a letter"
     )
+
+
+def tenant_stream_problem(stream: str) -> str | None:
+    """:func:`stream_problem`, plus: names starting with ``mysimbdp`` are the platform's."""
+    if stream.startswith(PREFIX):
+        return f"stream name {stream!r} is reserved: names starting with {PREFIX!r} belong to the platform"
+    return stream_problem(stream)
 
 
 def subject(tenant: str, stream: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mysimbdp import __version__
-from mysimbdp.adapters.broker import Broker, stream_problem
+from mysimbdp.adapters.broker import Broker, tenant_stream_problem
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.api.ratelimit import Clock, RateLimiter, retry_after_s
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, encode_batch, parse_post
@@ -230,7 +230,7 @@ async def healthz() -> Health:
 async def post_messages(stream: str, request: Request, caller: Authenticated) -> Accepted:
     ctx, tenant, limits = _context(request), caller.tenant, caller.profile.stream_limits
     to = _Target(tenant, stream)
-    if problem := stream_problem(stream):
+    if problem := tenant_stream_problem(stream):
         raise to.refuse(422, problem)
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type not in MEDIA_TYPES:

@@ -13,9 +13,10 @@ from mysimbdp.managers.apiserver import bind_api, serve_api
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.managers.streamingest import StreamIngestManager
+from mysimbdp.managers.streammonitor import StreamMonitor
 from mysimbdp.platform import Platform
 
-__all__ = ["BatchIngestManager", "FetchData", "StreamIngestManager", "databroker", "run_services"]
+__all__ = ["BatchIngestManager", "FetchData", "StreamIngestManager", "StreamMonitor", "databroker", "run_services"]
 
 log = get_logger("databroker")
 
@@ -45,7 +46,7 @@ async def run_services(
     platform: Platform, stop: asyncio.Event, *, drain_s: float = 30.0, api_port: int | None = None
 ) -> None:
     """Run the broker (embedded unless configured), the REST API, fetchdata, the batch ingest
-    manager and the stream ingest manager until ``stop`` is set, then drain. ``api_port``
+    manager, the stream ingest manager and the stream monitor until ``stop`` is set, then drain. ``api_port``
     overrides the settings' (0: any free port)."""
     api_socket = bind_api(platform.settings, api_port)
     async with databroker(platform) as broker_url:
@@ -55,8 +56,13 @@ async def run_services(
             manager = BatchIngestManager(platform, drain_s=drain_s)
             fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
             streams = StreamIngestManager(platform, broker_url)
+            monitor = StreamMonitor(platform, broker)
             await asyncio.gather(
-                fetcher.run(stop), manager.run(stop), streams.run(stop), serve_api(platform, broker, stop, api_socket)
+                fetcher.run(stop),
+                manager.run(stop),
+                streams.run(stop),
+                monitor.run(stop),
+                serve_api(platform, broker, stop, api_socket),
             )
         finally:
             api_socket.close()

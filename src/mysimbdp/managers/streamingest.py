@@ -157,6 +157,7 @@ class StreamIngestManager:
             contract.REJECTS: str(os.path.join(workdir, "rejects.jsonl")),
             contract.BATCH_SIZE: str(app.batch_size),
             contract.MAX_DELIVERIES: str(app.max_deliveries),
+            contract.REPORT_PERIOD_S: str(app.report_period_s),
             contract.KEY_FIELDS: ",".join(profile.key_fields),
             contract.STORE_TIMEOUT_S: str(self.platform.settings.store_timeout_s),
         }

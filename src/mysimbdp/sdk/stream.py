@@ -12,6 +12,9 @@ any point redelivers what was not acked, and the store ends with each record onc
   delivered ``$MYSIMBDP_MAX_DELIVERIES`` times.
 - The store or the broker being unavailable is transient: the batch is given back (nak)
   and the loop waits and tries again; nothing is marked bad.
+- Every ``$MYSIMBDP_REPORT_PERIOD_S`` the instance publishes a report (messages, records,
+  bytes, errors, average and p95 latency publish → committed, backlog; see
+  ``docs/stream-reports.md``) to the tenant's ``mysimbdp_reports`` stream for the monitor.
 - SIGTERM / SIGINT: the batch in hand is finished and acked, then the app exits 0.
 """
 
@@ -24,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -32,9 +35,10 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp._libc import keep_freed_memory
-from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, Broker, Message, open_broker
+from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, REPORTS_STREAM, Broker, Message, open_broker
 from mysimbdp.adapters.coredms import DocumentStore, KeyFieldMissing, open_store, record_keys
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, decode_batch
+from mysimbdp.domain.scaling import Report
 from mysimbdp.errors import AppContractError, BrokerUnavailable, DocumentInvalid, StoreUnavailable
 from mysimbdp.sdk.batch import Reject
 
@@ -66,6 +70,7 @@ class StreamConfig:
     batch_size: int = 100
     max_deliveries: int = 5
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
+    report_period_s: float = 5.0
     key_fields: tuple[str, ...] = ()
 
     @classmethod
@@ -79,11 +84,14 @@ class StreamConfig:
                     raise ValueError(numbers[name])
             except ValueError:
                 problems.append(f"{name}={env.get(name)!r} is not a positive integer")
-        try:
-            ack_wait_s = float(env.get(contract.ACK_WAIT_S) or DEFAULT_ACK_WAIT_S)
-        except ValueError:
-            problems.append(f"{contract.ACK_WAIT_S}={env.get(contract.ACK_WAIT_S)!r} is not a number of seconds")
-            ack_wait_s = DEFAULT_ACK_WAIT_S
+        seconds: dict[str, float] = {}
+        for name, fallback in ((contract.ACK_WAIT_S, DEFAULT_ACK_WAIT_S), (contract.REPORT_PERIOD_S, 5.0)):
+            try:
+                seconds[name] = float(env.get(name) or fallback)
+                if seconds[name] <= 0:
+                    raise ValueError(seconds[name])
+            except ValueError:
+                problems.append(f"{name}={env.get(name)!r} is not a positive number of seconds")
         if problems:
             raise AppContractError("stream app contract environment: " + "; ".join(problems))
         return cls(
@@ -97,7 +105,8 @@ class StreamConfig:
             instance=env.get(contract.INSTANCE) or str(os.getpid()),
             batch_size=numbers[contract.BATCH_SIZE],
             max_deliveries=numbers[contract.MAX_DELIVERIES],
-            ack_wait_s=ack_wait_s,
+            ack_wait_s=seconds[contract.ACK_WAIT_S],
+            report_period_s=seconds[contract.REPORT_PERIOD_S],
             key_fields=tuple(n.strip() for n in env.get(contract.KEY_FIELDS, "").split(",") if n.strip()),
         )
 
@@ -120,6 +129,10 @@ class StreamContext:
         self.store = store
         self.counters = StreamCounters()
         self._rejects: IO[bytes] | None = None
+        self._period = StreamCounters()  # since the last report
+        self._period_started = time.time()
+        self._latencies_ms: list[float] = []  # publish -> committed, one per broker message
+        self._sent_at: list[float] = []  # of the batch in hand
 
     def reject(self, what: str, raw: Any, reason: str) -> None:
         """Quarantine one record or message: ``{"id", "raw", "reason", "stream"}``."""
@@ -143,6 +156,8 @@ class StreamContext:
             self.counters.bytes += len(message.body)
             try:
                 batch = decode_batch(message.body, message.msg_id or f"{self.config.stream}-{id(message)}")
+                if batch.sent_at is not None:
+                    self._sent_at.append(batch.sent_at)
             except MessageInvalid as exc:
                 self.reject(message.msg_id or "?", message.body.decode("utf-8", "replace"), f"message {exc}")
                 continue
@@ -206,8 +221,45 @@ class StreamContext:
             await self.broker.nak(messages)
             raise
         await self.broker.ack(messages)
+        committed = time.time()
+        self._latencies_ms.extend((committed - sent) * 1000 for sent in self._sent_at)
+        self._sent_at.clear()
         self.counters.messages += len(messages)
         return len(messages)
+
+    async def report(self) -> Report:
+        """This period's report, published to the monitor (``REPORTS_STREAM``); a broker
+        hiccup loses one report, never data."""
+        cfg, now, total = self.config, time.time(), self.counters
+        done = StreamCounters(
+            total.messages - self._period.messages,
+            total.records - self._period.records,
+            total.rejected - self._period.rejected,
+            total.skipped - self._period.skipped,
+            total.bytes - self._period.bytes,
+        )
+        latencies = sorted(self._latencies_ms)
+        backlog = await self.broker.backlog(cfg.tenant, cfg.stream, cfg.group)
+        report = Report(
+            at=now,
+            tenant=cfg.tenant,
+            stream=cfg.stream,
+            app=cfg.group,
+            instance=cfg.instance,
+            period_s=now - self._period_started,
+            messages=done.messages,
+            records=done.records,
+            bytes=done.bytes,
+            errors=done.rejected,
+            latency_avg_ms=sum(latencies) / len(latencies) if latencies else 0.0,
+            latency_p95_ms=latencies[int(0.95 * (len(latencies) - 1))] if latencies else 0.0,
+            backlog=backlog,
+        )
+        self._period = replace(total)
+        self._period_started, self._latencies_ms = now, []
+        body = orjson.dumps(report.to_json())
+        await self.broker.publish(cfg.tenant, REPORTS_STREAM, [body], [f"{cfg.instance}-{now:.3f}"])
+        return report
 
 
 async def run_loop(config: StreamConfig, transform: Transform, stop: asyncio.Event) -> StreamCounters:
@@ -215,6 +267,7 @@ async def run_loop(config: StreamConfig, transform: Transform, stop: asyncio.Eve
     broker = open_broker(config.broker_url, ack_wait_s=config.ack_wait_s)
     store: DocumentStore | None = None
     ctx: StreamContext | None = None
+    next_report = 0.0
     try:
         while not stop.is_set():
             try:
@@ -223,7 +276,11 @@ async def run_loop(config: StreamConfig, transform: Transform, stop: asyncio.Eve
                 if ctx is None:
                     await broker.connect()
                     ctx = StreamContext(config, broker, store)
+                    next_report = time.monotonic() + config.report_period_s
                 await ctx.step(transform)
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + config.report_period_s
+                    await ctx.report()
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 sys.stderr.write(f"mysimbdp stream: {config.tenant}/{config.stream}: {exc}; retrying\n")
                 with contextlib.suppress(TimeoutError):

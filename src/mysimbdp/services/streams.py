@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from mysimbdp.adapters.broker import stream_problem
+from mysimbdp.adapters.broker import tenant_stream_problem
 from mysimbdp.domain.profile import StreamApp
 from mysimbdp.domain.records import StreamTarget
 from mysimbdp.errors import BrokerError, TenantError
@@ -14,7 +14,7 @@ from mysimbdp.platform import Platform
 
 
 def _app(platform: Platform, tenant: str, stream: str, app_name: str | None) -> StreamApp:
-    if problem := stream_problem(stream):
+    if problem := tenant_stream_problem(stream):
         raise BrokerError(f"tenant {tenant!r}: {problem}")
     _, profile = platform.tenant(tenant)
     if app_name is None:

@@ -1,0 +1,108 @@
+"""The stream monitor's policy: from the instances' reports to a target instance count.
+Pure functions, no IO; every decision carries its inputs and its reason.
+
+Reports are what each ``clientstreamingestapp`` instance sends every ``report_period_s``
+(see ``docs/stream-reports.md``). Over the profile's ``scaling.window_s``:
+
+- **up** by ``step`` (at most ``max_instances``) when at least ``high_fraction`` of the
+  window's reports saw the backlog above ``backlog_high`` or the p95 ingestion latency
+  above ``latency_p95_high_ms``;
+- **down** by ``step`` (at least ``min_instances``) when no report has seen a backlog or a
+  message for ``idle_s``;
+- otherwise, and always within ``cooldown_s`` of the last change, **hold**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mysimbdp.domain.profile import StreamApp
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One instance's report for one period."""
+
+    at: float  # when the period ended (epoch s)
+    tenant: str
+    stream: str
+    app: str
+    instance: str
+    period_s: float
+    messages: int  # broker messages handled
+    records: int  # records written
+    bytes: int
+    errors: int  # records and messages quarantined
+    latency_avg_ms: float  # publish -> committed, over the period's batches
+    latency_p95_ms: float
+    backlog: int  # messages of the stream not acked yet, seen at the period's end
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.records / self.period_s if self.period_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": REPORT_VERSION, **asdict(self), "rate_per_s": round(self.rate_per_s, 1)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        names = cls.__dataclass_fields__
+        return cls(**{name: data[name] for name in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    current: int
+    target: int
+    reason: str
+    inputs: dict[str, Any]
+
+    @property
+    def changes(self) -> bool:
+        return self.target != self.current
+
+
+def decide(
+    app: StreamApp, current: int, reports: Sequence[Report], *, now: float, last_change_at: float, last_busy_at: float
+) -> Decision:
+    """The target instance count for ``app`` now (see the module doc)."""
+    policy = app.scaling
+    window = [r for r in reports if r.at >= now - policy.window_s]
+    high = [r for r in window if r.backlog > policy.backlog_high or r.latency_p95_ms > policy.latency_p95_high_ms]
+    inputs: dict[str, Any] = {
+        "reports": len(window),
+        "high_reports": len(high),
+        "max_backlog": max((r.backlog for r in window), default=0),
+        "max_latency_p95_ms": round(max((r.latency_p95_ms for r in window), default=0.0), 1),
+        "records_per_s": round(sum(r.records for r in window) / policy.window_s, 1),
+        "idle_for_s": round(now - last_busy_at, 1),
+        "since_last_change_s": round(now - last_change_at, 1),
+    }
+
+    def hold(reason: str) -> Decision:
+        return Decision(current, current, reason, inputs)
+
+    bounded = max(app.min_instances, min(app.max_instances, current))
+    if bounded != current:
+        return Decision(current, bounded, f"outside min_instances {app.min_instances}..{app.max_instances}", inputs)
+    if now - last_change_at < policy.cooldown_s:
+        return hold(f"cooldown: last change {inputs['since_last_change_s']} s ago < {policy.cooldown_s} s")
+    if window and len(high) / len(window) >= policy.high_fraction:
+        if current >= app.max_instances:
+            return hold(f"overloaded ({len(high)}/{len(window)} reports high) but at max_instances {app.max_instances}")
+        target = min(app.max_instances, current + policy.step)
+        return Decision(
+            current,
+            target,
+            f"{len(high)}/{len(window)} reports over backlog {policy.backlog_high} or p95 "
+            f"{policy.latency_p95_high_ms} ms (>= {policy.high_fraction:.0%}): scale up",
+            inputs,
+        )
+    if now - last_busy_at >= policy.idle_s and current > app.min_instances:
+        target = max(app.min_instances, current - policy.step)
+        return Decision(current, target, f"idle for {inputs['idle_for_s']} s >= {policy.idle_s} s: scale down", inputs)
+    return hold("within the thresholds")

@@ -1,0 +1,123 @@
+"""mysimbdp-streamingestmonitor: reads the stream app instances' reports and scales.
+
+Every tick it pulls the reports of each tenant with running stream apps from the tenant's
+``mysimbdp_reports`` stream, keeps them for the longest scaling window, and applies
+:func:`mysimbdp.domain.scaling.decide` to every (tenant, stream, app) target. A decision
+that changes the instance count is written as the new target, which the stream ingest
+manager carries out; every such decision, and every change of reason, is logged with its
+inputs (``scaling_decision``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from mysimbdp.adapters.broker import REPORTS_STREAM, Broker
+from mysimbdp.domain.profile import StreamApp
+from mysimbdp.domain.records import StreamTarget
+from mysimbdp.domain.scaling import Decision, Report, decide
+from mysimbdp.errors import MysimbdpError
+from mysimbdp.logs import get_logger
+from mysimbdp.platform import Platform
+
+log = get_logger("streamingestmonitor")
+
+GROUP = "monitor"
+KEEP_S = 600.0  # reports older than this are dropped (longer than any sensible window)
+
+
+@dataclass
+class _Window:
+    reports: deque[Report] = field(default_factory=deque)
+    last_change_at: float = 0.0
+    last_busy_at: float = field(default_factory=time.time)
+    last_reason: str = ""
+
+
+class StreamMonitor:
+    def __init__(self, platform: Platform, broker: Broker) -> None:
+        self.platform = platform
+        self.broker = broker
+        self._windows: dict[tuple[str, str, str], _Window] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("stream_monitor_started")
+        while not stop.is_set():
+            try:
+                await self.tick(time.time())
+            except MysimbdpError as exc:
+                log.warning("monitor_tick_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.platform.settings.poll_interval_s)
+
+    async def tick(self, now: float) -> list[Decision]:
+        """Take in new reports, decide for every live target; return the changing decisions."""
+        targets = [t for t in self.platform.meta.streams.targets() if t.instances > 0]
+        for tenant in sorted({t.tenant for t in targets}):
+            await self._take_reports(tenant)
+        changes = []
+        for target in targets:
+            decision = self._decide(target, now)
+            if decision is not None and decision.changes:
+                changes.append(decision)
+        return changes
+
+    async def _take_reports(self, tenant: str) -> None:
+        messages = await self.broker.pull(tenant, REPORTS_STREAM, GROUP, max_messages=1000, timeout_s=0.05)
+        for message in messages:
+            try:
+                report = Report.from_json(orjson.loads(message.body))
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                log.warning("report_unreadable", tenant=tenant, error=repr(exc))
+                continue
+            window = self._windows.setdefault((report.tenant, report.stream, report.app), _Window())
+            window.reports.append(report)
+            if report.backlog > 0 or report.messages > 0:
+                window.last_busy_at = max(window.last_busy_at, report.at)
+        await self.broker.ack(messages)
+
+    def _decide(self, target: StreamTarget, now: float) -> Decision | None:
+        key = (target.tenant, target.stream, target.app)
+        window = self._windows.setdefault(key, _Window(last_change_at=now))
+        while window.reports and window.reports[0].at < now - KEEP_S:
+            window.reports.popleft()
+        app = self._app(target)
+        if app is None:
+            return None
+        decision = decide(
+            app,
+            target.instances,
+            list(window.reports),
+            now=now,
+            last_change_at=window.last_change_at,
+            last_busy_at=window.last_busy_at,
+        )
+        if decision.changes or decision.reason != window.last_reason:
+            log.info(
+                "scaling_decision",
+                tenant=target.tenant,
+                stream=target.stream,
+                app=target.app,
+                current=decision.current,
+                target=decision.target,
+                reason=decision.reason,
+                **decision.inputs,
+            )
+            window.last_reason = decision.reason
+        if decision.changes:
+            self.platform.meta.streams.set_target(target.tenant, target.stream, target.app, decision.target)
+            window.last_change_at = now
+        return decision
+
+    def _app(self, target: StreamTarget) -> StreamApp | None:
+        try:
+            _, profile = self.platform.tenant(target.tenant)
+        except MysimbdpError:
+            return None
+        return next((a for a in profile.stream_apps if a.name == target.app), None)
