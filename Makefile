@@ -29,9 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-## bench: the batch benchmark (see docs/performance.md); not part of the tests
+## bench: the batch and stream benchmarks (see docs/performance.md); not part of the tests
 bench: $(STAMP)
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) $(HOME_DIR) .pytest_cache .mypy_cache .ruff_cache

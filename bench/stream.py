@@ -1,0 +1,323 @@
+"""Stream ingestion benchmark: the platform end to end vs its raw building blocks, in one run.
+
+On the embedded default (NATS JetStream started by `mysimbdp up`, SQLite coredms), measures:
+
+  (a) end to end through the platform: records published to the broker -> the generic
+      stream app -> committed in coredms; records/s and the publish -> committed latency
+      (p50/p99, from each stored row's `ingested_at`), with 1 and 2 app instances, for
+      single-record messages and for 100-record messages; and the latency again at half
+      the measured rate (paced);
+  (b) raw baselines with the same client library and settings: the broker's own publish
+      (confirmed) + pull + ack rate for the same messages, and the sink's raw bulk insert
+      rate (`DocumentStore.write` in batches of 500);
+  (c) HTTP: requests/s and p50/p99 of `POST /v1/streams/{stream}/messages` (one 10-record
+      NDJSON body per request) against a bare FastAPI endpoint that reads the body and
+      answers 202, under the same uvicorn settings, driven by the same asyncio load
+      generator (httpx, fixed concurrency, fixed duration, loopback).
+
+Prints every figure and the ratios and writes them to bench/out/stream.json.
+Run: `.venv/bin/python bench/stream.py [--records N] [--seconds S]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from mysimbdp.adapters.broker import open_broker  # noqa: E402
+from mysimbdp.adapters.coredms import open_admin, open_store, sqlite_path  # noqa: E402
+from mysimbdp.adapters.embedded_nats import free_port  # noqa: E402
+from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch  # noqa: E402
+
+BARE_APP = """
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+
+@app.post("/bare", status_code=202)
+async def bare(request: Request) -> dict:
+    body = await request.body()
+    return {"ids": [str(n) for n in range(body.count(b"\\n") + 1)]}
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class Platform:
+    """`mysimbdp up` on a fresh home, with one tenant."""
+
+    def __init__(self, work: Path) -> None:
+        self.home = work / "home"
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
+        self.env.update(
+            MYSIMBDP_HOME=str(self.home),
+            MYSIMBDP_API_PORT=str(self.port),
+            MYSIMBDP_LOG_LEVEL="warning",
+            MYSIMBDP_POLL_INTERVAL_S="0.2",
+        )
+        self.key = self.cli("tenant", "add", "bench", "--json", json_out=True)["api_key"]
+        self.up = subprocess.Popen([sys.executable, "-m", "mysimbdp", "up"], env=self.env, stderr=subprocess.DEVNULL)
+        url_file = self.home / "broker" / "url"
+        deadline = time.monotonic() + 30
+        while not url_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.broker_url = url_file.read_text().strip()
+        self.db = sqlite_path(f"sqlite:///{self.home / 'coredms'}") + "/bench.db"
+
+    def cli(self, *args: str, json_out: bool = False) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "mysimbdp", *args], env=self.env, capture_output=True, text=True, check=True
+        ).stdout
+        return orjson.loads(out) if json_out else out
+
+    def start_stream(self, stream: str, instances: int) -> None:
+        self.cli("stream", "start", "--tenant", "bench", "--stream", stream, "--instances", str(instances))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = self.cli("stream", "status", "--tenant", "bench", "--json", json_out=True)
+            row = next((r for r in rows if r["stream"] == stream), None)
+            if row and row["running"] == instances:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"{instances} instances of {stream} did not start")
+
+    def count(self, dataset: str) -> int:
+        try:
+            with sqlite3.connect(self.db, timeout=30) as conn:
+                return int(conn.execute(f'SELECT count(*) FROM "ds_{dataset}"').fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+    def latencies_ms(self, dataset: str) -> list[float]:
+        with sqlite3.connect(self.db, timeout=30) as conn:
+            rows = conn.execute(f"SELECT json_extract(doc, '$.sent'), ingested_at FROM \"ds_{dataset}\"").fetchall()
+        return [(datetime.fromisoformat(at).timestamp() - sent) * 1000 for sent, at in rows]
+
+    def stop(self) -> None:
+        self.up.terminate()
+        self.up.wait(timeout=60)
+
+
+def _messages(stream: str, records: int, per_message: int, start: int = 0) -> list[tuple[bytes, str]]:
+    out = []
+    for first in range(start, start + records, per_message):
+        envelopes = [Envelope(f"r{n}", {"n": n, "sent": 0.0}) for n in range(first, first + per_message)]
+        out.append((encode_batch("bench", stream, envelopes), batch_id(envelopes)))
+    return out
+
+
+async def _publish(url: str, stream: str, records: int, per_message: int, rate: float | None = None) -> None:
+    """Publish with the send time in each record (`sent`); paced at ``rate`` records/s if given."""
+    broker = open_broker(url)
+    await broker.connect()
+    try:
+        chunk = max(1, 1000 // per_message)  # messages per publish call (confirms pipelined)
+        started = time.time()
+        for first in range(0, records, per_message * chunk):
+            now = time.time()
+            if rate is not None and (ahead := first / rate - (now - started)) > 0:
+                await asyncio.sleep(ahead)
+            bodies, ids = [], []
+            for m in range(first, min(records, first + per_message * chunk), per_message):
+                envs = [Envelope(f"r{n}", {"n": n, "sent": time.time()}) for n in range(m, m + per_message)]
+                bodies.append(encode_batch("bench", stream, envs))
+                ids.append(batch_id(envs))
+            await broker.publish("bench", stream, bodies, ids)
+    finally:
+        await broker.close()
+
+
+def platform_e2e(plat: Platform, stream: str, records: int, per_message: int, instances: int) -> dict[str, Any]:
+    plat.start_stream(stream, instances)
+    started = time.perf_counter()
+    asyncio.run(_publish(plat.broker_url, stream, records, per_message))
+    while plat.count(stream) < records:
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    lat = plat.latencies_ms(stream)
+    rate = records / seconds
+    return {"records_per_s": rate, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99)}
+
+
+def platform_paced(plat: Platform, stream: str, rate: float, seconds: float, per_message: int) -> dict[str, Any]:
+    plat.start_stream(stream, 1)
+    records = max(per_message, int(rate * seconds) // per_message * per_message)
+    asyncio.run(_publish(plat.broker_url, stream, records, per_message, rate=rate))
+    deadline = time.monotonic() + 120
+    while plat.count(stream) < records and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lat = plat.latencies_ms(stream)
+    return {"rate": rate, "records": records, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99)}
+
+
+async def raw_broker(url: str, records: int, per_message: int) -> float:
+    broker = open_broker(url)
+    await broker.connect()
+    stream = f"raw{per_message}"
+    try:
+        await broker.declare("rawbench", stream)
+        messages = _messages(stream, records, per_message)
+        started = time.perf_counter()
+        chunk = max(1, 1000 // per_message)
+        for i in range(0, len(messages), chunk):
+            part = messages[i : i + chunk]
+            await broker.publish("rawbench", stream, [b for b, _ in part], [m for _, m in part])
+        got = 0
+        while got < len(messages):
+            batch = await broker.pull("rawbench", stream, "raw", max_messages=500, timeout_s=2.0)
+            await broker.ack(batch)
+            got += len(batch)
+        rate = records / (time.perf_counter() - started)
+        await broker.delete("rawbench", stream)
+        return rate
+    finally:
+        await broker.close()
+
+
+def raw_sink(work: Path, records: int) -> float:
+    admin = open_admin(f"sqlite:///{work / 'rawsink'}")
+    store = open_store(admin.provision("raw"))
+    rows = [(f"r{n}", orjson.dumps({"n": n, "sent": 0.0})) for n in range(records)]
+    started = time.perf_counter()
+    for i in range(0, records, 500):
+        store.write("raw", rows[i : i + 500], "bench")
+    rate = records / (time.perf_counter() - started)
+    store.close()
+    return rate
+
+
+async def load(url: str, body: bytes, headers: dict[str, str], seconds: float, concurrency: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                response = await client.post(url, content=body, headers=headers)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "statuses": statuses,
+    }
+
+
+def http_bench(plat: Platform, work: Path, seconds: float, concurrency: int) -> dict[str, Any]:
+    body = b"\n".join(orjson.dumps({"n": n}) for n in range(10))
+    headers = {"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {plat.key}"}
+    plat.cli("stream", "start", "--tenant", "bench", "--stream", "http", "--instances", "1")
+    api = asyncio.run(
+        load(f"http://127.0.0.1:{plat.port}/v1/streams/http/messages", body, headers, seconds, concurrency)
+    )
+    (work / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=work,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/bare", content=b"x")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raw = asyncio.run(load(f"http://127.0.0.1:{port}/bare", body, headers, seconds, concurrency))
+    finally:
+        bare.terminate()
+        bare.wait()
+    return {"post_endpoint": api, "bare_fastapi": raw, "ratio": api["requests_per_s"] / raw["requests_per_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each HTTP load and paced run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stream.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mysimbdp-stream-bench-"))
+    results: dict[str, Any] = {"records": args.records, "machine": {"cpus": os.cpu_count()}}
+    plat = Platform(work)
+    try:
+        results["raw_sink_records_per_s"] = raw_sink(work, args.records)
+        print(f"(b) raw sink (SQLite, DocumentStore.write x500): {results['raw_sink_records_per_s']:,.0f} records/s")
+        for per_message in (1, 100):
+            records = args.records if per_message == 100 else args.records // 4
+            raw = asyncio.run(raw_broker(plat.broker_url, records, per_message))
+            baseline = min(raw, results["raw_sink_records_per_s"])
+            print(f"\n== {per_message}-record messages ({records:,} records) ==")
+            print(f"(b) raw broker publish+consume (NATS JetStream, nats-py): {raw:,.0f} records/s")
+            case: dict[str, Any] = {"raw_broker_records_per_s": raw, "baseline": baseline}
+            for instances in (1, 2):
+                e2e = platform_e2e(plat, f"m{per_message}i{instances}", records, per_message, instances)
+                e2e["ratio_vs_slower_baseline"] = e2e["records_per_s"] / baseline
+                case[f"{instances}_instances"] = e2e
+                print(
+                    f"(a) platform, {instances} instance(s): {e2e['records_per_s']:,.0f} records/s "
+                    f"(p50 {e2e['p50_ms']:.0f} ms, p99 {e2e['p99_ms']:.0f} ms); "
+                    f"{e2e['ratio_vs_slower_baseline']:.2f}x the slower baseline"
+                )
+            best = max(case["1_instances"]["records_per_s"], case["2_instances"]["records_per_s"])
+            paced = platform_paced(plat, f"p{per_message}", best / 2, args.seconds, per_message)
+            case["half_rate"] = paced
+            tail = f"p50 {paced['p50_ms']:.0f} ms, p99 {paced['p99_ms']:.0f} ms"
+            print(f"(a) at half that rate ({paced['rate']:,.0f}/s): {tail}")
+            results[f"messages_of_{per_message}"] = case
+        http = http_bench(plat, work, args.seconds, args.concurrency)
+        results["http"] = http
+        for name in ("post_endpoint", "bare_fastapi"):
+            r = http[name]
+            figures = f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}"
+            print(f"(c) {name}: {r['requests_per_s']:,.0f} req/s, {figures}")
+        print(f"(c) ratio POST / bare: {http['ratio']:.2f}x")
+    finally:
+        plat.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten {args.out}")
+
+
+if __name__ == "__main__":
+    main()
