@@ -158,6 +158,7 @@ def tenant_add(platform: Platform, tenant_id: str, profile_path: Path | None, as
                 "api_key": new.api_key,
                 "bundle": new.record.bundle_dir,
                 "inbox": str(platform.home.area("inbox", tenant_id)),
+                "broker": new.broker,
             }
         )
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -57,6 +58,10 @@ class NatsBroker:
 
     def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> None:
         self.url = url
+        # ``?inbox=PREFIX``: the reply subjects this user may receive on (broker_auth)
+        parts = urlsplit(url)
+        self._server = urlunsplit(parts._replace(query=""))
+        self._inbox = dict(parse_qsl(parts.query)).get("inbox", "_INBOX")
         self.ack_wait_s = ack_wait_s
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -66,7 +71,8 @@ class NatsBroker:
     async def connect(self) -> None:
         try:
             self._nc = await nats.connect(
-                self.url,
+                self._server,
+                inbox_prefix=self._inbox,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 allow_reconnect=True,
                 max_reconnect_attempts=CONNECT_ATTEMPTS,  # a first connection gives up...

@@ -47,13 +47,15 @@ def free_port() -> int:
 class EmbeddedNats:
     """One ``nats-server -js`` process; ``start()`` returns once it accepts connections."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, config: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
+        self.config = config  # a nats.conf (e.g. the authorization block of broker_auth)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The server's address (without credentials)."""
         if self.port is None:
             raise BrokerUnavailable("the embedded NATS server is not started")
         return f"nats://127.0.0.1:{self.port}"
@@ -75,6 +77,9 @@ class EmbeddedNats:
             str(self.port),
             "--log",
             str(log),
+            "--pid",
+            str(self.store_dir / "nats.pid"),
+            *(["--config", str(self.config)] if self.config is not None else []),
         ]
         parent, prctl_fn = os.getpid(), prctl()
         self._proc = subprocess.Popen(

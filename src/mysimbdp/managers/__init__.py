@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from mysimbdp.adapters.broker import open_broker
+from mysimbdp.adapters.broker_auth import BrokerUsers
 from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.logs import get_logger
 from mysimbdp.managers.apiserver import bind_api, serve_api
@@ -16,26 +18,49 @@ from mysimbdp.managers.streamingest import StreamIngestManager
 from mysimbdp.managers.streammonitor import StreamMonitor
 from mysimbdp.platform import Platform
 
-__all__ = ["BatchIngestManager", "FetchData", "StreamIngestManager", "StreamMonitor", "databroker", "run_services"]
+__all__ = [
+    "BatchIngestManager",
+    "BrokerAccess",
+    "FetchData",
+    "StreamIngestManager",
+    "StreamMonitor",
+    "databroker",
+    "run_services",
+]
 
 log = get_logger("databroker")
 
 
+@dataclass(frozen=True)
+class BrokerAccess:
+    """The platform's broker URL, and the URL a tenant's apps get (its own user, embedded)."""
+
+    url: str
+    users: BrokerUsers | None = None  # None: an external broker, whose users the operator keeps
+
+    def tenant_url(self, tenant: str) -> str:
+        if self.users is None:
+            return self.url
+        return self.users.tenant_url(tenant) or self.users.add_tenant(tenant)
+
+
 @asynccontextmanager
-async def databroker(platform: Platform) -> AsyncIterator[str]:
-    """The broker URL for this run: ``MYSIMBDP_BROKER_URL``, else an embedded NATS server
-    started under ``HOME/broker`` for as long as the block runs (its URL is written to
-    ``HOME/broker/url`` for tools and tenants on this machine)."""
+async def databroker(platform: Platform) -> AsyncIterator[BrokerAccess]:
+    """The broker for this run: ``MYSIMBDP_BROKER_URL``, else an embedded NATS server started
+    under ``HOME/broker`` (users and permissions from :mod:`broker_auth`) for as long as the
+    block runs; its platform URL is in ``HOME/broker/url`` (mode 0600) meanwhile."""
     if platform.settings.broker_url:
-        yield platform.settings.broker_url
+        yield BrokerAccess(platform.settings.broker_url)
         return
-    server = EmbeddedNats(platform.settings.home / "broker")
-    url = await asyncio.to_thread(server.start)
-    url_file = server.store_dir / "url"
-    url_file.write_text(url + "\n")
-    log.info("embedded_broker_started", url=url, store=str(server.store_dir))
+    users = BrokerUsers(platform.settings.home / "broker")
+    server = EmbeddedNats(users.dir, port=users.port, config=users.write_config())
+    await asyncio.to_thread(server.start)
+    url_file = users.dir / "url"
+    url_file.write_text(users.platform_url() + "\n")
+    url_file.chmod(0o600)
+    log.info("embedded_broker_started", url=server.url, store=str(server.store_dir))
     try:
-        yield url
+        yield BrokerAccess(users.platform_url(), users)
     finally:
         url_file.unlink(missing_ok=True)
         await asyncio.to_thread(server.stop)
@@ -49,13 +74,13 @@ async def run_services(
     manager, the stream ingest manager and the stream monitor until ``stop`` is set, then drain. ``api_port``
     overrides the settings' (0: any free port)."""
     api_socket = bind_api(platform.settings, api_port)
-    async with databroker(platform) as broker_url:
-        broker = open_broker(broker_url)
+    async with databroker(platform) as access:
+        broker = open_broker(access.url)
         await broker.connect()
         try:
             manager = BatchIngestManager(platform, drain_s=drain_s)
             fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
-            streams = StreamIngestManager(platform, broker_url)
+            streams = StreamIngestManager(platform, broker, access.tenant_url)
             monitor = StreamMonitor(platform, broker)
             await asyncio.gather(
                 fetcher.run(stop),

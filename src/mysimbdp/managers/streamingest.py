@@ -19,10 +19,13 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from mysimbdp import contract
 from mysimbdp.adapters import runner
+from mysimbdp.adapters.broker import Broker
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import Profile, StreamApp
 from mysimbdp.domain.records import StreamInstance, StreamTarget
@@ -49,15 +52,16 @@ class _Running:
 
 
 class StreamIngestManager:
-    def __init__(self, platform: Platform, broker_url: str) -> None:
+    def __init__(self, platform: Platform, broker: Broker, tenant_broker_url: Callable[[str], str]) -> None:
         self.platform = platform
-        self.broker_url = broker_url
+        self.broker = broker  # the platform's: declares a stream before its first instance starts
+        self.tenant_broker_url = tenant_broker_url  # what the tenant's apps get (its own user)
         self._slots: dict[tuple[str, str, str], list[_Running]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         registry = self.platform.meta.streams
         registry.mark_all_stopped()
-        log.info("stream_manager_started", broker=self.broker_url.split("@")[-1])
+        log.info("stream_manager_started", broker=self.broker.url.split("@")[-1])
         while not stop.is_set():
             try:
                 self.platform.meta.beat(COMPONENT, str(os.getpid()))
@@ -140,8 +144,21 @@ class StreamIngestManager:
             slot.pids.append(pid)
             self._record(slot, "running", "", None, pid=pid)
 
-        slot.task = asyncio.create_task(runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started))
+        slot.task = asyncio.create_task(self._launch(rec, argv, env, workdir, limits, started))
         log.info("stream_instance_starting", tenant=rec.tenant, stream=rec.stream, app=rec.app, instance=rec.id)
+
+    async def _launch(
+        self,
+        rec: StreamInstance,
+        argv: list[str],
+        env: dict[str, str],
+        workdir: Path,
+        limits: runner.Limits,
+        started: Callable[[int], None],
+    ) -> runner.Outcome:
+        # The tenant's own user may use its stream, not create it: the platform does.
+        await self.broker.declare(rec.tenant, rec.stream)
+        return await runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started)
 
     def _contract(
         self, rec: StreamInstance, app: StreamApp, profile: Profile, coredms_url: str, workdir: str | os.PathLike[str]
@@ -152,7 +169,7 @@ class StreamIngestManager:
             contract.GROUP: rec.app,
             contract.INSTANCE: rec.id,
             contract.DATASET: app.dataset or rec.stream,
-            contract.BROKER_URL: self.broker_url,
+            contract.BROKER_URL: self.tenant_broker_url(rec.tenant),
             contract.COREDMS_URL: coredms_url,
             contract.REJECTS: str(os.path.join(workdir, "rejects.jsonl")),
             contract.BATCH_SIZE: str(app.batch_size),

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mysimbdp.adapters.broker import PREFIX
+from mysimbdp.adapters.broker_auth import BrokerUsers, inbox_prefix
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.domain.profile import DEFAULT_PROFILE, dump_profile, load_profile
 from mysimbdp.domain.records import TenantRecord
@@ -30,6 +32,27 @@ def hash_key(api_key: str) -> str:
 class NewTenant:
     record: TenantRecord
     api_key: str  # shown once; only its hash is stored
+    broker: dict[str, str] | None = None  # the tenant's own broker user (embedded broker only)
+
+
+def broker_users(platform: Platform) -> BrokerUsers | None:
+    """The embedded broker's users; None when the broker is external (its users are the operator's)."""
+    return None if platform.settings.broker_url else BrokerUsers(platform.settings.home / "broker")
+
+
+def broker_access(platform: Platform, tenant_id: str) -> dict[str, str] | None:
+    """What a tenant's producers need to publish straight to the broker."""
+    users = broker_users(platform)
+    if users is None:
+        return None
+    url = users.tenant_url(tenant_id) or users.add_tenant(tenant_id)
+    return {
+        "url": url,
+        "subject": f"{PREFIX}.{tenant_id}.<stream>",
+        "inbox_prefix": inbox_prefix(tenant_id),
+        "note": "JetStream publish (nats-py: connect(url, inbox_prefix=...), js.publish(subject, ...)); "
+        "this user can use only this tenant's subjects",
+    }
 
 
 def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) -> NewTenant:
@@ -56,7 +79,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     record = TenantRecord(tenant_id, time.time(), profile_yaml, str(bundle), coredms_url)
     platform.meta.add_tenant(record, hash_key(api_key))
     log.info("tenant_added", tenant=tenant_id, profile=str(profile_path or "default"))
-    return NewTenant(record, api_key)
+    return NewTenant(record, api_key, broker_access(platform, tenant_id))
 
 
 def remove_tenant(platform: Platform, tenant_id: str) -> None:
@@ -65,4 +88,6 @@ def remove_tenant(platform: Platform, tenant_id: str) -> None:
     platform.coredms_admin.deprovision(tenant_id)
     platform.meta.remove_tenant(tenant_id)
     platform.home.remove_tenant_dirs(tenant_id)
+    if (users := broker_users(platform)) is not None:
+        users.remove_tenant(tenant_id)
     log.info("tenant_removed", tenant=tenant_id)

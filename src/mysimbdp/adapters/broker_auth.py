@@ -1,0 +1,142 @@
+"""Who may do what on the embedded broker: one platform user, one user per tenant.
+
+The embedded ``nats-server`` runs with an ``authorization`` block rendered from
+``HOME/broker/users.json`` (mode 0600): the platform's user may do everything; a tenant's
+user may publish only under ``mysimbdp.<tenant>.>``, use the JetStream API of its own
+stream ``MYSIMBDP_<tenant>`` only (pull, ack, consumer info), and receive only on its own
+inbox prefix ``_INBOX_<tenant>``. So a tenant's credentials, given to its stream apps and
+to its producers (``tenant add --json``), can neither write to nor read from another
+tenant's streams. A tenant added while the server runs is live after a config reload
+(SIGHUP to the pid in ``HOME/broker/nats.pid``).
+
+An external broker (``MYSIMBDP_BROKER_URL``) keeps its own users; the operator creates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+from pathlib import Path
+from urllib.parse import quote
+
+from mysimbdp.adapters.broker import PREFIX
+from mysimbdp.adapters.broker_nats import stream_name
+from mysimbdp.adapters.embedded_nats import free_port
+
+PLATFORM_USER = "mysimbdp"
+
+
+def inbox_prefix(tenant: str) -> str:
+    return f"_INBOX_{tenant}"
+
+
+def tenant_user(tenant: str) -> str:
+    return f"t_{tenant}"
+
+
+class BrokerUsers:
+    """``HOME/broker/users.json``: the platform's password, the tenants', the port."""
+
+    def __init__(self, broker_dir: Path) -> None:
+        self.dir = broker_dir
+        self.path = broker_dir / "users.json"
+
+    def _load(self) -> dict[str, object]:
+        if self.path.exists():
+            data: dict[str, object] = json.loads(self.path.read_text())
+            return data
+        return {"platform": secrets.token_urlsafe(24), "tenants": {}, "port": free_port()}
+
+    def _save(self, data: dict[str, object]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.chmod(0o600)
+        os.replace(tmp, self.path)
+
+    def ensure(self) -> dict[str, object]:
+        data = self._load()
+        if not self.path.exists():
+            self._save(data)
+        return data
+
+    @property
+    def port(self) -> int:
+        return int(str(self.ensure()["port"]))
+
+    def platform_url(self) -> str:
+        data = self.ensure()
+        return f"nats://{PLATFORM_USER}:{quote(str(data['platform']), safe='')}@127.0.0.1:{data['port']}"
+
+    def tenant_url(self, tenant: str) -> str | None:
+        data = self.ensure()
+        tenants = data["tenants"]
+        assert isinstance(tenants, dict)
+        password = tenants.get(tenant)
+        if password is None:
+            return None
+        user = tenant_user(tenant)
+        return f"nats://{user}:{quote(password, safe='')}@127.0.0.1:{data['port']}?inbox={inbox_prefix(tenant)}"
+
+    def add_tenant(self, tenant: str) -> str:
+        """Give ``tenant`` a user (idempotent); reload a running server. Returns its URL."""
+        data = self.ensure()
+        tenants = data["tenants"]
+        assert isinstance(tenants, dict)
+        tenants.setdefault(tenant, secrets.token_urlsafe(24))
+        self._save(data)
+        self.write_config()
+        self.reload()
+        url = self.tenant_url(tenant)
+        assert url is not None
+        return url
+
+    def remove_tenant(self, tenant: str) -> None:
+        data = self.ensure()
+        tenants = data["tenants"]
+        assert isinstance(tenants, dict)
+        if tenants.pop(tenant, None) is not None:
+            self._save(data)
+            self.write_config()
+            self.reload()
+
+    def write_config(self) -> Path:
+        """Render ``nats.conf`` (the authorization block) from the users."""
+        data = self.ensure()
+        tenants = data["tenants"]
+        assert isinstance(tenants, dict)
+        users = [
+            f'    {{user: "{PLATFORM_USER}", password: "{data["platform"]}", '
+            'permissions: {publish: ">", subscribe: ">"}}'
+        ]
+        for tenant, password in sorted(tenants.items()):
+            js = stream_name(tenant)
+            publish = [
+                f"{PREFIX}.{tenant}.>",
+                "$JS.API.INFO",
+                f"$JS.API.STREAM.INFO.{js}",
+                f"$JS.API.CONSUMER.*.{js}",
+                f"$JS.API.CONSUMER.*.{js}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{js}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{js}.>",
+                f"$JS.ACK.{js}.>",
+            ]
+            allow = ", ".join(f'"{subject}"' for subject in publish)
+            users.append(
+                f'    {{user: "{tenant_user(tenant)}", password: "{password}", permissions: '
+                f'{{publish: {{allow: [{allow}]}}, subscribe: {{allow: ["{inbox_prefix(tenant)}.>"]}}}}}}'
+            )
+        config = self.dir / "nats.conf"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config.write_text("authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n")
+        config.chmod(0o600)
+        return config
+
+    def reload(self) -> None:
+        """Ask a running embedded server to read its config again."""
+        pid_file = self.dir / "nats.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
