@@ -52,6 +52,7 @@ class Settings:
     broker_url: str = ""  # "" = the embedded NATS server; nats://host:port or amqp://user:pw@host/vhost
     api_host: str = "127.0.0.1"
     api_port: int = 8731
+    admin_key: str = field(default="", repr=False)  # the operator API's bearer key; "" = operator API off
 
     def __post_init__(self) -> None:
         home = self.home.resolve()

@@ -323,4 +323,7 @@ def create_app(platform: Platform, broker: Broker, *, clock: Clock = time.monoto
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.include_router(router)
+    from mysimbdp.api.admin import router as admin_router  # it builds on this module
+
+    app.include_router(admin_router)
     return app

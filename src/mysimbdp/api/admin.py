@@ -1,0 +1,74 @@
+"""The operator's part of the API: stream app instances, as `mysimbdp stream start|stop|status`.
+
+Authenticated with the operator key (``MYSIMBDP_ADMIN_KEY``, compared in constant time).
+Without a key: 401; with a tenant's key: 403 (a tenant never steers instances); with no
+operator key configured the operator API is off: 403 for everyone, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
+
+from mysimbdp.api.app import AUTH_HEADERS, Refused, _bearer, _context
+from mysimbdp.errors import BrokerError, TenantError
+from mysimbdp.services import streams as stream_service
+
+router = APIRouter(prefix="/v1/admin", tags=["operator"])
+
+
+async def _operator(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    if credentials is None:
+        raise Refused(401, "missing Authorization header: send 'Authorization: Bearer <operator key>'", AUTH_HEADERS)
+    ctx = _context(request)
+    admin_key = ctx.platform.settings.admin_key
+    if admin_key and hmac.compare_digest(credentials.credentials.encode(), admin_key.encode()):
+        return
+    if await ctx.caller(credentials.credentials) is not None:
+        raise Refused(403, "a tenant's API key cannot use the operator API")
+    if not admin_key:
+        raise Refused(403, "the operator API is off: start the platform with MYSIMBDP_ADMIN_KEY set")
+    raise Refused(401, "unknown operator key", AUTH_HEADERS)
+
+
+Operator = Depends(_operator)
+
+
+class InstancesRequest(BaseModel):
+    instances: Annotated[int | None, Field(ge=0)] = None  # default: the app's min_instances, at least 1
+    app: str | None = None  # default: the first stream app whose patterns match
+
+
+async def _call(function: Any, *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(function, *args)
+    except TenantError as exc:
+        raise Refused(404 if "does not exist" in str(exc) else 422, str(exc)) from exc
+    except BrokerError as exc:
+        raise Refused(422, str(exc)) from exc
+
+
+@router.put("/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Start or scale")
+async def start_instances(request: Request, tenant: str, stream: str, body: InstancesRequest) -> dict[str, Any]:
+    platform = _context(request).platform
+    target = await _call(stream_service.start, platform, tenant, stream, body.app, body.instances)
+    return {"tenant": target.tenant, "stream": target.stream, "app": target.app, "instances": target.instances}
+
+
+@router.delete("/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Stop")
+async def stop_instances(request: Request, tenant: str, stream: str) -> list[dict[str, Any]]:
+    stopped = await _call(stream_service.stop, _context(request).platform, tenant, stream, None)
+    return [{"tenant": t.tenant, "stream": t.stream, "app": t.app, "instances": t.instances} for t in stopped]
+
+
+@router.get("/streams", dependencies=[Operator], summary="Instances of every stream app")
+async def stream_status(request: Request, tenant: str | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await _call(stream_service.status, _context(request).platform, tenant)
+    return rows
