@@ -17,9 +17,11 @@ import orjson
 import pytest
 
 from mysimbdp import contract
-from mysimbdp.adapters.broker import Broker
+from mysimbdp.adapters.broker import Broker, open_broker
 from mysimbdp.adapters.coredms import open_admin, open_store
+from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
+from mysimbdp.errors import BrokerUnavailable
 from tests.conftest import broker_url_for
 
 APP = """
@@ -155,5 +157,46 @@ async def test_a_killed_instance_loses_nothing(broker: Broker, nats_url: str, st
     store = open_store(store_url)
     try:
         assert len({d["n"] for d in store.documents(stream, limit=5000)}) == 2000
+    finally:
+        store.close()
+
+
+async def test_a_broker_restart_loses_nothing(tmp_path: Path, coredms_url: str, pg_prefix: str) -> None:
+    """The embedded broker stops and comes back (same port, same store) while a producer and
+    an instance run: the instance reconnects, every confirmed record is stored once."""
+    admin = open_admin(coredms_url, pg_prefix=pg_prefix)
+    store_url = admin.provision("acme")
+    server = EmbeddedNats(tmp_path / "broker")
+    url = server.start()
+    stream = f"r{os.getpid()}"
+    producer = open_broker(url)
+    await producer.connect()
+    app = _start(tmp_path, url, store_url, stream, batch=1)
+    try:
+        await producer.declare("acme", stream)
+        for start in range(0, 1000, 100):
+            await _publish(producer, stream, range(start, start + 100), slow=True)
+        await _wait_count(store_url, stream, 100)
+        server.stop()  # mid-stream: the instance holds un-acked messages
+        await asyncio.sleep(1.0)
+        server.start()
+        confirmed = 1000
+        for attempt in range(50):  # the producer retries until the broker confirms again
+            try:
+                await _publish(producer, stream, range(1000, 1100))
+                confirmed = 1100
+                break
+            except BrokerUnavailable:
+                await asyncio.sleep(0.2 * (attempt + 1))
+        assert confirmed == 1100
+        assert await _wait_count(store_url, stream, 1100, timeout_s=60) == 1100
+    finally:
+        _stop(app)
+        await producer.close()
+        server.stop()
+        admin.close()
+    store = open_store(store_url)
+    try:
+        assert len({d["n"] for d in store.documents(stream, limit=5000)}) == 1100
     finally:
         store.close()
