@@ -33,11 +33,6 @@ stream_apps:
 
 
 @pytest.fixture
-def nats_url(embedded_nats: str) -> str:
-    return embedded_nats
-
-
-@pytest.fixture
 def broker_url(embedded_nats: str) -> str:
     return embedded_nats
 

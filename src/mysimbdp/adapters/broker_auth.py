@@ -37,6 +37,12 @@ def tenant_user(tenant: str) -> str:
     return f"t_{tenant}"
 
 
+def _tenants(data: dict[str, object]) -> dict[str, str]:
+    tenants = data["tenants"]
+    assert isinstance(tenants, dict)
+    return tenants
+
+
 class BrokerUsers:
     """``HOME/broker/users.json``: the platform's password, the tenants', the port."""
 
@@ -73,8 +79,7 @@ class BrokerUsers:
 
     def tenant_url(self, tenant: str) -> str | None:
         data = self.ensure()
-        tenants = data["tenants"]
-        assert isinstance(tenants, dict)
+        tenants = _tenants(data)
         password = tenants.get(tenant)
         if password is None:
             return None
@@ -84,8 +89,7 @@ class BrokerUsers:
     def add_tenant(self, tenant: str) -> str:
         """Give ``tenant`` a user (idempotent); reload a running server. Returns its URL."""
         data = self.ensure()
-        tenants = data["tenants"]
-        assert isinstance(tenants, dict)
+        tenants = _tenants(data)
         tenants.setdefault(tenant, secrets.token_urlsafe(24))
         self._save(data)
         self.write_config()
@@ -96,8 +100,7 @@ class BrokerUsers:
 
     def remove_tenant(self, tenant: str) -> None:
         data = self.ensure()
-        tenants = data["tenants"]
-        assert isinstance(tenants, dict)
+        tenants = _tenants(data)
         if tenants.pop(tenant, None) is not None:
             self._save(data)
             self.write_config()
@@ -106,8 +109,7 @@ class BrokerUsers:
     def write_config(self) -> Path:
         """Render ``nats.conf`` (the authorization block) from the users."""
         data = self.ensure()
-        tenants = data["tenants"]
-        assert isinstance(tenants, dict)
+        tenants = _tenants(data)
         users = [
             f'    {{user: "{PLATFORM_USER}", password: "{data["platform"]}", '
             'permissions: {publish: ">", subscribe: ">"}}'

@@ -65,18 +65,18 @@ def new_message_id() -> str:
 
 def _envelope(item: Any, line: int, make_id: bool) -> Envelope:
     if not isinstance(item, dict):
-        raise MessageInvalid(f"expected a JSON object, got {_kind(item)}", line)
+        raise MessageInvalid(f"expected a JSON object, got {json_kind(item)}", line)
     if "data" in item and set(item) <= ENVELOPE_KEYS:
         data = item["data"]
         if not isinstance(data, dict):
-            raise MessageInvalid(f"envelope 'data' must be a JSON object, got {_kind(data)}", line)
+            raise MessageInvalid(f"envelope 'data' must be a JSON object, got {json_kind(data)}", line)
         raw_id = item.get("id")
         if raw_id is None:
             if not make_id:
                 raise MessageInvalid("envelope has no 'id'", line)
             raw_id = new_message_id()
         if not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
-            raise MessageInvalid(f"envelope 'id' must be a string or an integer, got {_kind(raw_id)}", line)
+            raise MessageInvalid(f"envelope 'id' must be a string or an integer, got {json_kind(raw_id)}", line)
         msg_id = str(raw_id)
         if not msg_id or len(msg_id) > ID_MAX_CHARS:
             raise MessageInvalid(f"envelope 'id' must be 1-{ID_MAX_CHARS} characters, got {len(msg_id)}", line)
@@ -150,7 +150,7 @@ def decode_batch(body: bytes, fallback_id: str) -> Batch:
     if isinstance(value, dict) and "records" in value and "v" in value:
         records = value["records"]
         if not isinstance(records, list):
-            raise MessageInvalid(f"batch 'records' must be an array, got {_kind(records)}")
+            raise MessageInvalid(f"batch 'records' must be an array, got {json_kind(records)}")
         sent_at = value.get("sent_at")
         when = float(sent_at) if isinstance(sent_at, int | float) and not isinstance(sent_at, bool) else None
         return Batch([_envelope(item, n, make_id=False) for n, item in enumerate(records, 1)], when)
@@ -159,6 +159,7 @@ def decode_batch(body: bytes, fallback_id: str) -> Batch:
     return Batch([_envelope(value, 1, make_id=False)], None)
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """How an error message names a JSON value's type ("an array", "a number", "null", ...)."""
     kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return "an object" if isinstance(value, dict) else kinds.get(type(value), "null")

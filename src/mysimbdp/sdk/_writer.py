@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, open_store
 from mysimbdp.sdk.readers import Record
@@ -20,6 +21,7 @@ from mysimbdp.sdk.readers import Record
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 Rows = list[tuple[str, bytes]]
+T = TypeVar("T")
 
 
 class StoreWriter:
@@ -125,15 +127,30 @@ class StoreWriter:
         self.rows_stored += len(rows)
 
     def _write_finding_bad(self, rows: Rows, records: Sequence[Record]) -> None:
-        # One bad document must not sink its batch: halve until it is found, reject it.
         assert self._store is not None
-        try:
-            self.rows_written += self._store.write(self.dataset, rows, self.source)
-            self.rows_stored += len(rows)
-        except DocumentInvalid as exc:
-            if len(rows) == 1:
-                self._reject(records[0], f"the store refused the document: {exc}")
-                return
-            mid = len(rows) // 2
-            self._write_finding_bad(rows[:mid], records[:mid])
-            self._write_finding_bad(rows[mid:], records[mid:])
+        written, stored = write_finding_bad(self._store, self.dataset, self.source, rows, records, self._reject)
+        self.rows_written += written
+        self.rows_stored += stored
+
+
+def write_finding_bad(
+    store: DocumentStore,
+    dataset: str,
+    source: str,
+    rows: Rows,
+    origins: Sequence[T],
+    reject: Callable[[T, str], None],
+) -> tuple[int, int]:
+    """Write ``rows`` (``origins[i]`` is where row i came from); when the store refuses a
+    document, halve the batch until it is found and ``reject`` it alone, so one bad document
+    never sinks its batch. Returns (rows inserted, rows now stored)."""
+    try:
+        return store.write(dataset, rows, source), len(rows)
+    except DocumentInvalid as exc:
+        if len(rows) == 1:
+            reject(origins[0], f"the store refused the document: {exc}")
+            return 0, 0
+        mid = len(rows) // 2
+        first = write_finding_bad(store, dataset, source, rows[:mid], origins[:mid], reject)
+        second = write_finding_bad(store, dataset, source, rows[mid:], origins[mid:], reject)
+        return first[0] + second[0], first[1] + second[1]

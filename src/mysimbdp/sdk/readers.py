@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from mysimbdp.domain.envelope import json_kind
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
@@ -327,7 +328,7 @@ class RecordReader:
                 yield good(lineno, value)
             else:
                 raw = _truncate(line.decode("utf-8").rstrip("\r\n"))
-                yield Record(lineno, None, raw, f"not a JSON object (got {_json_kind(value)})")
+                yield Record(lineno, None, raw, f"not a JSON object (got {json_kind(value)})")
 
     # JSON array --------------------------------------------------------------------------
 
@@ -340,7 +341,7 @@ class RecordReader:
                     self._columns = list(value)
                 yield good_record(index, value)
             else:
-                yield Record(index, None, _truncate(raw), f"not a JSON object (got {_json_kind(value)})")
+                yield Record(index, None, _truncate(raw), f"not a JSON object (got {json_kind(value)})")
 
 
 def _overlong_records(overlong: list[tuple[int, str, str]], base: int, upto: int) -> Iterator[Record]:
@@ -372,11 +373,6 @@ def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str
         return (json.loads(text, parse_constant=reject_constant),)
     except ValueError:
         return f"not valid JSON: {exc}"
-
-
-def _json_kind(value: Any) -> str:
-    kinds: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return kinds.get(type(value), "null")
 
 
 def iter_records(

@@ -39,7 +39,8 @@ from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, REPORTS_STREAM, Broker,
 from mysimbdp.adapters.coredms import DocumentStore, KeyFieldMissing, open_store, record_keys
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, decode_batch
 from mysimbdp.domain.scaling import Report
-from mysimbdp.errors import AppContractError, BrokerUnavailable, DocumentInvalid, StoreUnavailable
+from mysimbdp.errors import AppContractError, BrokerUnavailable, StoreUnavailable
+from mysimbdp.sdk._writer import write_finding_bad
 from mysimbdp.sdk.batch import Reject
 
 Transform = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -180,27 +181,22 @@ class StreamContext:
 
     def write(self, pairs: list[tuple[Envelope, dict[str, Any]]]) -> None:
         """Store the documents (one transaction); a refused one is found by halving and quarantined."""
-        if not pairs:
-            return
         rows: list[tuple[str, bytes]] = []
+        origins: list[Envelope] = []
         for envelope, doc in pairs:
             try:
                 key = record_keys([doc], self.config.key_fields, "", [0])[0] if self.config.key_fields else envelope.id
                 rows.append((key, orjson.dumps(doc)))
+                origins.append(envelope)
             except (KeyFieldMissing, TypeError) as exc:
                 self.reject(envelope.id, envelope.data, f"document cannot be stored: {exc}")
-        if not rows:
-            return
-        try:
-            self.store.write(self.config.dataset, rows, f"stream:{self.config.stream}")
-            self.counters.records += len(rows)
-        except DocumentInvalid as exc:
-            if len(pairs) == 1:
-                self.reject(pairs[0][0].id, pairs[0][0].data, f"the store refused the document: {exc}")
-                return
-            mid = len(pairs) // 2
-            self.write(pairs[:mid])
-            self.write(pairs[mid:])
+        if rows:
+            source = f"stream:{self.config.stream}"
+            _, stored = write_finding_bad(self.store, self.config.dataset, source, rows, origins, self._refused)
+            self.counters.records += stored
+
+    def _refused(self, envelope: Envelope, reason: str) -> None:
+        self.reject(envelope.id, envelope.data, reason)
 
     async def step(self, transform: Transform) -> int:
         """One batch: pull, transform, write, ack. Returns the number of messages handled."""
