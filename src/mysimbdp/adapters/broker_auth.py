@@ -15,7 +15,6 @@ An external broker (``MYSIMBDP_BROKER_URL``) keeps its own users; the operator c
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -24,6 +23,7 @@ from urllib.parse import quote
 
 from mysimbdp.adapters.broker import PREFIX
 from mysimbdp.adapters.broker_nats import stream_name
+from mysimbdp.adapters.broker_users import SecretFile
 from mysimbdp.adapters.embedded_nats import free_port
 
 PLATFORM_USER = "mysimbdp"
@@ -37,61 +37,34 @@ def tenant_user(tenant: str) -> str:
     return f"t_{tenant}"
 
 
-def _tenants(data: dict[str, object]) -> dict[str, str]:
-    tenants = data["tenants"]
-    assert isinstance(tenants, dict)
-    return tenants
-
-
 class BrokerUsers:
     """``HOME/broker/users.json``: the platform's password, the tenants', the port."""
 
     def __init__(self, broker_dir: Path) -> None:
         self.dir = broker_dir
-        self.path = broker_dir / "users.json"
-
-    def _load(self) -> dict[str, object]:
-        if self.path.exists():
-            data: dict[str, object] = json.loads(self.path.read_text())
-            return data
-        return {"platform": secrets.token_urlsafe(24), "tenants": {}, "port": free_port()}
-
-    def _save(self, data: dict[str, object]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.chmod(0o600)
-        os.replace(tmp, self.path)
-
-    def ensure(self) -> dict[str, object]:
-        data = self._load()
-        if not self.path.exists():
-            self._save(data)
-        return data
+        self.secrets = SecretFile(
+            broker_dir / "users.json", lambda: {"platform": secrets.token_urlsafe(24), "port": free_port()}
+        )
 
     @property
     def port(self) -> int:
-        return int(str(self.ensure()["port"]))
+        return int(str(self.secrets.load()["port"]))
 
     def platform_url(self) -> str:
-        data = self.ensure()
+        data = self.secrets.load()
         return f"nats://{PLATFORM_USER}:{quote(str(data['platform']), safe='')}@127.0.0.1:{data['port']}"
 
     def tenant_url(self, tenant: str) -> str | None:
-        data = self.ensure()
-        tenants = _tenants(data)
-        password = tenants.get(tenant)
+        password = self.secrets.tenants().get(tenant)
         if password is None:
             return None
         user = tenant_user(tenant)
-        return f"nats://{user}:{quote(password, safe='')}@127.0.0.1:{data['port']}?inbox={inbox_prefix(tenant)}"
+        return f"nats://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}?inbox={inbox_prefix(tenant)}"
 
     def add_tenant(self, tenant: str) -> str:
         """Give ``tenant`` a user (idempotent); reload a running server. Returns its URL."""
-        data = self.ensure()
-        tenants = _tenants(data)
-        tenants.setdefault(tenant, secrets.token_urlsafe(24))
-        self._save(data)
+        if tenant not in self.secrets.tenants():
+            self.secrets.set_tenant(tenant, secrets.token_urlsafe(24))
         self.write_config()
         self.reload()
         url = self.tenant_url(tenant)
@@ -99,17 +72,14 @@ class BrokerUsers:
         return url
 
     def remove_tenant(self, tenant: str) -> None:
-        data = self.ensure()
-        tenants = _tenants(data)
-        if tenants.pop(tenant, None) is not None:
-            self._save(data)
+        if self.secrets.remove_tenant(tenant):
             self.write_config()
             self.reload()
 
     def write_config(self) -> Path:
         """Render ``nats.conf`` (the authorization block) from the users."""
-        data = self.ensure()
-        tenants = _tenants(data)
+        data = self.secrets.load()
+        tenants = self.secrets.tenants()
         users = [
             f'    {{user: "{PLATFORM_USER}", password: "{data["platform"]}", '
             'permissions: {publish: ">", subscribe: ">"}}'

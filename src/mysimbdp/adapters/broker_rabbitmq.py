@@ -1,8 +1,11 @@
 """The databroker on RabbitMQ (``aio-pika``, one robust connection per broker object).
 
-One durable direct exchange ``mysimbdp``; per tenant stream one durable quorum queue named
-and bound by ``mysimbdp.<tenant>.<stream>``, with a delivery limit after which a message goes
-to the dead-letter queue ``mysimbdp.dead`` instead of blocking the stream. Publishing uses a
+Every name a tenant's stream uses starts with ``mysimbdp.<tenant>``, so one permission regex
+per tenant user (:mod:`broker_users_rabbitmq`) keeps tenants apart: a durable direct exchange
+``mysimbdp.<tenant>``; per stream a durable quorum queue named and bound by
+``mysimbdp.<tenant>.<stream>``, with a delivery limit after which a message is dead-lettered
+(through the same exchange) to the tenant's queue ``mysimbdp.<tenant>._dead`` instead of
+blocking the stream. Publishing uses a
 publisher-confirm channel: every message is sent at once (persistent, ``mandatory``) and the
 call returns when all confirms are in. Consuming uses one consumer per queue with a prefetch
 that fills an in-process buffer; ``pull`` drains it. RabbitMQ itself redelivers an unacked
@@ -35,8 +38,6 @@ CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 30.0
 PREFETCH = 100
 DELIVERY_LIMIT = 20
-DEAD_LETTER_EXCHANGE = f"{PREFIX}.dlx"
-DEAD_LETTER_QUEUE = f"{PREFIX}.dead"
 _REFUSED_LOGIN = (aio_pika.exceptions.AuthenticationError, aio_pika.exceptions.ProbableAuthenticationError)
 _TRANSIENT = (
     OSError,  # includes ConnectionError and aio-pika's AMQPConnectionError
@@ -54,7 +55,8 @@ class RabbitBroker:
         self.ack_wait_s = ack_wait_s
         self._conn: AbstractRobustConnection | None = None
         self._admin: AbstractChannel | None = None  # declares, consumes, acks
-        self._exchange: AbstractExchange | None = None  # on the publisher-confirm channel
+        self._confirming: AbstractChannel | None = None  # publisher confirms on
+        self._exchanges: dict[str, AbstractExchange] = {}  # per tenant, on the confirming channel
         self._queues: dict[str, AbstractQueue] = {}  # declared on this connection
         self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
         self._consumers: dict[str, tuple[AbstractQueue, ConsumerTag]] = {}
@@ -69,17 +71,12 @@ class RabbitBroker:
                 raise BrokerError(f"{where}: cannot connect: {exc!r}; check the URL and the credentials") from exc
             self._admin = await self._conn.channel(publisher_confirms=False)
             await self._admin.set_qos(prefetch_count=PREFETCH)
-            await self._admin.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
-            dead = await self._admin.declare_queue(
-                DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await dead.bind(DEAD_LETTER_EXCHANGE)
-            confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
-            self._exchange = await confirming.declare_exchange(PREFIX, aio_pika.ExchangeType.DIRECT, durable=True)
+            self._confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
 
     async def close(self) -> None:
         """Close the connection: RabbitMQ cancels the consumers and requeues what is not acked."""
-        conn, self._conn, self._admin, self._exchange = self._conn, None, None, None
+        conn, self._conn, self._admin, self._confirming = self._conn, None, None, None
+        self._exchanges.clear()
         self._queues.clear()
         self._buffers.clear()
         self._consumers.clear()
@@ -97,9 +94,25 @@ class RabbitBroker:
     async def declare(self, tenant: str, stream: str) -> None:
         await self._queue(tenant, stream)
 
+    async def _exchange(self, tenant: str, stream: str) -> AbstractExchange:
+        """The tenant's exchange and dead-letter queue, declared once per connection."""
+        if tenant not in self._exchanges:
+            channel, confirming = self._channel(tenant, stream), self._confirming
+            assert confirming is not None  # set with _admin
+            name = exchange_name(tenant)
+            with self._errors(tenant, stream, "declare"):
+                await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, durable=True)
+                dead = await channel.declare_queue(
+                    dead_letter_queue(tenant), durable=True, arguments={"x-queue-type": "quorum"}
+                )
+                await dead.bind(name, routing_key=dead.name)
+                self._exchanges[tenant] = await confirming.get_exchange(name, ensure=False)
+        return self._exchanges[tenant]
+
     async def _queue(self, tenant: str, stream: str) -> AbstractQueue:
         name = subject(tenant, stream)
         if name not in self._queues:
+            exchange = await self._exchange(tenant, stream)
             channel = self._channel(tenant, stream)
             with self._errors(tenant, stream, "declare"):
                 queue = await channel.declare_queue(
@@ -107,11 +120,12 @@ class RabbitBroker:
                     durable=True,
                     arguments={
                         "x-queue-type": "quorum",
-                        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                        "x-dead-letter-exchange": exchange.name,
+                        "x-dead-letter-routing-key": dead_letter_queue(tenant),
                         "x-delivery-limit": DELIVERY_LIMIT,
                     },
                 )
-                await queue.bind(PREFIX, routing_key=name)
+                await queue.bind(exchange.name, routing_key=name)
             self._queues[name] = queue
         return self._queues[name]
 
@@ -119,11 +133,7 @@ class RabbitBroker:
         if len(bodies) != len(ids):
             raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
         name = (await self._queue(tenant, stream)).name
-        exchange = self._exchange
-        if exchange is None:
-            raise BrokerUnavailable(
-                f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}: not connected; call connect()"
-            )
+        exchange = self._exchanges[tenant]
         messages = [
             aio_pika.Message(body, message_id=msg_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             for body, msg_id in zip(bodies, ids, strict=True)
@@ -220,6 +230,16 @@ class RabbitBroker:
     def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
         with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}", what):
             yield
+
+
+def exchange_name(tenant: str) -> str:
+    """``mysimbdp.<tenant>``: the tenant's direct exchange (its streams' and dead letters' routes)."""
+    return f"{PREFIX}.{tenant}"
+
+
+def dead_letter_queue(tenant: str) -> str:
+    """``mysimbdp.<tenant>._dead``: no stream name starts with ``_``, so it is no stream's queue."""
+    return f"{PREFIX}.{tenant}._dead"
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:

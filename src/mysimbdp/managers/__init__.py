@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.broker_auth import BrokerUsers
+from mysimbdp.adapters.broker_users import TenantUsers, tenant_users
 from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.logs import get_logger
 from mysimbdp.managers.apiserver import bind_api, serve_api
@@ -33,10 +34,10 @@ log = get_logger("databroker")
 
 @dataclass(frozen=True)
 class BrokerAccess:
-    """The platform's broker URL, and the URL a tenant's apps get (its own user, embedded)."""
+    """The platform's broker URL, and the URL a tenant's apps get (its own user)."""
 
     url: str
-    users: BrokerUsers | None = None  # None: an external broker, whose users the operator keeps
+    users: TenantUsers | None = None  # None: an external NATS, whose users the operator keeps
 
     def tenant_url(self, tenant: str) -> str:
         if self.users is None:
@@ -50,7 +51,7 @@ async def databroker(platform: Platform) -> AsyncIterator[BrokerAccess]:
     under ``HOME/broker`` (users and permissions from :mod:`broker_auth`) for as long as the
     block runs; its platform URL is in ``HOME/broker/url`` (mode 0600) meanwhile."""
     if platform.settings.broker_url:
-        yield BrokerAccess(platform.settings.broker_url)
+        yield BrokerAccess(platform.settings.broker_url, tenant_users(platform.settings))
         return
     users = BrokerUsers(platform.settings.home / "broker")
     server = EmbeddedNats(users.dir, port=users.port, config=users.write_config())

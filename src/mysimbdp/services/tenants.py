@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mysimbdp.adapters.broker import PREFIX
-from mysimbdp.adapters.broker_auth import BrokerUsers, inbox_prefix
+from mysimbdp.adapters.broker_auth import inbox_prefix
+from mysimbdp.adapters.broker_rabbitmq import exchange_name
+from mysimbdp.adapters.broker_users import tenant_users
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.domain.profile import DEFAULT_PROFILE, dump_profile, load_profile
 from mysimbdp.domain.records import TenantRecord
@@ -32,20 +34,25 @@ def hash_key(api_key: str) -> str:
 class NewTenant:
     record: TenantRecord
     api_key: str  # shown once; only its hash is stored
-    broker: dict[str, str] | None = None  # the tenant's own broker user (embedded broker only)
-
-
-def broker_users(platform: Platform) -> BrokerUsers | None:
-    """The embedded broker's users; None when the broker is external (its users are the operator's)."""
-    return None if platform.settings.broker_url else BrokerUsers(platform.settings.home / "broker")
+    broker: dict[str, str] | None = None  # the tenant's own broker user (None: external NATS)
 
 
 def broker_access(platform: Platform, tenant_id: str) -> dict[str, str] | None:
-    """What a tenant's producers need to publish straight to the broker."""
-    users = broker_users(platform)
+    """What a tenant's producers need to publish straight to the broker, with the tenant's
+    own broker user; None for an external NATS (its users are the operator's)."""
+    users = tenant_users(platform.settings)
     if users is None:
         return None
     url = users.tenant_url(tenant_id) or users.add_tenant(tenant_id)
+    if platform.settings.broker_url:  # RabbitMQ
+        return {
+            "url": url,
+            "exchange": exchange_name(tenant_id),
+            "routing_key": f"{PREFIX}.{tenant_id}.<stream>",
+            "note": "AMQP publish (aio-pika/pika) to this exchange with the stream's routing key, persistent, "
+            "with publisher confirms; the stream must have been declared (first POST, or 'stream start'); "
+            "this user can use only this tenant's exchange and queues",
+        }
     return {
         "url": url,
         "subject": f"{PREFIX}.{tenant_id}.<stream>",
@@ -88,6 +95,6 @@ def remove_tenant(platform: Platform, tenant_id: str) -> None:
     platform.coredms_admin.deprovision(tenant_id)
     platform.meta.remove_tenant(tenant_id)
     platform.home.remove_tenant_dirs(tenant_id)
-    if (users := broker_users(platform)) is not None:
+    if (users := tenant_users(platform.settings)) is not None:
         users.remove_tenant(tenant_id)
     log.info("tenant_removed", tenant=tenant_id)

@@ -1,0 +1,133 @@
+"""A RabbitMQ user per tenant, made through the broker's management HTTP API.
+
+Every resource of tenant ``T``'s streams is named ``mysimbdp.T`` or ``mysimbdp.T.<...>``
+(:mod:`broker_rabbitmq`), so the user ``mysimbdp.T`` gets configure, write and read
+permissions on exactly ``^mysimbdp\\.T(\\..*)?$`` in the platform's vhost: it can declare,
+publish to and consume its own exchange and queues, and is refused (``ACCESS_REFUSED``) on
+any other tenant's, on the default exchange and on everything else. The platform's own user
+(the one in ``MYSIMBDP_BROKER_URL``) must be a RabbitMQ ``administrator`` to manage users;
+the API is at ``MYSIMBDP_BROKER_ADMIN_URL``, by default ``http://<broker host>:15672`` with
+the broker URL's credentials (the ``rabbitmq_management`` plugin). Passwords are kept in
+``HOME/broker/rabbitmq-users.json`` (mode 0600), so the platform can hand a tenant's URL to
+its stream apps and to ``tenant add --json``.
+
+One platform per vhost: two platforms sharing a vhost would reset each other's tenant
+passwords.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from mysimbdp.adapters.broker import PREFIX
+from mysimbdp.adapters.broker_users import SecretFile
+from mysimbdp.errors import BrokerError
+from mysimbdp.settings import mask_url
+
+MANAGEMENT_PORT = 15672
+TIMEOUT_S = 10.0
+
+
+def rabbit_user(tenant: str) -> str:
+    return f"{PREFIX}.{tenant}"
+
+
+def tenant_permission(tenant: str) -> str:
+    """The regex of the resources ``tenant``'s user may configure, write and read."""
+    return rf"^{PREFIX}\.{tenant}(\..*)?$"
+
+
+def default_admin_url(broker_url: str) -> str:
+    """``http://user:pw@host:15672`` from ``amqp://user:pw@host:port/vhost``."""
+    parts = urlsplit(broker_url)
+    userinfo = f"{parts.username or 'guest'}:{parts.password or 'guest'}@"
+    return f"http://{userinfo}{parts.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
+
+
+class ManagementApi:
+    """RabbitMQ's management HTTP API at ``admin_url`` (``http://user:password@host:port``)."""
+
+    def __init__(self, admin_url: str) -> None:
+        parts = urlsplit(admin_url)
+        if parts.scheme not in ("http", "https"):
+            raise BrokerError(f"broker admin URL {mask_url(admin_url)}: use http://user:password@host:15672")
+        self.url = admin_url
+        self._base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or MANAGEMENT_PORT}", "", "", ""))
+        credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        self._auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+
+    def call(self, method: str, path: str, body: object = None, *, who: str, missing_ok: bool = False) -> object:
+        """``method path`` with a JSON ``body``; the decoded answer (None when empty).
+        Errors name ``who`` asked (e.g. ``tenant 'acme'``), the call and the answer."""
+        request = urllib.request.Request(  # noqa: S310 (the scheme is http(s), checked in __init__)
+            self._base + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": self._auth, "Content-Type": "application/json"},
+        )
+        where = f"{who}: RabbitMQ management API {mask_url(self.url)}: {method} {path}"
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:  # noqa: S310 (as above)
+                raw = answer.read()
+                return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and missing_ok:
+                return None
+            detail = exc.read().decode(errors="replace")[:200]
+            hint = "; the broker URL's user must be a RabbitMQ administrator" if exc.code in (401, 403) else ""
+            raise BrokerError(f"{where}: HTTP {exc.code} {detail}{hint}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise BrokerError(
+                f"{where}: unreachable ({exc}); enable the rabbitmq_management plugin "
+                "or set MYSIMBDP_BROKER_ADMIN_URL=http://user:password@host:15672"
+            ) from exc
+
+
+class RabbitUsers:
+    """The tenants' users on the RabbitMQ broker at ``broker_url`` (the platform's URL)."""
+
+    def __init__(self, broker_url: str, broker_dir: Path, admin_url: str = "") -> None:
+        self.broker_url = broker_url
+        self.api = ManagementApi(admin_url or default_admin_url(broker_url))
+        self.secrets = SecretFile(broker_dir / "rabbitmq-users.json")
+        path = urlsplit(broker_url).path
+        self.vhost = unquote(path[1:]) if len(path) > 1 else "/"
+
+    def tenant_url(self, tenant: str) -> str | None:
+        """The broker URL with ``tenant``'s user, or None when it has none yet."""
+        password = self.secrets.tenants().get(tenant)
+        if password is None:
+            return None
+        parts = urlsplit(self.broker_url)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{quote(rabbit_user(tenant), safe='')}:{quote(password, safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+    def add_tenant(self, tenant: str) -> str:
+        """Create (or reset) ``tenant``'s user and its permissions; returns its URL."""
+        password = self.secrets.tenants().get(tenant) or secrets.token_urlsafe(24)
+        user, vhost, who = quote(rabbit_user(tenant), safe=""), quote(self.vhost, safe=""), f"tenant {tenant!r}"
+        self.api.call("PUT", f"/api/users/{user}", {"password": password, "tags": ""}, who=who)
+        rule = tenant_permission(tenant)
+        permissions = {"configure": rule, "write": rule, "read": rule}
+        self.api.call("PUT", f"/api/permissions/{vhost}/{user}", permissions, who=who)
+        self.secrets.set_tenant(tenant, password)
+        url = self.tenant_url(tenant)
+        assert url is not None
+        return url
+
+    def remove_tenant(self, tenant: str) -> None:
+        """Delete ``tenant``'s user (RabbitMQ closes its open connections)."""
+        if self.secrets.tenants().get(tenant) is None:
+            return
+        user = quote(rabbit_user(tenant), safe="")
+        self.api.call("DELETE", f"/api/users/{user}", who=f"tenant {tenant!r}", missing_ok=True)
+        self.secrets.remove_tenant(tenant)
