@@ -64,14 +64,20 @@ def store_url(coredms_url: str, pg_prefix: str) -> Iterator[str]:
 
 
 def _start(
-    tmp_path: Path, nats_url: str, store_url: str, stream: str, name: str = "app", batch: int = 20
+    tmp_path: Path,
+    nats_url: str,
+    store_url: str,
+    stream: str,
+    name: str = "app",
+    batch: int = 20,
+    tenant: str = "acme",
 ) -> subprocess.Popen[str]:
     app = tmp_path / "stream_app.py"
     app.write_text(APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
     env.update(
         {
-            contract.TENANT: "acme",
+            contract.TENANT: tenant,
             contract.STREAM: stream,
             contract.DATASET: stream,
             contract.BROKER_URL: nats_url,

@@ -61,7 +61,10 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> str:
-        """Start the server; return its URL (raises ``BrokerUnavailable`` if it does not come up)."""
+        """Start the server unless it runs; return its URL (raises ``BrokerUnavailable`` if it
+        does not come up)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self.url
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
