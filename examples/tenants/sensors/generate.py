@@ -14,6 +14,13 @@ reader; JSON Lines only) and a dead battery, ``battery_v`` 0 (quarantined by
 ``batch_app.py``'s ``Reject``).
 
     python generate.py --rows 2000 --out data/readings_001.jsonl --seed 1
+
+``--stream`` writes the same readings as the messages a sensor gateway posts to the
+``readings`` stream instead (NDJSON envelopes, see :func:`stream_message`), spoiled by
+``STREAM_BAD_KINDS`` (each quarantined by ``stream_app.py``)::
+
+    python generate.py --stream --rows 400 --out data/stream/readings.ndjson --seed 7 \\
+        --bad-ratio 0.03 --start 2024-03-04T00:00:00Z
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,9 @@ SITES: dict[str, tuple[float, float, float]] = {
 BAD_KINDS = ("temperature", "no_sensor_id", "not_object", "dead_battery")
 CSV_BAD_KINDS = ("temperature", "no_sensor_id", "dead_battery")  # a CSV row is never "not an object"
 BATTERY_DRAIN_V_PER_READING = 0.0004
+STREAM_BAD_KINDS = ("temperature", "unit", "sensor_id", "naive_ts", "humidity", "dead_battery")
+LOCAL_TIME_SITES = frozenset({"warehouse-b", "rooftop"})  # their gateways write local time (CET)
+CET = timezone(timedelta(hours=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +141,76 @@ def generate(
     return out
 
 
+def _unit(sensor_id: str) -> str | None:
+    """The unit a sensor reports in: every third °F, every seventh K, the rest °C (the odd
+    ones leave ``unit`` out, which means °C)."""
+    number = int(sensor_id.removeprefix("S-"))
+    if number % 3 == 0:
+        return "F"
+    if number % 7 == 0:
+        return "K"
+    return None if number % 2 else "C"
+
+
+def stream_message(reading: dict[str, Any], index: int) -> dict[str, Any]:
+    """The envelope a gateway posts for ``reading``: the temperature in the sensor's own unit,
+    ``ts`` in local time for some sites, and every eleventh sensor id in lower case."""
+    ts = datetime.fromisoformat(reading["ts"])
+    unit = _unit(reading["sensor_id"])
+    celsius = reading["temperature_c"]
+    temperature = celsius * 9 / 5 + 32 if unit == "F" else celsius + 273.15 if unit == "K" else celsius
+    data: dict[str, Any] = {
+        "sensor_id": reading["sensor_id"].lower() if index % 11 == 5 else reading["sensor_id"],
+        "ts": ts.astimezone(CET).isoformat() if reading["site"] in LOCAL_TIME_SITES else reading["ts"],
+        "temperature": round(temperature, 2),
+    }
+    if unit is not None:
+        data["unit"] = unit
+    data.update({k: reading[k] for k in ("humidity_pct", "battery_v", "site")})
+    return {"id": f"{reading['sensor_id']}-{ts:%Y%m%dT%H%M%SZ}", "data": data}
+
+
+def _spoil_message(rng: random.Random, data: dict[str, Any], kind: str) -> dict[str, Any]:
+    bad = dict(data)
+    if kind == "temperature":
+        bad["temperature"], bad["unit"] = rng.choice([-60.0, 250.0, 999.9]), "F"
+    elif kind == "unit":
+        bad["unit"] = rng.choice(["X", "celsius"])
+    elif kind == "sensor_id":
+        bad["sensor_id"] = "sensor-" + data["sensor_id"][-2:]
+    elif kind == "naive_ts":
+        bad["ts"] = data["ts"][:19]  # the offset cut off
+    elif kind == "humidity":
+        bad["humidity_pct"] = rng.choice([-3.0, 120.5])
+    else:
+        bad["battery_v"] = 0.0
+    return bad
+
+
+def generate_stream(
+    rows: int,
+    *,
+    seed: int,
+    bad_ratio: float = 0.0,
+    start: datetime = datetime(2024, 3, 4, tzinfo=UTC),
+    sensors: int = 40,
+    interval_s: int = 300,
+) -> list[dict[str, Any]]:
+    """``rows`` stream envelopes of :func:`generate`'s readings, ``round(rows * bad_ratio)``
+    of them spoiled (never a test-bench one: ``stream_app.py`` would only skip it)."""
+    readings = generate(rows, seed=seed, start=start, sensors=sensors, interval_s=interval_s)
+    envelopes = [stream_message(reading, index) for index, reading in enumerate(readings)]
+    rng = random.Random(seed)  # noqa: S311 - sample data, not cryptography
+    candidates = [n for n, reading in enumerate(readings) if reading["site"] != TEST_SITE]
+    bad_count = round(rows * bad_ratio)
+    if bad_count > len(candidates):
+        raise ValueError(f"bad_ratio {bad_ratio} asks for {bad_count} bad rows, only {len(candidates)} can be bad")
+    for number, index in enumerate(sorted(rng.sample(candidates, bad_count))):
+        kind = STREAM_BAD_KINDS[number % len(STREAM_BAD_KINDS)]
+        envelopes[index]["data"] = _spoil_message(rng, envelopes[index]["data"], kind)
+    return envelopes
+
+
 def write(items: Sequence[Any], path: Path) -> None:
     """Write ``items`` as JSON Lines, or as CSV when ``path`` ends in ``.csv``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +233,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--start", default="2024-03-01T00:00:00Z", help="first timestamp (ISO, UTC)")
     parser.add_argument("--sensors", type=int, default=40, help="number of sensors")
     parser.add_argument("--interval-s", type=int, default=300, help="seconds between readings of a sensor")
+    parser.add_argument("--stream", action="store_true", help="write stream envelopes (NDJSON) for stream_app.py")
     args = parser.parse_args(argv)
     start = datetime.fromisoformat(args.start)
     if start.tzinfo is None:
         parser.error("--start needs a UTC offset, e.g. 2024-03-01T00:00:00Z")
+    if args.stream:
+        envelopes = generate_stream(
+            args.rows,
+            seed=args.seed,
+            bad_ratio=args.bad_ratio,
+            start=start.astimezone(UTC),
+            sensors=args.sensors,
+            interval_s=args.interval_s,
+        )
+        write(envelopes, args.out)
+        print(f"wrote {len(envelopes)} messages to {args.out}")
+        return
     kinds = CSV_BAD_KINDS if args.out.suffix == ".csv" else BAD_KINDS
     items = generate(
         args.rows,
