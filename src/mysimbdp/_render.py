@@ -18,6 +18,7 @@ from mysimbdp.platform import Platform
 
 if TYPE_CHECKING:
     from mysimbdp.services.demo import TenantSummary
+    from mysimbdp.services.demo_stream import StreamSummary
     from mysimbdp.services.ingest import Progress as IngestProgress
     from mysimbdp.services.ingest import ProgressFn
 
@@ -181,6 +182,35 @@ def report(data: dict[str, Any]) -> None:
         "",
     )
     out.print(table)
+
+
+def demo_stream_summary(summaries: Sequence[StreamSummary]) -> None:
+    table = Table(
+        "stream",
+        "posted",
+        "re-sent",
+        "documents",
+        "quarantined",
+        "instances",
+        "seconds",
+        title="mysimbdp demo: near-realtime ingestion",
+        caption="posted: records over HTTP (requests); re-sent: messages straight to the broker while the app was "
+        "paused; documents: in the stream's dataset afterwards; instances: peak → at the end",
+    )
+    for s in summaries:
+        table.add_row(
+            f"{s.tenant}/{s.stream}",
+            f"{s.posted} ({s.requests})",
+            str(s.resent),
+            f"{s.stored} ({s.dataset})",
+            str(s.quarantined),
+            f"{s.peak_instances} → {s.final_instances}",
+            f"{s.seconds:.1f}",
+        )
+    out.print(table)
+    for s in summaries:
+        for d in s.decisions:
+            out.print(f"{s.tenant}/{s.stream}: {d.from_instances} → {d.to_instances} instances: {d.reason}")
 
 
 def demo_summary(summaries: Sequence[TenantSummary]) -> None:

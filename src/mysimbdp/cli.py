@@ -339,14 +339,18 @@ def up(platform: Platform) -> None:
 @pass_platform
 def demo(platform: Platform, examples: Path, fresh: bool) -> None:
     """The main job on the embedded default: register the example tenants, ingest their
-    sample files through fetchdata and the batch manager, and print a summary."""
+    sample files through fetchdata and the batch manager, post their stream samples to the
+    REST API, then pause each stream app while its devices re-send everything 40 times and
+    start it again (the monitor scales the instances up to drain the backlog and back down);
+    print a summary of both."""
     if fresh:
         platform.close()
         demo_service.fresh_home(platform.settings.home)
         platform.start()
-    summaries = asyncio.run(demo_service.run_demo(platform, examples))
-    _render.demo_summary(summaries)
-    if any(f.status is FileStatus.FAILED for s in summaries for f in s.files):
+    result = asyncio.run(demo_service.run_demo(platform, examples))
+    _render.demo_summary(result.batch)
+    _render.demo_stream_summary(result.stream)
+    if any(f.status is FileStatus.FAILED for s in result.batch for f in s.files):
         sys.exit(EXIT_FAILED)
 
 

@@ -1,6 +1,10 @@
-"""``mysimbdp stream start|stop|status``: the operator's handle on stream app instances."""
+"""``mysimbdp stream start|stop|status|decisions``: the operator's handle on stream app instances."""
 
 from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
 
 import click
 import orjson
@@ -64,3 +68,32 @@ def stream_status(platform: Platform, tenant_id: str | None, as_json: bool) -> N
         for inst in row["instance_list"]:
             exit_note = f" (last exit: {inst['exit_detail']})" if inst["exit_detail"] else ""
             click.echo(f"  {inst['id']} pid {inst['pid']} {inst['state']} restarts {inst['restarts']}{exit_note}")
+
+
+@stream.command("decisions")
+@click.option("--tenant", "tenant_id", help="Only this tenant.")
+@click.option(
+    "--since",
+    "since_s",
+    type=click.FloatRange(min=0),
+    default=86_400.0,
+    show_default=True,
+    help="Seconds back from now.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Each decision with its inputs as JSON.")
+@click.pass_obj
+def stream_decisions(platform: Platform, tenant_id: str | None, since_s: float, as_json: bool) -> None:
+    """The scaling decisions the monitor carried out: when, from how many instances to how
+    many, why, and the window's figures it decided on."""
+    platform.start()
+    if tenant_id is not None:
+        platform.tenant(tenant_id)
+    decisions = platform.meta.streams.decisions(tenant_id, since=time.time() - since_s)
+    if as_json:
+        click.echo(orjson.dumps([asdict(d) for d in decisions], option=orjson.OPT_INDENT_2).decode())
+        return
+    for d in decisions:
+        when = datetime.fromtimestamp(d.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{when} {d.tenant}/{d.stream} app {d.app}: {d.from_instances} -> {d.to_instances}: {d.reason}")
+    if not decisions:
+        click.echo("no scaling decisions" + (f" for tenant {tenant_id}" if tenant_id else ""))

@@ -176,6 +176,10 @@ def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
     assert {1, 2} <= seen and max(seen) <= 3  # up under load, never past max_instances, back to min
     log = (home.parent / "up.log").read_text()
     assert '"event": "scaling_decision"' in log and "scale up" in log and "scale down" in log
+    decisions = cli.json("stream", "decisions", "--tenant", "acme", "--json")  # recorded in the meta store
+    steps = [(d["from_instances"], d["to_instances"]) for d in decisions]
+    assert steps[0] == (1, 2) and steps[-1][1] == 1 and all(abs(a - b) == 1 for a, b in steps)
+    assert decisions[0]["reason"].endswith("scale up") and decisions[0]["inputs"]["max_backlog"] > 5
 
 
 def _count_of(cli: Cli, dataset: str) -> int:

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mysimbdp.adapters.metastore import MetaStore
-from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
+from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, ScalingRecord, TenantRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import TenantError
 
@@ -124,3 +124,15 @@ def test_lookups_by_file_name_and_by_file_quarantine(meta: MetaStore) -> None:
     )
     assert [q.line for q in meta.list_quarantine("acme", file_id="f2")] == [3]
     assert len(meta.list_quarantine("acme")) == 2
+
+
+def test_scaling_decisions_are_kept_with_their_inputs(meta: MetaStore) -> None:
+    """Decisions come back oldest first, filtered by tenant and time, inputs intact."""
+    _tenant(meta)
+    up = ScalingRecord(100.0, "acme", "clicks", "app", 1, 2, "backlog: scale up", {"max_backlog": 900, "reports": 4})
+    down = ScalingRecord(200.0, "acme", "clicks", "app", 2, 1, "idle: scale down", {"max_backlog": 0})
+    meta.streams.record_decision(down)
+    meta.streams.record_decision(up)
+    assert meta.streams.decisions("acme") == [up, down]
+    assert meta.streams.decisions("acme", since=150.0) == [down]
+    assert meta.streams.decisions("other") == []

@@ -51,4 +51,9 @@ CREATE TABLE IF NOT EXISTS stream_instances (
     updated_at DOUBLE PRECISION NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,
     exit_detail TEXT NOT NULL DEFAULT '', stderr_tail TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS stream_instances_tenant ON stream_instances (tenant, stream, app);
+CREATE TABLE IF NOT EXISTS stream_decisions (
+    at DOUBLE PRECISION NOT NULL, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    stream TEXT NOT NULL, app TEXT NOT NULL, from_instances INTEGER NOT NULL,
+    to_instances INTEGER NOT NULL, reason TEXT NOT NULL, inputs TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_decisions_tenant ON stream_decisions (tenant, at);
 """

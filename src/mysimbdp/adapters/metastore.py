@@ -349,8 +349,13 @@ class MetaStore:
         )
         return [QuarantinedRow(*row) for row in rows]
 
-    def count_quarantine(self, tenant: str) -> int:
-        row = self._db.one("SELECT COUNT(*) FROM quarantine WHERE tenant = ?", (tenant,))
+    def count_quarantine(self, tenant: str, *, file_id_prefix: str = "") -> int:
+        """The tenant's quarantined rows (of files whose id starts with ``file_id_prefix``,
+        e.g. ``stream:`` for what stream apps quarantined)."""
+        row = self._db.one(
+            "SELECT COUNT(*) FROM quarantine WHERE tenant = ? AND substr(file_id, 1, ?) = ?",
+            (tenant, len(file_id_prefix), file_id_prefix),
+        )
         return int(row[0]) if row else 0
 
     # -- heartbeats ------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from mysimbdp.adapters.sql import SqlConnection
-from mysimbdp.domain.records import StreamInstance, StreamTarget
+from mysimbdp.domain.records import ScalingRecord, StreamInstance, StreamTarget
 
 _INSTANCE_COLUMNS = "id, tenant, stream, app, state, pid, started_at, updated_at, restarts, exit_detail, stderr_tail"
 
@@ -40,6 +41,35 @@ class StreamRegistry:
             f"SELECT tenant, stream, app, instances FROM stream_targets {where} ORDER BY tenant, stream, app", params
         )
         return [StreamTarget(*row) for row in rows]
+
+    def record_decision(self, decision: ScalingRecord) -> None:
+        self._db.execute(
+            "INSERT INTO stream_decisions (at, tenant, stream, app, from_instances, to_instances, reason, inputs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision.at,
+                decision.tenant,
+                decision.stream,
+                decision.app,
+                decision.from_instances,
+                decision.to_instances,
+                decision.reason,
+                json.dumps(decision.inputs, sort_keys=True),
+            ),
+        )
+
+    def decisions(self, tenant: str | None = None, *, since: float = 0.0) -> list[ScalingRecord]:
+        """The scaling decisions carried out since ``since`` (epoch s), oldest first."""
+        where, params = ("WHERE at >= ? AND tenant = ?", (since, tenant)) if tenant else ("WHERE at >= ?", (since,))
+        rows = self._db.query(
+            "SELECT at, tenant, stream, app, from_instances, to_instances, reason, inputs "
+            f"FROM stream_decisions {where} ORDER BY at",
+            params,
+        )
+        return [
+            ScalingRecord(at, tenant_, stream, app, int(was), int(to), reason, json.loads(inputs))
+            for at, tenant_, stream, app, was, to, reason, inputs in rows
+        ]
 
     def record_instance(self, instance: StreamInstance) -> None:
         self._db.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mysimbdp.domain.states import FileStatus, RunStatus
 
@@ -97,6 +98,20 @@ class StreamTarget:
     stream: str
     app: str
     instances: int
+
+
+@dataclass(frozen=True)
+class ScalingRecord:
+    """A scaling decision the monitor carried out: when, from how many to how many, why."""
+
+    at: float
+    tenant: str
+    stream: str
+    app: str
+    from_instances: int
+    to_instances: int
+    reason: str
+    inputs: dict[str, Any]
 
 
 @dataclass(frozen=True)

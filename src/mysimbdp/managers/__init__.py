@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -69,15 +70,23 @@ async def databroker(platform: Platform) -> AsyncIterator[BrokerAccess]:
 
 
 async def run_services(
-    platform: Platform, stop: asyncio.Event, *, drain_s: float = 30.0, api_port: int | None = None
+    platform: Platform,
+    stop: asyncio.Event,
+    *,
+    drain_s: float = 30.0,
+    api_socket: socket.socket | None = None,
+    ready: asyncio.Future[BrokerAccess] | None = None,
 ) -> None:
     """Run the broker (embedded unless configured), the REST API, fetchdata, the batch ingest
-    manager, the stream ingest manager and the stream monitor until ``stop`` is set, then drain. ``api_port``
-    overrides the settings' (0: any free port)."""
-    api_socket = bind_api(platform.settings, api_port)
+    manager, the stream ingest manager and the stream monitor until ``stop`` is set, then drain.
+    The API listens on ``api_socket`` (default: bound to the settings' host and port); ``ready``
+    gets the broker's access once it is connected."""
+    api_socket = api_socket or bind_api(platform.settings)
     async with databroker(platform) as access:
         broker = open_broker(access.url)
         await broker.connect()
+        if ready is not None:
+            ready.set_result(access)
         try:
             manager = BatchIngestManager(platform, drain_s=drain_s)
             fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())

@@ -9,7 +9,9 @@ stopped with SIGTERM (it finishes and acks its batch) and, after a grace period,
 An instance that exits on its own is restarted with exponential backoff (1 s, 2 s, ... up
 to 60 s); one that crashed ``CRASH_LOOP_RESTARTS`` times in a row is reported as a crash
 loop (state ``crash_loop``, logged as an error) and keeps being retried at the longest
-backoff. Each instance's state is recorded for ``stream status``.
+backoff. Each instance's state is recorded for ``stream status``, and what it quarantined
+(its ``rejects.jsonl``) is copied into the meta store's quarantine every tick, as
+``file_id`` ``stream:<stream>:<instance>``, numbered by entry (so a second read adds nothing).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import orjson
+
 from mysimbdp import contract
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import Profile, StreamApp
-from mysimbdp.domain.records import StreamInstance, StreamTarget
+from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
@@ -49,6 +53,7 @@ class _Running:
     next_start_at: float = 0.0
     stopping: bool = False
     pids: list[int] = field(default_factory=list)
+    rejects_read: tuple[int, int] = (0, 0)  # bytes and entries of rejects.jsonl already in the meta store
 
 
 class StreamIngestManager:
@@ -80,6 +85,8 @@ class StreamIngestManager:
         for key in set(self._slots) | set(wanted):
             slots = self._slots.setdefault(key, [])
             self._collect_exits(slots)
+            for slot in slots:
+                self._take_rejects(slot)
             active = [s for s in slots if not s.stopping]
             want = wanted.get(key, 0)
             for slot in active[want:]:
@@ -136,7 +143,7 @@ class StreamIngestManager:
             self._record(slot, "backoff", f"cannot start: {exc!r}", None)
             return
         argv = runner.app_argv(app.command, tenant.bundle_dir)
-        workdir = self.platform.home.root / "runs" / "streams" / rec.id
+        workdir = self._workdir(rec)
         env = runner.build_env(self._contract(rec, app, profile, tenant.coredms_url, workdir), self.platform.env)
         limits = runner.Limits(timeout_s=FOREVER_S, memory_bytes=app.memory_mb * 1024 * 1024, grace_s=STOP_GRACE_S)
 
@@ -179,6 +186,29 @@ class StreamIngestManager:
             contract.STORE_TIMEOUT_S: str(self.platform.settings.store_timeout_s),
         }
 
+    def _workdir(self, rec: StreamInstance) -> Path:
+        return self.platform.home.root / "runs" / "streams" / rec.id
+
+    def _take_rejects(self, slot: _Running) -> None:
+        """Copy the instance's new complete ``rejects.jsonl`` entries into the meta store."""
+        path = self._workdir(slot.record) / "rejects.jsonl"
+        offset, entries = slot.rejects_read
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete:
+            return
+        lines = complete.splitlines()
+        rec = slot.record
+        rows = [_quarantined(rec, entries + n, line) for n, line in enumerate(lines, 1)]
+        with contextlib.suppress(MysimbdpError):  # read again at the next tick
+            self.platform.meta.add_quarantine(rows)
+            slot.rejects_read = (offset + len(complete), entries + len(lines))
+
     def _stop(self, slot: _Running) -> None:
         slot.stopping = True
         if slot.task is None:
@@ -201,6 +231,8 @@ class StreamIngestManager:
             await asyncio.wait(tasks, timeout=STOP_GRACE_S + 5)
         for slots in self._slots.values():
             self._collect_exits(slots)
+            for slot in slots:
+                self._take_rejects(slot)
         self._slots.clear()
 
     def _record(
@@ -216,6 +248,18 @@ class StreamIngestManager:
         )
         with contextlib.suppress(MysimbdpError):
             self.platform.meta.streams.record_instance(slot.record)
+
+
+def _quarantined(rec: StreamInstance, number: int, line: bytes) -> QuarantinedRow:
+    """One ``rejects.jsonl`` entry (``{"id", "stream", "raw", "reason"}``, see the SDK) as a quarantined row."""
+    file_id = f"stream:{rec.stream}:{rec.id}"
+    try:
+        item = orjson.loads(line)
+        reason = f"message {item['id']}: {item['reason']}"
+        return QuarantinedRow(rec.tenant, file_id, rec.id, number, str(item.get("raw", "")), reason)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        reason = f"unreadable reject entry {number} written by instance {rec.id}"
+        return QuarantinedRow(rec.tenant, file_id, rec.id, number, line.decode(errors="replace")[:10_000], reason)
 
 
 def _cancel(task: asyncio.Task[runner.Outcome]) -> None:

@@ -20,7 +20,7 @@ import orjson
 
 from mysimbdp.adapters.broker import REPORTS_STREAM, Broker
 from mysimbdp.domain.profile import StreamApp
-from mysimbdp.domain.records import StreamTarget
+from mysimbdp.domain.records import ScalingRecord, StreamTarget
 from mysimbdp.domain.scaling import Decision, Report, decide
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
@@ -111,7 +111,11 @@ class StreamMonitor:
             )
             window.last_reason = decision.reason
         if decision.changes:
-            self.platform.meta.streams.set_target(target.tenant, target.stream, target.app, decision.target)
+            streams = self.platform.meta.streams
+            streams.set_target(target.tenant, target.stream, target.app, decision.target)
+            streams.record_decision(
+                ScalingRecord(now, *key, decision.current, decision.target, decision.reason, decision.inputs)
+            )
             window.last_change_at = now
         return decision
 

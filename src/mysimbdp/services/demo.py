@@ -1,8 +1,10 @@
 """The platform's main job on the embedded default, end to end, for the README's first command.
 
-Registers every example tenant (a directory with a ``profile.yaml``), starts fetchdata and
-the batch manager, drops each tenant's sample files into its inbox, waits until every file
-is final, stops the services and returns a per-tenant summary.
+Registers every example tenant (a directory with a ``profile.yaml``), starts the platform's
+services (as ``up`` does: broker, API, fetchdata, batch manager, stream manager, monitor),
+drops each tenant's sample files into its inbox and waits until every file is final; then
+runs the near-realtime half (:mod:`demo_stream`) on each tenant's stream samples; stops the
+services and returns a per-tenant summary of both.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from mysimbdp.adapters.filesystem import drop_into_inbox
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
-from mysimbdp.managers import run_services
+from mysimbdp.managers import BrokerAccess, run_services
+from mysimbdp.managers.apiserver import bind_api
 from mysimbdp.platform import Platform
+from mysimbdp.services.demo_stream import StreamDemo, StreamSummary, stream_samples
 from mysimbdp.services.tenants import add_tenant
 
 DATA_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
@@ -52,6 +56,12 @@ class TenantSummary:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class DemoResult:
+    batch: list[TenantSummary]
+    stream: list[StreamSummary]
+
+
 def example_tenants(examples: Path) -> list[Path]:
     """Each directory under ``examples`` holding a ``profile.yaml``."""
     return sorted(p.parent for p in examples.glob("*/profile.yaml"))
@@ -62,47 +72,67 @@ def sample_files(tenant_dir: Path) -> list[Path]:
     return sorted(p for p in data.glob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
 
 
-async def run_demo(platform: Platform, examples: Path, *, timeout_s: float = 600.0) -> list[TenantSummary]:
+async def run_demo(
+    platform: Platform, examples: Path, *, timeout_s: float = 600.0, resend_copies: int = 40
+) -> DemoResult:
+    """Both halves of the demo; ``resend_copies``: how many times the stream half's devices
+    re-send what was stored (0: no resend storm, no scaling)."""
     tenant_dirs = example_tenants(examples)
     if not tenant_dirs:
         raise MysimbdpError(f"no example tenants (directories with profile.yaml) under {examples}")
     existing = {t.id for t in platform.meta.list_tenants()}
+    keys: dict[str, str] = {}
     for tenant_dir in tenant_dirs:
         if tenant_dir.name not in existing:
-            add_tenant(platform, tenant_dir.name, tenant_dir / "profile.yaml")
+            keys[tenant_dir.name] = add_tenant(platform, tenant_dir.name, tenant_dir / "profile.yaml").api_key
     stop = asyncio.Event()
-    services = asyncio.create_task(run_services(platform, stop, drain_s=5.0, api_port=0))  # never a busy port
+    api_socket = bind_api(platform.settings, 0)  # never a busy port
+    api_url = "http://{}:{}".format(*api_socket.getsockname()[:2])
+    ready: asyncio.Future[BrokerAccess] = asyncio.get_running_loop().create_future()
+    services = asyncio.create_task(run_services(platform, stop, drain_s=5.0, api_socket=api_socket, ready=ready))
     started = time.time()
+    streams: list[StreamSummary] = []
+    try:
+        await _batch_half(platform, tenant_dirs, services, started, timeout_s)
+        access = await asyncio.wait_for(asyncio.shield(ready), 60)
+        demo = StreamDemo(platform, api_url, access, timeout_s=timeout_s)
+        for tenant_dir in tenant_dirs:
+            for sample in stream_samples(tenant_dir):
+                streams.append(await demo.run(tenant_dir.name, keys.get(tenant_dir.name), sample, resend_copies))
+    finally:
+        stop.set()
+        await services
+    return DemoResult([_batch_summary(platform, d.name, started) for d in tenant_dirs], streams)
+
+
+async def _batch_half(
+    platform: Platform, tenant_dirs: list[Path], services: asyncio.Task[None], started: float, timeout_s: float
+) -> None:
     samples = {tenant_dir.name: sample_files(tenant_dir) for tenant_dir in tenant_dirs}
     for tenant, paths in samples.items():
         for sample in paths:
             drop_into_inbox(sample, platform.home.area("inbox", tenant), sample.name)
     expected = sum(map(len, samples.values()))
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not services.done():
-            records = [f for f in platform.meta.list_files(limit=100_000) if f.received_at >= started - 1]
-            if len(records) >= expected and platform.meta.count_unfinished() == 0:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            if not services.done():
-                raise MysimbdpError(f"demo: files still unfinished after {timeout_s:.0f} s")
-    finally:
-        stop.set()
-        await services
-    summaries = []
-    for tenant_dir in tenant_dirs:
-        files = [
-            f for f in platform.meta.list_files(tenant=tenant_dir.name, limit=100_000) if f.received_at >= started - 1
-        ]
-        seconds = max((f.updated_at for f in files), default=started) - min(
-            (f.received_at for f in files), default=started
-        )
-        summaries.append(
-            TenantSummary(tenant_dir.name, files, platform.meta.count_quarantine(tenant_dir.name), seconds)
-        )
-    return summaries
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if services.done():
+            services.result()  # a service's failure, raised here
+            raise MysimbdpError("demo: the services stopped before the files were ingested")
+        records = [f for f in platform.meta.list_files(limit=100_000) if f.received_at >= started - 1]
+        if len(records) >= expected and platform.meta.count_unfinished() == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise MysimbdpError(f"demo: files still unfinished after {timeout_s:.0f} s")
+
+
+def _batch_summary(platform: Platform, tenant: str, started: float) -> TenantSummary:
+    files = [f for f in platform.meta.list_files(tenant=tenant, limit=100_000) if f.received_at >= started - 1]
+    first = min((f.received_at for f in files), default=started)
+    seconds = max((f.updated_at for f in files), default=started) - first
+    quarantined = platform.meta.count_quarantine(tenant) - platform.meta.count_quarantine(
+        tenant, file_id_prefix="stream:"
+    )
+    return TenantSummary(tenant, files, quarantined, seconds)
 
 
 def fresh_home(home: Path) -> None:

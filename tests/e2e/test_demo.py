@@ -1,0 +1,37 @@
+"""The README's first command, ``mysimbdp demo``, on the example tenants and the embedded
+default: both halves run and the summary shows what the example data must give."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mysimbdp.adapters.embedded_nats import free_port
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+
+
+def test_the_demo_ingests_both_ways_and_scales_the_stream_apps(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
+    env.update(MYSIMBDP_LOG_LEVEL="error", MYSIMBDP_API_PORT=str(free_port()), COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mysimbdp", "--home", str(tmp_path / "home"), "demo", "--examples", str(EXAMPLES)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    batch = {m[0]: m[1:] for m in re.findall(r"│ (\w+)\s+│ (\d+)\s+│ (\d+)\s+│ (\d+)\s+│ (\d+)\s+│", out)}
+    assert batch["flights"] == ("4", "1", "3582", "4") and batch["sensors"] == ("2", "1", "3780", "20")
+    stream = dict(re.findall(r"│ (\w+/\w+)\s+│ \d+ \(\d+\)\s+│ \d+\s+│ (\d+ \(\w+\)\s+│ \d+)", out))
+    assert re.sub(r"\s+", " ", stream["flights/status"]) == "293 (flight_status) │ 9"
+    assert re.sub(r"\s+", " ", stream["sensors/readings"]) == "4148 (readings) │ 12"  # 3,780 from files + 368
+    for name in ("flights/status", "sensors/readings"):
+        assert re.search(rf"{name}: 1 → 2 instances: .*scale up", out), out
+        assert re.search(rf"{name}: 2 → 1 instances: idle .*scale down", out), out
