@@ -6,6 +6,7 @@ import pytest
 
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, ScalingRecord, TenantRecord
+from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import TenantError
 
@@ -136,3 +137,13 @@ def test_scaling_decisions_are_kept_with_their_inputs(meta: MetaStore) -> None:
     assert meta.streams.decisions("acme") == [up, down]
     assert meta.streams.decisions("acme", since=150.0) == [down]
     assert meta.streams.decisions("other") == []
+
+
+def test_stream_reports_are_kept_and_read_back_by_tenant_and_time(meta: MetaStore) -> None:
+    _tenant(meta)
+    first = Report(10.0, "acme", "clicks", "app", "i1", 5.0, 3, 300, 9000, 1, 12.5, 40.0, 7)
+    second = Report(15.0, "acme", "clicks", "app", "i1", 5.0, 0, 0, 0, 0, 0.0, 0.0, 0)
+    meta.streams.record_reports([second, first])
+    assert meta.streams.reports("acme") == [first, second]
+    assert meta.streams.reports("acme", since=12.0) == [second]
+    assert meta.streams.reports("other") == []

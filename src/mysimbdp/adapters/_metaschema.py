@@ -56,4 +56,11 @@ CREATE TABLE IF NOT EXISTS stream_decisions (
     stream TEXT NOT NULL, app TEXT NOT NULL, from_instances INTEGER NOT NULL,
     to_instances INTEGER NOT NULL, reason TEXT NOT NULL, inputs TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_decisions_tenant ON stream_decisions (tenant, at);
+CREATE TABLE IF NOT EXISTS stream_reports (
+    at DOUBLE PRECISION NOT NULL, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    stream TEXT NOT NULL, app TEXT NOT NULL, instance TEXT NOT NULL, period_s DOUBLE PRECISION NOT NULL,
+    messages BIGINT NOT NULL, records BIGINT NOT NULL, bytes BIGINT NOT NULL, errors BIGINT NOT NULL,
+    latency_avg_ms DOUBLE PRECISION NOT NULL, latency_p95_ms DOUBLE PRECISION NOT NULL,
+    backlog BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, at);
 """

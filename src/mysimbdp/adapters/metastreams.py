@@ -8,7 +8,12 @@ import time
 
 from mysimbdp.adapters.sql import SqlConnection
 from mysimbdp.domain.records import ScalingRecord, StreamInstance, StreamTarget
+from mysimbdp.domain.scaling import Report
 
+_REPORT_COLUMNS = (
+    "at, tenant, stream, app, instance, period_s, messages, records, bytes, errors, "
+    "latency_avg_ms, latency_p95_ms, backlog"
+)
 _INSTANCE_COLUMNS = "id, tenant, stream, app, state, pid, started_at, updated_at, restarts, exit_detail, stderr_tail"
 
 
@@ -70,6 +75,38 @@ class StreamRegistry:
             ScalingRecord(at, tenant_, stream, app, int(was), int(to), reason, json.loads(inputs))
             for at, tenant_, stream, app, was, to, reason, inputs in rows
         ]
+
+    def record_reports(self, reports: list[Report]) -> None:
+        """Keep the instances' reports (what the dashboard, metrics and reports chart)."""
+        self._db.executemany(
+            f"INSERT INTO stream_reports ({_REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.at,
+                    r.tenant,
+                    r.stream,
+                    r.app,
+                    r.instance,
+                    r.period_s,
+                    r.messages,
+                    r.records,
+                    r.bytes,
+                    r.errors,
+                    r.latency_avg_ms,
+                    r.latency_p95_ms,
+                    r.backlog,
+                )
+                for r in reports
+            ],
+        )
+
+    def reports(self, tenant: str | None = None, *, since: float = 0.0, limit: int = 100_000) -> list[Report]:
+        """The instances' reports since ``since`` (epoch s), oldest first."""
+        where, params = ("WHERE at >= ? AND tenant = ?", (since, tenant)) if tenant else ("WHERE at >= ?", (since,))
+        rows = self._db.query(
+            f"SELECT {_REPORT_COLUMNS} FROM stream_reports {where} ORDER BY at LIMIT ?", (*params, limit)
+        )
+        return [Report(*row) for row in rows]
 
     def record_instance(self, instance: StreamInstance) -> None:
         self._db.execute(

@@ -70,16 +70,23 @@ class StreamMonitor:
 
     async def _take_reports(self, tenant: str) -> None:
         messages = await self.broker.pull(tenant, REPORTS_STREAM, GROUP, max_messages=1000, timeout_s=0.05)
+        reports = []
         for message in messages:
             try:
                 report = Report.from_json(orjson.loads(message.body))
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 log.warning("report_unreadable", tenant=tenant, error=repr(exc))
                 continue
+            if report.tenant != tenant:  # a tenant's apps report on its own stream only
+                log.warning("report_of_another_tenant", tenant=tenant, claimed=report.tenant, instance=report.instance)
+                continue
+            reports.append(report)
             window = self._windows.setdefault((report.tenant, report.stream, report.app), _Window())
             window.reports.append(report)
             if report.backlog > 0 or report.messages > 0:
                 window.last_busy_at = max(window.last_busy_at, report.at)
+        if reports:
+            self.platform.meta.streams.record_reports(reports)
         await self.broker.ack(messages)
 
     def _decide(self, target: StreamTarget, now: float) -> Decision | None:
