@@ -9,14 +9,15 @@ On the embedded default (NATS JetStream started by `mysimbdp up`, SQLite coredms
       the measured rate (paced);
   (b) raw baselines with the same client library and settings: the broker's own publish
       (confirmed) + pull + ack rate for the same messages, and the sink's raw bulk insert
-      rate (`DocumentStore.write` in batches of 500);
+      rate (`DocumentStore.write` in batches of 500) of the documents the platform stores
+      (same keys, shape and count, a fresh dataset);
   (c) HTTP: requests/s and p50/p99 of `POST /v1/streams/{stream}/messages` (one 10-record
       NDJSON body per request) against a bare FastAPI endpoint that reads the body and
       answers 202, under the same uvicorn settings, driven by the same asyncio load
       generator (httpx, fixed concurrency, fixed duration, loopback).
 
 Prints every figure and the ratios and writes them to bench/out/stream.json.
-Run: `.venv/bin/python bench/stream.py [--records N] [--seconds S]`.
+Run: `.venv/bin/python bench/stream.py [--records N] [--seconds S] [--sizes 1 100] [--no-http]`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ class Platform:
             time.sleep(0.2)
         raise SystemExit(f"{instances} instances of {stream} did not start")
 
+    def has(self, dataset: str, key: str) -> bool:
+        try:
+            with sqlite3.connect(self.db, timeout=30) as conn:
+                return conn.execute(f'SELECT 1 FROM "ds_{dataset}" WHERE key = ?', (key,)).fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+
+    def wait_for(self, dataset: str, records: int, timeout_s: float = 300.0) -> None:
+        """Until all ``records`` are stored: polls every 5 ms for the last one published (a
+        primary-key lookup), then counts (a full scan) until the count is complete."""
+        deadline = time.monotonic() + timeout_s
+        while not self.has(dataset, f"r{records - 1}") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        while self.count(dataset) < records and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def count(self, dataset: str) -> int:
         try:
             with sqlite3.connect(self.db, timeout=30) as conn:
@@ -152,8 +169,7 @@ def platform_e2e(plat: Platform, stream: str, records: int, per_message: int, in
     plat.start_stream(stream, instances)
     started = time.perf_counter()
     asyncio.run(_publish(plat.broker_url, stream, records, per_message))
-    while plat.count(stream) < records:
-        time.sleep(0.02)
+    plat.wait_for(stream, records)
     seconds = time.perf_counter() - started
     lat = plat.latencies_ms(stream)
     rate = records / seconds
@@ -164,9 +180,7 @@ def platform_paced(plat: Platform, stream: str, rate: float, seconds: float, per
     plat.start_stream(stream, 1)
     records = max(per_message, int(rate * seconds) // per_message * per_message)
     asyncio.run(_publish(plat.broker_url, stream, records, per_message, rate=rate))
-    deadline = time.monotonic() + 120
-    while plat.count(stream) < records and time.monotonic() < deadline:
-        time.sleep(0.05)
+    plat.wait_for(stream, records, timeout_s=120)
     lat = plat.latencies_ms(stream)
     return {"rate": rate, "records": records, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99)}
 
@@ -195,13 +209,16 @@ async def raw_broker(url: str, records: int, per_message: int) -> float:
         await broker.close()
 
 
-def raw_sink(work: Path, records: int) -> float:
+def raw_sink(work: Path, records: int, dataset: str) -> float:
+    """``DocumentStore.write`` of the documents the platform stores (same keys, same shape,
+    a real send time), into a fresh dataset of the same SQLite store kind, 500 a transaction."""
     admin = open_admin(f"sqlite:///{work / 'rawsink'}")
     store = open_store(admin.provision("raw"))
-    rows = [(f"r{n}", orjson.dumps({"n": n, "sent": 0.0})) for n in range(records)]
+    sent = time.time()
+    rows = [(f"r{n}", orjson.dumps({"n": n, "sent": sent + n * 1e-6})) for n in range(records)]
     started = time.perf_counter()
     for i in range(0, records, 500):
-        store.write("raw", rows[i : i + 500], "bench")
+        store.write(dataset, rows[i : i + 500], f"stream:{dataset}")
     rate = records / (time.perf_counter() - started)
     store.close()
     return rate
@@ -271,7 +288,11 @@ def http_bench(plat: Platform, work: Path, seconds: float, concurrency: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument(
+        "--records", type=int, default=100_000, help="records of the 100-record case (1/4 for 1-record)"
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100], help="records per message, one case each")
+    parser.add_argument("--no-http", action="store_true", help="skip (c), the HTTP figures")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each HTTP load and paced run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stream.json")
@@ -280,15 +301,19 @@ def main() -> None:
     results: dict[str, Any] = {"records": args.records, "machine": {"cpus": os.cpu_count()}}
     plat = Platform(work)
     try:
-        results["raw_sink_records_per_s"] = raw_sink(work, args.records)
-        print(f"(b) raw sink (SQLite, DocumentStore.write x500): {results['raw_sink_records_per_s']:,.0f} records/s")
-        for per_message in (1, 100):
+        for per_message in args.sizes:
             records = args.records if per_message == 100 else args.records // 4
+            sink = raw_sink(work, records, f"m{per_message}")
             raw = asyncio.run(raw_broker(plat.broker_url, records, per_message))
-            baseline = min(raw, results["raw_sink_records_per_s"])
+            baseline = min(raw, sink)
             print(f"\n== {per_message}-record messages ({records:,} records) ==")
+            print(f"(b) raw sink (SQLite, DocumentStore.write x500, the same documents): {sink:,.0f} records/s")
             print(f"(b) raw broker publish+consume (NATS JetStream, nats-py): {raw:,.0f} records/s")
-            case: dict[str, Any] = {"raw_broker_records_per_s": raw, "baseline": baseline}
+            case: dict[str, Any] = {
+                "raw_sink_records_per_s": sink,
+                "raw_broker_records_per_s": raw,
+                "baseline": baseline,
+            }
             for instances in (1, 2):
                 e2e = platform_e2e(plat, f"m{per_message}i{instances}", records, per_message, instances)
                 e2e["ratio_vs_slower_baseline"] = e2e["records_per_s"] / baseline
@@ -304,13 +329,14 @@ def main() -> None:
             tail = f"p50 {paced['p50_ms']:.0f} ms, p99 {paced['p99_ms']:.0f} ms"
             print(f"(a) at half that rate ({paced['rate']:,.0f}/s): {tail}")
             results[f"messages_of_{per_message}"] = case
-        http = http_bench(plat, work, args.seconds, args.concurrency)
-        results["http"] = http
-        for name in ("post_endpoint", "bare_fastapi"):
-            r = http[name]
-            figures = f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}"
-            print(f"(c) {name}: {r['requests_per_s']:,.0f} req/s, {figures}")
-        print(f"(c) ratio POST / bare: {http['ratio']:.2f}x")
+        if not args.no_http:
+            http = http_bench(plat, work, args.seconds, args.concurrency)
+            results["http"] = http
+            for name in ("post_endpoint", "bare_fastapi"):
+                r = http[name]
+                figures = f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}"
+                print(f"(c) {name}: {r['requests_per_s']:,.0f} req/s, {figures}")
+            print(f"(c) ratio POST / bare: {http['ratio']:.2f}x")
     finally:
         plat.stop()
         shutil.rmtree(work, ignore_errors=True)
