@@ -182,6 +182,33 @@ def report(data: dict[str, Any]) -> None:
         "",
     )
     out.print(table)
+    streaming = [t for t in data["tenants"] if t["stream"]["messages"]]
+    if not streaming:
+        return
+    table = Table(
+        "tenant",
+        "streams",
+        "messages",
+        "records",
+        "MB",
+        "quarantined",
+        "latency avg ms",
+        "worst p95 ms",
+        title="near-realtime ingestion (from the stream apps' reports)",
+    )
+    for t in streaming:
+        st = t["stream"]
+        table.add_row(
+            t["tenant"],
+            ", ".join(st["streams"]),
+            str(st["messages"]),
+            str(st["records"]),
+            f"{st['bytes'] / 1e6:.2f}",
+            str(st["errors"]),
+            f"{st['latency_avg_ms']:.1f}",
+            f"{st['latency_p95_worst_ms']:.1f}",
+        )
+    out.print(table)
 
 
 def demo_stream_summary(summaries: Sequence[StreamSummary]) -> None:

@@ -11,6 +11,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from mysimbdp.platform import Platform
 from mysimbdp.services import demo as demo_service
 from mysimbdp.services import tenants as tenant_service
 from mysimbdp.services.ingest import ingest_one
+from mysimbdp.services.plots import plot_series
 from mysimbdp.services.report import platform_report
+from mysimbdp.services.timeseries import first_activity, parse_duration, tenant_series
 from mysimbdp.settings import Settings
 
 EXIT_REJECTED = 3
@@ -274,18 +277,34 @@ def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: 
 
 @main.command()
 @click.option("--tenant", "tenant_id", default=None, help="One tenant only.")
+@click.option("--since", default=None, help="Only what came in this long ago or later, e.g. 90s, 15m, 1h, 2d.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of throughput and latency over time (per tenant).",
+)
 @pass_platform
-def report(platform: Platform, tenant_id: str | None, as_json: bool) -> None:
+def report(platform: Platform, tenant_id: str | None, since: str | None, as_json: bool, plot: Path | None) -> None:
     """Per-tenant and platform-wide ingestion statistics: files by outcome, rows, bytes,
-    failures with their rules, run time and rows/s."""
+    failures with their rules, run time and rows/s; stream records, messages, errors and
+    latency from the stream apps' reports."""
     if tenant_id:
         platform.meta.get_tenant(tenant_id)
-    data = platform_report(platform, tenant_id)
+    now = time.time()
+    start = now - parse_duration(since) if since else 0.0
+    data = platform_report(platform, tenant_id, start)
     if as_json:
         _emit_json(data)
     else:
         _render.report(data)
+    if plot is not None:
+        ids = [tenant_id] if tenant_id else [t.id for t in platform.meta.list_tenants()]
+        first = first_activity(platform, ids, start) or now - 60  # the chart starts where activity does
+        series = [tenant_series(platform, t, since=first, until=now) for t in ids]
+        plot_series(series, plot, title=f"mysimbdp ingestion, {'tenant ' + tenant_id if tenant_id else 'all tenants'}")
+        click.echo(f"plot written to {plot}", err=True)
 
 
 @main.command()

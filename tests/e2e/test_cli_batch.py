@@ -120,3 +120,11 @@ batch_apps:
     report = cli.json("report", "--tenant", "shop", "--json")
     assert report["tenants"][0]["quarantined_rows"] == 2
     assert report["tenants"][0]["rows_written"] == 2
+    assert report["tenants"][0]["stream"]["messages"] == 0
+    recent = cli.json("report", "--tenant", "shop", "--since", "1h", "--json", "--plot", str(tmp_path / "r.png"))
+    assert recent["tenants"][0]["rows_written"] == 2 and recent["since"] > 0
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    later = cli.json("report", "--tenant", "shop", "--since", "0s", "--json")  # nothing since now
+    assert later["tenants"][0]["rows_written"] == 0
+    bad = cli.run("report", "--since", "yesterday")
+    assert bad.returncode != 0 and "duration 'yesterday' is not valid" in bad.stderr

@@ -1,12 +1,16 @@
-"""Per-tenant and platform-wide ingestion statistics from the meta store (Part 1.5)."""
+"""Per-tenant and platform-wide ingestion statistics from the meta store (Part 1.5, 3.1):
+batch (files, runs, rows) and near-realtime (the stream instances' reports), over all
+time or since a moment."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from mysimbdp.domain.records import TenantStats
+from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.platform import Platform
 
@@ -18,9 +22,9 @@ def _rule_of(reason: str) -> str:
     return "app" if ": app " in reason else "other"
 
 
-def tenant_stats(platform: Platform, tenant: str) -> TenantStats:
-    files = platform.meta.list_files(tenant=tenant, limit=10_000_000)
-    runs = platform.meta.list_runs(tenant=tenant, limit=10_000_000)
+def tenant_stats(platform: Platform, tenant: str, since: float = 0.0) -> TenantStats:
+    files = [f for f in platform.meta.list_files(tenant=tenant, limit=10_000_000) if f.received_at >= since]
+    runs = [r for r in platform.meta.list_runs(tenant=tenant, limit=10_000_000) if r.started_at >= since]
     by_status = Counter(str(f.status) for f in files)
     reasons: Counter[str] = Counter()
     for f in files:
@@ -43,10 +47,28 @@ def tenant_stats(platform: Platform, tenant: str) -> TenantStats:
     )
 
 
-def platform_report(platform: Platform, tenant: str | None = None) -> dict[str, Any]:
-    """Statistics per tenant (one tenant if given) and the platform-wide totals."""
+def stream_stats(reports: Sequence[Report]) -> dict[str, Any]:
+    """Totals of the stream instances' reports: records, messages, bytes, errors (quarantined),
+    latency (publish → committed) averaged over messages, and the worst p95 of any period."""
+    messages = sum(r.messages for r in reports)
+    weighted = sum(r.latency_avg_ms * r.messages for r in reports)
+    return {
+        "records": sum(r.records for r in reports),
+        "messages": messages,
+        "bytes": sum(r.bytes for r in reports),
+        "errors": sum(r.errors for r in reports),
+        "latency_avg_ms": round(weighted / messages, 1) if messages else 0.0,
+        "latency_p95_worst_ms": round(max((r.latency_p95_ms for r in reports if r.messages), default=0.0), 1),
+        "streams": sorted({r.stream for r in reports}),
+    }
+
+
+def platform_report(platform: Platform, tenant: str | None = None, since: float = 0.0) -> dict[str, Any]:
+    """Statistics per tenant (one tenant if given) and the platform-wide totals, of what was
+    received (files) or reported (streams) since ``since`` (epoch s; 0: all)."""
     ids = [tenant] if tenant else [t.id for t in platform.meta.list_tenants()]
-    stats = [tenant_stats(platform, t) for t in ids]
+    stats = [tenant_stats(platform, t, since) for t in ids]
+    streams = {t: stream_stats(platform.meta.streams.reports(t, since=since)) for t in ids}
     total: Counter[str] = Counter()
     for s in stats:
         total.update(s.files_by_status)
@@ -59,6 +81,8 @@ def platform_report(platform: Platform, tenant: str | None = None) -> dict[str, 
         "runs": sum(s.runs for s in stats),
         "runs_failed": sum(s.runs_failed for s in stats),
         "run_seconds": round(sum(s.run_seconds for s in stats), 3),
+        "stream_records": sum(st["records"] for st in streams.values()),
+        "stream_messages": sum(st["messages"] for st in streams.values()),
     }
     tenants = []
     for s in stats:
@@ -67,5 +91,6 @@ def platform_report(platform: Platform, tenant: str | None = None) -> dict[str, 
         item["run_seconds"] = round(s.run_seconds, 3)
         item["quarantined_rows"] = platform.meta.count_quarantine(s.tenant)
         item["top_reasons"] = [{"rule": rule, "files": n} for rule, n in s.top_reasons]
+        item["stream"] = streams[s.tenant]
         tenants.append(item)
-    return {"tenants": tenants, "platform": totals}
+    return {"since": since or None, "tenants": tenants, "platform": totals}
