@@ -153,13 +153,9 @@ def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
     key = cli.json("tenant", "add", "acme", "--profile", str(profile), "--json")["api_key"]
     api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
     up = cli.popen("up")
-    seen: set[int] = set()
 
-    def target() -> int:
-        rows = cli.json("stream", "status", "--tenant", "acme", "--json")
-        count = rows[0]["instances"] if rows else 0
-        seen.add(count)
-        return count
+    def steps() -> list[tuple[int, int]]:  # the monitor's decisions as recorded in the meta store
+        return [(d["from_instances"], d["to_instances"]) for d in cli.json("stream", "decisions", "--json")]
 
     try:
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
@@ -167,19 +163,22 @@ def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
             for batch in range(40):  # 40 broker messages of 50 records: ~20 s of work for one instance
                 body = orjson.dumps([{"id": f"w{batch}-{n}", "data": {"n": n}} for n in range(50)])
                 assert http.post("/v1/streams/work/messages", content=body, headers=JSON).status_code == 202
-        _until(lambda: target() >= 2, what="instances added under load")
+        _until(lambda: (1, 2) in steps(), what="instances added under load")
         _until(lambda: _count_of(cli, "work") == 2000, timeout_s=90, what="the backlog drained")
-        _until(lambda: target() == 1, timeout_s=60, what="scaling back down to min_instances 1")
+        _until(lambda: (made := steps()) and made[-1][1] == 1, timeout_s=60, what="back down to min_instances 1")
+        rows = cli.json("stream", "status", "--tenant", "acme", "--json")
+        assert rows[0]["instances"] == 1
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
-    assert {1, 2} <= seen and max(seen) <= 3  # up under load, never past max_instances, back to min
+    made = steps()  # up under load one step at a time, never past max_instances 3, back to min 1
+    assert made[0] == (1, 2) and made[-1][1] == 1
+    assert all(abs(a - b) == 1 and 1 <= b <= 3 for a, b in made)
+    decisions = cli.json("stream", "decisions", "--tenant", "acme", "--json")
+    assert decisions[0]["reason"].endswith("scale up") and decisions[0]["inputs"]["max_backlog"] > 5
+    assert decisions[-1]["reason"].endswith("scale down")
     log = (home.parent / "up.log").read_text()
     assert '"event": "scaling_decision"' in log and "scale up" in log and "scale down" in log
-    decisions = cli.json("stream", "decisions", "--tenant", "acme", "--json")  # recorded in the meta store
-    steps = [(d["from_instances"], d["to_instances"]) for d in decisions]
-    assert steps[0] == (1, 2) and steps[-1][1] == 1 and all(abs(a - b) == 1 for a, b in steps)
-    assert decisions[0]["reason"].endswith("scale up") and decisions[0]["inputs"]["max_backlog"] > 5
 
 
 def _count_of(cli: Cli, dataset: str) -> int:
