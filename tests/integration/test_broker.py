@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -103,3 +104,15 @@ async def test_unreachable_broker_is_unavailable(tmp_path: Path) -> None:
         b = open_broker(url)
         with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
             await b.connect()
+
+
+async def test_a_pulled_message_says_when_the_broker_took_it(broker: Broker, tenant: str) -> None:
+    """For the latency of messages that carry no time of their own (a tenant's producer)."""
+    before = time.time()
+    await broker.publish(tenant, "timed", [b"{}"], ["t1"])
+    after = time.time()
+    [message] = await broker.pull(tenant, "timed", "app", max_messages=1, timeout_s=5.0)
+    await broker.ack([message])
+    assert message.published_at is not None
+    assert before - 1.0 <= message.published_at <= after + 0.01  # AMQP's timestamp has whole seconds
+    await broker.delete(tenant, "timed")

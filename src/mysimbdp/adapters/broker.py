@@ -66,12 +66,14 @@ def subject(tenant: str, stream: str) -> str:
 @dataclass(eq=False)
 class Message:
     """One delivered message: its body, how many times it has been delivered (1 the first
-    time), the id it was published with, and the backend's handle for ack/nak."""
+    time), the id it was published with, the backend's handle for ack/nak, and when the
+    broker took it (epoch s; None when the broker does not say)."""
 
     body: bytes
     deliveries: int
     msg_id: str | None = None
     handle: Any = field(default=None, repr=False)
+    published_at: float | None = None
 
 
 class Broker(Protocol):

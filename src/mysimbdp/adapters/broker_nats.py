@@ -159,6 +159,7 @@ class NatsBroker:
                 msg.metadata.num_delivered or 1,
                 (msg.headers or {}).get(MSG_ID, "").removeprefix(prefix) or None,
                 msg,
+                msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else None,
             )
             for msg in msgs
         ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import aio_pika
 import aio_pika.exceptions
@@ -134,8 +135,9 @@ class RabbitBroker:
             raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
         name = (await self._queue(tenant, stream)).name
         exchange = self._exchanges[tenant]
+        now = datetime.now(UTC)  # AMQP keeps whole seconds
         messages = [
-            aio_pika.Message(body, message_id=msg_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            aio_pika.Message(body, message_id=msg_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=now)
             for body, msg_id in zip(bodies, ids, strict=True)
         ]
         with self._errors(tenant, stream, "publish"):
@@ -174,7 +176,10 @@ class RabbitBroker:
             got.append(buffer.get_nowait())
         now = asyncio.get_running_loop().time()
         self._handed.update((m, now) for m in got)
-        return [Message(m.body, _deliveries(m), m.message_id, m) for m in got]
+        return [
+            Message(m.body, _deliveries(m), m.message_id, m, m.timestamp.timestamp() if m.timestamp else None)
+            for m in got
+        ]
 
     async def _give_back_overdue(self) -> None:
         oldest = asyncio.get_running_loop().time() - self.ack_wait_s

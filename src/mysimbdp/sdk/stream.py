@@ -174,8 +174,9 @@ class StreamContext:
             self.counters.bytes += len(message.body)
             try:
                 batch = decode_batch(message.body, message.msg_id or f"{self.config.stream}-{id(message)}")
-                if batch.sent_at is not None:
-                    self._sent_at.append(batch.sent_at)
+                sent = batch.sent_at if batch.sent_at is not None else message.published_at
+                if sent is not None:  # the batch's own time, else the broker's
+                    self._sent_at.append(sent)
             except MessageInvalid as exc:
                 self.reject(message.msg_id or "?", message.body.decode("utf-8", "replace"), f"message {exc}")
                 continue
