@@ -22,6 +22,7 @@ import orjson
 from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
+from mysimbdp.cli_notify import notifications
 from mysimbdp.cli_stream import stream
 from mysimbdp.domain.profile import parse_profile
 from mysimbdp.domain.states import FileStatus
@@ -382,3 +383,4 @@ def check_profile(profile: Path) -> None:
 
 
 main.add_command(stream)
+main.add_command(notifications)

@@ -54,6 +54,9 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8731
     admin_key: str = field(default="", repr=False)  # the operator API's bearer key; "" = operator API off
+    notify_retry_base_s: float = 1.0  # a failed webhook delivery is retried after 1 s, 2 s, 4 s … (at most 300 s)
+    notify_max_attempts: int = 10  # then the delivery is recorded dead
+    notify_timeout_s: float = 10.0  # one webhook attempt, end to end
 
     def __post_init__(self) -> None:
         home = self.home.resolve()
@@ -75,6 +78,13 @@ class Settings:
             )
         if self.max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")
+        if self.notify_max_attempts < 1:
+            raise ConfigError(f"notify_max_attempts: must be at least 1, got {self.notify_max_attempts}")
+        if self.notify_retry_base_s <= 0 or self.notify_timeout_s <= 0:
+            raise ConfigError(
+                f"notify_retry_base_s and notify_timeout_s: must be above 0, got "
+                f"{self.notify_retry_base_s} and {self.notify_timeout_s}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:

@@ -63,4 +63,12 @@ CREATE TABLE IF NOT EXISTS stream_reports (
     latency_avg_ms DOUBLE PRECISION NOT NULL, latency_p95_ms DOUBLE PRECISION NOT NULL,
     backlog BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    event TEXT NOT NULL, url TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, created_at DOUBLE PRECISION NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL, delivered_at DOUBLE PRECISION,
+    last_status_code INTEGER, last_error TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_tenant ON notifications (tenant, created_at);
 """

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from mysimbdp.adapters._metaschema import SCHEMA
+from mysimbdp.adapters.metanotify import NotificationOutbox
 from mysimbdp.adapters.metastreams import StreamRegistry
 from mysimbdp.adapters.sql import SqlConnection
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
@@ -56,6 +57,7 @@ class MetaStore:
     def __init__(self, url: str) -> None:
         self._db = SqlConnection(url)
         self.streams = StreamRegistry(self._db)
+        self.notifications = NotificationOutbox(self._db)
 
     @property
     def dialect(self) -> str:

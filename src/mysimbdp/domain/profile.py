@@ -11,6 +11,7 @@ import fnmatch
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -156,6 +157,57 @@ class StreamApp(_Model):
         return self
 
 
+class NotifyEvent(StrEnum):
+    """What a tenant's webhooks can be told (``docs/notifications.md``)."""
+
+    FILE_REJECTED = "file_rejected"
+    RUN_FAILED = "run_failed"
+    QUARANTINE_RATIO_EXCEEDED = "quarantine_ratio_exceeded"
+    APP_CRASH_LOOP = "app_crash_loop"
+    SCALING_AT_MAX = "scaling_at_max"
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url {value!r} must be an http:// or https:// URL with a host")
+    return value
+
+
+class Webhook(_Model):
+    """One receiver of a tenant's failure notifications, signed with ``secret``."""
+
+    url: Annotated[str, AfterValidator(_webhook_url)]
+    secret: Annotated[str, Field(min_length=16, max_length=512, repr=False)]  # a literal: the HMAC-SHA256 key
+    events: Annotated[list[NotifyEvent], Field(min_length=1)] = list(NotifyEvent)
+    quarantine_ratio_high: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05  # quarantined / total above: notify
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_literal(cls, value: str) -> str:
+        if value.startswith("${"):
+            raise ValueError("references like ${NAME} are not expanded; write the secret itself")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events_unique(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        if len(value) != len(set(value)):
+            raise ValueError("each event may appear once")
+        return value
+
+
+class Notifications(_Model):
+    webhooks: Annotated[list[Webhook], Field(max_length=8)] = []
+
+    @model_validator(mode="after")
+    def _unique_urls(self) -> Notifications:
+        urls = [hook.url for hook in self.webhooks]
+        if len(urls) != len(set(urls)):
+            raise ValueError(f"webhooks: each url may appear once, got {urls}")
+        return self
+
+
 class Profile(_Model):
     """A tenant's whole service profile."""
 
@@ -174,6 +226,7 @@ class Profile(_Model):
     batch_apps: Annotated[list[BatchApp], Field(min_length=1)] = [BatchApp(name="generic")]
     stream_limits: StreamLimits = StreamLimits()
     stream_apps: list[StreamApp] = [StreamApp(name="generic")]
+    notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
     def _unique_app_names(self) -> Profile:
@@ -207,6 +260,8 @@ DEFAULT_PROFILE = Profile(description="default profile: any CSV/JSON Lines/JSON 
 def _describe(error: ErrorDetails) -> str:
     loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"]
+    if error["loc"] and error["loc"][-1] == "secret":  # never echo a secret, even a bad one
+        return f"{loc}: {message}"
     if error["type"] == "extra_forbidden":
         return f"{loc}: unknown field (value {error['input']!r}); check the spelling"
     return f"{loc}: {message} (got {error['input']!r})"

@@ -16,6 +16,7 @@ from mysimbdp.logs import get_logger
 from mysimbdp.managers.apiserver import bind_api, serve_api
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.fetchdata import FetchData
+from mysimbdp.managers.notifier import Notifier
 from mysimbdp.managers.streamingest import StreamIngestManager
 from mysimbdp.managers.streammonitor import StreamMonitor
 from mysimbdp.platform import Platform
@@ -24,6 +25,7 @@ __all__ = [
     "BatchIngestManager",
     "BrokerAccess",
     "FetchData",
+    "Notifier",
     "StreamIngestManager",
     "StreamMonitor",
     "databroker",
@@ -78,7 +80,7 @@ async def run_services(
     ready: asyncio.Future[BrokerAccess] | None = None,
 ) -> None:
     """Run the broker (embedded unless configured), the REST API, fetchdata, the batch ingest
-    manager, the stream ingest manager and the stream monitor until ``stop`` is set, then drain.
+    manager, the stream ingest manager, the stream monitor and the notifier until ``stop`` is set, then drain.
     The API listens on ``api_socket`` (default: bound to the settings' host and port); ``ready``
     gets the broker's access once it is connected."""
     api_socket = api_socket or bind_api(platform.settings)
@@ -97,6 +99,7 @@ async def run_services(
                 manager.run(stop),
                 streams.run(stop),
                 monitor.run(stop),
+                Notifier(platform).run(stop),
                 serve_api(platform, broker, stop, api_socket),
             )
         finally:

@@ -8,10 +8,11 @@ missing and stops what is extra. An instance is a subprocess started by the one 
 stopped with SIGTERM (it finishes and acks its batch) and, after a grace period, SIGKILL.
 An instance that exits on its own is restarted with exponential backoff (1 s, 2 s, ... up
 to 60 s); one that crashed ``CRASH_LOOP_RESTARTS`` times in a row is reported as a crash
-loop (state ``crash_loop``, logged as an error) and keeps being retried at the longest
-backoff. Each instance's state is recorded for ``stream status``, and what it quarantined
-(its ``rejects.jsonl``) is copied into the meta store's quarantine every tick, as
-``file_id`` ``stream:<stream>:<instance>``, numbered by entry (so a second read adds nothing).
+loop (state ``crash_loop``, logged as an error, the tenant's webhooks notified once) and
+keeps being retried at the longest backoff. Each instance's state is recorded for
+``stream status``, and what it quarantined (its ``rejects.jsonl``) is copied into the meta
+store's quarantine every tick, as ``file_id`` ``stream:<stream>:<instance>``, numbered by
+entry (so a second read adds nothing).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from mysimbdp import contract
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import Profile, StreamApp
+from mysimbdp.domain.profile import NotifyEvent, Profile, StreamApp
 from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.notify import excerpt, notify
 
 log = get_logger("streamingestmanager")
 
@@ -131,6 +133,18 @@ class StreamIngestManager:
                 restart_in_s=delay,
                 state=state,
             )
+            if restarts == CRASH_LOOP_RESTARTS:  # entering the crash loop, not each later restart
+                notify(
+                    self.platform,
+                    slot.record.tenant,
+                    NotifyEvent.APP_CRASH_LOOP,
+                    instance=slot.record.id,
+                    stream=slot.record.stream,
+                    app=slot.record.app,
+                    restarts=restarts,
+                    exit_detail=detail,
+                    stderr_tail=excerpt(slot.record.stderr_tail),
+                )
 
     # -- starting and stopping --------------------------------------------------------------
     def _start(self, slot: _Running) -> None:

@@ -5,7 +5,9 @@ Every tick it pulls the reports of each tenant with running stream apps from the
 :func:`mysimbdp.domain.scaling.decide` to every (tenant, stream, app) target. A decision
 that changes the instance count is written as the new target, which the stream ingest
 manager carries out; every such decision, and every change of reason, is logged with its
-inputs (``scaling_decision``).
+inputs (``scaling_decision``). The tenant's webhooks are told, once per episode, of an app
+overloaded at ``max_instances`` while its backlog grows and of a window quarantining more
+than their threshold (``docs/notifications.md``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 import orjson
 
 from mysimbdp.adapters.broker import REPORTS_STREAM, Broker
-from mysimbdp.domain.profile import StreamApp
+from mysimbdp.domain.profile import NotifyEvent, StreamApp
 from mysimbdp.domain.records import ScalingRecord, StreamTarget
 from mysimbdp.domain.scaling import Decision, Report, decide
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.notify import lowest_ratio_threshold, notify
 
 log = get_logger("streamingestmonitor")
 
@@ -38,6 +41,8 @@ class _Window:
     last_change_at: float = 0.0
     last_busy_at: float = field(default_factory=time.time)
     last_reason: str = ""
+    at_max_notified: bool = False  # this overload-at-max episode was notified
+    quarantine_notified: bool = False  # this high-quarantine episode was notified
 
 
 class StreamMonitor:
@@ -117,6 +122,7 @@ class StreamMonitor:
                 **decision.inputs,
             )
             window.last_reason = decision.reason
+        self._notify(target, app, window, decision, now)
         if decision.changes:
             streams = self.platform.meta.streams
             streams.set_target(target.tenant, target.stream, target.app, decision.target)
@@ -125,6 +131,58 @@ class StreamMonitor:
             )
             window.last_change_at = now
         return decision
+
+    def _notify(self, target: StreamTarget, app: StreamApp, window: _Window, decision: Decision, now: float) -> None:
+        """Tell the tenant's webhooks, once per episode, that the app is overloaded at
+        ``max_instances`` while the backlog grows, or that the window quarantines too much."""
+        reports = sorted((r for r in window.reports if r.at >= now - app.scaling.window_s), key=lambda r: r.at)
+        where = {"stream": target.stream, "app": target.app, "window_s": app.scaling.window_s}
+        inputs = decision.inputs
+        at_max = (
+            decision.current >= app.max_instances
+            and decision.target >= app.max_instances
+            and inputs["reports"] > 0
+            and inputs["high_reports"] / inputs["reports"] >= app.scaling.high_fraction
+        )
+        if not at_max:
+            window.at_max_notified = False
+        elif not window.at_max_notified and len(reports) > 1 and reports[-1].backlog > reports[0].backlog:
+            window.at_max_notified = True
+            notify(
+                self.platform,
+                target.tenant,
+                NotifyEvent.SCALING_AT_MAX,
+                **where,
+                instances=decision.current,
+                max_instances=app.max_instances,
+                backlog_first=reports[0].backlog,
+                backlog_last=reports[-1].backlog,
+                reason=decision.reason,
+            )
+        quarantined = sum(r.errors for r in reports)
+        total = quarantined + sum(r.records for r in reports)
+        if quarantined == 0:
+            window.quarantine_notified = False
+            return
+        try:
+            threshold = lowest_ratio_threshold(self.platform.tenant(target.tenant)[1])
+        except MysimbdpError:
+            return
+        ratio = quarantined / total
+        if threshold is None or ratio <= threshold:
+            window.quarantine_notified = False
+        elif not window.quarantine_notified:
+            window.quarantine_notified = True
+            notify(
+                self.platform,
+                target.tenant,
+                NotifyEvent.QUARANTINE_RATIO_EXCEEDED,
+                scope="stream",
+                **where,
+                records_total=total,
+                records_quarantined=quarantined,
+                ratio=round(ratio, 6),
+            )
 
     def _app(self, target: StreamTarget) -> StreamApp | None:
         try:

@@ -18,10 +18,12 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
+from mysimbdp.domain.profile import NotifyEvent
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.notify import excerpt, notify
 
 log = get_logger("batchingestmanager")
 
@@ -198,7 +200,32 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
         "rows_rejected": rows_rejected,
         "rows_skipped": int(result.get("rows_skipped", 0)),
     }
-    return _finish(platform, record, status, run_dir, reasons=reasons, attempts=attempt, **counts)
+    finished = _finish(platform, record, status, run_dir, reasons=reasons, attempts=attempt, **counts)
+    facts = {"file": record.name, "file_id": record.id, "run_id": run_id, "app": app.name}
+    if status is FileStatus.FAILED:  # for good: permanent, or the last transient attempt
+        notify(
+            platform,
+            record.tenant,
+            NotifyEvent.RUN_FAILED,
+            **facts,
+            attempts=attempt,
+            exit_detail=outcome.describe(),
+            error=error,
+            stderr_tail=excerpt(outcome.stderr_tail),
+        )
+    rows_total = record.rows_total or rows_written + rows_rejected
+    if status is FileStatus.INGESTED and rows_rejected > 0 and rows_total > 0:
+        notify(
+            platform,
+            record.tenant,
+            NotifyEvent.QUARANTINE_RATIO_EXCEEDED,
+            scope="file",
+            **facts,
+            rows_total=rows_total,
+            rows_quarantined=rows_rejected,
+            ratio=round(rows_rejected / rows_total, 6),
+        )
+    return finished
 
 
 def _finish(

@@ -1,0 +1,74 @@
+"""``mysimbdp notifications list``: what was sent to a tenant's webhooks and how it went."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
+from mysimbdp.domain.profile import NotifyEvent
+from mysimbdp.platform import Platform
+from mysimbdp.settings import mask_url
+
+
+@click.group("notifications")
+def notifications() -> None:
+    """Webhook notifications (docs/notifications.md): sent by a running `mysimbdp up`."""
+
+
+def _when(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _as_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "event": d.event,
+        "url": mask_url(d.url),
+        "status": str(d.status),
+        "attempts": d.attempts,
+        "created_at": _when(d.created_at),
+        "next_attempt_at": _when(d.next_attempt_at) if d.status is DeliveryStatus.PENDING else None,
+        "delivered_at": _when(d.delivered_at),
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "payload": orjson.loads(d.payload),
+    }
+
+
+def _line(d: Delivery, now: float) -> str:
+    tries = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
+    if d.status is DeliveryStatus.DELIVERED:
+        outcome = f"delivered ({tries}, HTTP {d.last_status_code})"
+    elif d.status is DeliveryStatus.DEAD:
+        outcome = f"dead ({tries}; last: {d.last_error})"
+    else:
+        wait = max(0.0, d.next_attempt_at - now)
+        outcome = f"pending ({tries}, next in {wait:.0f} s" + (f"; last: {d.last_error})" if d.last_error else ")")
+    return f"{_when(d.created_at)} {d.id} {d.event} -> {mask_url(d.url)}: {outcome}"
+
+
+@notifications.command("list")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--event", type=click.Choice([str(e) for e in NotifyEvent]), help="Only this event.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Each delivery with its payload as JSON.")
+@click.pass_obj
+def notifications_list(platform: Platform, tenant_id: str, event: str | None, limit: int, as_json: bool) -> None:
+    """The tenant's latest webhook deliveries: event, receiver, status (pending, delivered,
+    dead), attempts and the last error."""
+    platform.start()
+    platform.tenant(tenant_id)  # an unknown tenant is an error, not an empty list
+    deliveries = platform.meta.notifications.recent(tenant_id, limit=limit, event=event)
+    if as_json:
+        click.echo(orjson.dumps([_as_json(d) for d in deliveries], option=orjson.OPT_INDENT_2).decode())
+        return
+    now = time.time()
+    for delivery in deliveries:
+        click.echo(_line(delivery, now))
+    if not deliveries:
+        click.echo(f"tenant {tenant_id}: no notifications")
