@@ -1,13 +1,16 @@
 """The one logging setup: structlog, JSON lines or console, to stderr.
 
-Call :func:`configure` once at the entry point. Components bind ``tenant``, ``file_id``,
-``run_id`` with ``structlog.contextvars`` at the start of a unit of work.
+Call :func:`configure` once at the entry point. Every line names its ``component``
+(:func:`get_logger`); a unit of work binds its ids (``tenant``, ``file_id``, ``run_id``,
+``stream``, ``instance``) with :func:`log_context`, so the lines of everything it calls,
+the runner's included, carry them: one tenant's story is one grep.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager
 
 import structlog
 
@@ -29,6 +32,12 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def log_context(**ids: str) -> AbstractContextManager[None]:
+    """Within the block, every log line (of this task and the tasks it starts) carries
+    ``ids``: e.g. ``tenant``, ``file_id``, ``run_id``, ``stream``, ``instance``."""
+    return structlog.contextvars.bound_contextvars(**ids)
 
 
 def get_logger(component: str) -> structlog.typing.FilteringBoundLogger:

@@ -268,3 +268,21 @@ def test_peak_rss_reflects_the_app_not_the_platform(tmp_path: Path) -> None:
     outcome = _run(code, tmp_path / "run")
     assert outcome.ok
     assert 100 << 20 <= outcome.peak_rss_bytes < 400 << 20
+
+
+def test_the_runners_log_lines_carry_the_ids_of_the_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One tenant's story is one grep: what the runner logs names the run it belongs to."""
+    from mysimbdp import logs
+
+    logs.configure("info", "json")
+
+    async def main() -> None:
+        with logs.log_context(tenant="acme", file_id="f1", run_id="r1"):
+            await run([PY, "-c", "pass"], env=build_env({}, os.environ), cwd=tmp_path, limits=Limits(timeout_s=30))
+
+    asyncio.run(main())
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    events = {line["event"]: line for line in lines if line.get("component") == "runner"}
+    assert set(events) == {"app_started", "app_ended"}
+    for line in events.values():
+        assert (line["tenant"], line["file_id"], line["run_id"]) == ("acme", "f1", "r1")

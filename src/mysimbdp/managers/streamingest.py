@@ -35,7 +35,7 @@ from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import NotifyEvent, Profile, StreamApp
 from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
 from mysimbdp.errors import MysimbdpError
-from mysimbdp.logs import get_logger
+from mysimbdp.logs import get_logger, log_context
 from mysimbdp.platform import Platform
 from mysimbdp.services.notify import excerpt, notify
 
@@ -179,7 +179,8 @@ class StreamIngestManager:
     ) -> runner.Outcome:
         # The tenant's own user may use its stream, not create it: the platform does.
         await self.broker.declare(rec.tenant, rec.stream)
-        return await runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started)
+        with log_context(tenant=rec.tenant, stream=rec.stream, instance=rec.id):
+            return await runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started)
 
     def _contract(
         self, rec: StreamInstance, app: StreamApp, profile: Profile, coredms_url: str, workdir: str | os.PathLike[str]

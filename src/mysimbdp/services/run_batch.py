@@ -21,7 +21,7 @@ from mysimbdp.adapters import filesystem, runner
 from mysimbdp.domain.profile import NotifyEvent
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
-from mysimbdp.logs import get_logger
+from mysimbdp.logs import get_logger, log_context
 from mysimbdp.platform import Platform
 from mysimbdp.services.notify import excerpt, notify
 
@@ -124,12 +124,13 @@ async def run_file(platform: Platform, record: FileRecord, run_id: str) -> FileR
         attempt=attempt,
     )
     work.mkdir(parents=True, exist_ok=True)
-    outcome = await runner.run(
-        runner.app_argv(app.command, tenant.bundle_dir),
-        env=runner.build_env(env, platform.env),
-        cwd=work,
-        limits=limits,
-    )
+    with log_context(tenant=record.tenant, file_id=record.id, run_id=run_id):
+        outcome = await runner.run(
+            runner.app_argv(app.command, tenant.bundle_dir),
+            env=runner.build_env(env, platform.env),
+            cwd=work,
+            limits=limits,
+        )
     result = _read_json(run_dir / "result.json")
     quarantined = _record_quarantine(platform, _rejects(run_dir / "rejects.jsonl", record, run_id))
     # rows_stored counts rows already present from an interrupted earlier run too.
