@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 import orjson
+import yaml
 
 from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
@@ -187,20 +188,23 @@ def tenant_list(platform: Platform, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_platform
 def tenant_show(platform: Platform, tenant_id: str, as_json: bool) -> None:
-    """Show a tenant's profile and directories."""
+    """Show a tenant's profile and directories (webhook secrets masked)."""
     record, profile = platform.tenant(tenant_id)
+    shown = profile.model_dump(mode="json")
+    for hook in shown.get("notifications", {}).get("webhooks", []):
+        hook["secret"] = "***"  # noqa: S105 (a mask, not a password)
     info = {
         "id": record.id,
         "created_at": record.created_at,
         "bundle": record.bundle_dir,
         "inbox": str(platform.home.area("inbox", tenant_id)),
-        "profile": profile.model_dump(mode="json"),
+        "profile": shown,
     }
     if as_json:
         _emit_json(info)
     else:
         click.echo(f"tenant {record.id}\nbundle: {record.bundle_dir}\ninbox: {info['inbox']}\n")
-        click.echo(record.profile_yaml)
+        click.echo(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True))
 
 
 @tenant.command("remove")

@@ -26,6 +26,18 @@ def test_tenant_lifecycle(cli: Cli) -> None:
     assert again.returncode == 1 and "tenant 'acme' does not exist" in again.stderr
 
 
+def test_tenant_show_masks_webhook_secrets(cli: Cli, write_tenant: Callable[..., Path]) -> None:
+    secret = "s3cret-s3cret-s3cret"
+    profile = write_tenant(
+        "hooked", f"notifications:\n  webhooks:\n    - {{url: 'http://127.0.0.1:9/h', secret: {secret}}}\n"
+    )
+    cli.run("tenant", "add", "hooked", "--profile", str(profile), check=True)
+    text = cli.run("tenant", "show", "hooked", check=True).stdout
+    shown = cli.json("tenant", "show", "hooked", "--json")
+    assert secret not in text and "secret: '***'" in text
+    assert shown["profile"]["notifications"]["webhooks"][0]["secret"] == "***"
+
+
 def test_default_profile_ingests_into_the_stem_dataset_with_types(cli: Cli, tmp_path: Path) -> None:
     """A CSV lands in the dataset named after its stem with inferred types, readable by query."""
     cli.run("tenant", "add", "acme", check=True)
