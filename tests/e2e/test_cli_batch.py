@@ -36,6 +36,11 @@ def test_tenant_show_masks_webhook_secrets(cli: Cli, write_tenant: Callable[...,
     shown = cli.json("tenant", "show", "hooked", "--json")
     assert secret not in text and "secret: '***'" in text
     assert shown["profile"]["notifications"]["webhooks"][0]["secret"] == "***"
+    bad = cli.home.parent / "x.exe"
+    bad.write_bytes(b"MZ\x00\x01")
+    assert cli.run("ingest", str(bad), "--tenant", "hooked").returncode == 3  # rejected, without `up`
+    [queued] = cli.json("notifications", "list", "--tenant", "hooked", "--json")  # sent by the next `up`
+    assert (queued["event"], queued["status"]) == ("file_rejected", "pending")
 
 
 def test_default_profile_ingests_into_the_stem_dataset_with_types(cli: Cli, tmp_path: Path) -> None:

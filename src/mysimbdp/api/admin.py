@@ -1,6 +1,7 @@
 """The operator's part of the API: stream app instances, as `mysimbdp stream start|stop|status`.
 
-Authenticated with the operator key (``MYSIMBDP_ADMIN_KEY``, compared in constant time).
+Authenticated with the operator key (``MYSIMBDP_ADMIN_KEY``, compared in constant time), from
+the ``Authorization`` header or, for GET, the dashboard's cookie (:mod:`mysimbdp.api.access`).
 Without a key: 401; with a tenant's key: 403 (a tenant never steers instances); with no
 operator key configured the operator API is off: 403 for everyone, saying so.
 """
@@ -8,37 +9,42 @@ operator key configured the operator API is off: 403 for everyone, saying so.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from mysimbdp.api.app import AUTH_HEADERS, Refused, _bearer, _context
+from mysimbdp.api import access
+from mysimbdp.api.app import AUTH_HEADERS, Refused, _context, _documented
+from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.errors import BrokerError, TenantError
 from mysimbdp.services import streams as stream_service
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
 
 
-async def _operator(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    if credentials is None:
+async def _operator(request: Request, key: Annotated[str | None, Depends(access.credentials)]) -> None:
+    if key is None:
         raise Refused(401, "missing Authorization header: send 'Authorization: Bearer <operator key>'", AUTH_HEADERS)
-    ctx = _context(request)
-    admin_key = ctx.platform.settings.admin_key
-    if admin_key and hmac.compare_digest(credentials.credentials.encode(), admin_key.encode()):
+    viewer = await access.viewer_for_key(request, key)
+    if viewer is not None and viewer.is_operator:
         return
-    if await ctx.caller(credentials.credentials) is not None:
+    if viewer is not None:
         raise Refused(403, "a tenant's API key cannot use the operator API")
-    if not admin_key:
+    if not _context(request).platform.settings.admin_key:
         raise Refused(403, "the operator API is off: start the platform with MYSIMBDP_ADMIN_KEY set")
     raise Refused(401, "unknown operator key", AUTH_HEADERS)
 
 
 Operator = Depends(_operator)
+TenantPath = Annotated[str, Path(pattern=TENANT_ID_RE.pattern)]
+_AUTH_ERRORS = {
+    401: "No operator key, or an unknown one",
+    403: "A tenant's API key, or the operator API is off (no MYSIMBDP_ADMIN_KEY)",
+    422: "Invalid request, or a stream the tenant's profile does not allow",
+}
+_ERRORS = _documented({**_AUTH_ERRORS, 404: "No such tenant"})
+_PUT_ERRORS = _documented({**_AUTH_ERRORS, 400: "The body is not JSON", 404: "No such tenant"})
 
 
 class InstancesRequest(BaseModel):
@@ -55,20 +61,29 @@ async def _call(function: Any, *args: Any) -> Any:
         raise Refused(422, str(exc)) from exc
 
 
-@router.put("/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Start or scale")
-async def start_instances(request: Request, tenant: str, stream: str, body: InstancesRequest) -> dict[str, Any]:
+@router.put(
+    "/tenants/{tenant}/streams/{stream}/instances",
+    dependencies=[Operator],
+    summary="Start or scale",
+    responses=_PUT_ERRORS,
+)
+async def start_instances(request: Request, tenant: TenantPath, stream: str, body: InstancesRequest) -> dict[str, Any]:
     platform = _context(request).platform
     target = await _call(stream_service.start, platform, tenant, stream, body.app, body.instances)
     return {"tenant": target.tenant, "stream": target.stream, "app": target.app, "instances": target.instances}
 
 
-@router.delete("/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Stop")
-async def stop_instances(request: Request, tenant: str, stream: str) -> list[dict[str, Any]]:
+@router.delete(
+    "/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Stop", responses=_ERRORS
+)
+async def stop_instances(request: Request, tenant: TenantPath, stream: str) -> list[dict[str, Any]]:
     stopped = await _call(stream_service.stop, _context(request).platform, tenant, stream, None)
     return [{"tenant": t.tenant, "stream": t.stream, "app": t.app, "instances": t.instances} for t in stopped]
 
 
-@router.get("/streams", dependencies=[Operator], summary="Instances of every stream app")
-async def stream_status(request: Request, tenant: str | None = None) -> list[dict[str, Any]]:
+@router.get("/streams", dependencies=[Operator], summary="Instances of every stream app", responses=_ERRORS)
+async def stream_status(
+    request: Request, tenant: Annotated[str | None, Query(pattern=TENANT_ID_RE.pattern)] = None
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = await _call(stream_service.status, _context(request).platform, tenant)
     return rows

@@ -323,7 +323,11 @@ def create_app(platform: Platform, broker: Broker, *, clock: Clock = time.monoto
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.include_router(router)
-    from mysimbdp.api.admin import router as admin_router  # it builds on this module
+    from mysimbdp.api import admin, dashboard, history, metrics  # they build on this module
 
-    app.include_router(admin_router)
+    app.include_router(admin.router)
+    app.include_router(history.router)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.STATIC, name="static")
     return app

@@ -17,13 +17,10 @@ from pathlib import Path
 import watchfiles
 
 from mysimbdp.adapters.filesystem import Seen, inbox_candidates, is_settled
-from mysimbdp.domain.profile import NotifyEvent
-from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
 from mysimbdp.services.fetch import FetchDecision, fetch_file, reconcile
-from mysimbdp.services.notify import notify
 
 log = get_logger("fetchdata")
 
@@ -97,16 +94,6 @@ class FetchData:
                     continue  # taken by another fetcher (the CLI) meanwhile
                 self._seen.pop(path, None)
                 decisions.append(decision)
-                if decision.status is not FileStatus.STAGED:
-                    notify(
-                        self.platform,
-                        tenant,
-                        NotifyEvent.FILE_REJECTED,
-                        file=decision.name,
-                        file_id=decision.file_id,
-                        status=str(decision.status),
-                        reasons=list(decision.reasons),
-                    )
                 if self.on_decision is not None:
                     self.on_decision(decision)
         return decisions

@@ -19,10 +19,12 @@ from mysimbdp.adapters import filesystem
 from mysimbdp.adapters.scanner import scan_file
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
 from mysimbdp.domain.ids import new_id
+from mysimbdp.domain.profile import NotifyEvent
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.notify import notify
 
 log = get_logger("fetchdata")
 
@@ -184,6 +186,15 @@ def _reject(
         file=record.name,
         status=str(status),
         reasons=reasons,
+    )
+    notify(
+        platform,
+        record.tenant,
+        NotifyEvent.FILE_REJECTED,
+        file=record.name,
+        file_id=record.id,
+        status=str(status),
+        reasons=list(reasons),
     )
     return FetchDecision(record.id, record.tenant, record.name, status, target, tuple(reasons), facts, seconds)
 

@@ -1,0 +1,214 @@
+"""Read-only history of the meta store, for the history API and ``/metrics``.
+
+Portable SQL (SQLite and PostgreSQL) over :meth:`MetaStore.query`; nothing here writes.
+Every listing takes ``tenant`` (None: every tenant) and pages newest first. Aggregates
+return plain tuples keyed by tenant (and a small fixed label set), never by file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from mysimbdp.adapters.metastore import _FILE_COLUMNS, MetaStore, _file
+from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
+from mysimbdp.domain.states import RunStatus
+
+STREAM_PREFIX = "stream:"  # quarantine rows of stream apps: file_id "stream:<stream>:<instance>"
+
+_RUN_COLUMNS = (
+    "id, file_id, tenant, app, attempt, started_at, status, ended_at, exit_code, "
+    "rows_written, rows_rejected, bytes_read, peak_rss_bytes, error, stderr_tail"
+)
+_IS_STREAM = f"substr(file_id, 1, {len(STREAM_PREFIX)}) = '{STREAM_PREFIX}'"
+_KINDS = {"batch": f"NOT ({_IS_STREAM})", "stream": _IS_STREAM}
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    values = list(row)
+    values[6] = RunStatus(values[6]) if values[6] else None
+    return RunRecord(*values)
+
+
+def _where(clauses: list[tuple[str, Any]], tenant: str | None) -> tuple[str, list[Any]]:
+    """``WHERE`` from ``(sql with one ?, value)`` pairs whose value is not None (tenant first)."""
+    pairs = [("tenant = ?", tenant), *clauses]
+    kept = [(sql, value) for sql, value in pairs if value is not None]
+    if not kept:
+        return "", []
+    return "WHERE " + " AND ".join(sql for sql, _ in kept), [value for _, value in kept]
+
+
+class MetaHistory:
+    """What happened, per tenant: files, their events and runs, quarantine, decisions."""
+
+    def __init__(self, meta: MetaStore) -> None:
+        self._meta = meta
+
+    def _page(
+        self, table: str, columns: str, where: str, params: list[Any], order: str, limit: int, offset: int
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        rows = self._meta.query(
+            f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
+        total = self._meta.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0]
+        return rows, int(total)
+
+    # -- files ---------------------------------------------------------------------------
+    def files(
+        self, tenant: str | None, *, status: str | None = None, since: float | None = None, limit: int, offset: int
+    ) -> tuple[list[FileRecord], int]:
+        """Files newest first (received at or after ``since``), and how many match in all."""
+        where, params = _where([("status = ?", status), ("received_at >= ?", since)], tenant)
+        rows, total = self._page("files", _FILE_COLUMNS, where, params, "received_at DESC, id DESC", limit, offset)
+        return [_file(row) for row in rows], total
+
+    def file(self, tenant: str | None, file_id: str) -> FileRecord | None:
+        """One file, None when it does not exist or belongs to another tenant than ``tenant``."""
+        where, params = _where([("id = ?", file_id)], tenant)
+        rows = self._meta.query(f"SELECT {_FILE_COLUMNS} FROM files {where}", params)
+        return _file(rows[0]) if rows else None
+
+    def events(self, file_id: str) -> list[tuple[float, str, dict[str, Any]]]:
+        rows = self._meta.query("SELECT at, status, detail FROM file_events WHERE file_id = ? ORDER BY at", (file_id,))
+        return [(float(at), str(status), orjson.loads(detail)) for at, status, detail in rows]
+
+    def file_runs(self, file_id: str) -> list[RunRecord]:
+        rows = self._meta.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE file_id = ? ORDER BY started_at", (file_id,))
+        return [_run(row) for row in rows]
+
+    # -- runs ----------------------------------------------------------------------------
+    def runs(
+        self, tenant: str | None, *, status: str | None = None, file_id: str | None = None, limit: int, offset: int
+    ) -> tuple[list[RunRecord], int]:
+        where, params = _where([("status = ?", status), ("file_id = ?", file_id)], tenant)
+        rows, total = self._page("runs", _RUN_COLUMNS, where, params, "started_at DESC, id DESC", limit, offset)
+        return [_run(row) for row in rows], total
+
+    # -- quarantine ----------------------------------------------------------------------
+    def quarantine(
+        self,
+        tenant: str | None,
+        *,
+        kind: str | None = None,
+        file_id: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[tuple[str, str, str, int, str, str, float]], int]:
+        """Quarantined rows ``(tenant, file_id, run_id, line, raw, reason, at)``, newest first;
+        ``kind`` "batch" (files) or "stream" (stream apps)."""
+        where, params = _where([("file_id = ?", file_id)], tenant)
+        if kind is not None:
+            where = f"{where} AND {_KINDS[kind]}" if where else f"WHERE {_KINDS[kind]}"
+        rows, total = self._page(
+            "quarantine",
+            "tenant, file_id, run_id, line, raw, reason, at",
+            where,
+            params,
+            "at DESC, file_id, line",
+            limit,
+            offset,
+        )
+        typed = [(str(t), str(f), str(r), int(n), str(raw), str(why), float(at)) for t, f, r, n, raw, why, at in rows]
+        return typed, total
+
+    # -- scaling decisions ---------------------------------------------------------------
+    def decisions(
+        self, tenant: str | None, *, stream: str | None = None, since: float | None = None, limit: int, offset: int
+    ) -> tuple[list[ScalingRecord], int]:
+        where, params = _where([("stream = ?", stream), ("at >= ?", since)], tenant)
+        columns = "at, tenant, stream, app, from_instances, to_instances, reason, inputs"
+        rows, total = self._page("stream_decisions", columns, where, params, "at DESC", limit, offset)
+        decisions = [
+            ScalingRecord(float(at), t, s, app, int(was), int(to), reason, orjson.loads(inputs))
+            for at, t, s, app, was, to, reason, inputs in rows
+        ]
+        return decisions, total
+
+    # -- aggregates for /metrics ---------------------------------------------------------
+    def tenants(self) -> list[str]:
+        return [str(row[0]) for row in self._meta.query("SELECT id FROM tenants ORDER BY id")]
+
+    def files_by_status(self) -> list[tuple[str, str, int, int, int]]:
+        """``(tenant, status, files, bytes, rows written)`` per tenant and file status."""
+        rows = self._meta.query(
+            "SELECT tenant, status, COUNT(*), COALESCE(SUM(size_bytes), 0), COALESCE(SUM(rows_written), 0) "
+            "FROM files GROUP BY tenant, status ORDER BY tenant, status"
+        )
+        return [(str(t), str(s), int(n), int(b), int(w)) for t, s, n, b, w in rows]
+
+    def quarantine_counts(self) -> list[tuple[str, str, int]]:
+        """``(tenant, kind, rows)``: quarantined rows of files ("batch") and of stream apps."""
+        rows = self._meta.query(
+            f"SELECT tenant, CASE WHEN {_IS_STREAM} THEN 'stream' ELSE 'batch' END AS kind, COUNT(*) "
+            "FROM quarantine GROUP BY tenant, kind ORDER BY tenant, kind"
+        )
+        return [(str(t), str(k), int(n)) for t, k, n in rows]
+
+    def run_durations(self, bounds_s: Sequence[float]) -> list[tuple[str, str, int, float, list[int]]]:
+        """Finished runs ``(tenant, status, count, sum of seconds, cumulative count per bound)``."""
+        duration = "(ended_at - started_at)"
+        buckets = ", ".join(f"SUM(CASE WHEN {duration} <= ? THEN 1 ELSE 0 END)" for _ in bounds_s)
+        rows = self._meta.query(
+            f"SELECT tenant, status, COUNT(*), COALESCE(SUM({duration}), 0){', ' if buckets else ''}{buckets} "
+            "FROM runs WHERE ended_at IS NOT NULL AND status IS NOT NULL "
+            "GROUP BY tenant, status ORDER BY tenant, status",
+            tuple(bounds_s),
+        )
+        return [(str(r[0]), str(r[1]), int(r[2]), float(r[3]), [int(v or 0) for v in r[4:]]) for r in rows]
+
+    def stream_totals(self) -> list[tuple[str, str, int, int, int, int]]:
+        """``(tenant, stream, reports, messages, records, bytes)`` summed over the instances' reports."""
+        rows = self._meta.query(
+            "SELECT tenant, stream, COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(records), 0), "
+            "COALESCE(SUM(bytes), 0) FROM stream_reports GROUP BY tenant, stream ORDER BY tenant, stream"
+        )
+        return [(str(t), str(s), int(n), int(m), int(r), int(b)) for t, s, n, m, r, b in rows]
+
+    def latest_reports(self) -> list[tuple[str, str, float, float, float, int]]:
+        """Per tenant stream, its newest report: ``(tenant, stream, at, latency avg ms, p95 ms, backlog)``."""
+        rows = self._meta.query(
+            "SELECT r.tenant, r.stream, r.at, r.latency_avg_ms, r.latency_p95_ms, r.backlog FROM stream_reports r "
+            "JOIN (SELECT tenant, stream, MAX(at) AS at FROM stream_reports GROUP BY tenant, stream) m "
+            "ON r.tenant = m.tenant AND r.stream = m.stream AND r.at = m.at ORDER BY r.tenant, r.stream, r.instance"
+        )
+        latest: dict[tuple[str, str], tuple[str, str, float, float, float, int]] = {}
+        for t, s, at, avg, p95, backlog in rows:  # two reports at the same instant: the first instance's
+            latest.setdefault((t, s), (str(t), str(s), float(at), float(avg), float(p95), int(backlog)))
+        return list(latest.values())
+
+    def report_p95s(self, bounds_ms: Sequence[float]) -> list[tuple[str, str, int, float, list[int]]]:
+        """Per tenant stream, the reports' p95 latencies as a histogram: ``(tenant, stream,
+        reports, sum of p95 ms, cumulative count per bound)``."""
+        buckets = ", ".join("SUM(CASE WHEN latency_p95_ms <= ? THEN 1 ELSE 0 END)" for _ in bounds_ms)
+        rows = self._meta.query(
+            f"SELECT tenant, stream, COUNT(*), COALESCE(SUM(latency_p95_ms), 0){', ' if buckets else ''}{buckets} "
+            "FROM stream_reports GROUP BY tenant, stream ORDER BY tenant, stream",
+            tuple(bounds_ms),
+        )
+        return [(str(r[0]), str(r[1]), int(r[2]), float(r[3]), [int(v or 0) for v in r[4:]]) for r in rows]
+
+    def instances(self) -> list[tuple[str, str, str, int]]:
+        """``(tenant, stream, state, instances)`` of the stream apps' instances not stopped."""
+        rows = self._meta.query(
+            "SELECT tenant, stream, state, COUNT(*) FROM stream_instances WHERE state <> 'stopped' "
+            "GROUP BY tenant, stream, state ORDER BY tenant, stream, state"
+        )
+        return [(str(t), str(s), str(state), int(n)) for t, s, state, n in rows]
+
+    def targets(self) -> list[tuple[str, str, int]]:
+        """``(tenant, stream, instances)``: the target instance count, summed over the stream's apps."""
+        rows = self._meta.query(
+            "SELECT tenant, stream, SUM(instances) FROM stream_targets GROUP BY tenant, stream ORDER BY tenant, stream"
+        )
+        return [(str(t), str(s), int(n)) for t, s, n in rows]
+
+    def decision_counts(self) -> list[tuple[str, str, str, int]]:
+        """``(tenant, stream, direction, decisions)``, direction "up" or "down"."""
+        rows = self._meta.query(
+            "SELECT tenant, stream, CASE WHEN to_instances > from_instances THEN 'up' ELSE 'down' END AS direction, "
+            "COUNT(*) FROM stream_decisions GROUP BY tenant, stream, direction ORDER BY tenant, stream, direction"
+        )
+        return [(str(t), str(s), str(d), int(n)) for t, s, d, n in rows]
