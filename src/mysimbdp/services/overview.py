@@ -1,6 +1,7 @@
 """What the dashboard shows, for the operator (every tenant) or one tenant: totals per
-tenant, stream instances and backlog, scaling decisions, recent failures, and the series
-of throughput and latency over time. Read from the meta store only; one call per refresh.
+tenant, stream instances and backlog, scaling decisions, recent failures, webhook
+deliveries with their status, and the series of throughput and latency over time. Read
+from the meta store only; one call per refresh.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from mysimbdp.adapters.metanotify import Delivery
 from mysimbdp.domain.records import ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.platform import Platform
@@ -69,6 +71,7 @@ class Overview:
     streams: list[StreamState] = field(default_factory=list)
     decisions: list[ScalingRecord] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    notifications: list[Delivery] = field(default_factory=list)  # webhook deliveries, newest first
     series: list[TenantSeries] = field(default_factory=list)
 
 
@@ -92,9 +95,13 @@ def overview(platform: Platform, tenant: str | None, *, since_s: float = 3600.0)
         view.streams.extend(_streams(platform, name, since))
         view.decisions.extend(platform.meta.streams.decisions(name, since=since))
         view.failures.extend(_failures(platform, name, since))
+        view.notifications.extend(
+            d for d in platform.meta.notifications.recent(name, limit=RECENT) if d.created_at >= since
+        )
         view.series.append(tenant_series(platform, name, since=since, until=now))
     view.decisions = sorted(view.decisions, key=lambda d: d.at)[-RECENT:][::-1]
     view.failures = sorted(view.failures, key=lambda f: f.at)[-RECENT:][::-1]
+    view.notifications = sorted(view.notifications, key=lambda d: d.created_at)[-RECENT:][::-1]
     return view
 
 

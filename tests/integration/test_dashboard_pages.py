@@ -1,0 +1,119 @@
+"""The dashboard's pages over HTTP (the browser test is tests/e2e/test_dashboard.py): who
+gets which view, the login form and its cookie, and what the panel shows: a tenant's
+rejected file and its webhook delivery, and nothing of another tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mysimbdp.adapters.broker import Broker
+from mysimbdp.api import create_app
+from mysimbdp.api.access import KEY_COOKIE
+from mysimbdp.platform import Platform
+from mysimbdp.services.ingest import ingest_one
+from mysimbdp.services.tenants import NewTenant, add_tenant
+from mysimbdp.settings import Settings
+
+OPERATOR_KEY = "op-secret"
+HOOKED = """
+formats: [csv]
+notifications:
+  webhooks:
+    - {url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef0123"}
+"""
+
+
+@pytest.fixture
+def broker_url(embedded_nats: str) -> str:
+    return embedded_nats
+
+
+def _platform(home: Path, admin_key: str) -> Iterator[Platform]:
+    with Platform(Settings(home=home, admin_key=admin_key), {}) as started:
+        yield started
+
+
+@pytest.fixture
+def open_platform(home: Path) -> Iterator[Platform]:
+    """No operator key: the operator's view is open to loopback clients."""
+    yield from _platform(home, "")
+
+
+@pytest.fixture
+def keyed_platform(home: Path) -> Iterator[Platform]:
+    yield from _platform(home, OPERATOR_KEY)
+
+
+def _client(platform: Platform, broker: Broker, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(platform, broker), client=(peer, 1234))
+    return httpx.AsyncClient(transport=transport, base_url="http://test", follow_redirects=False)
+
+
+async def _tenants(platform: Platform, tmp_path: Path) -> tuple[NewTenant, NewTenant]:
+    profile = tmp_path / "hooked" / "profile.yaml"
+    profile.parent.mkdir()
+    profile.write_text(HOOKED)
+    hooked = add_tenant(platform, "hooked", profile)
+    plain = add_tenant(platform, "plain", None)
+    bad = tmp_path / "not-csv.jsonl"
+    bad.write_text('{"a": 1}\n')
+    await ingest_one(platform, "hooked", bad, wait=True)  # rejected: format; a file_rejected delivery is queued
+    good = tmp_path / "plain.csv"
+    good.write_text("a,b\n1,2\n")
+    await ingest_one(platform, "plain", good, wait=True)
+    return hooked, plain
+
+
+async def test_loopback_sees_the_operators_view_and_a_remote_peer_must_sign_in(
+    open_platform: Platform, broker: Broker, tmp_path: Path
+) -> None:
+    await _tenants(open_platform, tmp_path)
+    async with _client(open_platform, broker) as local:
+        page = await local.get("/")
+        assert page.status_code == 200 and "all tenants" in page.text
+        assert page.text.count("<svg") == 4 and "/static/dashboard.js" in page.text
+        assert 'data-tenant="hooked"' in page.text and 'data-tenant="plain"' in page.text
+        assert (await local.get("/static/dashboard.js")).status_code == 200
+    async with _client(open_platform, broker, peer="203.0.113.7") as remote:
+        assert (await remote.get("/")).headers["location"] == "/login"
+        assert (await remote.get("/dashboard/panel")).status_code == 401
+
+
+async def test_with_an_operator_key_even_loopback_signs_in(keyed_platform: Platform, broker: Broker) -> None:
+    async with _client(keyed_platform, broker) as local:
+        assert (await local.get("/")).status_code == 303
+        refused = await local.post(
+            "/login", content=b"key=wrong", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert refused.status_code == 401 and "neither a tenant" in refused.text
+        signed = await local.post(
+            "/login",
+            content=f"key={OPERATOR_KEY}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert signed.status_code == 303 and KEY_COOKIE in signed.cookies
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert "all tenants" in (await local.get("/")).text  # the cookie is kept by the client
+        assert (await local.get("/logout")).status_code == 303
+
+
+async def test_a_tenants_panel_shows_its_failures_and_deliveries_and_nothing_else(
+    keyed_platform: Platform, broker: Broker, tmp_path: Path
+) -> None:
+    hooked, plain = await _tenants(keyed_platform, tmp_path)
+    async with _client(keyed_platform, broker) as client:
+        client.cookies.set(KEY_COOKIE, hooked.api_key)
+        panel = (await client.get("/dashboard/panel?since=15m")).text
+        assert 'data-tenant="hooked"' in panel and "not-csv.jsonl" in panel and "rule format" in panel
+        assert 'data-status="pending"' in panel and "file_rejected" in panel and "http://127.0.0.1:9/hook" in panel
+        assert "plain" not in panel
+        asked = (await client.get("/dashboard/panel?tenant=plain")).text  # another tenant: still only its own
+        assert "plain" not in asked and 'data-tenant="hooked"' in asked
+        client.cookies.set(KEY_COOKIE, plain.api_key)
+        other = (await client.get("/")).text
+        assert "tenant plain" in other and "hooked" not in other
