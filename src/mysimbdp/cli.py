@@ -28,9 +28,7 @@ from mysimbdp.cli_stream import stream
 from mysimbdp.domain.profile import parse_profile
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
-from mysimbdp.managers import run_services
 from mysimbdp.platform import Platform
-from mysimbdp.services import demo as demo_service
 from mysimbdp.services import tenants as tenant_service
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.plots import plot_series
@@ -333,6 +331,8 @@ def _run_until_signal(platform: Platform) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        from mysimbdp.managers import run_services  # the servers' imports: only when serving
+
         await run_services(platform, stop)
 
     asyncio.run(main_loop())
@@ -367,6 +367,8 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
     REST API, then pause each stream app while its devices re-send everything 40 times and
     start it again (the monitor scales the instances up to drain the backlog and back down);
     print a summary of both."""
+    from mysimbdp.services import demo as demo_service  # the servers' imports: only when serving
+
     if fresh:
         platform.close()
         demo_service.fresh_home(platform.settings.home)

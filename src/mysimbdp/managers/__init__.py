@@ -13,7 +13,6 @@ from mysimbdp.adapters.broker_auth import BrokerUsers
 from mysimbdp.adapters.broker_users import TenantUsers, tenant_users
 from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.logs import get_logger
-from mysimbdp.managers.apiserver import bind_api, serve_api
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.managers.notifier import Notifier
@@ -83,6 +82,8 @@ async def run_services(
     manager, the stream ingest manager, the stream monitor and the notifier until ``stop`` is set, then drain.
     The API listens on ``api_socket`` (default: bound to the settings' host and port); ``ready``
     gets the broker's access once it is connected."""
+    from mysimbdp.managers.apiserver import bind_api, serve_api  # FastAPI's imports: only when serving
+
     api_socket = api_socket or bind_api(platform.settings)
     async with databroker(platform) as access:
         broker = open_broker(access.url)
