@@ -149,7 +149,12 @@ async def _publish(url: str, stream: str, records: int, per_message: int, rate: 
     broker = open_broker(url)
     await broker.connect()
     try:
-        chunk = max(1, 1000 // per_message)  # messages per publish call (confirms pipelined)
+        # Messages per publish call (confirms pipelined): as many as fit in 1,000 records when
+        # flat out; paced, about 10 ms worth, so the pace is smooth and not a burst of 1,000
+        # messages whose last one waits for the broker to store the others.
+        chunk = max(1, 1000 // per_message)
+        if rate is not None:
+            chunk = max(1, min(chunk, int(rate * 0.01 / per_message)))
         started = time.time()
         for first in range(0, records, per_message * chunk):
             now = time.time()
