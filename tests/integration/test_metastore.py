@@ -141,7 +141,7 @@ def test_scaling_decisions_are_kept_with_their_inputs(meta: MetaStore) -> None:
 
 def test_stream_reports_are_kept_and_read_back_by_tenant_and_time(meta: MetaStore) -> None:
     _tenant(meta)
-    first = Report(10.0, "acme", "clicks", "app", "i1", 5.0, 3, 300, 9000, 1, 12.5, 40.0, 7)
+    first = Report(10.0, "acme", "clicks", "app", "i1", 5.0, 3, 300, 9000, 1, 12.5, 40.0, 7, 9.5)
     second = Report(15.0, "acme", "clicks", "app", "i1", 5.0, 0, 0, 0, 0, 0.0, 0.0, 0)
     meta.streams.record_reports([second, first])
     assert meta.streams.reports("acme") == [first, second]

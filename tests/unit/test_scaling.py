@@ -70,3 +70,10 @@ def test_a_report_round_trips_as_json() -> None:
     report = _report(NOW, backlog=3)
     assert Report.from_json(report.to_json()) == report
     assert report.to_json()["rate_per_s"] == 10.0
+
+
+def test_a_report_round_trips_and_one_without_a_median_reads_as_zero() -> None:
+    report = Report(9.0, "t", "s", "a", "i1", 5.0, 4, 400, 1000, 1, 20.0, 80.0, 3, 15.0)
+    assert Report.from_json(report.to_json()) == report
+    older = {k: v for k, v in report.to_json().items() if k != "latency_p50_ms"}  # an SDK of before
+    assert Report.from_json(older).latency_p50_ms == 0.0

@@ -32,7 +32,7 @@ def _run(started: float, ended: float | None, rows: int) -> RunRecord:
 
 
 def _report(at: float, records: int, messages: int, p95: float) -> Report:
-    return Report(at, "acme", "s", "app", "i", 5.0, messages, records, 0, 0, p95 / 2, p95, 0)
+    return Report(at, "acme", "s", "app", "i", 5.0, messages, records, 0, 0, p95 / 2, p95, 0, p95 / 4)
 
 
 def test_runs_and_reports_fall_into_the_bucket_where_they_ended() -> None:
@@ -40,6 +40,8 @@ def test_runs_and_reports_fall_into_the_bucket_where_they_ended() -> None:
     reports = [_report(102, 40, 4, 120.0), _report(107, 60, 6, 80.0), _report(114, 0, 0, 0.0)]
     series = series_of("acme", runs, reports, start=100, end=119, width=10)
     assert series.batch_rows_per_s == [Point(100, 80.0), Point(110, 100.0)]
+    assert series.batch_run_p50_s == [Point(100, 6.0), Point(110, 10.0)]
     assert series.batch_run_p95_s == [Point(100, 8.0), Point(110, 10.0)]
     assert series.stream_records_per_s == [Point(100, 10.0), Point(110, 0.0)]
+    assert series.stream_latency_p50_ms == [Point(100, 20.0)]  # the median of the periods' medians 30, 20
     assert series.stream_latency_p95_ms == [Point(100, 120.0)]  # an idle report carries no latency

@@ -167,16 +167,18 @@ class MetaHistory:
         )
         return [(str(t), str(s), int(n), int(m), int(r), int(b)) for t, s, n, m, r, b in rows]
 
-    def latest_reports(self) -> list[tuple[str, str, float, float, float, int]]:
-        """Per tenant stream, its newest report: ``(tenant, stream, at, latency avg ms, p95 ms, backlog)``."""
+    def latest_reports(self) -> list[tuple[str, str, float, float, float, int, float]]:
+        """Per tenant stream, its newest report: ``(tenant, stream, at, latency avg ms, p95 ms,
+        backlog, p50 ms)``."""
         rows = self._meta.query(
-            "SELECT r.tenant, r.stream, r.at, r.latency_avg_ms, r.latency_p95_ms, r.backlog FROM stream_reports r "
+            "SELECT r.tenant, r.stream, r.at, r.latency_avg_ms, r.latency_p95_ms, r.backlog, r.latency_p50_ms "
+            "FROM stream_reports r "
             "JOIN (SELECT tenant, stream, MAX(at) AS at FROM stream_reports GROUP BY tenant, stream) m "
             "ON r.tenant = m.tenant AND r.stream = m.stream AND r.at = m.at ORDER BY r.tenant, r.stream, r.instance"
         )
-        latest: dict[tuple[str, str], tuple[str, str, float, float, float, int]] = {}
-        for t, s, at, avg, p95, backlog in rows:  # two reports at the same instant: the first instance's
-            latest.setdefault((t, s), (str(t), str(s), float(at), float(avg), float(p95), int(backlog)))
+        latest: dict[tuple[str, str], tuple[str, str, float, float, float, int, float]] = {}
+        for t, s, at, avg, p95, backlog, p50 in rows:  # two reports at the same instant: the first instance's
+            latest.setdefault((t, s), (str(t), str(s), float(at), float(avg), float(p95), int(backlog), float(p50)))
         return list(latest.values())
 
     def report_p95s(self, bounds_ms: Sequence[float]) -> list[tuple[str, str, int, float, list[int]]]:

@@ -12,7 +12,7 @@ from mysimbdp.domain.scaling import Report
 
 _REPORT_COLUMNS = (
     "at, tenant, stream, app, instance, period_s, messages, records, bytes, errors, "
-    "latency_avg_ms, latency_p95_ms, backlog"
+    "latency_avg_ms, latency_p95_ms, backlog, latency_p50_ms"
 )
 _INSTANCE_COLUMNS = "id, tenant, stream, app, state, pid, started_at, updated_at, restarts, exit_detail, stderr_tail"
 
@@ -79,7 +79,7 @@ class StreamRegistry:
     def record_reports(self, reports: list[Report]) -> None:
         """Keep the instances' reports (what the dashboard, metrics and reports chart)."""
         self._db.executemany(
-            f"INSERT INTO stream_reports ({_REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO stream_reports ({_REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.at,
@@ -95,6 +95,7 @@ class StreamRegistry:
                     r.latency_avg_ms,
                     r.latency_p95_ms,
                     r.backlog,
+                    r.latency_p50_ms,
                 )
                 for r in reports
             ],

@@ -145,13 +145,20 @@ class MetaStoreCollector(Collector):
             "(one instance, one report period)",
             labels=["tenant", "stream"],
         )
+        latest_p50 = GaugeMetricFamily(
+            "mysimbdp_stream_latency_p50_seconds",
+            "Median publish-to-committed latency over the period of the stream's newest instance report "
+            "(one instance, one report period)",
+            labels=["tenant", "stream"],
+        )
         backlog = GaugeMetricFamily(
             "mysimbdp_stream_backlog_messages",
             "Messages of the stream not acked yet, as the stream's newest instance report saw them",
             labels=["tenant", "stream"],
         )
-        for tenant, stream, _at, avg_ms, p95_ms, waiting in self._history.latest_reports():
+        for tenant, stream, _at, avg_ms, p95_ms, waiting, p50_ms in self._history.latest_reports():
             latest_avg.add_metric([tenant, stream], avg_ms / 1000)
+            latest_p50.add_metric([tenant, stream], p50_ms / 1000)
             latest_p95.add_metric([tenant, stream], p95_ms / 1000)
             backlog.add_metric([tenant, stream], waiting)
         p95s = HistogramMetricFamily(
@@ -195,7 +202,7 @@ class MetaStoreCollector(Collector):
         )
         for tenant, stream, direction, count in self._history.decision_counts():
             decisions.add_metric([tenant, stream, direction], count)
-        yield from (latest_avg, latest_p95, backlog, p95s, reports, messages, instances, targets, decisions)
+        yield from (latest_avg, latest_p50, latest_p95, backlog, p95s, reports, messages, instances, targets, decisions)
 
 
 def _scrape(history: MetaHistory) -> bytes:

@@ -40,6 +40,7 @@ class Report:
     latency_avg_ms: float  # publish -> committed, over the period's batches
     latency_p95_ms: float
     backlog: int  # messages of the stream not acked yet, seen at the period's end
+    latency_p50_ms: float = 0.0  # the period's median (reports of version 1 may lack it)
 
     @property
     def rate_per_s(self) -> float:
@@ -51,7 +52,7 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         names = cls.__dataclass_fields__
-        return cls(**{name: data[name] for name in names})
+        return cls(**{name: data[name] for name in names if name in data})
 
 
 @dataclass(frozen=True, slots=True)

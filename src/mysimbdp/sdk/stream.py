@@ -318,6 +318,7 @@ class StreamContext:
             latency_avg_ms=sum(latencies) / len(latencies) if latencies else 0.0,
             latency_p95_ms=latencies[int(0.95 * (len(latencies) - 1))] if latencies else 0.0,
             backlog=backlog,
+            latency_p50_ms=latencies[(len(latencies) - 1) // 2] if latencies else 0.0,
         )
         self._period = replace(total)
         self._period_started, self._latencies_ms = now, []

@@ -6,7 +6,6 @@ from the meta store only; one call per refresh.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ from mysimbdp.domain.records import ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.platform import Platform
 from mysimbdp.services.report import platform_report
-from mysimbdp.services.timeseries import TenantSeries, tenant_series
+from mysimbdp.services.timeseries import TenantSeries, quantile, tenant_series
 
 RECENT = 15  # failures and decisions listed
 
@@ -30,7 +29,7 @@ class StreamState:
     crash_loops: int
     backlog: int | None  # as the latest report saw it; None before the first report
     records: int  # in the period
-    latency_avg_ms: float
+    latency_p50_ms: float
     latency_p95_ms: float
 
 
@@ -49,7 +48,7 @@ class TenantTotals:
     stream_errors: int
     batch_p50_s: float | None  # run duration, start -> end
     batch_p95_s: float | None
-    stream_avg_ms: float  # publish -> committed, over the reports
+    stream_p50_ms: float  # publish -> committed: the median of the periods' medians
     stream_p95_ms: float  # the worst period's p95
 
 
@@ -76,10 +75,7 @@ class Overview:
 
 
 def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return quantile(values, q) if values else None
 
 
 def overview(platform: Platform, tenant: str | None, *, since_s: float = 3600.0) -> Overview:
@@ -129,7 +125,7 @@ def _totals(platform: Platform, item: dict[str, object], since: float) -> Tenant
         stream_errors=int(stream["errors"]),
         batch_p50_s=_quantile(durations, 0.5),
         batch_p95_s=_quantile(durations, 0.95),
-        stream_avg_ms=float(stream["latency_avg_ms"]),
+        stream_p50_ms=float(stream["latency_p50_ms"]),
         stream_p95_ms=float(stream["latency_p95_worst_ms"]),
     )
 
@@ -147,7 +143,6 @@ def _streams(platform: Platform, tenant: str, since: float) -> list[StreamState]
         for r in period:  # each instance's latest backlog; the stream's is the largest seen lately
             latest[r.instance] = r.backlog
         with_latency = [r for r in period if r.messages]
-        messages = sum(r.messages for r in with_latency)
         states.append(
             StreamState(
                 tenant=tenant,
@@ -158,7 +153,7 @@ def _streams(platform: Platform, tenant: str, since: float) -> list[StreamState]
                 crash_loops=sum(1 for i in mine if i.state == "crash_loop"),
                 backlog=max(latest.values()) if latest else None,
                 records=sum(r.records for r in period),
-                latency_avg_ms=sum(r.latency_avg_ms * r.messages for r in with_latency) / messages if messages else 0.0,
+                latency_p50_ms=quantile([r.latency_p50_ms for r in with_latency], 0.5) if with_latency else 0.0,
                 latency_p95_ms=max((r.latency_p95_ms for r in with_latency), default=0.0),
             )
         )

@@ -9,10 +9,10 @@ from pathlib import Path
 from mysimbdp.services.timeseries import Point, TenantSeries
 
 PANELS = (
-    ("batch_rows_per_s", "batch rows/s"),
-    ("batch_run_p95_s", "batch run p95 (s)"),
-    ("stream_records_per_s", "stream records/s"),
-    ("stream_latency_p95_ms", "stream latency p95 (ms)"),
+    (("batch_rows_per_s",), "batch rows/s"),
+    (("batch_run_p50_s", "batch_run_p95_s"), "batch run p50 / p95 (s)"),
+    (("stream_records_per_s",), "stream records/s"),
+    (("stream_latency_p50_ms", "stream_latency_p95_ms"), "stream latency p50 / p95 (ms)"),
 )
 
 
@@ -25,12 +25,15 @@ def plot_series(series: Sequence[TenantSeries], path: Path, *, title: str) -> Pa
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(len(PANELS), 1, figsize=(10, 2.4 * len(PANELS)), sharex=True)
-    for axis, (field, label) in zip(axes, PANELS, strict=True):
+    for axis, (fields, label) in zip(axes, PANELS, strict=True):
         for tenant in series:
-            points: list[Point] = getattr(tenant, field)
-            if points:
-                times = [datetime.fromtimestamp(p.at, UTC) for p in points]
-                axis.plot(times, [p.value for p in points], label=tenant.tenant, marker="." if len(points) < 30 else "")
+            for field in fields:
+                points: list[Point] = getattr(tenant, field)
+                if points:
+                    name = tenant.tenant + (f" {field.split('_')[-2]}" if len(fields) > 1 else "")
+                    times = [datetime.fromtimestamp(p.at, UTC) for p in points]
+                    marker = "." if len(points) < 30 else ""
+                    axis.plot(times, [p.value for p in points], label=name, marker=marker)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         if not axis.lines:

@@ -13,6 +13,7 @@ from mysimbdp.domain.records import TenantStats
 from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.platform import Platform
+from mysimbdp.services.timeseries import quantile
 
 
 def _rule_of(reason: str) -> str:
@@ -49,7 +50,8 @@ def tenant_stats(platform: Platform, tenant: str, since: float = 0.0) -> TenantS
 
 def stream_stats(reports: Sequence[Report]) -> dict[str, Any]:
     """Totals of the stream instances' reports: records, messages, bytes, errors (quarantined),
-    latency (publish → committed) averaged over messages, and the worst p95 of any period."""
+    latency (publish → committed) averaged over messages, the median of the periods' medians
+    and the worst p95 of any period."""
     messages = sum(r.messages for r in reports)
     weighted = sum(r.latency_avg_ms * r.messages for r in reports)
     return {
@@ -58,6 +60,9 @@ def stream_stats(reports: Sequence[Report]) -> dict[str, Any]:
         "bytes": sum(r.bytes for r in reports),
         "errors": sum(r.errors for r in reports),
         "latency_avg_ms": round(weighted / messages, 1) if messages else 0.0,
+        "latency_p50_ms": round(quantile([r.latency_p50_ms for r in reports if r.messages], 0.5), 1)
+        if any(r.messages for r in reports)
+        else 0.0,
         "latency_p95_worst_ms": round(max((r.latency_p95_ms for r in reports if r.messages), default=0.0), 1),
         "streams": sorted({r.stream for r in reports}),
     }

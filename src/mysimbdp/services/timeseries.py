@@ -3,8 +3,9 @@
 Batch figures come from the runs (a run's rows count in the bucket where it ended; its
 duration is start → end); stream figures from the instances' reports (each report's
 records count in the bucket of its end; latency is publish → committed as the SDK measured
-it over the report's period). A report carries its period's average and p95, not every
-message's latency, so a bucket's stream p95 is the worst p95 reported in it.
+it over the report's period). A report carries its period's median, average and p95, not
+every message's latency, so a bucket's stream p50 is the median of the medians reported in
+it and its p95 the worst p95.
 """
 
 from __future__ import annotations
@@ -50,14 +51,17 @@ class Point:
 class TenantSeries:
     tenant: str
     batch_rows_per_s: list[Point]
+    batch_run_p50_s: list[Point]
     batch_run_p95_s: list[Point]
     stream_records_per_s: list[Point]
+    stream_latency_p50_ms: list[Point]
     stream_latency_p95_ms: list[Point]
 
 
-def _p95(values: Sequence[float]) -> float:
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; not empty)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _buckets(start: float, end: float, width: float) -> list[float]:
@@ -78,18 +82,22 @@ def series_of(
             durations[at].append(run.ended_at - run.started_at)
     records: dict[float, float] = defaultdict(float)
     latency: dict[float, float] = {}
+    medians: dict[float, list[float]] = defaultdict(list)
     for report in reports:
         if start <= report.at <= end:
             at = math.floor(report.at / width) * width
             records[at] += report.records
             if report.messages:
                 latency[at] = max(latency.get(at, 0.0), report.latency_p95_ms)
+                medians[at].append(report.latency_p50_ms)
     buckets = _buckets(start, end, width)
     return TenantSeries(
         tenant,
         [Point(b, rows.get(b, 0.0) / width) for b in buckets],
-        [Point(b, _p95(durations[b])) for b in buckets if durations.get(b)],
+        [Point(b, quantile(durations[b], 0.5)) for b in buckets if durations.get(b)],
+        [Point(b, quantile(durations[b], 0.95)) for b in buckets if durations.get(b)],
         [Point(b, records.get(b, 0.0) / width) for b in buckets],
+        [Point(b, quantile(medians[b], 0.5)) for b in buckets if medians.get(b)],
         [Point(b, latency[b]) for b in buckets if b in latency],
     )
 
