@@ -17,7 +17,7 @@ from mysimbdp.adapters.broker import Broker
 from mysimbdp.api import create_app
 from mysimbdp.api.metrics import RUN_BUCKETS_S
 from mysimbdp.domain.records import QuarantinedRow, ScalingRecord, StreamInstance
-from mysimbdp.domain.scaling import Report
+from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one
@@ -56,8 +56,12 @@ async def client(platform: Platform, broker: Broker) -> AsyncIterator[httpx.Asyn
 
 
 def _report(at: float, instance: str, records: int, p95_ms: float, backlog: int) -> Report:
-    return Report(at, "shop", "clicks", "generic", instance, 5.0, records // 10, records, records * 20, 1,
-                  p95_ms / 2, p95_ms, backlog)  # fmt: skip
+    messages = records // 10  # each message's latency: a tenth of them at p95_ms, the rest at p95_ms / 4
+    slow = messages // 10
+    latencies = [p95_ms] * slow + [p95_ms / 4] * (messages - slow)
+    counts = tuple(sum(1 for v in latencies if v <= bound) for bound in LATENCY_BOUNDS_MS)
+    return Report(at, "shop", "clicks", "generic", instance, 5.0, messages, records, records * 20, 1,
+                  p95_ms / 2, p95_ms, backlog, p95_ms / 4, messages, sum(latencies), counts)  # fmt: skip
 
 
 async def _fill(platform: Platform, tmp_path: Path) -> None:
@@ -162,6 +166,14 @@ async def test_metrics_equal_the_meta_store(client: httpx.AsyncClient, platform:
     assert _value(p95s, "mysimbdp_stream_report_latency_p95_seconds_count", **stream) == len(reports)
     assert _value(p95s, "mysimbdp_stream_report_latency_p95_seconds_bucket", **stream, le="0.1") == 2
     assert _value(p95s, "mysimbdp_stream_report_latency_p95_seconds_sum", **stream) == pytest.approx(1.3)
+    per_message = m["mysimbdp_stream_message_latency_seconds"]
+    name = "mysimbdp_stream_message_latency_seconds"
+    assert _value(per_message, f"{name}_count", **stream) == sum(r.latency_n for r in reports) == 110
+    assert _value(per_message, f"{name}_sum", **stream) == pytest.approx(sum(r.latency_sum_ms for r in reports) / 1000)
+    for index, bound in enumerate(LATENCY_BOUNDS_MS):
+        below = sum(r.latency_counts[index] for r in reports)
+        assert _value(per_message, f"{name}_bucket", **stream, le=str(bound / 1000)) == below
+    assert _value(per_message, f"{name}_bucket", **stream, le="0.025") == 36 + 10  # 20 ms, and 20 ms and 5 ms
     instances = m["mysimbdp_stream_instances"]
     assert _value(instances, "mysimbdp_stream_instances", **stream, state="running") == 2
     assert _value(instances, "mysimbdp_stream_instances", **stream, state="backoff") == 1

@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS stream_reports (
     stream TEXT NOT NULL, app TEXT NOT NULL, instance TEXT NOT NULL, period_s DOUBLE PRECISION NOT NULL,
     messages BIGINT NOT NULL, records BIGINT NOT NULL, bytes BIGINT NOT NULL, errors BIGINT NOT NULL,
     latency_avg_ms DOUBLE PRECISION NOT NULL, latency_p95_ms DOUBLE PRECISION NOT NULL,
-    backlog BIGINT NOT NULL, latency_p50_ms DOUBLE PRECISION NOT NULL DEFAULT 0);
+    backlog BIGINT NOT NULL, latency_p50_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    latency_n BIGINT NOT NULL DEFAULT 0, latency_sum_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    latency_counts TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS stream_reports_tenant ON stream_reports (tenant, at);
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 
 from mysimbdp.adapters.metastore import _FILE_COLUMNS, MetaStore, _file
+from mysimbdp.adapters.metastreams import counts_of
 from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
+from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
 from mysimbdp.domain.states import RunStatus
 
 STREAM_PREFIX = "stream:"  # quarantine rows of stream apps: file_id "stream:<stream>:<instance>"
@@ -180,6 +182,26 @@ class MetaHistory:
         for t, s, at, avg, p95, backlog, p50 in rows:  # two reports at the same instant: the first instance's
             latest.setdefault((t, s), (str(t), str(s), float(at), float(avg), float(p95), int(backlog), float(p50)))
         return list(latest.values())
+
+    def message_latencies(self) -> list[tuple[str, str, int, float, list[int]]]:
+        """Per tenant stream, the instances' per-message latency histograms added up:
+        ``(tenant, stream, messages, sum of ms, cumulative count per LATENCY_BOUNDS_MS)``."""
+        rows = self._meta.query(
+            "SELECT tenant, stream, latency_n, latency_sum_ms, latency_counts FROM stream_reports "
+            "WHERE latency_n > 0 ORDER BY tenant, stream"
+        )
+        totals: dict[tuple[str, str], tuple[int, float, list[int]]] = {}
+        for tenant, stream, n, total_ms, text in rows:
+            counts = counts_of(str(text))
+            if len(counts) != len(LATENCY_BOUNDS_MS):
+                continue  # a report of an SDK with other bounds: not addable
+            seen, sum_ms, cumulative = totals.get((str(tenant), str(stream)), (0, 0.0, [0] * len(counts)))
+            totals[(str(tenant), str(stream))] = (
+                seen + int(n),
+                sum_ms + float(total_ms),
+                [a + b for a, b in zip(cumulative, counts, strict=True)],
+            )
+        return [(t, s, n, total, cumulative) for (t, s), (n, total, cumulative) in totals.items()]
 
     def report_p95s(self, bounds_ms: Sequence[float]) -> list[tuple[str, str, int, float, list[int]]]:
         """Per tenant stream, the reports' p95 latencies as a histogram: ``(tenant, stream,

@@ -12,9 +12,20 @@ from mysimbdp.domain.scaling import Report
 
 _REPORT_COLUMNS = (
     "at, tenant, stream, app, instance, period_s, messages, records, bytes, errors, "
-    "latency_avg_ms, latency_p95_ms, backlog, latency_p50_ms"
+    "latency_avg_ms, latency_p95_ms, backlog, latency_p50_ms, latency_n, latency_sum_ms, latency_counts"
 )
 _INSTANCE_COLUMNS = "id, tenant, stream, app, state, pid, started_at, updated_at, restarts, exit_detail, stderr_tail"
+
+
+def _report(row: tuple[object, ...]) -> Report:
+    values = dict(zip(_REPORT_COLUMNS.replace(" ", "").split(","), row, strict=True))
+    values["latency_counts"] = counts_of(str(values["latency_counts"]))
+    return Report(**values)  # type: ignore[arg-type]  # the columns are the fields, typed by the schema
+
+
+def counts_of(text: str) -> tuple[int, ...]:
+    """``latency_counts`` as stored: comma-separated integers ("" for none)."""
+    return tuple(int(n) for n in text.split(",")) if text else ()
 
 
 class StreamRegistry:
@@ -79,7 +90,7 @@ class StreamRegistry:
     def record_reports(self, reports: list[Report]) -> None:
         """Keep the instances' reports (what the dashboard, metrics and reports chart)."""
         self._db.executemany(
-            f"INSERT INTO stream_reports ({_REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO stream_reports ({_REPORT_COLUMNS}) VALUES ({', '.join('?' * 17)})",
             [
                 (
                     r.at,
@@ -96,6 +107,9 @@ class StreamRegistry:
                     r.latency_p95_ms,
                     r.backlog,
                     r.latency_p50_ms,
+                    r.latency_n,
+                    r.latency_sum_ms,
+                    ",".join(map(str, r.latency_counts)),
                 )
                 for r in reports
             ],
@@ -107,7 +121,7 @@ class StreamRegistry:
         rows = self._db.query(
             f"SELECT {_REPORT_COLUMNS} FROM stream_reports {where} ORDER BY at LIMIT ?", (*params, limit)
         )
-        return [Report(*row) for row in rows]
+        return [_report(row) for row in rows]
 
     def record_instance(self, instance: StreamInstance) -> None:
         self._db.execute(

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from mysimbdp.adapters.metahistory import MetaHistory
 from mysimbdp.api.access import OperatorViewer
 from mysimbdp.api.app import Refused, _context, _documented
+from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
 
@@ -170,6 +171,14 @@ class MetaStoreCollector(Collector):
         bounds_ms = [b * 1000 for b in STREAM_P95_BUCKETS_S]
         for tenant, stream, count, sum_ms, cumulative in self._history.report_p95s(bounds_ms):
             p95s.add_metric([tenant, stream], _buckets(STREAM_P95_BUCKETS_S, cumulative, count), sum_ms / 1000)
+        per_message = HistogramMetricFamily(
+            "mysimbdp_stream_message_latency_seconds",
+            "Publish-to-committed latency of each broker message, as the instances measured and reported it",
+            labels=["tenant", "stream"],
+        )
+        bounds_s = [b / 1000 for b in LATENCY_BOUNDS_MS]
+        for tenant, stream, count, sum_ms, cumulative in self._history.message_latencies():
+            per_message.add_metric([tenant, stream], _buckets(bounds_s, cumulative, count), sum_ms / 1000)
         reports = CounterMetricFamily(
             "mysimbdp_stream_reports", "Instance reports received per stream", labels=["tenant", "stream"]
         )
@@ -202,7 +211,19 @@ class MetaStoreCollector(Collector):
         )
         for tenant, stream, direction, count in self._history.decision_counts():
             decisions.add_metric([tenant, stream, direction], count)
-        yield from (latest_avg, latest_p50, latest_p95, backlog, p95s, reports, messages, instances, targets, decisions)
+        yield from (
+            latest_avg,
+            latest_p50,
+            latest_p95,
+            backlog,
+            p95s,
+            per_message,
+            reports,
+            messages,
+            instances,
+            targets,
+            decisions,
+        )
 
 
 def _scrape(history: MetaHistory) -> bytes:

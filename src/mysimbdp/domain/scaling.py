@@ -21,6 +21,8 @@ from typing import Any
 from mysimbdp.domain.profile import StreamApp
 
 REPORT_VERSION = 1
+# Upper bounds (ms) of the per-message latency histogram an instance reports.
+LATENCY_BOUNDS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,10 @@ class Report:
     latency_avg_ms: float  # publish -> committed, over the period's batches
     latency_p95_ms: float
     backlog: int  # messages of the stream not acked yet, seen at the period's end
-    latency_p50_ms: float = 0.0  # the period's median (reports of version 1 may lack it)
+    latency_p50_ms: float = 0.0  # the period's median (reports of older SDKs may lack it)
+    latency_n: int = 0  # messages whose latency was measured in the period
+    latency_sum_ms: float = 0.0
+    latency_counts: tuple[int, ...] = ()  # of those, how many <= each of LATENCY_BOUNDS_MS (cumulative)
 
     @property
     def rate_per_s(self) -> float:
@@ -52,7 +57,10 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         names = cls.__dataclass_fields__
-        return cls(**{name: data[name] for name in names if name in data})
+        values = {name: data[name] for name in names if name in data}
+        if "latency_counts" in values:
+            values["latency_counts"] = tuple(int(n) for n in values["latency_counts"])
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)

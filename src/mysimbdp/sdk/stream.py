@@ -22,6 +22,7 @@ point redelivers what was not acked, and the store ends with each record once.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import os
@@ -40,7 +41,7 @@ from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, REPORTS_STREAM, Broker, Message, open_broker
 from mysimbdp.adapters.coredms import DocumentStore, KeyFieldMissing, open_store, record_keys
 from mysimbdp.domain.envelope import MessageInvalid, decode_batch
-from mysimbdp.domain.scaling import Report
+from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
 from mysimbdp.errors import AppContractError, BrokerUnavailable, StoreUnavailable
 from mysimbdp.sdk._writer import write_finding_bad
 from mysimbdp.sdk.batch import Reject
@@ -319,6 +320,9 @@ class StreamContext:
             latency_p95_ms=latencies[int(0.95 * (len(latencies) - 1))] if latencies else 0.0,
             backlog=backlog,
             latency_p50_ms=latencies[(len(latencies) - 1) // 2] if latencies else 0.0,
+            latency_n=len(latencies),
+            latency_sum_ms=sum(latencies),
+            latency_counts=tuple(bisect.bisect_right(latencies, bound) for bound in LATENCY_BOUNDS_MS),
         )
         self._period = replace(total)
         self._period_started, self._latencies_ms = now, []
