@@ -77,6 +77,9 @@ async def test_loopback_sees_the_operators_view_and_a_remote_peer_must_sign_in(
         assert page.status_code == 200 and "all tenants" in page.text
         assert page.text.count("<svg") == 4 and "/static/dashboard.js" in page.text
         assert 'data-tenant="hooked"' in page.text and 'data-tenant="plain"' in page.text
+        overall = page.text.split('id="overall"', 1)[1].split("</tr>", 1)[0]  # the operator's totals row
+        assert "all 2 tenants" in overall and '<td data-field="files_ingested">1</td>' in overall
+        assert '<td data-field="files_rejected">1</td>' in overall
         assert (await local.get("/static/dashboard.js")).status_code == 200
     async with _client(open_platform, broker, peer="203.0.113.7") as remote:
         assert (await remote.get("/")).headers["location"] == "/login"
@@ -112,6 +115,7 @@ async def test_a_tenants_panel_shows_its_failures_and_deliveries_and_nothing_els
         assert 'data-tenant="hooked"' in panel and "not-csv.jsonl" in panel and "rule format" in panel
         assert 'data-status="pending"' in panel and "file_rejected" in panel and "http://127.0.0.1:9/hook" in panel
         assert "plain" not in panel
+        assert 'id="overall"' not in panel  # a tenant's view has no platform totals
         asked = (await client.get("/dashboard/panel?tenant=plain")).text  # another tenant: still only its own
         assert "plain" not in asked and 'data-tenant="hooked"' in asked
         client.cookies.set(KEY_COOKIE, plain.api_key)
