@@ -18,6 +18,7 @@ import pytest
 
 if TYPE_CHECKING:
     from mysimbdp.adapters.broker import Broker
+    from mysimbdp.platform import Platform
 
 POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -170,3 +171,19 @@ async def broker(broker_url: str) -> AsyncIterator[Broker]:
         yield connected
     finally:
         await connected.close()
+
+
+OPERATOR_KEY = "op-secret"
+
+
+@pytest.fixture
+def operator_platform(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Iterator[Platform]:
+    """A started platform on the parametrized backend, its operator key ``OPERATOR_KEY``."""
+    from mysimbdp.platform import Platform
+    from mysimbdp.settings import Settings  # imported here: a fresh machine collects tests without services
+
+    settings = Settings(
+        home=home, meta_url=meta_url, coredms_url=coredms_url, pg_prefix=pg_prefix, admin_key=OPERATOR_KEY
+    )
+    with Platform(settings, {}) as started:
+        yield started

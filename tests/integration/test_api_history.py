@@ -5,7 +5,7 @@ operator sees every tenant's; and who may look (keys, the cookie, the loopback r
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
+from tests.conftest import OPERATOR_KEY
 
-OPERATOR_KEY = "op-secret"
 REMOTE = ("203.0.113.7", 40000)  # TEST-NET-3: not loopback
 PROFILE = """
 formats: [csv]
@@ -43,9 +43,8 @@ def _settings(home: Path, meta_url: str, coredms_url: str, pg_prefix: str, admin
 
 
 @pytest.fixture
-def platform(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Iterator[Platform]:
-    with Platform(_settings(home, meta_url, coredms_url, pg_prefix, OPERATOR_KEY), {}) as started:
-        yield started
+def platform(operator_platform: Platform) -> Platform:
+    return operator_platform
 
 
 def _client(platform: Platform, broker: Broker, peer: tuple[str, int] = ("127.0.0.1", 123)) -> httpx.AsyncClient:

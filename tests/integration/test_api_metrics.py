@@ -5,7 +5,7 @@ name or an id."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,9 +22,9 @@ from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.tenants import add_tenant
-from mysimbdp.settings import Settings
+from tests.conftest import OPERATOR_KEY
 
-OPERATOR = {"Authorization": "Bearer op-secret"}
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 PROFILE = """
 formats: [csv]
 quality:
@@ -40,12 +40,8 @@ def broker_url(embedded_nats: str) -> str:
 
 
 @pytest.fixture
-def platform(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Iterator[Platform]:
-    settings = Settings(
-        home=home, meta_url=meta_url, coredms_url=coredms_url, pg_prefix=pg_prefix, admin_key="op-secret"
-    )
-    with Platform(settings, {}) as started:
-        yield started
+def platform(operator_platform: Platform) -> Platform:
+    return operator_platform
 
 
 @pytest.fixture

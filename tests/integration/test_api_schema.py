@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +31,6 @@ from mysimbdp.adapters.broker import Broker, open_broker
 from mysimbdp.api import create_app
 from mysimbdp.platform import Platform
 from mysimbdp.services.tenants import add_tenant
-from mysimbdp.settings import Settings
 
 EXAMPLES = 10  # per operation and mode: 12 operations x 2 modes x 10 per backend, about 10-15 s each
 CHECKS = [
@@ -64,12 +62,8 @@ def nats_broker(loop: asyncio.AbstractEventLoop, embedded_nats: str) -> Iterator
 
 
 @pytest.fixture
-def platform(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Iterator[Platform]:
-    settings = Settings(
-        home=home, meta_url=meta_url, coredms_url=coredms_url, pg_prefix=pg_prefix, admin_key="op-secret-for-schema"
-    )
-    with Platform(settings, {}) as started:
-        yield started
+def platform(operator_platform: Platform) -> Platform:
+    return operator_platform
 
 
 @pytest.fixture

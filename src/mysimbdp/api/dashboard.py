@@ -97,14 +97,20 @@ Since = Annotated[str, Query(max_length=16)]
 TenantFilter = Annotated[str | None, Query(max_length=64)]
 
 
-@router.get("/", response_class=HTMLResponse)
-async def dashboard(
-    request: Request, since: Since = "1h", tenant: Annotated[str | None, Query(max_length=64)] = None
-) -> Response:
+async def _viewed(request: Request, since: str, tenant: str | None) -> tuple[Viewer, dict[str, object]] | None:
+    """Who is looking and the panel's data for them; None when nobody is signed in."""
     viewer = await _viewer(request)
     if viewer is None:
+        return None
+    return viewer, await _panel_context(request, viewer, since, tenant)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(request: Request, since: Since = "1h", tenant: TenantFilter = None) -> Response:
+    viewed = await _viewed(request, since, tenant)
+    if viewed is None:
         return RedirectResponse("/login", 303)
-    context = await _panel_context(request, viewer, since, tenant)
+    viewer, context = viewed
     query = {"since": context["since"], **({"tenant": tenant} if tenant and viewer.is_operator else {})}
     html = _templates.get_template("dashboard.html").render(
         **context,
@@ -118,14 +124,12 @@ async def dashboard(
 
 
 @router.get("/dashboard/panel", response_class=HTMLResponse)
-async def panel(
-    request: Request, since: Since = "1h", tenant: Annotated[str | None, Query(max_length=64)] = None
-) -> Response:
-    viewer = await _viewer(request)
-    if viewer is None:
+async def panel(request: Request, since: Since = "1h", tenant: TenantFilter = None) -> Response:
+    viewed = await _viewed(request, since, tenant)
+    if viewed is None:
         return HTMLResponse("sign in at /login", 401)
-    context = await _panel_context(request, viewer, since, tenant)
-    return HTMLResponse(_templates.get_template("panel.html").render(**context), headers={"Cache-Control": "no-store"})
+    html = _templates.get_template("panel.html").render(**viewed[1])
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/login", response_class=HTMLResponse)
