@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mysimbdp.adapters.metachunks import chunks_summary
 from mysimbdp.domain.records import FileRecord, TenantRecord
 from mysimbdp.platform import Platform
 
@@ -79,6 +80,7 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
         {"line": q.line, "reason": q.reason}
         for q in platform.meta.list_quarantine(record.tenant, limit=5, file_id=record.id)
     ]
+    quality = platform.meta.quality.file(record.id)  # None for a file fetched before it was kept
     return {
         "file_id": record.id,
         "tenant": record.tenant,
@@ -95,6 +97,8 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "reasons": list(record.reasons),
         "quarantine_sample": samples,
+        "quality": quality.to_json() if quality is not None else None,
+        "chunks": chunks_summary(platform.meta.chunks.of_file(record.id)),
         "path": record.path,
         "durations_s": {
             "fetch": round((running or last) - first, 3) if running else None,
@@ -107,6 +111,9 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
 def print_file_summary(s: dict[str, Any]) -> None:
     style = {"ingested": "green", "rejected": "red", "duplicate": "yellow", "failed": "red"}.get(s["status"], "")
     out.print(f"[{style}]{s['name']}: {s['status']}[/] (file {s['file_id']}, tenant {s['tenant']})")
+    if chunks := s.get("chunks"):
+        states = ", ".join(f"{chunks[k]} {k}" for k in ("done", "running", "queued", "retry", "failed") if chunks[k])
+        out.print(f"  ingested in {chunks['total']} chunks in parallel: {states}")
     if s["status"] == "ingested":
         total = s["durations_s"]["total"] or 0
         out.print(
@@ -115,6 +122,12 @@ def print_file_summary(s: dict[str, Any]) -> None:
         )
         for q in s["quarantine_sample"]:
             out.print(f"  quarantined line {q['line']}: {q['reason']}")
+    if (quality := s.get("quality")) and quality["rows_failed"]:
+        rules = ", ".join(f"{rule}={rows}" for rule, rows in quality["failed_by_rule"].items())
+        out.print(
+            f"  quality: {quality['rows_failed']} of {quality['rows_checked']} rows failed "
+            f"(ratio {quality['ratio']:.3f}, limit {quality['max_bad_row_ratio']:.3f}): {rules}"
+        )
     for reason in s["reasons"]:
         out.print(f"  - {reason}")
 
@@ -182,6 +195,7 @@ def report(data: dict[str, Any]) -> None:
         "",
     )
     out.print(table)
+    quality_table(data)
     streaming = [t for t in data["tenants"] if t["stream"]["messages"]]
     if not streaming:
         return
@@ -209,6 +223,26 @@ def report(data: dict[str, Any]) -> None:
             f"{st['latency_p95_worst_ms']:.1f}",
         )
     out.print(table)
+
+
+def quality_table(data: dict[str, Any]) -> None:
+    """Per tenant, what the profile's quality rules found in files and stream windows."""
+    table = Table(
+        "tenant", "kind", "checked in", "rows checked", "failed", "ratio", "top failing rules", title="data quality"
+    )
+    for t in data["tenants"]:
+        for kind, q in t.get("quality", {}).items():
+            if not q["rows_checked"]:
+                continue
+            where = (
+                f"{q['files']} files ({q['files_rejected']} rejected)" if kind == "batch" else f"{q['windows']} windows"
+            )
+            rules = ", ".join(f"{r['rule']}×{r['rows']}" for r in q["top_rules"])
+            table.add_row(
+                t["tenant"], kind, where, str(q["rows_checked"]), str(q["rows_failed"]), f"{q['ratio']:.2%}", rules
+            )
+    if table.row_count:
+        out.print(table)
 
 
 def demo_stream_summary(summaries: Sequence[StreamSummary]) -> None:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.cli_notify import notifications
+from mysimbdp.cli_quarantine import quarantine
 from mysimbdp.cli_stream import stream
 from mysimbdp.domain.profile import parse_profile
+from mysimbdp.domain.routing import routes, routing_warnings
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.platform import Platform
@@ -325,15 +327,13 @@ def files(platform: Platform, tenant_id: str | None, limit: int, as_json: bool) 
 
 
 # -- services --------------------------------------------------------------------------------
-def _run_until_signal(platform: Platform) -> None:
+def _run_until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def main_loop() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        from mysimbdp.managers import run_services  # the servers' imports: only when serving
-
-        await run_services(platform, stop)
+        await serve(stop)
 
     asyncio.run(main_loop())
 
@@ -344,11 +344,36 @@ def up(platform: Platform) -> None:
     """Run the platform's services until Ctrl-C or SIGTERM, then drain.
 
     The databroker (an embedded NATS JetStream server under HOME/broker unless
-    MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager and the stream
-    ingest manager. On stop, running batch apps get up to 30 s to finish (the rest are
-    requeued) and stream app instances finish and ack their batch."""
+    MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager, chunk workers for
+    big files (MYSIMBDP_WORKERS slots, default the CPU count) and the stream ingest manager.
+    On stop, running batch apps get up to 30 s to finish (the rest are requeued) and stream
+    app instances finish and ack their batch."""
+    from mysimbdp.managers import run_services  # the servers' imports: only when serving
+
     click.echo(f"mysimbdp up: home {platform.settings.home}; Ctrl-C to stop", err=True)
-    _run_until_signal(platform)
+    _run_until_signal(lambda stop: run_services(platform, stop))
+
+
+@main.command()
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks to run at once.  [default: the CPU count]",
+)
+@pass_platform
+def worker(platform: Platform, slots: int | None) -> None:
+    """Run big files' chunks: take chunk tasks from the broker until Ctrl-C or SIGTERM.
+
+    Start one per machine beside `mysimbdp up` (same --home, or the same MYSIMBDP_META_URL,
+    MYSIMBDP_COREDMS_URL and shared home directory) to ingest big files faster. The broker is
+    MYSIMBDP_BROKER_URL, else the embedded one of the running platform (HOME/broker/url).
+    A worker stopped or killed mid-chunk loses nothing: the chunk runs again."""
+    from mysimbdp.managers.chunkworker import serve_worker
+
+    count = slots or os.cpu_count() or 1
+    click.echo(f"mysimbdp worker: home {platform.settings.home}, {count} slots; Ctrl-C to stop", err=True)
+    _run_until_signal(lambda stop: serve_worker(platform, stop, slots=count))
 
 
 @main.command()
@@ -383,10 +408,16 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
 @main.command("check-profile")
 @click.argument("profile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_profile(profile: Path) -> None:
-    """Validate a profile.yaml and print every problem (file, field, value)."""
-    parse_profile(profile.read_text(encoding="utf-8"), str(profile))
+    """Validate a profile.yaml and print every problem (file, field, value), then where its
+    files and streams go and what no app would take (warnings)."""
+    loaded = parse_profile(profile.read_text(encoding="utf-8"), str(profile))
     click.echo(f"{profile}: ok")
+    for line in routes(loaded):
+        click.echo(line)
+    for warning in routing_warnings(loaded):
+        click.echo(f"warning: {profile}: {warning}", err=True)
 
 
 main.add_command(stream)
 main.add_command(notifications)
+main.add_command(quarantine)

@@ -13,9 +13,12 @@ INPUT = "MYSIMBDP_INPUT"  # absolute path of the staged file (read it, never mov
 INPUT_NAME = "MYSIMBDP_INPUT_NAME"  # the file's original name
 INPUT_FORMAT = "MYSIMBDP_INPUT_FORMAT"  # csv | jsonl | json
 INPUT_SHA256 = "MYSIMBDP_INPUT_SHA256"  # hex sha256 of the file: part of the default record key
+INPUT_START = "MYSIMBDP_INPUT_START"  # optional: ingest only bytes [START, END) of the input (a chunk of a
+INPUT_END = "MYSIMBDP_INPUT_END"  # big file; both on line boundaries; CSV: the header is the file's first line)
+INPUT_FIRST_LINE = "MYSIMBDP_INPUT_FIRST_LINE"  # with START: the line number of the chunk's first record
 DATASET = "MYSIMBDP_DATASET"  # dataset (table) to write into
 KEY_FIELDS = "MYSIMBDP_KEY_FIELDS"  # comma-separated key fields of the stored document, or ""
-QUALITY = "MYSIMBDP_QUALITY"  # JSON: the profile's quality section (rules on input rows)
+QUALITY = "MYSIMBDP_QUALITY"  # JSON: the profile's quality section (rules on input rows / stream records)
 MAX_LINE_BYTES = "MYSIMBDP_MAX_LINE_BYTES"  # the profile's max line length
 COREDMS_URL = "MYSIMBDP_COREDMS_URL"  # coredms URL scoped to this tenant only
 RESULT = "MYSIMBDP_RESULT"  # path: write the result JSON here before exiting
@@ -23,7 +26,9 @@ REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object
 PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
 PARALLELISM = "MYSIMBDP_PARALLELISM"  # how many processes the app may use for one large file
 STORE_TIMEOUT_S = "MYSIMBDP_STORE_TIMEOUT_S"  # seconds to wait for a busy/unreachable store, then exit 75
-# Stream apps (clientstreamingestapp) get these too, instead of the input ones:
+LINE_MAP = "MYSIMBDP_LINE_MAP"  # replays only: JSON {"<input line>": <line in the original file>}; key and report by it
+# Stream apps (clientstreamingestapp) get these too, instead of the input ones (and QUALITY only
+# when their profile entry has check_quality on and the profile has rules; else it is ""):
 BROKER_URL = "MYSIMBDP_BROKER_URL"  # the databroker to consume from
 STREAM = "MYSIMBDP_STREAM"  # the tenant's stream this instance consumes
 GROUP = "MYSIMBDP_GROUP"  # consumer group shared by the app's instances (the app's name)
@@ -41,6 +46,9 @@ ALL = (
     INPUT_NAME,
     INPUT_FORMAT,
     INPUT_SHA256,
+    INPUT_START,
+    INPUT_END,
+    INPUT_FIRST_LINE,
     DATASET,
     KEY_FIELDS,
     QUALITY,
@@ -51,6 +59,7 @@ ALL = (
     PROGRESS,
     STORE_TIMEOUT_S,
     PARALLELISM,
+    LINE_MAP,
     BROKER_URL,
     STREAM,
     GROUP,

@@ -47,6 +47,7 @@ class Settings:
     max_attempts: int = 4
     store_timeout_s: float = 30.0  # how long an app waits for a busy or unreachable store
     app_parallelism: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes per large file
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # chunk-task slots `up` runs itself (0: none)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     broker_url: str = ""  # "" = the embedded NATS server; nats://host:port or amqp://user:pw@host/vhost
@@ -76,6 +77,8 @@ class Settings:
                 f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
                 "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
             )
+        if self.workers < 0:
+            raise ConfigError(f"workers: must be 0 or more, got {self.workers}")
         if self.max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")
         if self.notify_max_attempts < 1:

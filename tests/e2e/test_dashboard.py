@@ -72,7 +72,7 @@ def platform_up(tmp_path: Path) -> Iterator[tuple[Cli, str, dict[str, str]]]:
         for tenant in keys:
             for sample in sorted((EXAMPLES / tenant / "data").glob("*.*")):
                 shutil.copy(sample, home / "inbox" / tenant / sample.name)
-        _until(lambda: _all_final(cli, 8), timeout_s=120, what="the 8 sample files to be final")
+        _until(lambda: _all_final(cli, 9), timeout_s=120, what="the 9 sample files to be final")
         yield cli, f"http://127.0.0.1:{port}", keys
     finally:
         up.send_signal(signal.SIGTERM)

@@ -21,6 +21,7 @@ from mysimbdp.adapters.coredms import (
     record_key,
     sqlite_path,
 )
+from mysimbdp.adapters.coredms_sqlite import SqliteStore
 from mysimbdp.errors import StoreError, StoreUnavailable
 from tests.conftest import POSTGRES_URL
 
@@ -247,3 +248,118 @@ def test_concurrent_writers_insert_each_key_once(admin: CoreDmsAdmin) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+# -- what a batch write keeps, whatever each backend's bulk path ----------------------------------
+def _nested(depth: int) -> dict[str, object]:
+    doc: dict[str, object] = {"leaf": [1, "x", None]}
+    for level in range(depth):
+        doc = {"level": level, "child": doc}
+    return doc
+
+
+TRICKY_DOCS = [
+    b'{"big":123456789012345678901234567890,"neg":-9223372036854775809,"u64":18446744073709551615,"f":1.5e300}',
+    '{"text":"é 中文 😀 \u2028 \\u00e9 \\ud83d\\ude00","ctl":"\\u0001\\t\\n\\r\\"\\\\/","empty":""}'.encode(),
+    orjson.dumps(_nested(60)),
+    b'{"spaced" : [ 1 , 2 ] ,\n "order": {"b": 1, "a": 2}}',
+    b"[1,2,3]",
+]
+
+
+def test_a_repeated_key_keeps_its_first_document(admin: CoreDmsAdmin) -> None:
+    """Inside one batch a repeated key stores its first document, a key already stored keeps
+    its stored one, and the count returned is of the keys newly stored."""
+    store = open_store(admin.provision("acme"))
+    try:
+        assert store.write("things", [("k1", b'{"v":"old"}')], source="run1") == 1
+        batch = [
+            ("k2", b'{"v":"first"}'),
+            ("k1", b'{"v":"new"}'),
+            ("k3", b'{"v":3}'),
+            ("k2", b'{"v":"second"}'),
+            ("k3", b'{"v":33}'),
+        ]
+        assert store.write("things", batch, source="run2") == 2
+        assert store.write("things", batch, source="run3") == 0
+        assert store.documents("things", limit=10) == [{"v": "old"}, {"v": "first"}, {"v": 3}]
+    finally:
+        store.close()
+
+
+def test_documents_come_back_as_written(admin: CoreDmsAdmin) -> None:
+    """Big integers, unicode and emoji (raw and escaped), control characters, deep nesting
+    and non-compact JSON are read back as the same values, under keys with quotes,
+    backslashes, tabs and emoji."""
+    keys = ['["a1",3]', 'quote " back \\ tab \t nl \n', "é😀", "k4", "k5"]
+    store = open_store(admin.provision("acme"))
+    try:
+        assert store.write("things", list(zip(keys, TRICKY_DOCS, strict=True)), source="f") == 5
+        by_key = dict(zip(keys, TRICKY_DOCS, strict=True))
+        assert store.documents("things", limit=10) == [orjson.loads(by_key[key]) for key in sorted(keys)]
+    finally:
+        store.close()
+
+
+def test_a_nul_character_is_refused(admin: CoreDmsAdmin) -> None:
+    """A key or a document holding a NUL character is refused as DocumentInvalid and its batch
+    writes nothing (PostgreSQL cannot store it; SQLite's JSON functions would cut it)."""
+    store = open_store(admin.provision("acme"))
+    try:
+        for bad in [("a\x00b", b'{"x":2}'), ("k2", b'{"x":"a\x00b"}')]:
+            with pytest.raises(DocumentInvalid, match="'things'"):
+                store.write("things", [("k1", b'{"x":1}'), bad], source="f")
+        assert store.count("things") == 0
+        assert store.write("things", [("k1", b'{"x":1}')], source="f") == 1
+    finally:
+        store.close()
+
+
+def test_sqlite_stores_keys_and_documents_byte_for_byte(tmp_path: Path) -> None:
+    """On SQLite the stored key and document texts are exactly those given, whitespace, key
+    order, escapes (``\\u0000`` included) and big integers untouched."""
+    url = open_admin(f"sqlite:///{tmp_path}").provision("acme")
+    keys = ['["a1",3]', 'quote " back \\ tab \t nl \n', "é😀", "k4", "k5", "nul"]
+    docs = [*TRICKY_DOCS, orjson.dumps({"nul": "a\x00b"})]
+    store = open_store(url)
+    try:
+        assert store.write("things", list(zip(keys, docs, strict=True)), source="f") == 6
+        assert {"nul": "a\x00b"} in store.documents("things", limit=10)
+    finally:
+        store.close()
+    with sqlite3.connect(sqlite_path(url)) as conn:
+        stored = dict(conn.execute("SELECT key, doc FROM ds_things").fetchall())
+    assert stored == {key: doc.decode() for key, doc in zip(keys, docs, strict=True)}
+
+
+def test_sqlite_batch_over_the_length_limit_is_written_in_parts(tmp_path: Path) -> None:
+    """A batch whose JSON text is over SQLite's length limit is written in several statements
+    of one transaction: counts and first-document-wins hold across the parts, and a document
+    over the limit by itself is refused with nothing of its batch written."""
+    store = SqliteStore(sqlite_path(open_admin(f"sqlite:///{tmp_path}").provision("acme")))
+    store.open()
+    try:
+        assert store._conn is not None
+        store._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)  # the 2,000 rows below are ~140 kB of JSON
+        assert store.write("big", _docs(1000, 1001), source="run1") == 1
+        batch = _docs(0, 2000) + [("k000000", orjson.dumps({"i": -1})), ("k001999", orjson.dumps({"i": -2}))]
+        assert store.write("big", batch, source="run2") == 1999
+        assert store.count("big") == 2000
+        assert [d["i"] for d in store.documents("big", limit=2000)] == list(range(2000))
+        huge = [*_docs(2000, 2500), ("huge", orjson.dumps({"text": "x" * 30_000}))]
+        with pytest.raises(DocumentInvalid, match="'big'.*too big"):
+            store.write("big", huge, source="run3")
+        assert store.count("big") == 2000
+    finally:
+        store.close()
+
+
+def test_sqlite_key_that_is_no_valid_text_is_refused(tmp_path: Path) -> None:
+    """A key holding a lone surrogate (no UTF-8 text) is DocumentInvalid, not a crash."""
+    store = open_store(open_admin(f"sqlite:///{tmp_path}").provision("acme"))
+    try:
+        with pytest.raises(DocumentInvalid, match="'things'"):
+            store.write("things", [("k\ud800", b'{"x":1}')], source="f")
+        assert store.count("things") == 0
+    finally:
+        store.close()

@@ -403,4 +403,4 @@ def test_profiles_route_each_sample_stream_to_its_stream_app() -> None:
         assert (app.name, app.command, app.dataset) == (stream, ["{python}", "{bundle}/stream_app.py"], dataset)
         assert (app.min_instances, app.max_instances) == (1, 3)
         assert profile.stream_app_for("other") is None
-        assert [a.command for a in profile.batch_apps] == [["{python}", "{bundle}/batch_app.py"]]
+        assert profile.batch_apps[0].command == ["{python}", "{bundle}/batch_app.py"]  # sensors has a 2nd app

@@ -106,14 +106,14 @@ def test_both_profiles_load_and_differ_in_their_constraints() -> None:
     """Both example profiles validate and set different formats, limits, ratios and apps."""
     flights, sensors = _profile(FLIGHTS), _profile(SENSORS)
     assert flights.formats == [FileFormat.CSV]
-    assert sensors.formats == [FileFormat.JSONL]
+    assert sensors.formats == [FileFormat.JSONL, FileFormat.CSV]
     assert flights.limits.max_file_size_bytes > sensors.limits.max_file_size_bytes
     assert sensors.limits.max_line_length_bytes == 1024
     assert (flights.quality.max_bad_row_ratio, sensors.quality.max_bad_row_ratio) == (0.02, 0.05)
     assert (flights.dataset, sensors.dataset) == ("flights", "readings")
-    assert flights.app_for("flights_2013-01-01.csv") is not None
-    assert sensors.app_for("readings_001.jsonl") is not None
-    assert sensors.app_for("readings_legacy.csv") is None
+    assert flights.app_for("flights_2013-01-01.csv", FileFormat.CSV) is not None
+    assert [app.name for app in flights.batch_apps] == ["flights"]
+    assert [app.name for app in sensors.batch_apps] == ["readings", "devices"]
     for profile in (flights, sensors):
         assert profile.batch_apps[0].command == ["{python}", "{bundle}/batch_app.py"]
 
@@ -145,11 +145,15 @@ def test_dirty_flights_file_is_within_the_tolerated_bad_row_ratio() -> None:
     assert bad / len(rows) <= profile.quality.max_bad_row_ratio
 
 
-def test_legacy_readings_file_is_a_csv_the_sensors_profile_refuses() -> None:
-    """readings_legacy.csv is a real CSV of readings, in a format the sensors profile does not accept."""
+def test_legacy_readings_file_is_a_csv_no_sensors_app_takes() -> None:
+    """readings_legacy.csv is a real CSV of readings: CSV is allowed (for the device register),
+    its name matches the readings app, but that app takes JSON Lines only, so no app takes it."""
     rows = list(_rows(SENSORS / "data" / "readings_legacy.csv"))
     assert len(rows) > 0 and set(rows[0]) == set(generator.FIELDS)
-    assert FileFormat.CSV not in _profile(SENSORS).formats
+    profile = _profile(SENSORS)
+    assert FileFormat.CSV in profile.formats
+    assert profile.app_for("readings_legacy.csv", FileFormat.CSV) is None
+    assert profile.app_for("readings_legacy.jsonl", FileFormat.JSONL) is not None
 
 
 # --- flights app --------------------------------------------------------------------------
@@ -285,10 +289,16 @@ def test_sensors_transform_skips_test_bench_readings() -> None:
         ({"battery_v": -1}, "battery_v"),
         ({"ts": "2024-03-01T12:00:00"}, "UTC offset"),
         ({"temperature_c": True}, "temperature_c"),
+        ({"ts": None}, "ts: required but missing"),
+        ({"ts": ""}, "ts: required but missing"),
+        ({"temperature_c": None}, "temperature_c and humidity_pct are both required"),
+        ({"humidity_pct": ""}, "temperature_c and humidity_pct are both required"),
     ],
 )
 def test_sensors_transform_rejects_impossible_values(change: dict[str, Any], reason: str) -> None:
-    """A dead battery, a timestamp without offset or a non-number raise Reject naming the field."""
+    """A dead battery, a timestamp without offset, a non-number or a missing ts, temperature or
+    humidity (the profile's rules require only sensor_id: the device register has no readings)
+    raise Reject naming the field."""
     with pytest.raises(Reject) as info:
         sensors_app.transform(dict(READING, **change))
     assert reason in str(info.value)

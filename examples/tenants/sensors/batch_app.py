@@ -1,8 +1,10 @@
 """clientbatchingestapp of tenant "sensors": one JSON Lines reading -> one stored reading.
 
-The platform runs this file as a black box (``profile.yaml``: ``batch_apps[0].command``).
+The platform runs this file as a black box (``profile.yaml``: batch app ``readings``) for
+files named ``readings_*`` in JSON Lines; ``devices_app.py`` takes the device register.
 The SDK has already applied the profile's quality rules (sensor id pattern, ISO ``ts``,
-temperature -40..85 °C, humidity 0..100 %), so ``transform`` does the tenant's wrangling:
+temperature -40..85 °C, humidity 0..100 %, each where the row has the field), so
+``transform`` checks that a reading has them all and does the tenant's wrangling:
 
 - renaming: ``temperature_c`` -> ``temp_c``;
 - unit conversion: ``temp_f`` from ``temp_c``; ``ts`` normalised to UTC (``...Z``);
@@ -10,8 +12,9 @@ temperature -40..85 °C, humidity 0..100 %), so ``transform`` does the tenant's 
   ``hour`` (the UTC hour the reading falls in, for hourly roll-ups);
 - rounding: temperatures and dew point to 0.01, humidity to 0.1, battery to 0.001 V;
 - filtering: readings from the ``test-bench`` site are skipped;
-- rejects: ``battery_v`` <= 0 (a dead or unplugged sensor reports garbage) and a ``ts``
-  without a UTC offset are quarantined with the reason.
+- rejects: a reading without ``ts``, ``temperature_c`` or ``humidity_pct``, ``battery_v`` <= 0
+  (a dead or unplugged sensor reports garbage) and a ``ts`` without a UTC offset are
+  quarantined with the reason.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def transform(row: dict[str, Any]) -> dict[str, Any] | None:
     sensor_id = row.get("sensor_id")
     if not isinstance(sensor_id, str) or not sensor_id:
         raise sdk.Reject("sensor_id: required but missing")
+    if row.get("ts") in (None, ""):
+        raise sdk.Reject("ts: required but missing")
     ts = _utc(row.get("ts"))
     temp_c = _number(row, "temperature_c")
     humidity = _number(row, "humidity_pct")

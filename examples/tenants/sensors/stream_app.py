@@ -1,8 +1,9 @@
 """clientstreamingestapp of tenant "sensors": one live reading -> one stored reading.
 
-The platform runs this file as a black box (``profile.yaml``: ``stream_apps[0].command``),
-one process per instance, next to ``batch_app.py`` in the tenant's bundle. A message is
-what a sensor gateway pushes (``data/stream/readings.ndjson``)::
+The platform runs this file as a black box (``profile.yaml``: stream app ``readings``; stream
+``status`` has its own app, ``status_app.py``), one process per instance, next to
+``batch_app.py`` in the tenant's bundle. A message is what a sensor gateway pushes
+(``data/stream/readings.ndjson``)::
 
     {"sensor_id": "S-0003", "ts": "2024-03-04T01:00:02+01:00", "temperature": 64.81, "unit": "F",
      "humidity_pct": 46.3, "battery_v": 3.271, "site": "cold-store"}

@@ -73,4 +73,29 @@ CREATE TABLE IF NOT EXISTS notifications (
     last_status_code INTEGER, last_error TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS notifications_tenant ON notifications (tenant, created_at);
+CREATE TABLE IF NOT EXISTS file_chunks (
+    file_id TEXT NOT NULL, idx INTEGER NOT NULL, tenant TEXT NOT NULL, start_byte BIGINT NOT NULL,
+    end_byte BIGINT NOT NULL, first_line BIGINT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    worker TEXT NOT NULL DEFAULT '', lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    run_id TEXT NOT NULL DEFAULT '', rows_written BIGINT NOT NULL DEFAULT 0,
+    rows_rejected BIGINT NOT NULL DEFAULT 0, rows_skipped BIGINT NOT NULL DEFAULT 0,
+    bytes_read BIGINT NOT NULL DEFAULT 0, started_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ended_at DOUBLE PRECISION NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (file_id, idx));
+CREATE INDEX IF NOT EXISTS file_chunks_status ON file_chunks (status, tenant);
+CREATE TABLE IF NOT EXISTS file_quality (
+    file_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    rows_checked BIGINT NOT NULL, rows_failed BIGINT NOT NULL, failed_by_rule TEXT NOT NULL,
+    max_bad_row_ratio DOUBLE PRECISION NOT NULL, verdict TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS file_quality_tenant ON file_quality (tenant, at);
+CREATE TABLE IF NOT EXISTS stream_quality (
+    at DOUBLE PRECISION NOT NULL, tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    stream TEXT NOT NULL, app TEXT NOT NULL, instance TEXT NOT NULL, rows_checked BIGINT NOT NULL,
+    rows_failed BIGINT NOT NULL, failed_by_rule TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS stream_quality_tenant ON stream_quality (tenant, at);
+CREATE TABLE IF NOT EXISTS quarantine_purges (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, selection TEXT NOT NULL, entries BIGINT NOT NULL,
+    purged_by TEXT NOT NULL, via TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reasons TEXT NOT NULL DEFAULT '[]');
+CREATE INDEX IF NOT EXISTS quarantine_purges_tenant ON quarantine_purges (tenant, at);
 """

@@ -35,6 +35,7 @@ PREFIX = "mysimbdp"
 STREAM_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 DEFAULT_ACK_WAIT_S = 30.0
 REPORTS_STREAM = f"{PREFIX}_reports"  # each tenant's instance reports to the monitor
+CHUNKS_STREAM = f"{PREFIX}_chunks"  # tasks of a tenant's big files for the chunk workers
 
 
 def stream_problem(stream: str) -> str | None:

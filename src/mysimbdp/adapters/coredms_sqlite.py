@@ -1,6 +1,11 @@
 """coredms on SQLite: one database file per tenant, WAL, one transaction per write.
 
 Isolation is the filesystem: a tenant's app receives the path of its own file only.
+
+A batch goes to SQLite as ONE JSON object ``{key: document text}``, built by orjson in one
+call, and one ``INSERT ... SELECT key, value FROM json_each(?)``: SQLite parses it and
+inserts every row in C, with the GIL released for the whole statement, where binding each
+row from Python held it (and took it back row by row). See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,24 @@ _SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _insert_sql(table: str) -> str:
+    return (
+        f'INSERT INTO "{table}" (key, doc, source, ingested_at) SELECT key, value, ?, ? FROM json_each(?) '
+        "WHERE true ON CONFLICT (key) DO NOTHING"  # WHERE: else SQLite reads ON as a join constraint
+    )
+
+
+def _json_objects(pairs: dict[str, str], max_bytes: int) -> list[bytes]:
+    """``pairs`` as JSON objects of at most ``max_bytes`` each (SQLite's length limit):
+    one, unless the batch is huge; halved until each fits (a single pair may not)."""
+    text = orjson.dumps(pairs)
+    if len(text) <= max_bytes or len(pairs) == 1:
+        return [text]
+    items = list(pairs.items())
+    mid = len(items) // 2
+    return _json_objects(dict(items[:mid]), max_bytes) + _json_objects(dict(items[mid:]), max_bytes)
 
 
 def _create_sql(table: str) -> str:
@@ -85,6 +108,10 @@ class SqliteStore:
                     f"coredms {self.path}: dataset {dataset!r}: {text} (waited {self.busy_timeout_s:g} s); retry later"
                 ) from exc
             raise StoreError(f"coredms {self.path}: dataset {dataset!r}: {text}") from exc
+        except sqlite3.DataError as exc:  # e.g. a document longer than SQLite's length limit
+            raise DocumentInvalid(
+                f"coredms {self.path}: dataset {dataset!r}: SQLite refused a document: {exc}"
+            ) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"coredms {self.path}: dataset {dataset!r}: {exc}") from exc
 
@@ -100,19 +127,22 @@ class SqliteStore:
         table = table_name(dataset)
         if not records:
             return 0
+        pairs = self._pairs(dataset, records)
         now = _now()
-        try:
-            rows = [(key, doc.decode(), source, now) for key, doc in records]
-        except UnicodeDecodeError as exc:
-            raise DocumentInvalid(f"coredms: dataset {dataset!r}: a document is not UTF-8 JSON: {exc}") from exc
-        sql = f'INSERT INTO "{table}" (key, doc, source, ingested_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING'
         with self._errors(dataset):
             conn = self._db()
+            try:
+                objects = _json_objects(pairs, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+            except orjson.JSONEncodeError as exc:  # a key that is no valid text (a lone surrogate)
+                raise DocumentInvalid(
+                    f"coredms {self.path}: dataset {dataset!r}: a key is not valid text: {exc}"
+                ) from exc
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_create_sql(table))
                 before = conn.total_changes
-                conn.executemany(sql, rows)
+                for text in objects:
+                    conn.execute(_insert_sql(table), (source, now, text))
                 inserted = conn.total_changes - before
                 conn.execute("COMMIT")
             except BaseException:
@@ -121,6 +151,30 @@ class SqliteStore:
                 raise
         self._tables.add(table)
         return inserted
+
+    def _pairs(self, dataset: str, records: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+        """``{key: document text}``; a key repeated in the batch keeps its first document,
+        as inserting row by row would. Raises :class:`DocumentInvalid` for a document that
+        is not UTF-8 and for a NUL character (SQLite's JSON functions cut a text there)."""
+        keys = [key for key, _ in records]
+        try:
+            texts = [doc.decode() for _, doc in records]
+        except UnicodeDecodeError as exc:
+            raise DocumentInvalid(
+                f"coredms {self.path}: dataset {dataset!r}: a document is not UTF-8 JSON: {exc}"
+            ) from exc
+        if "\0" in "".join(keys) or "\0" in "".join(texts):
+            key = next(key for key, text in zip(keys, texts, strict=True) if "\0" in key or "\0" in text)
+            raise DocumentInvalid(
+                f"coredms {self.path}: dataset {dataset!r}: key {key!r}: the key or its document holds a NUL"
+                " character, which coredms does not store"
+            )
+        pairs = dict(zip(keys, texts, strict=True))
+        if len(pairs) < len(keys):  # a repeated key: the dict kept its last document
+            pairs = {}
+            for key, text in zip(keys, texts, strict=True):
+                pairs.setdefault(key, text)
+        return pairs
 
     def count(self, dataset: str) -> int:
         table = table_name(dataset)

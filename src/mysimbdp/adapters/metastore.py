@@ -13,9 +13,13 @@ from typing import Any
 import orjson
 
 from mysimbdp.adapters._metaschema import SCHEMA
+from mysimbdp.adapters.metachunks import ChunkRegistry
 from mysimbdp.adapters.metanotify import NotificationOutbox
+from mysimbdp.adapters.metaquality import QualityLedger
+from mysimbdp.adapters.metaquarantine import QuarantineLedger
 from mysimbdp.adapters.metastreams import StreamRegistry
 from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.domain.qualitycounts import FileQuality
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus, RunStatus
 from mysimbdp.errors import TenantError
@@ -57,7 +61,10 @@ class MetaStore:
     def __init__(self, url: str) -> None:
         self._db = SqlConnection(url)
         self.streams = StreamRegistry(self._db)
+        self.chunks = ChunkRegistry(self._db)
         self.notifications = NotificationOutbox(self._db)
+        self.quality = QualityLedger(self._db)
+        self.quarantine = QuarantineLedger(self._db)
 
     @property
     def dialect(self) -> str:
@@ -135,8 +142,13 @@ class MetaStore:
         )
         return _file(rows[0]) if rows else None
 
-    def insert_file(self, f: FileRecord, detail: dict[str, Any] | None = None) -> None:
+    def insert_file(
+        self, f: FileRecord, detail: dict[str, Any] | None = None, *, quality: FileQuality | None = None
+    ) -> None:
+        """Insert a new file record (and its ``quality``, in the same transaction)."""
         with self._db.transaction():
+            if quality is not None:
+                self.quality.record_file(quality)
             self._db.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 21)})",
                 (

@@ -327,6 +327,9 @@ def create_app(platform: Platform, broker: Broker, *, clock: Clock = time.monoto
 
     app.include_router(admin.router)
     app.include_router(history.router)
+    from mysimbdp.api import quarantine  # replay and purge, beside the history's listing
+
+    app.include_router(quarantine.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.STATIC, name="static")

@@ -16,9 +16,11 @@ from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import STREAM_RE
 from mysimbdp.adapters.metahistory import STREAM_PREFIX, MetaHistory
+from mysimbdp.adapters.metaquality import QualityLedger
 from mysimbdp.api.access import AnyViewer
 from mysimbdp.api.app import Refused, _context, _documented
 from mysimbdp.domain.naming import TENANT_ID_RE
+from mysimbdp.domain.qualitycounts import FileQuality, QualityVerdict
 from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
@@ -137,8 +139,24 @@ class QuarantinedOut(BaseModel):
         )
 
 
+class FileQualityOut(BaseModel):
+    """What the profile's quality rules found in the file when fetchdata checked it."""
+
+    rows_checked: int
+    rows_failed: int  # rows failing at least one rule or unparsable
+    ratio: float
+    max_bad_row_ratio: float  # the tenant's threshold then
+    verdict: QualityVerdict  # rejected: over the threshold, the whole file was rejected
+    failed_by_rule: dict[str, int]  # "<field>.<check>", "ragged", "parse", "line_length" -> rows
+
+    @classmethod
+    def of(cls, q: FileQuality) -> FileQualityOut:
+        return cls.model_validate(q.to_json())
+
+
 class FileDetail(BaseModel):
     file: FileOut
+    quality: FileQualityOut | None  # None for a file fetched before quality was kept
     events: list[FileEventOut]  # every status change, oldest first
     runs: list[RunOut]  # oldest first
     quarantined_rows: int  # in the quarantine ledger
@@ -201,13 +219,15 @@ async def list_files(
     return Page[FileOut](items=[FileOut.of(f) for f in files], total=total, limit=limit, offset=offset)
 
 
-def _detail(history: MetaHistory, tenant: str | None, file_id: str) -> FileDetail | None:
+def _detail(history: MetaHistory, ledger: QualityLedger, tenant: str | None, file_id: str) -> FileDetail | None:
     found = history.file(tenant, file_id)
     if found is None:
         return None
     sample, count = history.quarantine(found.tenant, file_id=found.id, limit=SAMPLE_ROWS, offset=0)
+    quality = ledger.file(found.id)
     return FileDetail(
         file=FileOut.of(found),
+        quality=FileQualityOut.of(quality) if quality is not None else None,
         events=[FileEventOut(at=at, status=status, detail=detail) for at, status, detail in history.events(found.id)],
         runs=[RunOut.of(r) for r in history.file_runs(found.id)],
         quarantined_rows=count,
@@ -218,7 +238,7 @@ def _detail(history: MetaHistory, tenant: str | None, file_id: str) -> FileDetai
 @router.get(
     "/files/{file_id}",
     response_model=FileDetail,
-    summary="One file: its record, status history, runs and quarantined rows",
+    summary="One file: its record, quality, status history, runs and quarantined rows",
     responses={**_ERRORS, **_documented({404: "No such file (or another tenant's)"})},
 )
 async def get_file(
@@ -228,7 +248,7 @@ async def get_file(
     tenant: TenantFilter = None,
 ) -> FileDetail:
     scope = viewer.scope(tenant)
-    detail = await _read(_detail, _history(request), scope, file_id)
+    detail = await _read(_detail, _history(request), _context(request).platform.meta.quality, scope, file_id)
     if detail is None:
         who = "" if scope is None else f"tenant {scope!r}: "
         raise Refused(404, f"{who}no file {file_id!r}; list your files with GET /v1/files", file_id=file_id)

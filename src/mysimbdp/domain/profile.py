@@ -14,7 +14,16 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
@@ -106,11 +115,31 @@ class BatchApp(_Model):
         "mysimbdp.apps.generic",
     ]
     file_pattern: str = "*"
+    formats: Annotated[list[FileFormat], Field(min_length=1)] | None = None  # detected formats; None: any
     dataset: DatasetName | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     memory_mb: Annotated[int, Field(ge=64)] = 1024
     cpu_s: Annotated[int, Field(gt=0)] = 3600
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+
+    def takes(self, file_name: str, fmt: FileFormat | None) -> bool:
+        """Whether this app serves a file of this name and detected format (None: unknown)."""
+        if self.formats is not None and fmt not in self.formats:
+            return False
+        return fnmatch.fnmatch(file_name, self.file_pattern)
+
+
+class BigFiles(_Model):
+    """When a file is split into chunks ingested in parallel (micro-batches) instead of one run.
+
+    A file is chunked when it is larger than ``threshold_bytes``, or when its expected run time
+    at ``bandwidth_bytes_per_s`` exceeds ``max_run_s``. Only CSV and JSON Lines can be chunked.
+    """
+
+    threshold_bytes: PositiveInt = 512 * 1024 * 1024
+    chunk_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    bandwidth_bytes_per_s: PositiveInt = 20 * 1024 * 1024  # what one app run is expected to ingest
+    max_run_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class StreamLimits(_Model):
@@ -149,6 +178,9 @@ class StreamApp(_Model):
     max_instances: Annotated[int, Field(ge=1, le=64)] = 4
     memory_mb: Annotated[int, Field(ge=64)] = 512
     scaling: Scaling = Scaling()
+    # Check each record's data against the profile's quality.rules (off: a stream's documents
+    # often differ from the file rows the rules were written for).
+    check_quality: bool = False
 
     @model_validator(mode="after")
     def _instances_in_order(self) -> StreamApp:
@@ -227,6 +259,22 @@ class Profile(_Model):
     stream_limits: StreamLimits = StreamLimits()
     stream_apps: list[StreamApp] = [StreamApp(name="generic")]
     notifications: Notifications = Notifications()
+    big_files: BigFiles = BigFiles()
+
+    @field_validator("batch_apps")
+    @classmethod
+    def _app_formats_allowed(cls, apps: list[BatchApp], info: ValidationInfo) -> list[BatchApp]:
+        if "formats" not in info.data:  # invalid itself: reported on its own
+            return apps
+        allowed = info.data["formats"]
+        for app in apps:
+            if outside := [str(f) for f in app.formats or () if f not in allowed]:
+                raise ValueError(
+                    f"app {app.name!r}: formats {outside} are not in the profile's formats "
+                    f"{[str(f) for f in allowed]}: such a file is rejected before an app is chosen; "
+                    "add them to formats or remove them here"
+                )
+        return apps
 
     @model_validator(mode="after")
     def _unique_app_names(self) -> Profile:
@@ -236,10 +284,11 @@ class Profile(_Model):
                 raise ValueError(f"{kind}: names must be unique, got {names}")
         return self
 
-    def app_for(self, file_name: str) -> BatchApp | None:
-        """The first batch app whose ``file_pattern`` matches ``file_name``."""
+    def app_for(self, file_name: str, fmt: FileFormat | None = None) -> BatchApp | None:
+        """The first batch app that takes ``file_name`` in its detected format ``fmt``
+        (None: unknown, so only an app without ``formats`` can take it)."""
         for app in self.batch_apps:
-            if fnmatch.fnmatch(file_name, app.file_pattern):
+            if app.takes(file_name, fmt):
                 return app
         return None
 

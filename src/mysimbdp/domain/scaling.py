@@ -15,7 +15,7 @@ Reports are what each ``clientstreamingestapp`` instance sends every ``report_pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mysimbdp.domain.profile import StreamApp
@@ -46,6 +46,10 @@ class Report:
     latency_n: int = 0  # messages whose latency was measured in the period
     latency_sum_ms: float = 0.0
     latency_counts: tuple[int, ...] = ()  # of those, how many <= each of LATENCY_BOUNDS_MS (cumulative)
+    # The profile's quality rules over the period's records (0 and {} when the app checks none):
+    rows_checked: int = 0
+    rows_failed: int = 0  # records failing at least one rule (quarantined)
+    failed_by_rule: dict[str, int] = field(default_factory=dict)  # "<field>.<check>" -> records failing it
 
     @property
     def rate_per_s(self) -> float:
@@ -60,6 +64,8 @@ class Report:
         values = {name: data[name] for name in names if name in data}
         if "latency_counts" in values:
             values["latency_counts"] = tuple(int(n) for n in values["latency_counts"])
+        if "failed_by_rule" in values:  # a bad one raises TypeError / ValueError
+            values["failed_by_rule"] = {str(rule): int(n) for rule, n in dict(values["failed_by_rule"]).items()}
         return cls(**values)
 
 

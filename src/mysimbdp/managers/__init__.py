@@ -14,6 +14,7 @@ from mysimbdp.adapters.broker_users import TenantUsers, tenant_users
 from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.logs import get_logger
 from mysimbdp.managers.batchingest import BatchIngestManager
+from mysimbdp.managers.chunkworker import ChunkTasks, ChunkWorker
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.managers.notifier import Notifier
 from mysimbdp.managers.streamingest import StreamIngestManager
@@ -23,6 +24,8 @@ from mysimbdp.platform import Platform
 __all__ = [
     "BatchIngestManager",
     "BrokerAccess",
+    "ChunkTasks",
+    "ChunkWorker",
     "FetchData",
     "Notifier",
     "StreamIngestManager",
@@ -79,7 +82,8 @@ async def run_services(
     ready: asyncio.Future[BrokerAccess] | None = None,
 ) -> None:
     """Run the broker (embedded unless configured), the REST API, fetchdata, the batch ingest
-    manager, the stream ingest manager, the stream monitor and the notifier until ``stop`` is set, then drain.
+    manager, chunk workers (``settings.workers`` slots), the stream ingest manager, the stream
+    monitor and the notifier until ``stop`` is set, then drain.
     The API listens on ``api_socket`` (default: bound to the settings' host and port); ``ready``
     gets the broker's access once it is connected."""
     from mysimbdp.managers.apiserver import bind_api, serve_api  # FastAPI's imports: only when serving
@@ -91,11 +95,14 @@ async def run_services(
         if ready is not None:
             ready.set_result(access)
         try:
-            manager = BatchIngestManager(platform, drain_s=drain_s)
+            manager = BatchIngestManager(platform, drain_s=drain_s, publish=ChunkTasks(broker).publish)
             fetcher = FetchData(platform, on_decision=lambda _d: manager.wake())
             streams = StreamIngestManager(platform, broker, access.tenant_url)
             monitor = StreamMonitor(platform, broker)
+            workers = platform.settings.workers
+            chunk_workers = [ChunkWorker(platform, broker, slots=workers, drain_s=drain_s).run(stop)] if workers else []
             await asyncio.gather(
+                *chunk_workers,
                 fetcher.run(stop),
                 manager.run(stop),
                 streams.run(stop),

@@ -25,6 +25,7 @@ from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.chunked import ChunkPublisher
 from mysimbdp.services.run_batch import run_file
 
 log = get_logger("batchingestmanager")
@@ -33,8 +34,9 @@ COMPONENT = "batchingestmanager"
 
 
 class BatchIngestManager:
-    def __init__(self, platform: Platform, *, drain_s: float = 30.0) -> None:
+    def __init__(self, platform: Platform, *, drain_s: float = 30.0, publish: ChunkPublisher | None = None) -> None:
         self.platform = platform
+        self.publish = publish  # where a big file's chunk tasks go (None: this process runs them)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.drain_s = drain_s
         self._tasks: dict[asyncio.Task[FileRecord], FileRecord] = {}
@@ -136,7 +138,9 @@ class BatchIngestManager:
             if not self.platform.meta.claim(f.id, self.owner, self.platform.settings.lease_ttl_s, run_id):
                 continue
             self._last_served[f.tenant] = time.monotonic()
-            task = asyncio.create_task(run_file(self.platform, dataclasses.replace(f, run_id=run_id), run_id))
+            task = asyncio.create_task(
+                run_file(self.platform, dataclasses.replace(f, run_id=run_id), run_id, publish=self.publish)
+            )
             self._tasks[task] = f
 
     async def _drain(self) -> None:

@@ -185,6 +185,7 @@ class StreamIngestManager:
     def _contract(
         self, rec: StreamInstance, app: StreamApp, profile: Profile, coredms_url: str, workdir: str | os.PathLike[str]
     ) -> dict[str, str]:
+        quality = profile.quality.model_dump_json() if app.check_quality and profile.quality.rules else ""
         return {
             contract.TENANT: rec.tenant,
             contract.STREAM: rec.stream,
@@ -198,6 +199,7 @@ class StreamIngestManager:
             contract.MAX_DELIVERIES: str(app.max_deliveries),
             contract.REPORT_PERIOD_S: str(app.report_period_s),
             contract.KEY_FIELDS: ",".join(profile.key_fields),
+            contract.QUALITY: quality,  # "": the app checks no rules
             contract.STORE_TIMEOUT_S: str(self.platform.settings.store_timeout_s),
         }
 

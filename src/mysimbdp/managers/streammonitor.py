@@ -1,7 +1,8 @@
 """mysimbdp-streamingestmonitor: reads the stream app instances' reports and scales.
 
 Every tick it pulls the reports of each tenant with running stream apps from the tenant's
-``mysimbdp_reports`` stream, keeps them for the longest scaling window, and applies
+``mysimbdp_reports`` stream, stores them (with the quality counts of those that checked
+records, in ``stream_quality``), keeps them for the longest scaling window, and applies
 :func:`mysimbdp.domain.scaling.decide` to every (tenant, stream, app) target. A decision
 that changes the instance count is written as the new target, which the stream ingest
 manager carries out; every such decision, and every change of reason, is logged with its
@@ -79,7 +80,7 @@ class StreamMonitor:
         for message in messages:
             try:
                 report = Report.from_json(orjson.loads(message.body))
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("report_unreadable", tenant=tenant, error=repr(exc))
                 continue
             if report.tenant != tenant:  # a tenant's apps report on its own stream only
@@ -92,6 +93,7 @@ class StreamMonitor:
                 window.last_busy_at = max(window.last_busy_at, report.at)
         if reports:
             self.platform.meta.streams.record_reports(reports)
+            self.platform.meta.quality.record_windows(reports)  # those that checked quality rules
         await self.broker.ack(messages)
 
     def _decide(self, target: StreamTarget, now: float) -> Decision | None:

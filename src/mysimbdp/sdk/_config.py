@@ -12,6 +12,7 @@ from mysimbdp import contract
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.profile import FileFormat, Quality
 from mysimbdp.errors import AppContractError
+from mysimbdp.sdk.readers import Span
 
 REQUIRED = (
     contract.INPUT,
@@ -43,6 +44,8 @@ class BatchConfig:
     quality: Quality = field(default_factory=Quality)
     max_line_bytes: int | None = None
     progress: Path | None = None
+    line_map: Path | None = None  # a replay: its input's lines -> the original file's (LINE_MAP)
+    span: Span | None = None  # a chunk of a big file: read only these bytes
 
     @property
     def source(self) -> str:
@@ -76,10 +79,12 @@ class BatchConfig:
                     raise ValueError(raw_max)
             except ValueError:
                 problems.append(f"{contract.MAX_LINE_BYTES}={raw_max!r} is not a positive integer")
+        span = _span(env, fmt, problems)
         if problems:
             raise AppContractError("app contract environment: " + "; ".join(problems))
         keys = tuple(name.strip() for name in env.get(contract.KEY_FIELDS, "").split(",") if name.strip())
         progress = env.get(contract.PROGRESS)
+        line_map = env.get(contract.LINE_MAP)
         return cls(
             input=Path(env[contract.INPUT]),
             input_format=fmt,
@@ -96,4 +101,34 @@ class BatchConfig:
             quality=quality,
             max_line_bytes=max_line,
             progress=Path(progress) if progress else None,
+            line_map=Path(line_map) if line_map else None,
+            span=span,
         )
+
+
+def _span(env: Mapping[str, str], fmt: FileFormat, problems: list[str]) -> Span | None:
+    """The chunk to read (``MYSIMBDP_INPUT_START/END/FIRST_LINE``), or None for the whole input."""
+    names = (contract.INPUT_START, contract.INPUT_END, contract.INPUT_FIRST_LINE)
+    raw = [env.get(name, "") for name in names]
+    if not any(raw):
+        return None
+    try:
+        start, end, first_line = (int(value) for value in raw)
+        if not 0 <= start <= end or first_line < 1:
+            raise ValueError
+    except ValueError:
+        given = ", ".join(f"{name}={value!r}" for name, value in zip(names, raw, strict=True))
+        problems.append(f"a chunk needs 0 <= START <= END and FIRST_LINE >= 1, all whole numbers; got {given}")
+        return None
+    if fmt is FileFormat.JSON:
+        problems.append(f"{contract.INPUT_START}: a JSON array cannot be read in chunks")
+        return None
+    header: tuple[str, ...] = ()
+    if fmt is FileFormat.CSV and start > 0:
+        from mysimbdp.sdk._spans import read_csv_header
+
+        try:
+            header = read_csv_header(Path(env[contract.INPUT]))
+        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            problems.append(f"cannot read the CSV header of {env.get(contract.INPUT)!r}: {exc}")
+    return Span(start, end, first_line, header)

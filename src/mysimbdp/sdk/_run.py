@@ -69,7 +69,7 @@ def run(
             ctx.finish(error=str(exc))
             sys.stderr.write(ctx.summary() + "\n")
             return EXIT_DATAERR
-    if parallelism > 1:
+    if parallelism > 1 and ctx.span is None:  # a chunk of a big file is one part of a parallel whole
         from mysimbdp.sdk._parallel import plan_spans, run_parts
 
         spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism)

@@ -55,8 +55,7 @@ def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int =
         return whole
     header: tuple[str, ...] = ()
     if fmt is FileFormat.CSV:
-        with open(path, encoding="utf-8-sig", newline="") as text:
-            header = tuple(next(csv.reader([text.readline()]), []))
+        header = read_csv_header(path)
         if not header or cuts[0][0] <= len(",".join(header).encode()) + 1:
             return whole
     spans: list[Span] = []
@@ -66,3 +65,9 @@ def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int =
         start, first_line = cut, lines_before + 1
     spans.append(Span(start, size, first_line, header))
     return spans
+
+
+def read_csv_header(path: Path) -> tuple[str, ...]:
+    """The field names on a CSV file's first line (a span after the first needs them)."""
+    with open(path, encoding="utf-8-sig", newline="") as text:
+        return tuple(next(csv.reader([text.readline()]), []))

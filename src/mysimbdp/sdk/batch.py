@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, overload
+from typing import IO, Any, TypeVar, overload
 
 import orjson
 
@@ -29,6 +29,7 @@ from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import AppContractError, FileUnreadable
 from mysimbdp.sdk._config import BatchConfig
+from mysimbdp.sdk._linemap import load_line_map, remap
 from mysimbdp.sdk._writer import StoreWriter
 from mysimbdp.sdk.readers import Record, RecordReader, Span, good_record, raw_text
 
@@ -36,6 +37,7 @@ Transform = Callable[[dict[str, Any]], dict[str, Any] | None]
 # CSV: (header, a block of rows as field lists) -> one document or None per row, in order
 BlockTransform = Callable[[list[str], list[list[str]]], list[dict[str, Any] | None]]
 _DICT_OR_NONE = {dict, type(None)}
+_T = TypeVar("_T")
 
 EXIT_FAILED = 1
 PROGRESS_EVERY_S = 0.5
@@ -130,7 +132,7 @@ class BatchContext:
         self._bytes_done = 0
         self._next_progress = 0.0
         self._checker = compile_rules(config.quality.rules) if config.quality.rules else None
-        self.span: Span | None = None  # read only this part of the input (parallel runs)
+        self.span: Span | None = config.span  # read only this part of the input (a chunk, a parallel part)
         self.peer_progress: tuple[Path, ...] = ()  # other parts' progress files, summed into ours
         self._started = time.monotonic()
         self.result: BatchResult | None = None
@@ -205,12 +207,18 @@ class BatchContext:
                     break
         return rows
 
+    def _original_lines(self, items: Iterator[_T]) -> Iterator[_T]:
+        """A replay's rows under their lines in the original file (``$MYSIMBDP_LINE_MAP``)."""
+        if self.config.line_map is None:
+            return items
+        return remap(items, load_line_map(self.config.line_map))
+
     def records(self) -> Iterator[Record]:
         """Every row that parses and passes the profile's quality rules; the others are
         rejected with their line and reason. Progress is reported on the way."""
         self._reader = reader = self._reader_for_input(self.span)
         checker = self._checker
-        for record in reader:
+        for record in self._original_lines(iter(reader)):
             self.rows_total += 1
             if self.rows_total & 255 == 0:
                 self._maybe_progress()
@@ -268,7 +276,7 @@ class BatchContext:
     def _ingest_blocks(self, transform: Transform, block_transform: BlockTransform | None) -> None:
         self._reader = reader = self._reader_for_input(self.span)
         checker = self._checker
-        for item in reader.blocks(self.batch_size):
+        for item in self._original_lines(reader.blocks(self.batch_size)):
             if type(item) is Record:
                 self.rows_total += 1
                 self.reject(item, item.problem or "row cannot be parsed")

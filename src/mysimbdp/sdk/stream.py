@@ -6,6 +6,10 @@ The loop: pull a batch of broker messages, decode their envelopes (column-wise),
 records, and ack each transaction's messages only once it is committed. So a crash at any
 point redelivers what was not acked, and the store ends with each record once.
 
+- With ``$MYSIMBDP_QUALITY`` (the profile's quality rules), each record's data is checked
+  before the transform, a batch's records at once; one failing a rule is quarantined with
+  every rule it fails and the value (``rule temp.max: field 'temp': value 99 is above the
+  max of 85``). Without rules nothing is checked.
 - A record whose transform raises (``Reject`` or any exception), a document the store
   refuses, and a broker message that is no valid JSON are quarantined with the reason
   (``$MYSIMBDP_REJECTS``, one JSON line each) and acked: one bad message never blocks the
@@ -14,7 +18,8 @@ point redelivers what was not acked, and the store ends with each record once.
 - The store or the broker being unavailable is transient: the batch is given back (nak)
   and the loop waits and tries again; nothing is marked bad.
 - Every ``$MYSIMBDP_REPORT_PERIOD_S`` the instance publishes a report (messages, records,
-  bytes, errors, average and p95 latency publish → committed, backlog; see
+  bytes, errors, average and p95 latency publish → committed, backlog, records checked and
+  failed per quality rule; see
   ``docs/stream-reports.md``) to the tenant's ``mysimbdp_reports`` stream for the monitor.
 - SIGTERM / SIGINT: the batch in hand is finished and acked, then the app exits 0.
 """
@@ -41,6 +46,9 @@ from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, REPORTS_STREAM, Broker, Message, open_broker
 from mysimbdp.adapters.coredms import DocumentStore, KeyFieldMissing, open_store, record_keys
 from mysimbdp.domain.envelope import MessageInvalid, decode_batch
+from mysimbdp.domain.profile import Quality, RowRule
+from mysimbdp.domain.quality import RowChecker, compile_rules
+from mysimbdp.domain.qualitycounts import RuleTally
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
 from mysimbdp.errors import AppContractError, BrokerUnavailable, StoreUnavailable
 from mysimbdp.sdk._writer import write_finding_bad
@@ -78,6 +86,7 @@ class StreamConfig:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     report_period_s: float = 5.0
     key_fields: tuple[str, ...] = ()
+    quality_rules: tuple[RowRule, ...] = ()  # checked on each record's data before the transform
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamConfig:
@@ -98,6 +107,12 @@ class StreamConfig:
                     raise ValueError(seconds[name])
             except ValueError:
                 problems.append(f"{name}={env.get(name)!r} is not a positive number of seconds")
+        rules: tuple[RowRule, ...] = ()
+        if raw_quality := env.get(contract.QUALITY):
+            try:
+                rules = tuple(Quality.model_validate_json(raw_quality).rules)
+            except ValueError as exc:  # pydantic's ValidationError is one
+                problems.append(f"{contract.QUALITY} is not a valid quality section: {exc}")
         if problems:
             raise AppContractError("stream app contract environment: " + "; ".join(problems))
         return cls(
@@ -114,6 +129,7 @@ class StreamConfig:
             ack_wait_s=seconds[contract.ACK_WAIT_S],
             report_period_s=seconds[contract.REPORT_PERIOD_S],
             key_fields=tuple(n.strip() for n in env.get(contract.KEY_FIELDS, "").split(",") if n.strip()),
+            quality_rules=rules,
         )
 
 
@@ -153,6 +169,8 @@ class StreamContext:
         self._latencies_ms: list[float] = []  # publish -> committed, one per broker message
         self._sent_at: list[float] = []  # of the batch in hand
         self._source = f"stream:{config.stream}"
+        self._checker = compile_rules(config.quality_rules) if config.quality_rules else None
+        self.quality = RuleTally()  # this period's records checked and failed per rule
 
     def reject(self, what: str, raw: Any, reason: str) -> None:
         """Quarantine one record or message: ``{"id", "raw", "reason", "stream"}``."""
@@ -170,7 +188,8 @@ class StreamContext:
             self._rejects = None
 
     def documents(self, messages: list[Message], transform: Transform, out: Documents) -> None:
-        """Decode and transform into ``out``, column by column; quarantine what cannot be."""
+        """Decode, check and transform into ``out``, column by column; quarantine what cannot be."""
+        checker = self._checker
         for message in messages:
             self.counters.bytes += len(message.body)
             try:
@@ -181,17 +200,41 @@ class StreamContext:
             except MessageInvalid as exc:
                 self.reject(message.msg_id or "?", message.body.decode("utf-8", "replace"), f"message {exc}")
                 continue
+            ids, data = batch.ids, batch.data
+            if checker is not None:
+                ids, data = self._passing(checker, ids, data)
             try:
-                docs = list(map(transform, batch.data))  # the usual case: no per-record bookkeeping
+                docs = list(map(transform, data))  # the usual case: no per-record bookkeeping
             except Exception:  # the record-by-record pass below quarantines it, with its reason
-                self._transform_each(batch.ids, batch.data, transform, out)
+                self._transform_each(ids, data, transform, out)
                 continue
             if set(map(type, docs)) == {dict}:
-                out.ids += batch.ids
-                out.data += batch.data
+                out.ids += ids
+                out.data += data
                 out.docs += cast(list[dict[str, Any]], docs)
             else:  # some were filtered out (None) or are no dict
-                self._keep_documents(batch.ids, batch.data, docs, out)
+                self._keep_documents(ids, data, docs, out)
+
+    def _passing(
+        self, checker: RowChecker, ids: list[str], data: list[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """The records passing the profile's quality rules, checked as one column; the others
+        are quarantined naming each rule they fail and its value, and counted per rule."""
+        results = list(map(checker.check, data))
+        if not any(results):  # the usual case: every record passes
+            self.quality.add(len(data), ())
+            return ids, data
+        failing = [failures for failures in results if failures]
+        self.quality.add(len(data), failing)
+        kept_ids: list[str] = []
+        kept_data: list[dict[str, Any]] = []
+        for key, record, failures in zip(ids, data, results, strict=True):
+            if failures:
+                self.reject(key, record, "; ".join(f"rule {f.rule}: {f.message}" for f in failures))
+            else:
+                kept_ids.append(key)
+                kept_data.append(record)
+        return kept_ids, kept_data
 
     def _transform_each(self, ids: list[str], data: list[dict[str, Any]], transform: Transform, out: Documents) -> None:
         docs: list[Any] = []
@@ -305,6 +348,7 @@ class StreamContext:
         )
         latencies = sorted(self._latencies_ms)
         backlog = await self.broker.backlog(cfg.tenant, cfg.stream, cfg.group)
+        checked, failed, by_rule = self.quality.take()
         report = Report(
             at=now,
             tenant=cfg.tenant,
@@ -323,6 +367,9 @@ class StreamContext:
             latency_n=len(latencies),
             latency_sum_ms=sum(latencies),
             latency_counts=tuple(bisect.bisect_right(latencies, bound) for bound in LATENCY_BOUNDS_MS),
+            rows_checked=checked,
+            rows_failed=failed,
+            failed_by_rule=by_rule,
         )
         self._period = replace(total)
         self._period_started, self._latencies_ms = now, []

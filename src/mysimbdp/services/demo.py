@@ -3,7 +3,7 @@
 Registers every example tenant (a directory with a ``profile.yaml``), starts the platform's
 services (as ``up`` does: broker, API, fetchdata, batch manager, stream manager, monitor),
 drops each tenant's sample files into its inbox and waits until every file is final; then
-runs the near-realtime half (:mod:`demo_stream`) on each tenant's stream samples; stops the
+runs the near-realtime half (:mod:`demo_stream`) on every stream sample at once; stops the
 services and returns a per-tenant summary of both.
 """
 
@@ -96,9 +96,16 @@ async def run_demo(
         await _batch_half(platform, tenant_dirs, services, started, timeout_s)
         access = await asyncio.wait_for(asyncio.shield(ready), 60)
         demo = StreamDemo(platform, api_url, access, timeout_s=timeout_s)
-        for tenant_dir in tenant_dirs:
-            for sample in stream_samples(tenant_dir):
-                streams.append(await demo.run(tenant_dir.name, keys.get(tenant_dir.name), sample, resend_copies))
+        try:
+            async with asyncio.TaskGroup() as group:  # every stream at once: each has its own apps
+                runs = [
+                    group.create_task(demo.run(tenant_dir.name, keys.get(tenant_dir.name), sample, resend_copies))
+                    for tenant_dir in tenant_dirs
+                    for sample in stream_samples(tenant_dir)
+                ]
+        except ExceptionGroup as failed:  # the first stream's failure, as a sequential run raised it
+            raise failed.exceptions[0] from failed
+        streams = [run.result() for run in runs]
     finally:
         stop.set()
         await services

@@ -89,7 +89,7 @@ class StreamDemo:
                 self.platform.meta.streams.ensure_target(tenant, stream, app.name, app.min_instances)
             await self._until_drained(broker, summary, app)
             if copies > 0:
-                await self._resend_storm(broker, summary, app, self._stored_lines(tenant, lines), copies)
+                await self._resend_storm(broker, summary, app, self._stored_lines(tenant, stream, lines), copies)
         finally:
             await broker.close()
         summary.stored = self._count(tenant, summary.dataset)
@@ -141,12 +141,12 @@ class StreamDemo:
         await self._until(scaled_back, "the monitor to scale back down", summary=summary)
         summary.final_instances = self._running(summary)
 
-    def _stored_lines(self, tenant: str, lines: list[bytes]) -> list[bytes]:
-        """The sample's lines less those quarantined (by message id)."""
+    def _stored_lines(self, tenant: str, stream: str, lines: list[bytes]) -> list[bytes]:
+        """The sample's lines less those quarantined (by message id) from this stream."""
         bad = {
             q.reason.split(":", 1)[0].removeprefix("message ")
             for q in self.platform.meta.list_quarantine(tenant, limit=100_000)
-            if q.file_id.startswith("stream:")
+            if q.file_id.startswith(f"stream:{stream}:")
         }
         return [line for line in lines if str(orjson.loads(line).get("id")) not in bad]
 

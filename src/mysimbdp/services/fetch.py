@@ -20,7 +20,9 @@ from mysimbdp.adapters.scanner import scan_file
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import NotifyEvent
+from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
+from mysimbdp.domain.routing import no_batch_app
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
@@ -69,16 +71,10 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
     now = time.time()
     files_today, bytes_today = platform.meta.quota_usage(tenant, now - DAY_S)
     violations = check_file(tenant, facts, profile, QuotaUsage(files_today, bytes_today))
-    app = profile.app_for(name)
+    app = profile.app_for(name, facts.format)
     if app is None:
-        patterns = ", ".join(a.file_pattern for a in profile.batch_apps)
-        violations.append(
-            Violation(
-                "app",
-                f"tenant {tenant!r}: file {name!r}: rule app: no batch app serves this name "
-                f"(file patterns: {patterns})",
-            )
-        )
+        reason = no_batch_app(profile, name, facts.format)
+        violations.append(Violation("app", f"tenant {tenant!r}: file {name!r}: rule app: {reason}"))
     record = FileRecord(
         id=file_id,
         tenant=tenant,
@@ -94,6 +90,8 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
         dataset=profile.dataset_for(app, name) if app else "",
         rows_total=facts.rows_total,
     )
+    threshold = profile.quality.max_bad_row_ratio
+    quality = file_quality(file_id, tenant, received, facts, threshold, [v.rule for v in violations])
     if not violations:
         earlier = platform.meta.accepted_with_sha(tenant, facts.sha256)
         if earlier is not None:
@@ -101,8 +99,8 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
                 f"tenant {tenant!r}: file {name!r}: rule duplicate: same content (sha256 "
                 f"{facts.sha256[:12]}…) as file {earlier.id} ({earlier.name!r}), {earlier.status}"
             )
-            return _reject(platform, record, FileStatus.DUPLICATE, [message], facts, started)
-        return _stage(platform, record, facts, started)
+            return _reject(platform, record, FileStatus.DUPLICATE, [message], facts, started, quality=quality)
+        return _stage(platform, record, facts, started, quality)
     return _reject(
         platform,
         record,
@@ -111,6 +109,7 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
         facts,
         started,
         [v.rule for v in violations],
+        quality=quality,
     )
 
 
@@ -119,9 +118,11 @@ def _staged_path(platform: Platform, record: FileRecord) -> Path:
     return platform.home.area("staging", record.tenant) / f"{record.id}{_extension(record.name)}"
 
 
-def _stage(platform: Platform, record: FileRecord, facts: FileFacts, started: float) -> FetchDecision:
+def _stage(
+    platform: Platform, record: FileRecord, facts: FileFacts, started: float, quality: FileQuality
+) -> FetchDecision:
     staged = _staged_path(platform, record)
-    platform.meta.insert_file(record)
+    platform.meta.insert_file(record, quality=quality)
     filesystem.move(Path(record.path), staged)
     platform.meta.set_status(
         record.id,
@@ -156,6 +157,8 @@ def _reject(
     facts: FileFacts,
     started: float,
     rules: list[str] | None = None,
+    *,
+    quality: FileQuality,
 ) -> FetchDecision:
     area = platform.home.area("rejected", record.tenant)
     target = area / f"{record.id}{_extension(record.name)}"
@@ -175,6 +178,7 @@ def _reject(
     platform.meta.insert_file(
         dataclasses.replace(record, status=status, reasons=tuple(reasons), path=str(target)),
         {"reasons": reasons},
+        quality=quality,
     )
     filesystem.move(Path(record.path), target)
     (area / f"{record.id}.reason.json").write_bytes(orjson.dumps(reason_doc, option=orjson.OPT_INDENT_2))

@@ -47,11 +47,13 @@ def platform_running(platform: Platform) -> bool:
 
 
 def _progress_of(platform: Platform, record: FileRecord) -> Progress:
-    rows, done = 0, 0
+    rows, done, status = 0, 0, str(record.status)
     if record.status is FileStatus.RUNNING and record.run_id:
         try:
             data: dict[str, Any] = orjson.loads((platform.home.run_dir(record.run_id) / "progress.json").read_bytes())
             rows, done = int(data.get("rows", 0)), int(data.get("bytes", 0))
+            if "chunks" in data:  # a big file, ingested chunk by chunk
+                status = f"running: {data.get('chunks_done', 0)}/{data['chunks']} chunks"
         except (OSError, orjson.JSONDecodeError, ValueError):
             pass
     elif record.status in FINAL_FILE_STATES:
@@ -59,7 +61,7 @@ def _progress_of(platform: Platform, record: FileRecord) -> Progress:
             record.rows_written + record.rows_rejected + record.rows_skipped,
             record.size_bytes,
         )
-    return Progress(str(record.status), rows, done, record.size_bytes)
+    return Progress(status, rows, done, record.size_bytes)
 
 
 async def _follow(platform: Platform, record: FileRecord, on_progress: ProgressFn | None) -> FileRecord:

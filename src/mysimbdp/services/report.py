@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from mysimbdp.domain.qualitycounts import FileQuality, WindowQuality, summarize
 from mysimbdp.domain.records import TenantStats
 from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus, RunStatus
@@ -68,12 +69,24 @@ def stream_stats(reports: Sequence[Report]) -> dict[str, Any]:
     }
 
 
+def quality_stats(files: Sequence[FileQuality], windows: Sequence[WindowQuality]) -> dict[str, Any]:
+    """The quality rules' results: of the files as fetchdata checked them (how many were
+    rejected for their bad-row ratio) and of the stream apps' report windows."""
+    batch, stream = summarize(files), summarize(windows)
+    return {
+        "batch": {"files": batch.units, "files_rejected": batch.rejected, **batch.to_json()},
+        "stream": {"windows": stream.units, **stream.to_json()},
+    }
+
+
 def platform_report(platform: Platform, tenant: str | None = None, since: float = 0.0) -> dict[str, Any]:
     """Statistics per tenant (one tenant if given) and the platform-wide totals, of what was
     received (files) or reported (streams) since ``since`` (epoch s; 0: all)."""
     ids = [tenant] if tenant else [t.id for t in platform.meta.list_tenants()]
     stats = [tenant_stats(platform, t, since) for t in ids]
     streams = {t: stream_stats(platform.meta.streams.reports(t, since=since)) for t in ids}
+    ledger = platform.meta.quality
+    checked = {t: (ledger.files(t, since=since), ledger.windows(t, since=since)) for t in ids}
     total: Counter[str] = Counter()
     for s in stats:
         total.update(s.files_by_status)
@@ -88,6 +101,9 @@ def platform_report(platform: Platform, tenant: str | None = None, since: float 
         "run_seconds": round(sum(s.run_seconds for s in stats), 3),
         "stream_records": sum(st["records"] for st in streams.values()),
         "stream_messages": sum(st["messages"] for st in streams.values()),
+        "quality": quality_stats(
+            [q for files, _ in checked.values() for q in files], [w for _, windows in checked.values() for w in windows]
+        ),
     }
     tenants = []
     for s in stats:
@@ -97,5 +113,6 @@ def platform_report(platform: Platform, tenant: str | None = None, since: float 
         item["quarantined_rows"] = platform.meta.count_quarantine(s.tenant)
         item["top_reasons"] = [{"rule": rule, "files": n} for rule, n in s.top_reasons]
         item["stream"] = streams[s.tenant]
+        item["quality"] = quality_stats(*checked[s.tenant])
         tenants.append(item)
     return {"since": since or None, "tenants": tenants, "platform": totals}
