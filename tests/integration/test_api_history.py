@@ -4,6 +4,7 @@ operator sees every tenant's; and who may look (keys, the cookie, the loopback r
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -226,3 +227,25 @@ async def test_without_an_operator_key_only_loopback_is_the_operator_unasked(
             assert (await remote.get("/metrics")).status_code == 401
             own = await remote.get("/v1/files", headers=_auth(world.other.api_key))
             assert own.status_code == 200 and own.json()["total"] == 1
+
+
+async def test_a_big_files_detail_lists_its_chunks_with_their_progress(
+    client: httpx.AsyncClient, platform: Platform, tmp_path: Path
+) -> None:
+    """A file ingested in chunks (tiny ``big_files`` thresholds) shows each chunk: its byte
+    range, first line, rows and state; the runs are one per chunk."""
+    profile = tmp_path / "big" / "profile.yaml"
+    profile.parent.mkdir()
+    profile.write_text("formats: [csv]\nbig_files: {threshold_bytes: 1000, chunk_bytes: 1024}\n", encoding="utf-8")
+    tenant = add_tenant(platform, "big", profile)
+    rows = "".join(f"{n},{n * 2}\n" for n in range(600))
+    file_id = await _ingest(platform, "big", tmp_path / "pairs.csv", "a,b\n" + rows)
+    detail = await _get(client, f"/v1/files/{file_id}", tenant.api_key)
+    chunks = detail["chunks"]
+    size = detail["file"]["size_bytes"]
+    assert len(chunks) == len(detail["runs"]) >= size // 1024  # one run per chunk of about 1 KiB
+    assert [c["status"] for c in chunks] == ["done"] * len(chunks)
+    assert chunks[0]["start_byte"] == 0 and chunks[-1]["end_byte"] == size
+    assert all(a["end_byte"] == b["start_byte"] for a, b in itertools.pairwise(chunks))
+    assert sum(c["rows_written"] for c in chunks) == detail["file"]["rows_written"] == 600
+    assert chunks[0]["first_line"] == 1 and chunks[1]["first_line"] > 2

@@ -342,12 +342,12 @@ def test_sqlite_batch_over_the_length_limit_is_written_in_parts(tmp_path: Path) 
         assert store._conn is not None
         store._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20_000)  # the 2,000 rows below are ~140 kB of JSON
         assert store.write("big", _docs(1000, 1001), source="run1") == 1
-        batch = _docs(0, 2000) + [("k000000", orjson.dumps({"i": -1})), ("k001999", orjson.dumps({"i": -2}))]
+        batch = [*_docs(0, 2000), ("k000000", orjson.dumps({"i": -1})), ("k001999", orjson.dumps({"i": -2}))]
         assert store.write("big", batch, source="run2") == 1999
         assert store.count("big") == 2000
         assert [d["i"] for d in store.documents("big", limit=2000)] == list(range(2000))
         huge = [*_docs(2000, 2500), ("huge", orjson.dumps({"text": "x" * 30_000}))]
-        with pytest.raises(DocumentInvalid, match="'big'.*too big"):
+        with pytest.raises(DocumentInvalid, match=r"'big'.*too big"):
             store.write("big", huge, source="run3")
         assert store.count("big") == 2000
     finally:

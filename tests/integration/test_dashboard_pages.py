@@ -11,8 +11,10 @@ import httpx
 import pytest
 
 from mysimbdp.adapters.broker import Broker
+from mysimbdp.adapters.metachunks import ChunkCounts, ChunkStatus
 from mysimbdp.api import create_app
 from mysimbdp.api.access import KEY_COOKIE
+from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.tenants import NewTenant, add_tenant
@@ -121,3 +123,27 @@ async def test_a_tenants_panel_shows_its_failures_and_deliveries_and_nothing_els
         client.cookies.set(KEY_COOKIE, plain.api_key)
         other = (await client.get("/")).text
         assert "tenant plain" in other and "hooked" not in other
+
+
+async def test_a_file_being_ingested_in_chunks_shows_its_chunk_progress(
+    open_platform: Platform, broker: Broker, tmp_path: Path
+) -> None:
+    """While a big file's chunks run, the panel lists it with chunks done / running / waiting
+    and the rows of its finished chunks; the section is absent when no file is chunked."""
+    await _tenants(open_platform, tmp_path)
+    async with _client(open_platform, broker) as local:
+        assert 'id="big-files"' not in (await local.get("/dashboard/panel")).text
+        (record,) = open_platform.meta.list_files(tenant="plain")
+        open_platform.meta.set_status(record.id, FileStatus.RUNNING, {"test": "a big file"})
+        open_platform.meta.chunks.plan("plain", record.id, [(0, 10, 1), (10, 20, 5), (20, 30, 9)])
+        first = open_platform.meta.chunks.claim(record.id, 0, "w1", 30, "r1")
+        assert first is not None
+        open_platform.meta.chunks.finish(first, ChunkStatus.DONE, ChunkCounts(rows_written=4))
+        open_platform.meta.chunks.claim(record.id, 1, "w1", 30, "r2")
+        panel = (await local.get("/dashboard/panel")).text
+    table = panel.split('id="big-files"', 1)[1].split("</table>", 1)[0]
+    row = table.split(f'data-file="{record.id}"', 1)[1].split("</tr>", 1)[0]
+    cells = [cell.split(">", 1)[1].split("</td>")[0].strip() for cell in row.split("<td")[1:]]
+    assert cells[1] == "plain.csv"
+    assert cells[2].endswith("1 / 3")  # chunks done, after a <progress> bar
+    assert cells[3:] == ["1", "1", "0", "4"]  # running, waiting, failed, rows

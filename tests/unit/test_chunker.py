@@ -303,8 +303,12 @@ _DIRTY = st.sampled_from(['ab"c', 'x"', '"a"b', '"a" ', "a\rb", '"open', "\ufeff
 
 @st.composite
 def csv_files(draw: st.DrawFn, dirty: bool) -> bytes:
-    fields = st.one_of(_UNQUOTED, _QUOTED, _DIRTY) if dirty else st.one_of(_UNQUOTED, _QUOTED)
-    rows = draw(st.lists(st.lists(fields, min_size=1, max_size=4), min_size=1, max_size=14))
+    """CSV text by the rules (quoted fields with line breaks, "" and commas; blank lines; ragged
+    rows; with or without a BOM and a final newline); ``dirty`` puts in one or two misfits."""
+    rows = draw(st.lists(st.lists(st.one_of(_UNQUOTED, _QUOTED), min_size=1, max_size=4), min_size=1, max_size=14))
+    for _ in range(draw(st.integers(1, 2)) if dirty else 0):
+        row = draw(st.sampled_from(rows))
+        row[draw(st.integers(0, len(row) - 1))] = draw(_DIRTY)
     ends = ["\n", "\r\n"] if draw(st.booleans()) else ["\r\n"]
     text = ""
     for row in rows:
@@ -329,7 +333,7 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     return (("\ufeff" if draw(st.booleans()) else "") + text).encode()
 
 
-_CHUNK_BYTES = st.one_of(st.integers(1, 40), st.integers(41, 2000))
+_CHUNK_BYTES = st.one_of(st.integers(1, 40), st.integers(1, 100), st.integers(101, 2000))
 _BLOCK_BYTES = st.one_of(st.integers(4, 64), st.just(BLOCK_BYTES))
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import STREAM_RE
+from mysimbdp.adapters.metachunks import ChunkRecord, ChunkRegistry, ChunkStatus
 from mysimbdp.adapters.metahistory import STREAM_PREFIX, MetaHistory
 from mysimbdp.adapters.metaquality import QualityLedger
 from mysimbdp.api.access import AnyViewer
@@ -154,9 +155,46 @@ class FileQualityOut(BaseModel):
         return cls.model_validate(q.to_json())
 
 
+class ChunkOut(BaseModel):
+    """One chunk of a big file ingested in parallel micro-batches (``big_files`` in the profile)."""
+
+    index: int
+    status: ChunkStatus
+    start_byte: int
+    end_byte: int  # exclusive
+    first_line: int  # of the whole file
+    attempts: int
+    worker: str  # who runs it now ("" unless running)
+    rows_written: int
+    rows_rejected: int
+    rows_skipped: int
+    started_at: float
+    ended_at: float
+    error: str
+
+    @classmethod
+    def of(cls, c: ChunkRecord) -> ChunkOut:
+        return cls(
+            index=c.index,
+            status=c.status,
+            start_byte=c.start,
+            end_byte=c.end,
+            first_line=c.first_line,
+            attempts=c.attempts,
+            worker=c.worker,
+            rows_written=c.rows_written,
+            rows_rejected=c.rows_rejected,
+            rows_skipped=c.rows_skipped,
+            started_at=c.started_at,
+            ended_at=c.ended_at,
+            error=c.error,
+        )
+
+
 class FileDetail(BaseModel):
     file: FileOut
     quality: FileQualityOut | None  # None for a file fetched before quality was kept
+    chunks: list[ChunkOut]  # a big file's chunks ([]: ingested in one run)
     events: list[FileEventOut]  # every status change, oldest first
     runs: list[RunOut]  # oldest first
     quarantined_rows: int  # in the quarantine ledger
@@ -219,7 +257,9 @@ async def list_files(
     return Page[FileOut](items=[FileOut.of(f) for f in files], total=total, limit=limit, offset=offset)
 
 
-def _detail(history: MetaHistory, ledger: QualityLedger, tenant: str | None, file_id: str) -> FileDetail | None:
+def _detail(
+    history: MetaHistory, ledger: QualityLedger, chunks: ChunkRegistry, tenant: str | None, file_id: str
+) -> FileDetail | None:
     found = history.file(tenant, file_id)
     if found is None:
         return None
@@ -228,6 +268,7 @@ def _detail(history: MetaHistory, ledger: QualityLedger, tenant: str | None, fil
     return FileDetail(
         file=FileOut.of(found),
         quality=FileQualityOut.of(quality) if quality is not None else None,
+        chunks=[ChunkOut.of(c) for c in chunks.of_file(found.id)],
         events=[FileEventOut(at=at, status=status, detail=detail) for at, status, detail in history.events(found.id)],
         runs=[RunOut.of(r) for r in history.file_runs(found.id)],
         quarantined_rows=count,
@@ -238,7 +279,7 @@ def _detail(history: MetaHistory, ledger: QualityLedger, tenant: str | None, fil
 @router.get(
     "/files/{file_id}",
     response_model=FileDetail,
-    summary="One file: its record, quality, status history, runs and quarantined rows",
+    summary="One file: its record, quality, chunks, status history, runs and quarantined rows",
     responses={**_ERRORS, **_documented({404: "No such file (or another tenant's)"})},
 )
 async def get_file(
@@ -248,7 +289,8 @@ async def get_file(
     tenant: TenantFilter = None,
 ) -> FileDetail:
     scope = viewer.scope(tenant)
-    detail = await _read(_detail, _history(request), _context(request).platform.meta.quality, scope, file_id)
+    meta = _context(request).platform.meta
+    detail = await _read(_detail, _history(request), meta.quality, meta.chunks, scope, file_id)
     if detail is None:
         who = "" if scope is None else f"tenant {scope!r}: "
         raise Refused(404, f"{who}no file {file_id!r}; list your files with GET /v1/files", file_id=file_id)

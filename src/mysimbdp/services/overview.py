@@ -7,8 +7,10 @@ from the meta store only; one call per refresh.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
+from mysimbdp.adapters.metachunks import ChunkStatus
 from mysimbdp.adapters.metanotify import Delivery
 from mysimbdp.domain.records import ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
@@ -61,6 +63,21 @@ class Failure:
     reasons: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class BigFileState:
+    """A file being ingested in chunks (``big_files`` in the profile), chunk by chunk."""
+
+    tenant: str
+    file_id: str
+    name: str
+    chunks: int
+    done: int
+    running: int
+    waiting: int  # queued, or waiting for a retry
+    failed: int
+    rows: int  # in finished chunks
+
+
 @dataclass
 class Overview:
     tenant: str | None  # None: every tenant (the operator's view)
@@ -71,6 +88,7 @@ class Overview:
     decisions: list[ScalingRecord] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     notifications: list[Delivery] = field(default_factory=list)  # webhook deliveries, newest first
+    big_files: list[BigFileState] = field(default_factory=list)  # being ingested in chunks now
     series: list[TenantSeries] = field(default_factory=list)
 
 
@@ -91,6 +109,7 @@ def overview(platform: Platform, tenant: str | None, *, since_s: float = 3600.0)
         view.streams.extend(_streams(platform, name, since))
         view.decisions.extend(platform.meta.streams.decisions(name, since=since))
         view.failures.extend(_failures(platform, name, since))
+        view.big_files.extend(_big_files(platform, name))
         view.notifications.extend(
             d for d in platform.meta.notifications.recent(name, limit=RECENT) if d.created_at >= since
         )
@@ -171,3 +190,26 @@ def _failures(platform: Platform, tenant: str, since: float) -> list[Failure]:
             what = f"instance {i.id} of stream {i.stream}"
             failures.append(Failure(i.updated_at, tenant, what, i.state, (i.exit_detail,) if i.exit_detail else ()))
     return failures
+
+
+def _big_files(platform: Platform, tenant: str) -> list[BigFileState]:
+    states = []
+    for f in platform.meta.list_files(tenant=tenant, statuses=(FileStatus.RUNNING,), limit=RECENT):
+        chunks = platform.meta.chunks.of_file(f.id)
+        if not chunks:
+            continue
+        count = Counter(c.status for c in chunks)
+        states.append(
+            BigFileState(
+                tenant=tenant,
+                file_id=f.id,
+                name=f.name,
+                chunks=len(chunks),
+                done=count[ChunkStatus.DONE],
+                running=count[ChunkStatus.RUNNING],
+                waiting=count[ChunkStatus.QUEUED] + count[ChunkStatus.RETRY],
+                failed=count[ChunkStatus.FAILED],
+                rows=sum(c.rows_written for c in chunks if c.status is ChunkStatus.DONE),
+            )
+        )
+    return states

@@ -1,0 +1,383 @@
+"""What the big-file benches share: a platform home with `mysimbdp up` (and extra `mysimbdp
+worker` processes) running, `ingest --json` into it, the timeline of a chunked file read back
+from the meta store, and the peak RSS of every platform process.
+
+Used by bench/bigfile.py and bench/scale.py; bench/batch.py's pieces (the row generator, the
+PostgreSQL URL) are imported from it, not copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import batch
+import psutil
+import psycopg
+
+from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.domain.records import RunRecord
+from mysimbdp.managers.batchingest import COMPONENT as MANAGER
+from mysimbdp.managers.fetchdata import COMPONENT as FETCHER
+from mysimbdp.settings import Settings
+
+TENANT = "bench"
+MYSIMBDP = [sys.executable, "-m", "mysimbdp"]
+READY_TIMEOUT_S = 60.0
+RSS_LIMIT_BYTES = 300 * 1000 * 1000  # the issue's bound for every platform process
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_size(text: str) -> int:
+    """'100M', '1G', '5G', '20000K', '123' → bytes (decimal units: M = 10^6)."""
+    units = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    text = text.strip().upper().removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def human(size_bytes: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.3g} {unit}"
+    return f"{size_bytes:.0f} B"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- peak RSS of every process ----------------------------------------------------------------
+def _role(proc: psutil.Process, root_label: str) -> str:
+    """What a process of a watched tree is: the root's label, the broker, or a tenant app."""
+    try:
+        name, cmdline = proc.name(), proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return f"{root_label} child"
+    if "nats-server" in name:
+        return "nats-server (embedded broker)"
+    if "-m" in cmdline and (module := cmdline[cmdline.index("-m") + 1 :][:1]) and module[0].startswith("mysimbdp."):
+        return f"app {module[0]} (under {root_label})"
+    if len(cmdline) > 1 and cmdline[-1].endswith(".py"):
+        return f"app {Path(cmdline[-1]).name} (under {root_label})"
+    return f"{root_label} child {name}"
+
+
+class TreeRss:
+    """Samples every process of the watched trees every ``interval_s``; keeps each one's peak.
+
+    Roots can be added while it runs (``watch``): `up`, the ingest CLI, each worker. Their
+    children (the embedded nats-server, every app run) are found at each sample."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.peaks: dict[int, tuple[str, int]] = {}  # pid → (role, peak RSS bytes)
+        self._roots: list[tuple[str, psutil.Process]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tree-rss")
+
+    def watch(self, label: str, pid: int) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess), self._lock:
+            self._roots.append((label, psutil.Process(pid)))
+
+    def _sample(self) -> None:
+        with self._lock:
+            roots = list(self._roots)
+        for label, root in roots:
+            try:
+                procs = [(label, root)] + [(None, p) for p in root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for role, proc in procs:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    rss = proc.memory_info().rss
+                    known = self.peaks.get(proc.pid)
+                    name = known[0] if known else role or _role(proc, label)
+                    self.peaks[proc.pid] = (name, max(rss, known[1] if known else 0))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_role(self) -> dict[str, dict[str, int]]:
+        """Per role: how many processes had it, and the largest peak among them."""
+        roles: dict[str, dict[str, int]] = {}
+        for role, peak in self.peaks.values():
+            entry = roles.setdefault(role, {"processes": 0, "peak_rss_bytes": 0})
+            entry["processes"] += 1
+            entry["peak_rss_bytes"] = max(entry["peak_rss_bytes"], peak)
+        return dict(sorted(roles.items()))
+
+    def largest(self) -> int:
+        return max((peak for _, peak in self.peaks.values()), default=0)
+
+
+# -- a platform home with `up` running -------------------------------------------------------
+@dataclass
+class Ingested:
+    """One `ingest --json` into the running platform and what the meta store says of it."""
+
+    seconds: float
+    summary: dict[str, Any]
+    events: list[tuple[float, str]]  # (at, status) of the file
+    runs: list[RunRecord]  # the chunk runs (one per chunk unless a chunk was retried)
+    rows_in_store: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.summary["rows_written"])
+
+    def timeline(self, started_at: float, slots: int) -> dict[str, Any]:
+        """Where the wall time went, from the CLI's start (``started_at``, epoch seconds):
+        copy into the inbox and pick-up, the fetch scan, planning and queueing the chunks, the
+        chunk runs, and the file's finish; plus the chunk runs' own figures."""
+        at = {status: when for when, status in self.events}  # the last time of each status
+        first = {status: when for when, status in reversed(self.events)}
+        received = first.get("received", started_at)
+        running = first.get("running", received)
+        ended = self.events[-1][0] if self.events else received
+        ok = [r for r in self.runs if r.ended_at is not None]
+        run_s = [float(r.ended_at or 0) - r.started_at for r in ok]
+        first_run = min((r.started_at for r in ok), default=running)
+        last_end = max((float(r.ended_at or 0) for r in ok), default=ended)
+        chunk_phase = max(0.0, last_end - first_run)
+        rows_per_run = [r.rows_written / s for r, s in zip(ok, run_s, strict=True) if s > 0]
+        return {
+            "copy_and_pickup_s": round(received - started_at, 3),
+            "fetch_s": round(running - received, 3),
+            "plan_and_queue_s": round(first_run - running, 3),
+            "chunks_s": round(chunk_phase, 3),
+            "finish_s": round(ended - last_end, 3),
+            "cli_after_final_s": round(started_at + self.seconds - ended, 3),
+            "final_status_at": at.get(self.summary["status"]),
+            "chunk_runs": len(ok),
+            "chunk_run_s": {
+                "min": round(min(run_s, default=0), 3),
+                "mean": round(sum(run_s) / len(run_s), 3) if run_s else 0,
+                "max": round(max(run_s, default=0), 3),
+            },
+            "chunk_rows_per_s_mean": round(sum(rows_per_run) / len(rows_per_run)) if rows_per_run else 0,
+            "slot_utilisation": round(sum(run_s) / (chunk_phase * slots), 3) if chunk_phase and slots else None,
+            "chunk_peak_rss_bytes_max": max((r.peak_rss_bytes for r in ok), default=0),
+        }
+
+
+class BenchPlatform:
+    """A fresh platform home under ``work`` with tenant ``bench``; `up` runs while in `with`.
+
+    Embedded SQLite and NATS by default; ``postgres``: the meta store in a fresh schema and
+    coredms in the bench database (tables under a fresh prefix), dropped on exit. ``workers``:
+    ``MYSIMBDP_WORKERS`` for `up` (None: its default, the CPU count)."""
+
+    def __init__(
+        self, work: Path, name: str, profile_yaml: str, *, postgres: bool = False, workers: int | None = None
+    ) -> None:
+        self.home = work / f"home-{name}"
+        self.logs = work / f"logs-{name}"
+        self.profile_yaml = profile_yaml
+        self.postgres = postgres
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
+        self.env.update(
+            MYSIMBDP_HOME=str(self.home),
+            MYSIMBDP_LOG_FORMAT="json",
+            MYSIMBDP_LOG_LEVEL="info",
+            MYSIMBDP_API_PORT=str(free_port()),
+        )
+        if workers is not None:
+            self.env["MYSIMBDP_WORKERS"] = str(workers)
+        prefix = f"b{uuid.uuid4().hex[:6]}"
+        self.schema = f"{prefix}_meta"
+        if postgres:
+            self.env.update(
+                MYSIMBDP_META_URL=f"{batch.PG_URL}?options=-csearch_path%3D{self.schema}",
+                MYSIMBDP_COREDMS_URL=batch.PG_URL,
+                MYSIMBDP_PG_PREFIX=prefix,
+            )
+        self.meta_url = Settings.from_env(self.env).meta_url
+        self.up: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, Path] = {}  # pid → its log
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> BenchPlatform:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if self.postgres:
+            with psycopg.connect(batch.PG_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        profile = self.logs / "profile.yaml"
+        profile.write_text(self.profile_yaml)
+        self._cli("tenant", "add", TENANT, "--profile", str(profile))
+        self.up = self._spawn("up")
+        self._wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in [*self.workers, self.up]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in [*self.workers, self.up]:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._cli("tenant", "remove", TENANT, "--yes")
+        if self.postgres:
+            with psycopg.connect(batch.PG_URL, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _cli(self, *args: str) -> str:
+        done = subprocess.run([*MYSIMBDP, *args], env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, ["mysimbdp", *args], done.stdout, done.stderr)
+        return done.stdout
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """A long-running `mysimbdp ARGS`, its stderr (the JSON log) in ``logs/``."""
+        log = self.logs / f"{args[0]}-{len(self._logs)}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([*MYSIMBDP, *args], env=self.env, stdout=subprocess.DEVNULL, stderr=fh)
+        self._logs[proc.pid] = log
+        return proc
+
+    def log_tail(self, proc: subprocess.Popen[bytes], chars: int = 3000) -> str:
+        log = self._logs.get(proc.pid)
+        return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
+
+    def _meta(self) -> MetaStore:
+        meta = MetaStore(self.meta_url)
+        meta.start()
+        return meta
+
+    def _wait_ready(self) -> None:
+        """Until `up` wrote its broker URL, answers /healthz, and fetchdata and the batch
+        manager beat (else `ingest` would run the file in the CLI itself)."""
+        assert self.up is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        url_file = self.home / "broker" / "url"
+        health = f"http://127.0.0.1:{self.env['MYSIMBDP_API_PORT']}/healthz"
+        while time.monotonic() < deadline:
+            if self.up.poll() is not None:
+                raise SystemExit(f"mysimbdp up exited with {self.up.returncode}: {self.log_tail(self.up)}")
+            if url_file.exists() and _healthy(health):
+                meta = self._meta()
+                try:
+                    if meta.alive(FETCHER, 10.0) and meta.alive(MANAGER, 10.0):
+                        return
+                finally:
+                    meta.close()
+            time.sleep(0.2)
+        raise SystemExit(f"mysimbdp up (home {self.home}) was not ready within {READY_TIMEOUT_S:.0f} s")
+
+    def start_workers(self, count: int, slots: int = 1) -> list[subprocess.Popen[bytes]]:
+        """``count`` `mysimbdp worker --slots N` processes, each waited for until it logged
+        ``worker_started`` (connected to the broker)."""
+        started = [self._spawn("worker", "--slots", str(slots)) for _ in range(count)]
+        self.workers.extend(started)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for proc in started:
+            while b"worker_started" not in self._logs[proc.pid].read_bytes():
+                if proc.poll() is not None:
+                    raise SystemExit(f"mysimbdp worker exited with {proc.returncode}: {self.log_tail(proc)}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"mysimbdp worker was not ready within {READY_TIMEOUT_S:.0f} s")
+                time.sleep(0.1)
+        return started
+
+    # -- one file ---------------------------------------------------------------------------
+    def ingest(self, path: Path, rss: TreeRss | None = None) -> Ingested:
+        """`mysimbdp ingest PATH --tenant bench --json`, timed from the CLI's start to its exit;
+        then the file's events and runs from the meta store and the rows in coredms."""
+        t0 = time.perf_counter()
+        cli = subprocess.Popen(
+            [*MYSIMBDP, "ingest", str(path), "--tenant", TENANT, "--json"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        if rss is not None:
+            rss.watch("ingest CLI", cli.pid)
+        out, err = cli.communicate()
+        seconds = time.perf_counter() - t0
+        if cli.returncode != 0:
+            raise SystemExit(f"ingest {path.name} failed (exit {cli.returncode}): {out.decode()[-3000:]} {err.decode()}")
+        summary = json.loads(out)
+        meta = self._meta()
+        try:
+            events = [(at, status) for at, status, _ in meta.file_events(summary["file_id"])]
+            runs = [r for r in meta.list_runs(TENANT, limit=1_000_000) if r.file_id == summary["file_id"]]
+        finally:
+            meta.close()
+        count = self._cli("query", "--tenant", TENANT, "--dataset", summary["dataset"], "--count")
+        return Ingested(seconds, summary, events, runs, int(count.strip()))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def rss_report(rss: TreeRss, runs: list[RunRecord]) -> dict[str, Any]:
+    """Peak RSS per role (sampled) and per chunk run (the runner's own figure, meta store)."""
+    roles = rss.by_role()
+    runs_peak = max((r.peak_rss_bytes for r in runs), default=0)
+    largest = max(rss.largest(), runs_peak)
+    return {
+        "sampled_by_role": roles,
+        "sampled_per_process": [
+            {"pid": pid, "role": role, "peak_rss_bytes": peak} for pid, (role, peak) in sorted(rss.peaks.items())
+        ],
+        "chunk_runs_recorded_max_bytes": runs_peak,
+        "largest_bytes": largest,
+        "all_under_300_mb": largest < RSS_LIMIT_BYTES,
+    }
+
+
+def print_rss(report: dict[str, Any], indent: str = "    ") -> None:
+    for role, entry in report["sampled_by_role"].items():
+        flag = "" if entry["peak_rss_bytes"] < RSS_LIMIT_BYTES else "  OVER 300 MB"
+        count = f" ({entry['processes']} processes)" if entry["processes"] > 1 else ""
+        print(f"{indent}peak RSS {role}{count}: {entry['peak_rss_bytes'] / 1e6:.0f} MB{flag}")
+    print(f"{indent}peak RSS of a chunk run as the runner recorded it: {report['chunk_runs_recorded_max_bytes'] / 1e6:.0f} MB")
+    verdict = "every process under 300 MB" if report["all_under_300_mb"] else "SOME PROCESS OVER 300 MB"
+    print(f"{indent}{verdict} (largest {report['largest_bytes'] / 1e6:.0f} MB)")
