@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,60 +71,112 @@ def machine() -> dict[str, Any]:
 
 
 # -- peak RSS of every process ----------------------------------------------------------------
+_NOT_YET = " (not yet exec'd?)"
+
+
 def _role(proc: psutil.Process, root_label: str) -> str:
     """What a process of a watched tree is: the root's label, the broker, or a tenant app."""
     try:
         name, cmdline = proc.name(), proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return f"{root_label} child"
+        return f"{root_label} child{_NOT_YET}"
     if "nats-server" in name:
         return "nats-server (embedded broker)"
-    if "-m" in cmdline and (module := cmdline[cmdline.index("-m") + 1 :][:1]) and module[0].startswith("mysimbdp."):
-        return f"app {module[0]} (under {root_label})"
+    module = cmdline[cmdline.index("-m") + 1] if "-m" in cmdline[:-1] else ""
+    if module.startswith("mysimbdp."):
+        return f"app {module} (under {root_label})"
     if len(cmdline) > 1 and cmdline[-1].endswith(".py"):
         return f"app {Path(cmdline[-1]).name} (under {root_label})"
-    return f"{root_label} child {name}"
+    return f"{root_label} child {name}{_NOT_YET if name.startswith('python') else ''}"
 
 
-class TreeRss:
-    """Samples every process of the watched trees every ``interval_s``; keeps each one's peak.
+def _child_pids(proc: psutil.Process) -> list[int]:
+    """The direct children of ``proc``: from /proc/PID/task/*/children where Linux has it (it
+    reads only the tree; psutil's way reads every process of the machine, per call), else psutil."""
+    tasks = Path(f"/proc/{proc.pid}/task")
+    try:
+        return [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        if tasks.exists():  # a kernel without CONFIG_PROC_CHILDREN
+            with contextlib.suppress(psutil.NoSuchProcess):
+                return [child.pid for child in proc.children()]
+        return []
+    except OSError:
+        return []
+
+
+@dataclass
+class Seen:
+    """One process as the sampler saw it: its role, its peak RSS, and its CPU time (user +
+    system) from the sampler's start (a process already running then) or its own start
+    to the last sample."""
+
+    role: str
+    cpu_base_s: float
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
+
+
+class TreeSampler:
+    """Samples every process of the watched trees every ``interval_s``; keeps each one's peak
+    RSS and CPU time (``Seen``; a process's last ~50 ms of CPU go unseen).
 
     Roots can be added while it runs (``watch``): `up`, the ingest CLI, each worker. Their
     children (the embedded nats-server, every app run) are found at each sample."""
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
-        self.peaks: dict[int, tuple[str, int]] = {}  # pid → (role, peak RSS bytes)
+        self.seen: dict[int, Seen] = {}
         self._roots: list[tuple[str, psutil.Process]] = []
+        self._procs: dict[int, psutil.Process] = {}  # the trees' processes at the last sample
+        self._started_at = time.time()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="tree-rss")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tree-sampler")
 
     def watch(self, label: str, pid: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess), self._lock:
             self._roots.append((label, psutil.Process(pid)))
 
-    def _sample(self) -> None:
+    def _tree(self) -> list[tuple[str, str | None, psutil.Process]]:
+        """(root label, role if a root, process) for every process of the watched trees."""
         with self._lock:
             roots = list(self._roots)
+        found: list[tuple[str, str | None, psutil.Process]] = []
+        procs: dict[int, psutil.Process] = {}
         for label, root in roots:
-            try:
-                procs = [(label, root)] + [(None, p) for p in root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for role, proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    rss = proc.memory_info().rss
-                    known = self.peaks.get(proc.pid)
-                    name = known[0] if known else role or _role(proc, label)
-                    self.peaks[proc.pid] = (name, max(rss, known[1] if known else 0))
+            found.append((label, label, root))
+            stack = _child_pids(root)
+            while stack:
+                pid = stack.pop()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc = procs[pid] = self._procs.get(pid) or psutil.Process(pid)
+                    found.append((label, None, proc))
+                    stack.extend(_child_pids(proc))
+        self._procs = procs  # the ones gone are forgotten (a reused pid is a new process)
+        return found
+
+    def _sample(self) -> None:
+        for label, role, proc in self._tree():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                with proc.oneshot():
+                    rss, cpu, born = proc.memory_info().rss, proc.cpu_times(), proc.create_time()
+                cpu_s = cpu.user + cpu.system
+                seen = self.seen.get(proc.pid)
+                if seen is None:
+                    base = cpu_s if born < self._started_at else 0.0  # older than the sampler: from now on
+                    seen = self.seen[proc.pid] = Seen(role or _role(proc, label), base)
+                elif seen.role.endswith(_NOT_YET):  # seen between fork and exec: look again
+                    seen.role = _role(proc, label)
+                seen.peak_rss_bytes = max(seen.peak_rss_bytes, rss)
+                seen.cpu_s = cpu_s - seen.cpu_base_s
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> TreeRss:
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -132,17 +184,18 @@ class TreeRss:
         self._stop.set()
         self._thread.join()
 
-    def by_role(self) -> dict[str, dict[str, int]]:
-        """Per role: how many processes had it, and the largest peak among them."""
-        roles: dict[str, dict[str, int]] = {}
-        for role, peak in self.peaks.values():
-            entry = roles.setdefault(role, {"processes": 0, "peak_rss_bytes": 0})
+    def by_role(self) -> dict[str, dict[str, float]]:
+        """Per role: how many processes had it, the largest peak RSS, their CPU seconds."""
+        roles: dict[str, dict[str, float]] = {}
+        for seen in self.seen.values():
+            entry = roles.setdefault(seen.role, {"processes": 0, "peak_rss_bytes": 0, "cpu_s": 0.0})
             entry["processes"] += 1
-            entry["peak_rss_bytes"] = max(entry["peak_rss_bytes"], peak)
+            entry["peak_rss_bytes"] = max(entry["peak_rss_bytes"], seen.peak_rss_bytes)
+            entry["cpu_s"] = round(entry["cpu_s"] + seen.cpu_s, 2)
         return dict(sorted(roles.items()))
 
     def largest(self) -> int:
-        return max((peak for _, peak in self.peaks.values()), default=0)
+        return max((seen.peak_rss_bytes for seen in self.seen.values()), default=0)
 
 
 # -- a platform home with `up` running -------------------------------------------------------
@@ -155,7 +208,8 @@ class Ingested:
     events: list[tuple[float, str]]  # (at, status) of the file
     runs: list[RunRecord]  # the chunk runs (one per chunk unless a chunk was retried)
     rows_in_store: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    count_s: float  # how long `query --count` took (the rows read back from coredms)
+    received_at: float  # when fetchdata took the file, before its scan
 
     @property
     def rows(self) -> int:
@@ -165,10 +219,10 @@ class Ingested:
         """Where the wall time went, from the CLI's start (``started_at``, epoch seconds):
         copy into the inbox and pick-up, the fetch scan, planning and queueing the chunks, the
         chunk runs, and the file's finish; plus the chunk runs' own figures."""
-        at = {status: when for when, status in self.events}  # the last time of each status
         first = {status: when for when, status in reversed(self.events)}
-        received = first.get("received", started_at)
-        running = first.get("running", received)
+        received = self.received_at
+        staged = first.get("staged", received)
+        running = first.get("running", staged)
         ended = self.events[-1][0] if self.events else received
         ok = [r for r in self.runs if r.ended_at is not None]
         run_s = [float(r.ended_at or 0) - r.started_at for r in ok]
@@ -178,12 +232,12 @@ class Ingested:
         rows_per_run = [r.rows_written / s for r, s in zip(ok, run_s, strict=True) if s > 0]
         return {
             "copy_and_pickup_s": round(received - started_at, 3),
-            "fetch_s": round(running - received, 3),
+            "fetch_s": round(staged - received, 3),
+            "wait_for_manager_s": round(running - staged, 3),
             "plan_and_queue_s": round(first_run - running, 3),
             "chunks_s": round(chunk_phase, 3),
             "finish_s": round(ended - last_end, 3),
             "cli_after_final_s": round(started_at + self.seconds - ended, 3),
-            "final_status_at": at.get(self.summary["status"]),
             "chunk_runs": len(ok),
             "chunk_run_s": {
                 "min": round(min(run_s, default=0), 3),
@@ -219,6 +273,7 @@ class BenchPlatform:
         )
         if workers is not None:
             self.env["MYSIMBDP_WORKERS"] = str(workers)
+        self.slots = workers if workers is not None else os.cpu_count() or 1  # chunk slots inside `up`
         prefix = f"b{uuid.uuid4().hex[:6]}"
         self.schema = f"{prefix}_meta"
         if postgres:
@@ -322,7 +377,7 @@ class BenchPlatform:
         return started
 
     # -- one file ---------------------------------------------------------------------------
-    def ingest(self, path: Path, rss: TreeRss | None = None) -> Ingested:
+    def ingest(self, path: Path, sampler: TreeSampler | None = None) -> Ingested:
         """`mysimbdp ingest PATH --tenant bench --json`, timed from the CLI's start to its exit;
         then the file's events and runs from the meta store and the rows in coredms."""
         t0 = time.perf_counter()
@@ -332,21 +387,29 @@ class BenchPlatform:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        if rss is not None:
-            rss.watch("ingest CLI", cli.pid)
+        if sampler is not None:
+            sampler.watch("ingest CLI", cli.pid)
         out, err = cli.communicate()
         seconds = time.perf_counter() - t0
         if cli.returncode != 0:
-            raise SystemExit(f"ingest {path.name} failed (exit {cli.returncode}): {out.decode()[-3000:]} {err.decode()}")
+            up_log = self.log_tail(self.up) if self.up is not None else ""
+            raise SystemExit(
+                f"ingest {path.name} failed (exit {cli.returncode}): {out.decode()[-3000:]} {err.decode()}\n"
+                f"up's log ends: {up_log}"
+            )
         summary = json.loads(out)
         meta = self._meta()
         try:
             events = [(at, status) for at, status, _ in meta.file_events(summary["file_id"])]
             runs = [r for r in meta.list_runs(TENANT, limit=1_000_000) if r.file_id == summary["file_id"]]
+            record = meta.get_file(summary["file_id"])
         finally:
             meta.close()
+        t0 = time.perf_counter()
         count = self._cli("query", "--tenant", TENANT, "--dataset", summary["dataset"], "--count")
-        return Ingested(seconds, summary, events, runs, int(count.strip()))
+        count_s = time.perf_counter() - t0
+        assert record is not None
+        return Ingested(seconds, summary, events, runs, int(count.strip()), count_s, record.received_at)
 
 
 def _healthy(url: str) -> bool:
@@ -357,7 +420,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def rss_report(rss: TreeRss, runs: list[RunRecord]) -> dict[str, Any]:
+def rss_report(rss: TreeSampler, runs: list[RunRecord]) -> dict[str, Any]:
     """Peak RSS per role (sampled) and per chunk run (the runner's own figure, meta store)."""
     roles = rss.by_role()
     runs_peak = max((r.peak_rss_bytes for r in runs), default=0)
@@ -365,7 +428,8 @@ def rss_report(rss: TreeRss, runs: list[RunRecord]) -> dict[str, Any]:
     return {
         "sampled_by_role": roles,
         "sampled_per_process": [
-            {"pid": pid, "role": role, "peak_rss_bytes": peak} for pid, (role, peak) in sorted(rss.peaks.items())
+            {"pid": pid, "role": seen.role, "peak_rss_bytes": seen.peak_rss_bytes, "cpu_s": round(seen.cpu_s, 2)}
+            for pid, seen in sorted(rss.seen.items())
         ],
         "chunk_runs_recorded_max_bytes": runs_peak,
         "largest_bytes": largest,
@@ -377,7 +441,10 @@ def print_rss(report: dict[str, Any], indent: str = "    ") -> None:
     for role, entry in report["sampled_by_role"].items():
         flag = "" if entry["peak_rss_bytes"] < RSS_LIMIT_BYTES else "  OVER 300 MB"
         count = f" ({entry['processes']} processes)" if entry["processes"] > 1 else ""
-        print(f"{indent}peak RSS {role}{count}: {entry['peak_rss_bytes'] / 1e6:.0f} MB{flag}")
-    print(f"{indent}peak RSS of a chunk run as the runner recorded it: {report['chunk_runs_recorded_max_bytes'] / 1e6:.0f} MB")
+        print(
+            f"{indent}peak RSS {role}{count}: {entry['peak_rss_bytes'] / 1e6:.0f} MB{flag} (CPU {entry['cpu_s']:.1f} s)"
+        )
+    recorded = report["chunk_runs_recorded_max_bytes"] / 1e6
+    print(f"{indent}peak RSS of a chunk run as the runner recorded it (meta store): {recorded:.0f} MB")
     verdict = "every process under 300 MB" if report["all_under_300_mb"] else "SOME PROCESS OVER 300 MB"
     print(f"{indent}{verdict} (largest {report['largest_bytes'] / 1e6:.0f} MB)")

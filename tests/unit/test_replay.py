@@ -102,24 +102,32 @@ def test_a_row_missing_from_the_map_is_a_contract_error() -> None:
 
 def test_a_quarantined_record_is_republished_under_its_envelope_id() -> None:
     """A record whose transform raised becomes a batch holding one envelope with the
-    original id and document; the broker message id is derived from it, never the original's."""
-    message = plan_stream("shop", "clicks", '{"n": 7}', "message e7: transform raised ValueError: boom")
+    original id and document. Its broker message id is the entry's: the same entry again
+    (a replay after a crash) has the same one, the entry of a second failure another, so the
+    broker's duplicate window never drops a message that has to be stored."""
+    reason = "message e7: transform raised ValueError: boom"
+    message = plan_stream("shop", "clicks", ("stream:clicks:i1", 1), '{"n": 7}', reason)
     assert not isinstance(message, str)
     batch = decode_batch(message.body, "fallback")
     assert (batch.ids, batch.data, message.ids) == (["e7"], [{"n": 7}], ("e7",))
-    assert message.msg_id.startswith("replay-")
+    same = plan_stream("shop", "clicks", ("stream:clicks:i1", 1), '{"n": 7}', reason)
+    later = plan_stream("shop", "clicks", ("stream:clicks:i2", 1), '{"n": 7}', reason)
+    assert not isinstance(same, str) and not isinstance(later, str)
+    assert message.msg_id.startswith("replay-") and same.msg_id == message.msg_id != later.msg_id
 
 
 def test_a_quarantined_broker_message_is_republished_whole() -> None:
     """A message delivered too often (its body a batch) keeps every envelope id; a body that
     is no valid JSON cannot be replayed."""
     body = encode_batch("shop", "clicks", [Envelope("a", {"n": 1}), Envelope("b", {"n": 2})]).decode()
-    message = plan_stream("shop", "clicks", body, "message 1f2e: delivered too often")
+    message = plan_stream("shop", "clicks", ("stream:clicks:i1", 1), body, "message 1f2e: delivered too often")
     assert not isinstance(message, str) and message.ids == ("a", "b")
-    broken = plan_stream("shop", "clicks", "{nope", "message 1f2e: message not valid JSON: unexpected character")
+    broken = plan_stream(
+        "shop", "clicks", ("stream:clicks:i1", 1), "{nope", "message 1f2e: message not valid JSON: unexpected character"
+    )
     assert isinstance(broken, str) and "invalid" in broken
-    assert isinstance(plan_stream("shop", "clicks", "[]", "message e1: refused"), str)
-    assert isinstance(plan_stream("shop", "clicks", "{}", "unreadable reject entry 3"), str)
+    assert isinstance(plan_stream("shop", "clicks", ("stream:clicks:i1", 1), "[]", "message e1: refused"), str)
+    assert isinstance(plan_stream("shop", "clicks", ("stream:clicks:i1", 1), "{}", "unreadable reject entry 3"), str)
 
 
 def test_reasons_are_summarised_by_kind() -> None:

@@ -44,6 +44,8 @@ _ERRORS = _documented(
     }
 )
 
+_POST_ERRORS = {**_ERRORS, **_documented({400: "The body cannot be parsed (not UTF-8 JSON)"})}
+
 FileIdFilter = Annotated[str | None, Query(pattern=NO_NUL, max_length=MAX_ID_LENGTH, description="one file's id")]
 StreamFilter = Annotated[str | None, Query(pattern=f"^{STREAM_RE.pattern}$", description="one stream's messages")]
 FileIdField = Annotated[str | None, Field(pattern=NO_NUL, max_length=MAX_ID_LENGTH)]
@@ -219,7 +221,7 @@ async def get_entries(
     return Page[EntryOut](items=[EntryOut.of(e) for e in entries], total=total, limit=limit, offset=offset)
 
 
-@router.post("/replay", response_model=list[ReplayOut], summary="Ingest the entries again", responses=_ERRORS)
+@router.post("/replay", response_model=list[ReplayOut], summary="Ingest the entries again", responses=_POST_ERRORS)
 async def post_replay(
     request: Request, body: ReplayIn, viewer: AnyViewer, tenant: TenantFilter = None
 ) -> list[ReplayOut]:
@@ -235,7 +237,7 @@ async def post_replay(
     return [ReplayOut.of(o) for o in outcomes]
 
 
-@router.post("/purge", response_model=PurgeOut, summary="Delete entries for good, recorded", responses=_ERRORS)
+@router.post("/purge", response_model=PurgeOut, summary="Delete entries for good, recorded", responses=_POST_ERRORS)
 async def post_purge(request: Request, body: PurgeIn, viewer: AnyViewer, tenant: TenantFilter = None) -> PurgeOut:
     """Delete a file's, a stream's or (``all``) every entry of the tenant; who (``by``, else
     the key's owner), when and how many is recorded (GET /v1/quarantine/purges)."""

@@ -15,6 +15,7 @@ is republished as a batch holding its envelope(s) with their original ids.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -99,7 +100,7 @@ class StreamMessage:
     """A quarantined stream entry made a broker message again."""
 
     body: bytes
-    msg_id: str  # the broker's message id: "replay-" + the batch id of its envelopes
+    msg_id: str  # the broker's message id: one per quarantine entry (see plan_stream)
     ids: tuple[str, ...]  # the envelope ids it carries (the records' keys)
 
 
@@ -111,8 +112,11 @@ def message_id(reason: str) -> tuple[str, str] | None:
     return (key, why) if key else None
 
 
-def plan_stream(tenant: str, stream: str, raw: str, reason: str) -> StreamMessage | str:
-    """The message that replays one stream entry, or why it cannot be replayed."""
+def plan_stream(tenant: str, stream: str, entry: tuple[str, int], raw: str, reason: str) -> StreamMessage | str:
+    """The message that replays one stream entry (``entry``: its file id and line), or why
+    it cannot be replayed. The broker message id is the entry's own: republishing the same
+    entry again (after a crash) may be dropped by the broker as a duplicate, while the
+    entry the app makes when the message fails again is another entry, with another id."""
     parsed = message_id(reason)
     if parsed is None:
         return f"its reason {reason[:80]!r} names no message id"
@@ -130,7 +134,8 @@ def plan_stream(tenant: str, stream: str, raw: str, reason: str) -> StreamMessag
     if not envelopes:
         return "the message holds no records"
     body = encode_batch(tenant, stream, envelopes)
-    return StreamMessage(body, f"replay-{batch_id(envelopes)}", tuple(e.id for e in envelopes))
+    digest = hashlib.sha256(f"{entry[0]}\0{entry[1]}\0{batch_id(envelopes)}".encode()).hexdigest()[:32]
+    return StreamMessage(body, f"replay-{digest}", tuple(e.id for e in envelopes))
 
 
 def reason_kind(reason: str) -> str:

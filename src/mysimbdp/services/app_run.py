@@ -42,7 +42,9 @@ def read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _rejects(path: Path, record: FileRecord, run_id: str) -> Iterator[QuarantinedRow]:
+def read_rejects(path: Path, record: FileRecord, run_id: str) -> Iterator[QuarantinedRow]:
+    """The rows an app run rejected (its ``$MYSIMBDP_REJECTS`` file); an unreadable entry is
+    itself quarantined, under a negative line number."""
     if not path.exists():
         return
     with open(path, "rb") as fh:
@@ -73,7 +75,7 @@ def record_quarantine(platform: Platform, path: Path, record: FileRecord, run_id
     """Copy the app's rejects file into the meta store's quarantine; return how many."""
     batch: list[QuarantinedRow] = []
     count = 0
-    for row in _rejects(path, record, run_id):
+    for row in read_rejects(path, record, run_id):
         batch.append(row)
         count += 1
         if len(batch) >= QUARANTINE_BATCH:

@@ -54,7 +54,7 @@ from mysimbdp.domain.states import EXIT_TEMPFAIL, FINAL_FILE_STATES, RunStatus
 from mysimbdp.errors import BrokerError, MysimbdpError, StoreError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.app_run import _rejects, app_env, run_app
+from mysimbdp.services.app_run import app_env, read_rejects, run_app
 from mysimbdp.services.quarantine import Selection, check
 
 __all__ = ["ProgressFn", "ReplayOutcome", "ReplayProgress", "outcome_json", "replay"]
@@ -273,7 +273,7 @@ async def _run_plan(
         outcome.errors.append(f"{where}: {why} (the {len(lines)} entries stay quarantined)")
         return False
     wanted = set(lines)
-    again = [row for row in _rejects(run_dir / "rejects.jsonl", record, run_id) if row.line in wanted]
+    again = [row for row in read_rejects(run_dir / "rejects.jsonl", record, run_id) if row.line in wanted]
     done = released(lines, (row.line for row in again))
     platform.meta.quarantine.settle(tenant.id, record.id, done, again)
     _count(platform, record, outcome, ran.result, replayed=len(lines), again=len(again))
@@ -358,7 +358,7 @@ async def _replay_stream(
         position = (page[-1].file_id, page[-1].line)
         messages: list[tuple[Entry, StreamMessage]] = []
         for entry in page:
-            planned = plan_stream(tenant_id, stream, entry.raw, entry.reason)
+            planned = plan_stream(tenant_id, stream, (entry.file_id, entry.line), entry.raw, entry.reason)
             if isinstance(planned, str):
                 outcome.not_replayable.append((entry.line, f"{entry.file_id}: {planned}"))
             else:
