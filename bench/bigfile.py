@@ -135,7 +135,7 @@ def _result(
     slots: int,
     home_bytes: int,
 ) -> dict[str, Any]:
-    chunks = dict(ing.summary["chunks"] or {"total": 1})
+    chunks = dict(ing.summary["chunks"] or {"total": 1, "not_chunked": True})  # a file within one chunk
     chunks.pop("items", None)
     return {
         "size": label,
@@ -175,7 +175,9 @@ def print_result(r: dict[str, Any]) -> None:
     t = r["timeline"]
     print(
         f"  {r['status']}: {r['rows_written']:,} rows in {r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s, "
-        f"{r['mb_per_s']:.1f} MB/s; {r['chunks']['total']} chunks on {r['slots']} slots"
+        f"{r['mb_per_s']:.1f} MB/s; "
+        + ("not chunked: one run" if r["chunks"].get("not_chunked") else f"{r['chunks']['total']} chunks")
+        + f" on {r['slots']} slots"
     )
     if not r["rows_match"]:
         print(f"  ROW COUNT MISMATCH: the file has {r['rows']:,} rows, coredms holds {r['rows_in_store']:,}")

@@ -171,6 +171,26 @@ def tenant_add(platform: Platform, tenant_id: str, profile_path: Path | None, as
         click.echo(f"inbox: {platform.home.area('inbox', tenant_id)}")
 
 
+@tenant.command("update")
+@click.argument("tenant_id")
+@click.option(
+    "--profile",
+    "profile_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The new profile.yaml; its directory (the apps) replaces the tenant's bundle.",
+)
+@pass_platform
+def tenant_update(platform: Platform, tenant_id: str, profile_path: Path) -> None:
+    """Give TENANT_ID a new profile and apps (after a fix), keeping its key, data and history.
+
+    Runs already started finish with the old code; stream app instances pick up the new
+    one when restarted (`stream stop` / `stream start`). Replay what the old version
+    quarantined with `mysimbdp quarantine replay`."""
+    tenant_service.update_tenant(platform, tenant_id, profile_path)
+    click.echo(f"tenant {tenant_id} updated from {profile_path}")
+
+
 @tenant.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_platform

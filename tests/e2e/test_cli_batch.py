@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 
+from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.services.tenants import hash_key
 from tests.e2e.conftest import Cli
 
 CSV = "id,name,score,active,when\n1,ann,1.5,true,2024-01-01\n2,bob,,false,2024-01-02\n3,cy,7,true,\n"
@@ -145,3 +147,43 @@ batch_apps:
     assert later["tenants"][0]["rows_written"] == 0
     bad = cli.run("report", "--since", "yesterday")
     assert bad.returncode != 0 and "duration 'yesterday' is not valid" in bad.stderr
+
+
+def test_tenant_update_replaces_the_profile_and_apps_and_keeps_key_and_data(
+    cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`tenant update` validates the new profile first (a bad one changes nothing), then the
+    next file is run by the new app under the new rules; the old data and the key stay."""
+    v1 = write_tenant("v1", "formats: [csv]\ndataset: things\n")
+    added = cli.json("tenant", "add", "acme", "--json", "--profile", str(v1))
+    data = tmp_path / "a.csv"
+    data.write_text("a,b\n1,2\n")
+    cli.run("ingest", str(data), "--tenant", "acme", check=True)
+    broken = write_tenant("broken", "formats: [xml]\n")
+    refused = cli.run("tenant", "update", "acme", "--profile", str(broken))
+    assert refused.returncode != 0 and "formats.0" in refused.stderr
+    app = "from mysimbdp import sdk\nsdk.run_batch(lambda row: {**row, 'version': 2})\n"
+    v2 = write_tenant(
+        "v2",
+        "formats: [csv, jsonl]\ndataset: things\n"
+        'batch_apps:\n  - name: v2\n    command: ["{python}", "{bundle}/app.py"]\n',
+        {"app.py": app},
+    )
+    cli.run("tenant", "update", "acme", "--profile", str(v2), check=True)
+    shown = cli.run("tenant", "show", "acme").stdout
+    assert "v2" in shown and "jsonl" in shown
+    more = tmp_path / "b.jsonl"
+    more.write_text('{"a": 3, "b": 4}\n')
+    summary = cli.json("ingest", str(more), "--tenant", "acme", "--json")
+    assert summary["status"] == "ingested" and summary["app"] == "v2"
+    docs = [
+        orjson.loads(x)
+        for x in cli.run("query", "--tenant", "acme", "--dataset", "things", "--limit", "9").stdout.splitlines()
+    ]
+    assert sorted(d.get("version", 1) for d in docs) == [1, 2]
+    meta = MetaStore(cli.env["MYSIMBDP_META_URL"])
+    meta.start()
+    try:
+        assert meta.tenant_for_key(hash_key(added["api_key"])) == "acme"  # the key still works
+    finally:
+        meta.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from mysimbdp.services import quarantine
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.quarantine import Selection
 from mysimbdp.services.quarantine_replay import replay
-from mysimbdp.services.tenants import add_tenant
+from mysimbdp.services.tenants import add_tenant, update_tenant
 from mysimbdp.settings import Settings
 
 PROFILE = """
@@ -113,9 +114,12 @@ def _add(
     return Tenant(tenant, Path(added.record.bundle_dir))
 
 
-def _set_profile(platform: Platform, tenant: str, profile: str) -> None:
-    """The tenant's profile changed (there is no command for that yet: the meta store's row)."""
-    platform.meta._db.execute("UPDATE tenants SET profile_yaml = ? WHERE id = ?", (profile, tenant))
+def _set_profile(platform: Platform, tmp_path: Path, tenant: str, profile: str) -> None:
+    """The tenant fixes its profile: `tenant update` with a new bundle (same apps)."""
+    source = tmp_path / "bundles" / f"{tenant}-fixed"
+    shutil.copytree(platform.home.bundle(tenant), source)
+    (source / "profile.yaml").write_text(profile, encoding="utf-8")
+    update_tenant(platform, tenant, source / "profile.yaml")
 
 
 async def _ingest(platform: Platform, tenant: str, tmp_path: Path, text: str, name: str = "orders.csv") -> str:
@@ -192,7 +196,7 @@ async def test_a_relaxed_profile_rule_replays_rows_keyed_by_their_fields(platfor
     text = "sku,qty\na1,3\na2,-1\na3,4\na4,-5\n"
     file_id = await _ingest(platform, "shop", tmp_path, text)
     assert set(_lines(platform, "shop", file_id)) == {3, 5}
-    _set_profile(platform, "shop", PROFILE.format(rules="", keys="sku"))
+    _set_profile(platform, tmp_path, "shop", PROFILE.format(rules="", keys="sku"))
 
     (outcome,) = await replay(platform, Selection("shop", file_id))
     assert (outcome.replayed, outcome.restored, outcome.remaining) == (2, 2, 0)

@@ -118,6 +118,11 @@ class MetaStore:
             self._db.execute("DELETE FROM api_keys WHERE tenant = ?", (tenant_id,))
             self._db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
 
+    def set_profile(self, tenant_id: str, profile_yaml: str) -> None:
+        """Replace the tenant's profile (its bundle directory was replaced already)."""
+        if not self._db.execute("UPDATE tenants SET profile_yaml = ? WHERE id = ?", (profile_yaml, tenant_id)):
+            raise TenantError(f"tenant {tenant_id!r} does not exist")
+
     def tenant_for_key(self, key_hash: str) -> str | None:
         row = self._db.one("SELECT tenant FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else str(row[0])

@@ -1,4 +1,4 @@
-"""Tenant management: register (bundle, API key, coredms namespace), list, show, remove."""
+"""Tenant management: register (bundle, API key, coredms namespace), update, list, show, remove."""
 
 from __future__ import annotations
 
@@ -87,6 +87,27 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     platform.meta.add_tenant(record, hash_key(api_key))
     log.info("tenant_added", tenant=tenant_id, profile=str(profile_path or "default"))
     return NewTenant(record, api_key, broker_access(platform, tenant_id))
+
+
+def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> TenantRecord:
+    """Give ``tenant_id`` a new profile and apps (a fixed app, a relaxed rule): the profile
+    is validated, then its directory replaces the tenant's bundle in one rename. Runs that
+    started before keep the code they started with; the next run and the next stream app
+    instance use the new bundle. The API key, data and history stay."""
+    platform.meta.get_tenant(tenant_id)
+    profile = load_profile(profile_path)
+    bundle = platform.home.bundle(tenant_id)
+    staged, old = bundle.with_name(f".{tenant_id}.new"), bundle.with_name(f".{tenant_id}.old")
+    for leftover in (staged, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(profile_path.resolve().parent, staged, ignore=_BUNDLE_IGNORE)
+    if bundle.exists():
+        bundle.rename(old)
+    staged.rename(bundle)
+    shutil.rmtree(old, ignore_errors=True)
+    platform.meta.set_profile(tenant_id, dump_profile(profile))
+    log.info("tenant_updated", tenant=tenant_id, profile=str(profile_path))
+    return platform.meta.get_tenant(tenant_id)
 
 
 def remove_tenant(platform: Platform, tenant_id: str) -> None:
