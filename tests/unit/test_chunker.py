@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mysimbdp import contract
 from mysimbdp.adapters.chunker import BLOCK_BYTES, Chunk, chunk_span, plan_chunks
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
+from mysimbdp.sdk._config import BatchConfig
 from mysimbdp.sdk.readers import BOM, Record, RecordReader
 
 CSV, JSONL, JSON = FileFormat.CSV, FileFormat.JSONL, FileFormat.JSON
@@ -112,8 +114,15 @@ def test_a_header_only_csv_is_one_chunk(tmp_path: Path, data: bytes) -> None:
     assert plan_chunks(path, CSV, 1) == [Chunk(0, 0, len(data), 1)]
 
 
+def test_a_csv_of_blank_lines_is_one_chunk_unreadable_like_the_file(tmp_path: Path) -> None:
+    """No header row ever ends, so nothing is cut; the one chunk fails as the whole file does."""
+    path = _write(tmp_path, b"\n\r\n\n\n")
+    assert _plan_and_compare(path, CSV, 1) == [Chunk(0, 0, 5, 1)]
+    assert _whole(path, CSV)[1] == "line 1: no header row: the file holds no CSV rows"
+
+
 def test_a_file_no_bigger_than_chunk_bytes_is_one_chunk(tmp_path: Path) -> None:
-    """A file that fits in one chunk is not read at all, just given whole."""
+    """A file that fits in one chunk is that one chunk."""
     path = _write(tmp_path, b"id\n1\n2\n")
     assert plan_chunks(path, CSV, 7) == [Chunk(0, 0, 7, 1)]
 
@@ -277,7 +286,7 @@ def test_a_multi_megabyte_file_reads_the_same_in_chunks(tmp_path: Path) -> None:
     writer.writerow(["id", "name", "note", "n"])
     row = 0
     while out.tell() < 3_000_000:
-        note = rng.choice(['plain', 'with "quotes"', "two\nlines", "comma, here", "", "x" * rng.randint(0, 3000)])
+        note = rng.choice(["plain", 'with "quotes"', "two\nlines", "comma, here", "", "x" * rng.randint(0, 3000)])
         writer.writerow([row, f"name{row}", note, rng.random()])
         if row % 997 == 0:
             out.write(f"{row},ragged\r\n")
@@ -366,7 +375,7 @@ def test_clean_csv_is_cut_at_every_record_end_due_and_reads_the_same(
     ends, header_end = _record_ends(data)
     expected, target = [], chunk_bytes
     for end in ends:
-        if header_end <= end < len(data) and end >= target and not data[end:].startswith(BOM) and header_end > 0:
+        if 0 < header_end <= end < len(data) and end >= target and not data[end:].startswith(BOM):
             expected.append(end)
             target = end + chunk_bytes
     assert [c.start for c in chunks[1:]] == (expected if len(data) > chunk_bytes else [])
@@ -390,3 +399,33 @@ def test_jsonl_reads_the_same_in_chunks(tmp_path: Path, data: bytes, chunk_bytes
     """JSON Lines cut after any newline read as the whole file, bad and blank lines included."""
     chunks = _plan_and_compare(_write(tmp_path, data, JSONL), JSONL, chunk_bytes, block_bytes)
     assert all(data[c.start - 1 : c.start] == b"\n" for c in chunks[1:])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"id,name\n", b"\n\nid,name\n", b'id,"na\nme"\n', b"\xef\xbb\xbfid,name\r\n"],
+    ids=["plain", "blank-lines-first", "quoted-line-break", "bom-crlf"],
+)
+def test_an_apps_contract_gives_a_later_chunk_the_header_the_planner_sees(tmp_path: Path, head: bytes) -> None:
+    """The app learns its chunk from MYSIMBDP_INPUT_START/END/FIRST_LINE and reads the header
+    itself: the same one ``chunk_span`` (and the whole-file reader) takes."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(head + b"".join(b"%d,n%d\n" % (n, n) for n in range(400)))
+    chunks = plan_chunks(path, FileFormat.CSV, 512)
+    assert len(chunks) > 2
+    later = chunks[1]
+    env = {
+        contract.INPUT: str(path),
+        contract.INPUT_FORMAT: "csv",
+        contract.INPUT_SHA256: "0" * 64,
+        contract.DATASET: "d",
+        contract.COREDMS_URL: "sqlite:///x",
+        contract.RESULT: str(tmp_path / "r.json"),
+        contract.REJECTS: str(tmp_path / "r.jsonl"),
+        contract.INPUT_START: str(later.start),
+        contract.INPUT_END: str(later.end),
+        contract.INPUT_FIRST_LINE: str(later.first_line),
+    }
+    span = BatchConfig.from_env(env).span
+    assert span == chunk_span(path, FileFormat.CSV, later)
+    assert span is not None and span.header[0] == "id" and len(span.header) == 2

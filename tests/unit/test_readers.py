@@ -7,7 +7,7 @@ import pytest
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk.readers import Record, RecordReader, good_record, iter_records, raw_text
+from mysimbdp.sdk.readers import Record, RecordReader, Span, good_record, iter_records, raw_text
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
@@ -298,3 +298,13 @@ def test_blocks_are_for_csv_only(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n')
     with pytest.raises(ValueError, match="CSV only"):
         RecordReader(path, FileFormat.JSONL).blocks()
+
+
+def test_a_span_after_the_first_keeps_a_leading_byte_order_mark_as_data(tmp_path: Path) -> None:
+    """Only the file's own start may carry a BOM: a span starting on a line that begins with
+    U+FEFF reads it as data, as the whole file does."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"id,name\n1,a\n\xef\xbb\xbf2,b\n")
+    whole = [r.data for r in RecordReader(path, FileFormat.CSV)]
+    later = [r.data for r in RecordReader(path, FileFormat.CSV, span=Span(12, path.stat().st_size, 3, ("id", "name")))]
+    assert whole[1] == later[0] == {"id": "\ufeff2", "name": "b"}

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from mysimbdp import contract
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.profile import FileFormat, Quality
-from mysimbdp.errors import AppContractError
-from mysimbdp.sdk.readers import Span
+from mysimbdp.errors import AppContractError, FileUnreadable
+from mysimbdp.sdk.readers import Span, read_header
 
 REQUIRED = (
     contract.INPUT,
@@ -125,10 +125,8 @@ def _span(env: Mapping[str, str], fmt: FileFormat, problems: list[str]) -> Span 
         return None
     header: tuple[str, ...] = ()
     if fmt is FileFormat.CSV and start > 0:
-        from mysimbdp.sdk._spans import read_csv_header
-
         try:
-            header = read_csv_header(Path(env[contract.INPUT]))
-        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            header = read_header(Path(env[contract.INPUT]), start)
+        except (OSError, KeyError, FileUnreadable) as exc:
             problems.append(f"cannot read the CSV header of {env.get(contract.INPUT)!r}: {exc}")
     return Span(start, end, first_line, header)

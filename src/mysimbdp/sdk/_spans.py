@@ -8,12 +8,11 @@ line breaks is left to the platform's big-file path.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.sdk._csv import has_lone_cr
-from mysimbdp.sdk.readers import Span
+from mysimbdp.sdk.readers import Span, read_header
 
 MIN_SPAN_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
@@ -55,7 +54,7 @@ def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int =
         return whole
     header: tuple[str, ...] = ()
     if fmt is FileFormat.CSV:
-        header = read_csv_header(path)
+        header = read_header(path, cuts[0][0])
         if not header or cuts[0][0] <= len(",".join(header).encode()) + 1:
             return whole
     spans: list[Span] = []
@@ -65,9 +64,3 @@ def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int =
         start, first_line = cut, lines_before + 1
     spans.append(Span(start, size, first_line, header))
     return spans
-
-
-def read_csv_header(path: Path) -> tuple[str, ...]:
-    """The field names on a CSV file's first line (a span after the first needs them)."""
-    with open(path, encoding="utf-8-sig", newline="") as text:
-        return tuple(next(csv.reader([text.readline()]), []))

@@ -20,7 +20,7 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -235,7 +235,9 @@ class RecordReader:
 
     def _csv_items(self, buffered: _Binary, size: int) -> Iterator[Record | RowBlock]:
         limit = self.max_line_bytes
-        text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+        # a BOM is the file's, at its start: a span after the first keeps a U+FEFF as data
+        bom = "utf-8-sig" if self.span is None or self.span.start == 0 else "utf-8"
+        text = io.TextIOWrapper(buffered, encoding=bom, newline="")
         try:
             lines = LineSource(text, limit, self.chunk_bytes)
             reader = csv_rows(lines, limit)
@@ -395,3 +397,18 @@ def raw_text(record: Record, fmt: FileFormat | None = None) -> str:
     if as_csv:
         return csv_line(list(data.values()))
     return orjson.dumps(data).decode("utf-8")
+
+
+def read_header(path: Path, before: int | None = None) -> tuple[str, ...]:
+    """A CSV file's header exactly as the whole-file reader takes it (blank lines skipped,
+    quoted fields and line breaks in them included), reading no further than ``before``:
+    what a span after the first needs (:attr:`Span.header`)."""
+    end = path.stat().st_size if before is None else before
+    reader = RecordReader(path, FileFormat.CSV, span=Span(0, end, 1))
+    items = reader.blocks(size=1)
+    try:
+        next(items, None)  # the header, then at most one row
+    finally:
+        if isinstance(items, Generator):
+            items.close()  # closes the file now
+    return tuple(reader.columns or ())
