@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,13 @@ def write_tenant(tmp_path: Path) -> Callable[..., Path]:
         return bundle / "profile.yaml"
 
     return write
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout_s} s")

@@ -18,7 +18,7 @@ import pytest
 from mysimbdp.adapters.metachunks import ChunkStatus
 from mysimbdp.adapters.metastore import MetaStore
 from tests.conftest import broker_url_for
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, wait_for
 
 PROFILE = """
 formats: [csv, jsonl]
@@ -45,15 +45,6 @@ def _csv(path: Path, rows: int) -> Path:
             note = f'"two\nlines, ""quoted"" {n}"' if n % 7 == 0 else f"plain {n}"
             fh.write(f"{n},s{n % 13},{n * 0.25},{note}\r\n")
     return path
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
 
 
 def _documents(cli: Cli, rows: int) -> list[dict[str, object]]:
@@ -108,7 +99,7 @@ def test_a_big_file_is_ingested_in_chunks_by_separate_workers_through_the_broker
     up = cli.popen("up")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_for(lambda: (cli.home / "broker" / "url").exists() or platform_broker != "nats-embedded", 60, "broker")
+        wait_for(lambda: (cli.home / "broker" / "url").exists() or platform_broker != "nats-embedded", 60, "broker")
         workers = [cli.popen("worker", "--slots", "1") for _ in range(2)]
         summary = cli.json("ingest", str(data), "--tenant", "acme", "--json")
     finally:
@@ -142,7 +133,7 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
     up = cli.popen("up")
     first = second = None
     try:
-        _wait_for(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        wait_for(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
         first = cli.popen("worker", "--slots", "1")
         cli.run("ingest", str(data), "--tenant", "acme", check=True)
         file_id = ""
@@ -154,12 +145,12 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
             running = [c for c in meta.chunks.of_file(file_id) if c.status is ChunkStatus.RUNNING] if file_id else []
             return any(time.time() - c.started_at > 1.0 for c in running)
 
-        _wait_for(half_way, 60, "a chunk half-way")
+        wait_for(half_way, 60, "a chunk half-way")
         killed = next(c for c in meta.chunks.of_file(file_id) if c.status is ChunkStatus.RUNNING)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         second = cli.popen("worker", "--slots", "2")
-        _wait_for(lambda: meta.get_file(file_id).status == "ingested", 120, "file ingested")  # type: ignore[union-attr]
+        wait_for(lambda: meta.get_file(file_id).status == "ingested", 120, "file ingested")  # type: ignore[union-attr]
     finally:
         _stop(*[p for p in (first, second) if p is not None], up)
     again = meta.chunks.get(file_id, killed.index)

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import POSTGRES_URL, require_service
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, wait_for
 
 ROWS = 200_000
 
@@ -26,15 +25,6 @@ def _big_csv(path: Path, rows: int = ROWS) -> Path:
         for n in range(rows):
             fh.write(f"{n},s{n % 97},{n * 0.5},row number {n}\n")
     return path
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
 
 
 def _count(cli: Cli, tenant: str, dataset: str) -> int:
@@ -58,7 +48,7 @@ def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli
     _big_csv(cli.home / "inbox" / "acme" / ".big.csv.part")
     up = cli.popen("up")
     (cli.home / "inbox" / "acme" / ".big.csv.part").rename(cli.home / "inbox" / "acme" / "big.csv")
-    _wait_for(lambda: _running_progress(cli.home) >= 20_000, what="app half-way")
+    wait_for(lambda: _running_progress(cli.home) >= 20_000, what="app half-way")
     up.send_signal(signal.SIGKILL)
     up.wait(timeout=30)
     partial = _count(cli, "acme", "big")
@@ -67,7 +57,7 @@ def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli
     assert [f["status"] for f in files] == ["running"], "the killed run left its lease behind"
     up = cli.popen("up")
     try:
-        _wait_for(
+        wait_for(
             lambda: orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)[0]["status"] == "ingested",
             what="re-run finished",
         )
@@ -116,7 +106,7 @@ def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
     outage_done = threading.Event()
 
     def outage() -> None:
-        _wait_for(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
+        wait_for(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
         if backend == "postgres":
             require_service("PostgreSQL", "127.0.0.1", 5432)
             _postgres_outage(f"{pg_prefix}_acme")

@@ -20,8 +20,8 @@ import orjson
 from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
 from mysimbdp.domain.profile import BatchApp, NotifyEvent, Profile
-from mysimbdp.domain.records import FileRecord, QuarantinedRow, TenantRecord
-from mysimbdp.domain.states import FileStatus
+from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
+from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
 from mysimbdp.logs import log_context
 from mysimbdp.platform import Platform
 from mysimbdp.services.notify import notify
@@ -139,6 +139,42 @@ class AppRun:
     @property
     def error(self) -> str:
         return "" if self.outcome.ok else str(self.result.get("error") or self.outcome.describe())
+
+
+def classify(ran: AppRun, attempt: int, max_attempts: int) -> tuple[RunStatus, bool]:
+    """The run's status, and whether to try again: a transient failure (exit 75, the store
+    was unavailable) with attempts left."""
+    if ran.outcome.ok:
+        return RunStatus.SUCCEEDED, False
+    if ran.outcome.exit_code == EXIT_TEMPFAIL:
+        return RunStatus.TRANSIENT, attempt < max_attempts
+    return RunStatus.FAILED, False
+
+
+def record_run(
+    platform: Platform, record: FileRecord, run_id: str, app: str, attempt: int, ran: AppRun, status: RunStatus
+) -> None:
+    """Write the finished run (timings, counts, peak memory, error, stderr tail)."""
+    outcome = ran.outcome
+    platform.meta.finish_run(
+        RunRecord(
+            run_id,
+            record.id,
+            record.tenant,
+            app,
+            attempt,
+            ran.started,
+            status,
+            ran.ended,
+            outcome.exit_code,
+            ran.rows_written,
+            ran.rows_rejected,
+            ran.bytes_read,
+            outcome.peak_rss_bytes,
+            ran.error,
+            outcome.stderr_tail[-4000:],
+        )
+    )
 
 
 async def run_app(

@@ -33,11 +33,20 @@ from mysimbdp.domain.chunking import ChunkDecision
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
-from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
+from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.app_run import app_env, backoff_s, finish_file, notify_outcome, read_json, run_app
+from mysimbdp.services.app_run import (
+    app_env,
+    backoff_s,
+    classify,
+    finish_file,
+    notify_outcome,
+    read_json,
+    record_run,
+    run_app,
+)
 
 log = get_logger("batchingestmanager")
 
@@ -183,33 +192,13 @@ async def _run_claimed(platform: Platform, record: FileRecord, chunk: ChunkRecor
     platform.meta.start_run(RunRecord(run_id, record.id, record.tenant, app.name, attempt, time.time()))
     ran = await run_app(platform, tenant, app, record, run_id, env)
     outcome = ran.outcome
-    if outcome.ok:
-        status, run_status = ChunkStatus.DONE, RunStatus.SUCCEEDED
-    elif outcome.exit_code == EXIT_TEMPFAIL:
-        run_status = RunStatus.TRANSIENT
-        status = ChunkStatus.RETRY if attempt < platform.settings.max_attempts else ChunkStatus.FAILED
+    run_status, again = classify(ran, attempt, platform.settings.max_attempts)
+    if run_status is RunStatus.SUCCEEDED:
+        status = ChunkStatus.DONE
     else:
-        status, run_status = ChunkStatus.FAILED, RunStatus.FAILED
+        status = ChunkStatus.RETRY if again else ChunkStatus.FAILED
     counts = ChunkCounts(ran.rows_written, ran.rows_rejected, ran.rows_skipped, ran.bytes_read)
-    platform.meta.finish_run(
-        RunRecord(
-            run_id,
-            record.id,
-            record.tenant,
-            app.name,
-            attempt,
-            ran.started,
-            run_status,
-            ran.ended,
-            outcome.exit_code,
-            counts.rows_written,
-            counts.rows_rejected,
-            counts.bytes_read,
-            outcome.peak_rss_bytes,
-            ran.error,
-            outcome.stderr_tail[-4000:],
-        )
-    )
+    record_run(platform, record, run_id, app.name, attempt, ran, run_status)
     retry_at = time.time() + backoff_s(attempt, platform.settings.retry_base_s) if status is ChunkStatus.RETRY else 0.0
     if not platform.meta.chunks.finish(chunk, status, counts, error=ran.error, next_attempt_at=retry_at):
         log.warning("chunk_taken_over", tenant=record.tenant, file_id=record.id, chunk=chunk.index, run_id=run_id)

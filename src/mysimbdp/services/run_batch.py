@@ -15,10 +15,19 @@ import time
 from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
-from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
+from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.app_run import AppRun, app_env, backoff_s, finish_file, notify_outcome, run_app
+from mysimbdp.services.app_run import (
+    AppRun,
+    app_env,
+    backoff_s,
+    classify,
+    finish_file,
+    notify_outcome,
+    record_run,
+    run_app,
+)
 from mysimbdp.services.chunked import ChunkPublisher, ingest_chunked
 from mysimbdp.services.notify import excerpt
 
@@ -60,33 +69,13 @@ def _after_run(platform: Platform, record: FileRecord, run_id: str, app: str, at
     outcome, started, error = ran.outcome, ran.started, ran.error
     rows_written, rows_rejected = ran.rows_written, ran.rows_rejected
     run_dir = platform.home.run_dir(run_id)
-    if outcome.ok:
-        status, run_status = FileStatus.INGESTED, RunStatus.SUCCEEDED
-    elif outcome.exit_code == EXIT_TEMPFAIL:
-        run_status = RunStatus.TRANSIENT
-        status = FileStatus.RETRY if attempt < platform.settings.max_attempts else FileStatus.FAILED
+    run_status, again = classify(ran, attempt, platform.settings.max_attempts)
+    if run_status is RunStatus.SUCCEEDED:
+        status = FileStatus.INGESTED
     else:
-        status, run_status = FileStatus.FAILED, RunStatus.FAILED
+        status = FileStatus.RETRY if again else FileStatus.FAILED
     ended = ran.ended
-    platform.meta.finish_run(
-        RunRecord(
-            run_id,
-            record.id,
-            record.tenant,
-            app,
-            attempt,
-            started,
-            run_status,
-            ended,
-            outcome.exit_code,
-            rows_written,
-            rows_rejected,
-            ran.bytes_read,
-            outcome.peak_rss_bytes,
-            error,
-            outcome.stderr_tail[-4000:],
-        )
-    )
+    record_run(platform, record, run_id, app, attempt, ran, run_status)
     log.info(
         "run_ended",
         tenant=record.tenant,
