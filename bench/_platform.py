@@ -56,7 +56,7 @@ def parse_size(text: str) -> int:
 
 def human(size_bytes: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if size_bytes >= scale:
+        if size_bytes >= scale * 0.995:  # 999.99 MB reads as 1 GB, not "1e+03 MB"
             return f"{size_bytes / scale:.3g} {unit}"
     return f"{size_bytes:.0f} B"
 
