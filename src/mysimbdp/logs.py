@@ -15,6 +15,12 @@ from contextlib import AbstractContextManager
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger on whatever ``sys.stderr`` is when the line is written (not when configured):
+    a replaced stderr (a test's capture, a daemon's redirect) is followed, never a closed one."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -29,7 +35,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

@@ -127,7 +127,7 @@ def test_the_operator_sees_every_tenant_live_and_a_tenant_only_itself(
     fresh = cli.home / "inbox" / "sensors" / "readings_live.jsonl"
     lines = (EXAMPLES / "sensors" / "data" / "readings_001.jsonl").read_text().splitlines()[:25]
     fresh.write_text("\n".join(lines) + "\n")
-    _until(lambda: _all_final(cli, 9), timeout_s=60, what="the new file to be final")
+    _until(lambda: _all_final(cli, 10), timeout_s=60, what="the new file to be final")
     after = _expected(cli)["sensors"]
     assert after[0] == before[0] + 1
     page.wait_for_function(  # the page refreshes itself within a few seconds
