@@ -172,3 +172,36 @@ def test_without_a_running_platform_the_cli_runs_the_chunks_itself(
     assert summary["chunks"]["total"] == summary["chunks"]["done"] > 1
     assert summary["rows_written"] == rows
     _assert_each_row_once(cli, rows)
+
+
+@pytest.mark.slow
+def test_a_big_file_being_chunked_does_not_hold_up_small_files(
+    cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path, meta: MetaStore
+) -> None:
+    """With one whole-file slot (MYSIMBDP_MAX_WORKERS=1), a small file dropped while a big
+    file's chunks run is ingested before the big file is done: watching chunks takes no slot."""
+    profile = write_tenant(
+        "acme", PROFILE.format(chunk_bytes=4096, command='["{python}", "{bundle}/app.py"]'), {"app.py": SLOW_APP}
+    )
+    cli.run("tenant", "add", "acme", "--profile", str(profile), check=True)
+    big = _csv(tmp_path / "readings.csv", 600)
+    small = tmp_path / "small.csv"
+    small.write_text("id,sensor,value,note\n1,s1,0.5,x\n2,s2,1.0,y\n")
+    cli.env.update(MYSIMBDP_MAX_WORKERS="1", MYSIMBDP_WORKERS="1")
+    up = cli.popen("up")
+    try:
+        wait_for(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        cli.run("ingest", str(big), "--tenant", "acme", check=True)
+
+        def chunks_running() -> bool:
+            files = meta.list_files(tenant="acme")
+            return bool(files) and any(c.status is ChunkStatus.RUNNING for c in meta.chunks.of_file(files[0].id))
+
+        wait_for(chunks_running, 60, "the big file's chunks running")
+        summary = cli.json("ingest", str(small), "--tenant", "acme", "--json")
+        (big_record,) = [f for f in meta.list_files(tenant="acme") if f.name == "readings.csv"]
+        assert summary["status"] == "ingested" and summary["rows_written"] == 2
+        assert big_record.status == "running", "the small file had to wait for the big one"
+        wait_for(lambda: meta.get_file(big_record.id).status == "ingested", 120, "big file ingested")  # type: ignore[union-attr]
+    finally:
+        _stop(up)

@@ -2,7 +2,9 @@
 
 A loop with ``run(stop)``: every tick it requeues files whose lease expired (their manager
 died), picks runnable files with :func:`pick_files` within ``max_workers`` and each app's
-concurrency, claims them under a lease it keeps renewing, and runs each as a task. On stop
+concurrency, claims them under a lease it keeps renewing, and runs each as a task. A big
+file (``big_files`` in the profile) is claimed without a slot: its task only queues and
+watches the chunks, which the chunk workers run (``services.chunked``). On stop
 it takes no new file and waits up to ``drain_s`` for running apps, then kills them and
 puts their files back in the queue.
 """
@@ -17,8 +19,9 @@ import time
 import uuid
 from typing import Any
 
+from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import Profile
+from mysimbdp.domain.profile import FileFormat, Profile
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.scheduling import AppKey, pick_files
 from mysimbdp.domain.states import FileStatus
@@ -40,6 +43,7 @@ class BatchIngestManager:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.drain_s = drain_s
         self._tasks: dict[asyncio.Task[FileRecord], FileRecord] = {}
+        self._watching: set[asyncio.Task[FileRecord]] = set()  # big files' tasks: chunks run elsewhere
         self._last_served: dict[str, float] = {}
         self._wake = asyncio.Event()
 
@@ -79,6 +83,7 @@ class BatchIngestManager:
         self._wake.clear()
         for task in [t for t in self._tasks if t.done()]:
             record = self._tasks.pop(task)
+            self._watching.discard(task)
             if not task.cancelled() and (exc := task.exception()) is not None:
                 log.error(
                     "run_crashed",
@@ -106,9 +111,6 @@ class BatchIngestManager:
                 )
 
     def _start_some(self, now: float) -> None:
-        free = self.platform.settings.max_workers - len(self._tasks)
-        if free <= 0:
-            return
         runnable = self.platform.meta.runnable(now)
         if not runnable:
             return
@@ -122,26 +124,42 @@ class BatchIngestManager:
                     continue
                 for app in profiles[f.tenant].batch_apps:
                     concurrency[(f.tenant, app.name)] = app.concurrency
+        known = [f for f in runnable if f.tenant in profiles]
+        # A big file's task only watches its chunks (the chunk workers run them): it takes
+        # no run slot, so two big files never hold up everyone's small ones.
+        big = {f.id for f in known if _chunked(f, profiles[f.tenant])}
+        for f in known:
+            if f.id in big:
+                self._start(f, watching=True)
+        free = self.platform.settings.max_workers - (len(self._tasks) - len(self._watching))
+        if free <= 0:
+            return
         running: dict[AppKey, int] = {}
-        for record in self._tasks.values():
-            key = (record.tenant, record.app)
-            running[key] = running.get(key, 0) + 1
+        for task, record in self._tasks.items():
+            if task not in self._watching:
+                key = (record.tenant, record.app)
+                running[key] = running.get(key, 0) + 1
         chosen = pick_files(
-            [f for f in runnable if f.tenant in profiles],
+            [f for f in known if f.id not in big],
             free_slots=free,
             running=running,
             concurrency=concurrency,
             last_served=self._last_served,
         )
         for f in chosen:
-            run_id = new_id("r")
-            if not self.platform.meta.claim(f.id, self.owner, self.platform.settings.lease_ttl_s, run_id):
-                continue
-            self._last_served[f.tenant] = time.monotonic()
-            task = asyncio.create_task(
-                run_file(self.platform, dataclasses.replace(f, run_id=run_id), run_id, publish=self.publish)
-            )
-            self._tasks[task] = f
+            self._start(f, watching=False)
+
+    def _start(self, f: FileRecord, *, watching: bool) -> None:
+        run_id = new_id("r")
+        if not self.platform.meta.claim(f.id, self.owner, self.platform.settings.lease_ttl_s, run_id):
+            return
+        self._last_served[f.tenant] = time.monotonic()
+        task = asyncio.create_task(
+            run_file(self.platform, dataclasses.replace(f, run_id=run_id), run_id, publish=self.publish)
+        )
+        self._tasks[task] = f
+        if watching:
+            self._watching.add(task)
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -161,3 +179,9 @@ class BatchIngestManager:
                     lease_owner="",
                 )
         self._tasks.clear()
+        self._watching.clear()
+
+
+def _chunked(f: FileRecord, profile: Profile) -> bool:
+    """Whether ``run_file`` will ingest ``f`` in chunks (the same pure decision)."""
+    return decide_chunking(f.size_bytes, FileFormat(f.format), profile.big_files).chunked
