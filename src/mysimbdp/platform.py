@@ -14,6 +14,7 @@ from mysimbdp.adapters.filesystem import Home
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.domain.profile import Profile, parse_profile
 from mysimbdp.domain.records import TenantRecord
+from mysimbdp.errors import ConfigError
 from mysimbdp.settings import Settings
 
 
@@ -53,6 +54,21 @@ class Platform:
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+    def running_broker_url(self) -> str:
+        """The broker of the running platform, for another process (a worker, a replay):
+        ``MYSIMBDP_BROKER_URL``, else the URL the embedded broker of ``mysimbdp up`` wrote
+        to ``HOME/broker/url`` (mode 0600) while it runs."""
+        if self.settings.broker_url:
+            return self.settings.broker_url
+        url_file = self.settings.home / "broker" / "url"
+        try:
+            return url_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"no broker: {url_file} is missing ({exc.strerror}); start `mysimbdp up` with this home first, "
+                "or set MYSIMBDP_BROKER_URL"
+            ) from exc
 
     def tenant(self, tenant_id: str) -> tuple[TenantRecord, Profile]:
         record = self.meta.get_tenant(tenant_id)

@@ -292,6 +292,10 @@ class Profile(_Model):
                 return app
         return None
 
+    def batch_app(self, name: str) -> BatchApp | None:
+        """The batch app called ``name`` (a file's recorded app), None if no longer here."""
+        return next((app for app in self.batch_apps if app.name == name), None)
+
     def dataset_for(self, app: BatchApp, file_name: str) -> str:
         return app.dataset or self.dataset or dataset_from_stem(file_name)
 

@@ -25,7 +25,7 @@ import orjson
 
 from mysimbdp.adapters.broker import CHUNKS_STREAM, Broker, Message, open_broker
 from mysimbdp.adapters.metachunks import ChunkRecord
-from mysimbdp.errors import BrokerError, ConfigError, MysimbdpError
+from mysimbdp.errors import BrokerError, MysimbdpError
 from mysimbdp.logs import get_logger, log_context
 from mysimbdp.platform import Platform
 from mysimbdp.services.chunked import run_chunk_task
@@ -136,23 +136,9 @@ class ChunkWorker:
             log.warning("chunk_task_settle_failed", error=str(exc))
 
 
-def platform_broker_url(platform: Platform) -> str:
-    """``MYSIMBDP_BROKER_URL``, else the URL the running platform's embedded broker wrote."""
-    if platform.settings.broker_url:
-        return platform.settings.broker_url
-    url_file = platform.settings.home / "broker" / "url"
-    try:
-        return url_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"no broker: {url_file} is missing ({exc.strerror}); start `mysimbdp up` with this home first, "
-            "or set MYSIMBDP_BROKER_URL"
-        ) from exc
-
-
 async def serve_worker(platform: Platform, stop: asyncio.Event, *, slots: int) -> None:
     """``mysimbdp worker``: connect to the platform's broker and run chunks until ``stop``."""
-    broker = open_broker(platform_broker_url(platform))
+    broker = open_broker(platform.running_broker_url())
     await broker.connect()
     try:
         await ChunkWorker(platform, broker, slots=slots).run(stop)

@@ -152,9 +152,19 @@ def classify(ran: AppRun, attempt: int, max_attempts: int) -> tuple[RunStatus, b
 
 
 def record_run(
-    platform: Platform, record: FileRecord, run_id: str, app: str, attempt: int, ran: AppRun, status: RunStatus
+    platform: Platform,
+    record: FileRecord,
+    run_id: str,
+    app: str,
+    attempt: int,
+    ran: AppRun,
+    status: RunStatus,
+    *,
+    rows_written: int | None = None,
+    error: str | None = None,
 ) -> None:
-    """Write the finished run (timings, counts, peak memory, error, stderr tail)."""
+    """Write the finished run (timings, counts, peak memory, error, stderr tail); a caller
+    that judges the run itself gives its own ``rows_written`` and ``error``."""
     outcome = ran.outcome
     platform.meta.finish_run(
         RunRecord(
@@ -167,11 +177,11 @@ def record_run(
             status,
             ran.ended,
             outcome.exit_code,
-            ran.rows_written,
+            ran.rows_written if rows_written is None else rows_written,
             ran.rows_rejected,
             ran.bytes_read,
             outcome.peak_rss_bytes,
-            ran.error,
+            ran.error if error is None else error,
             outcome.stderr_tail[-4000:],
         )
     )

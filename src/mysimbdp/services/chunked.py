@@ -177,7 +177,7 @@ async def _renew(platform: Platform, worker: str, ttl_s: float) -> None:
 
 async def _run_claimed(platform: Platform, record: FileRecord, chunk: ChunkRecord) -> None:
     tenant, profile = platform.tenant(record.tenant)
-    app = next((a for a in profile.batch_apps if a.name == record.app), None)
+    app = profile.batch_app(record.app)
     run_id, attempt = chunk.run_id, chunk.attempts
     if app is None:
         error = f"app {record.app!r} is no longer in the profile"

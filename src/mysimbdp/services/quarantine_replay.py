@@ -51,10 +51,10 @@ from mysimbdp.domain.profile import FileFormat, Profile
 from mysimbdp.domain.records import FileRecord, RunRecord, TenantRecord
 from mysimbdp.domain.replay import BatchPlan, StreamMessage, plan_batch, plan_stream, released, stream_of
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FINAL_FILE_STATES, RunStatus
-from mysimbdp.errors import BrokerError, MysimbdpError, StoreError
+from mysimbdp.errors import BrokerError, StoreError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.app_run import app_env, read_rejects, run_app
+from mysimbdp.services.app_run import app_env, read_rejects, record_run, run_app
 from mysimbdp.services.quarantine import Selection, check
 
 __all__ = ["ProgressFn", "ReplayOutcome", "ReplayProgress", "outcome_json", "replay"]
@@ -188,7 +188,7 @@ async def _replay_file(
         progress.add(file_id, entries)
         return outcome
     tenant, profile = platform.tenant(tenant_id)
-    app = next((a for a in profile.batch_apps if a.name == record.app), None)
+    app = profile.batch_app(record.app)
     if app is None:
         outcome.errors.append(
             f"tenant {tenant_id!r}: file {record.name!r}: its app {record.app!r} is no longer in the profile"
@@ -223,7 +223,8 @@ async def _run_plan(
     progress: _Progress,
 ) -> bool:
     """One replay run of the batch app on ``plan``; settle its entries. False when it failed."""
-    app = next(a for a in profile.batch_apps if a.name == record.app)
+    app = profile.batch_app(record.app)
+    assert app is not None  # _replay_file checked it
     run_id = new_id("r")
     run_dir = platform.home.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,25 +249,8 @@ async def _run_plan(
     if ran.outcome.ok and read is not None and int(read) != len(lines):
         error = f"the app read {read} rows of the {len(lines)} it was given; no entry was changed"
     status = _run_status(ran.outcome, error)
-    platform.meta.finish_run(
-        RunRecord(
-            run_id,
-            record.id,
-            tenant.id,
-            app.name,
-            attempt,
-            ran.started,
-            status,
-            ran.ended,
-            ran.outcome.exit_code,
-            int(ran.result.get("rows_written", 0)),
-            ran.rows_rejected,
-            ran.bytes_read,
-            ran.outcome.peak_rss_bytes,
-            error,
-            ran.outcome.stderr_tail[-4000:],
-        )
-    )
+    written = int(ran.result.get("rows_written", 0))  # new rows only: the others were stored already
+    record_run(platform, record, run_id, app.name, attempt, ran, status, rows_written=written, error=error)
     where = f"tenant {tenant.id!r}: file {record.name!r}: replay run {run_id} of app {app.name!r}"
     if status is not RunStatus.SUCCEEDED:
         why = "the store is unavailable; replay again later" if status is RunStatus.TRANSIENT else error
@@ -322,15 +306,7 @@ async def _platform_broker(platform: Platform, broker: Broker | None) -> AsyncIt
     if broker is not None:
         yield broker
         return
-    url = platform.settings.broker_url
-    if not url:
-        with contextlib.suppress(OSError):
-            url = (platform.settings.home / "broker" / "url").read_text().strip()
-    if not url:
-        raise MysimbdpError(
-            "replaying stream messages republishes them through the platform's broker: start 'mysimbdp up' "
-            "(embedded broker) or set MYSIMBDP_BROKER_URL"
-        )
+    url = platform.running_broker_url()  # replaying stream messages republishes them through it
     connected = open_broker(url)
     await connected.connect()
     try:

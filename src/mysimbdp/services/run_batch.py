@@ -41,7 +41,7 @@ async def run_file(
     A file the profile's ``big_files`` rules call big is ingested in chunks: their tasks go
     to ``publish`` (the broker's work queue), or are run by this process when it is None."""
     tenant, profile = platform.tenant(record.tenant)
-    app = next((a for a in profile.batch_apps if a.name == record.app), None)
+    app = profile.batch_app(record.app)
     run_dir = platform.home.run_dir(run_id)
     if app is None:
         message = f"tenant {record.tenant!r}: file {record.name!r}: app {record.app!r} is no longer in the profile"
