@@ -134,7 +134,7 @@ def pass_platform(f: Callable[..., Any]) -> Callable[..., Any]:
 # -- tenants ---------------------------------------------------------------------------------
 @main.group()
 def tenant() -> None:
-    """Register, list, show and remove tenants."""
+    """Register, update, list, show and remove tenants."""
 
 
 @tenant.command("add")
