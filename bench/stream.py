@@ -6,7 +6,9 @@ On the embedded default (NATS JetStream started by `mysimbdp up`, SQLite coredms
       stream app -> committed in coredms; records/s and the publish -> committed latency
       (p50/p99, from each stored row's `ingested_at`), with 1 and 2 app instances, for
       single-record messages and for 100-record messages; and the latency again at half
-      the measured rate (paced);
+      the measured rate (paced). As in the raw broker baseline, the messages are encoded
+      and the publisher connected before the clock starts (each burst's send time is filled
+      in as it goes out), and every app instance has a pull waiting at the broker;
   (b) raw baselines with the same client library and settings: the broker's own publish
       (confirmed) + pull + ack rate for the same messages, and the sink's raw bulk insert
       rate (`DocumentStore.write` in batches of 500) of the documents the platform stores
@@ -17,7 +19,9 @@ On the embedded default (NATS JetStream started by `mysimbdp up`, SQLite coredms
       generator (httpx, fixed concurrency, fixed duration, loopback).
 
 Prints every figure and the ratios and writes them to bench/out/stream.json.
-Run: `.venv/bin/python bench/stream.py [--records N] [--seconds S] [--sizes 1 100] [--no-http]`.
+Each case runs `--repeat` rounds (default 3), each round measuring (b) and (a) once, in turn, so
+that drift of the shared machine hits all alike; the medians are reported, with every round.
+Run: `.venv/bin/python bench/stream.py [--records N] [--repeat R] [--seconds S] [--sizes 1 100] [--no-http]`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
+import nats.js.errors
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mysimbdp.adapters.broker import open_broker  # noqa: E402
+from mysimbdp.adapters.broker import Broker, open_broker  # noqa: E402
+from mysimbdp.adapters.broker_nats import durable_name, stream_name  # noqa: E402
 from mysimbdp.adapters.coredms import open_admin, open_store, sqlite_path  # noqa: E402
 from mysimbdp.adapters.embedded_nats import free_port  # noqa: E402
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch  # noqa: E402
@@ -93,15 +101,29 @@ class Platform:
         return orjson.loads(out) if json_out else out
 
     def start_stream(self, stream: str, instances: int) -> None:
+        """Start ``instances`` of the stream's app and wait until each has a pull request
+        waiting at the broker (connected and consuming): the clock measures ingestion, not
+        the apps' start."""
         self.cli("stream", "start", "--tenant", "bench", "--stream", stream, "--instances", str(instances))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             rows = self.cli("stream", "status", "--tenant", "bench", "--json", json_out=True)
             row = next((r for r in rows if r["stream"] == stream), None)
-            if row and row["running"] == instances:
+            if row and row["running"] == instances and asyncio.run(self._pulling(stream, row["app"])) >= instances:
                 return
             time.sleep(0.2)
         raise SystemExit(f"{instances} instances of {stream} did not start")
+
+    async def _pulling(self, stream: str, app: str) -> int:
+        """Pull requests waiting on the stream's consumer (one per idle instance)."""
+        nc = await nats.connect(self.broker_url)
+        try:
+            info = await nc.jetstream().consumer_info(stream_name("bench"), durable_name(stream, app))
+            return int(info.num_waiting or 0)
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await nc.close()
 
     def has(self, dataset: str, key: str) -> bool:
         try:
@@ -136,47 +158,66 @@ class Platform:
         self.up.wait(timeout=60)
 
 
+SENT = 1111111111.125  # stands for the send time in pre-encoded messages; exact in binary
+SENT_TEXT = b"1111111111.125"
+
+
 def _messages(stream: str, records: int, per_message: int, start: int = 0) -> list[tuple[bytes, str]]:
+    """The case's broker messages, encoded once: ``(body, message id)``; every record's and
+    the batch's send time is :data:`SENT`, which :func:`_publish` fills in."""
     out = []
     for first in range(start, start + records, per_message):
-        envelopes = [Envelope(f"r{n}", {"n": n, "sent": 0.0}) for n in range(first, first + per_message)]
-        out.append((encode_batch("bench", stream, envelopes), batch_id(envelopes)))
+        envelopes = [Envelope(f"r{n}", {"n": n, "sent": SENT}) for n in range(first, first + per_message)]
+        out.append((encode_batch("bench", stream, envelopes, sent_at=SENT), batch_id(envelopes)))
+    assert SENT_TEXT in out[0][0]
     return out
 
 
-async def _publish(url: str, stream: str, records: int, per_message: int, rate: float | None = None) -> None:
-    """Publish with the send time in each record (`sent`); paced at ``rate`` records/s if given."""
-    broker = open_broker(url)
+async def _publish(
+    broker: Broker, stream: str, messages: list[tuple[bytes, str]], per_message: int, rate: float | None = None
+) -> None:
+    """Publish the case's messages, encoded beforehand as the raw broker baseline's are, each
+    burst stamped with its send time (`sent`) just before it goes out; paced at ``rate``
+    records/s if given."""
+    # Messages per publish call (confirms pipelined): as many as fit in 1,000 records when
+    # flat out; paced, about 10 ms worth, so the pace is smooth and not a burst of 1,000
+    # messages whose last one waits for the broker to store the others.
+    chunk = max(1, 1000 // per_message)
+    if rate is not None:
+        chunk = max(1, min(chunk, int(rate * 0.01 / per_message)))
+    started = time.time()
+    for i in range(0, len(messages), chunk):
+        now = time.time()
+        if rate is not None and (ahead := i * per_message / rate - (now - started)) > 0:
+            await asyncio.sleep(ahead)
+        stamp = repr(time.time()).encode()
+        part = messages[i : i + chunk]
+        bodies = [body.replace(SENT_TEXT, stamp) for body, _ in part]
+        await broker.publish("bench", stream, bodies, [m for _, m in part])
+
+
+async def _ingest(
+    plat: Platform, stream: str, messages: list[tuple[bytes, str]], per_message: int, rate: float | None = None
+) -> float:
+    """Seconds from the first publish until every record is in coredms. The publisher is
+    connected and the stream declared before the clock starts, as in the raw baseline."""
+    broker = open_broker(plat.broker_url)
     await broker.connect()
     try:
-        # Messages per publish call (confirms pipelined): as many as fit in 1,000 records when
-        # flat out; paced, about 10 ms worth, so the pace is smooth and not a burst of 1,000
-        # messages whose last one waits for the broker to store the others.
-        chunk = max(1, 1000 // per_message)
-        if rate is not None:
-            chunk = max(1, min(chunk, int(rate * 0.01 / per_message)))
-        started = time.time()
-        for first in range(0, records, per_message * chunk):
-            now = time.time()
-            if rate is not None and (ahead := first / rate - (now - started)) > 0:
-                await asyncio.sleep(ahead)
-            bodies, ids = [], []
-            for m in range(first, min(records, first + per_message * chunk), per_message):
-                envs = [Envelope(f"r{n}", {"n": n, "sent": time.time()}) for n in range(m, m + per_message)]
-                bodies.append(encode_batch("bench", stream, envs))
-                ids.append(batch_id(envs))
-            await broker.publish("bench", stream, bodies, ids)
+        await broker.declare("bench", stream)
+        started = time.perf_counter()
+        await _publish(broker, stream, messages, per_message, rate)
+        plat.wait_for(stream, len(messages) * per_message, timeout_s=300 if rate is None else 120)
+        return time.perf_counter() - started
     finally:
         await broker.close()
 
 
 def platform_e2e(plat: Platform, stream: str, records: int, per_message: int, instances: int) -> dict[str, Any]:
     plat.start_stream(stream, instances)
-    started = time.perf_counter()
-    asyncio.run(_publish(plat.broker_url, stream, records, per_message))
-    plat.wait_for(stream, records)
-    seconds = time.perf_counter() - started
+    seconds = asyncio.run(_ingest(plat, stream, _messages(stream, records, per_message), per_message))
     lat = plat.latencies_ms(stream)
+    plat.cli("stream", "stop", "--tenant", "bench", "--stream", stream)
     rate = records / seconds
     return {"records_per_s": rate, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99)}
 
@@ -184,8 +225,7 @@ def platform_e2e(plat: Platform, stream: str, records: int, per_message: int, in
 def platform_paced(plat: Platform, stream: str, rate: float, seconds: float, per_message: int) -> dict[str, Any]:
     plat.start_stream(stream, 1)
     records = max(per_message, int(rate * seconds) // per_message * per_message)
-    asyncio.run(_publish(plat.broker_url, stream, records, per_message, rate=rate))
-    plat.wait_for(stream, records, timeout_s=120)
+    asyncio.run(_ingest(plat, stream, _messages(stream, records, per_message), per_message, rate))
     lat = plat.latencies_ms(stream)
     return {"rate": rate, "records": records, "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99)}
 
@@ -300,6 +340,7 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip (c), the HTTP figures")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each HTTP load and paced run")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of (a) and (b) per case; medians are reported")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stream.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mysimbdp-stream-bench-"))
@@ -308,25 +349,48 @@ def main() -> None:
     try:
         for per_message in args.sizes:
             records = args.records if per_message == 100 else args.records // 4
-            sink = raw_sink(work, records, f"m{per_message}")
-            raw = asyncio.run(raw_broker(plat.broker_url, records, per_message))
+            print(f"\n== {per_message}-record messages ({records:,} records), {args.repeat} rounds ==")
+            runs: dict[str, list[Any]] = {"raw_sink": [], "raw_broker": [], "1_instances": [], "2_instances": []}
+            for n in range(args.repeat):  # each round measures everything once: drift hits all alike
+                runs["raw_sink"].append(raw_sink(work, records, f"m{per_message}r{n}"))
+                runs["raw_broker"].append(asyncio.run(raw_broker(plat.broker_url, records, per_message)))
+                print(
+                    f"round {n + 1}: (b) raw sink (SQLite, DocumentStore.write x500, the same documents) "
+                    f"{runs['raw_sink'][-1]:,.0f} records/s; raw broker publish+consume (NATS JetStream, "
+                    f"nats-py) {runs['raw_broker'][-1]:,.0f} records/s"
+                )
+                for instances in (1, 2):
+                    e2e = platform_e2e(plat, f"m{per_message}i{instances}r{n}", records, per_message, instances)
+                    runs[f"{instances}_instances"].append(e2e)
+                    print(
+                        f"round {n + 1}: (a) platform, {instances} instance(s): {e2e['records_per_s']:,.0f} "
+                        f"records/s (p50 {e2e['p50_ms']:.0f} ms, p99 {e2e['p99_ms']:.0f} ms)"
+                    )
+            sink, raw = statistics.median(runs["raw_sink"]), statistics.median(runs["raw_broker"])
             baseline = min(raw, sink)
-            print(f"\n== {per_message}-record messages ({records:,} records) ==")
-            print(f"(b) raw sink (SQLite, DocumentStore.write x500, the same documents): {sink:,.0f} records/s")
-            print(f"(b) raw broker publish+consume (NATS JetStream, nats-py): {raw:,.0f} records/s")
             case: dict[str, Any] = {
                 "raw_sink_records_per_s": sink,
                 "raw_broker_records_per_s": raw,
                 "baseline": baseline,
+                "rounds": runs,
             }
+            print(f"medians: (b) raw sink {sink:,.0f} records/s, raw broker {raw:,.0f} records/s")
             for instances in (1, 2):
-                e2e = platform_e2e(plat, f"m{per_message}i{instances}", records, per_message, instances)
+                rates = [r["records_per_s"] for r in runs[f"{instances}_instances"]]
+                e2e = {
+                    "records_per_s": statistics.median(rates),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in runs[f"{instances}_instances"]),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in runs[f"{instances}_instances"]),
+                    "ratios_per_round": [
+                        rate / min(a, b) for rate, a, b in zip(rates, runs["raw_sink"], runs["raw_broker"], strict=True)
+                    ],
+                }
                 e2e["ratio_vs_slower_baseline"] = e2e["records_per_s"] / baseline
                 case[f"{instances}_instances"] = e2e
+                per_round = " / ".join(f"{r:.2f}" for r in e2e["ratios_per_round"])
                 print(
-                    f"(a) platform, {instances} instance(s): {e2e['records_per_s']:,.0f} records/s "
-                    f"(p50 {e2e['p50_ms']:.0f} ms, p99 {e2e['p99_ms']:.0f} ms); "
-                    f"{e2e['ratio_vs_slower_baseline']:.2f}x the slower baseline"
+                    f"(a) platform, {instances} instance(s): {e2e['records_per_s']:,.0f} records/s; "
+                    f"{e2e['ratio_vs_slower_baseline']:.2f}x the slower baseline (rounds: {per_round})"
                 )
             best = max(case["1_instances"]["records_per_s"], case["2_instances"]["records_per_s"])
             paced = platform_paced(plat, f"p{per_message}", best / 2, args.seconds, per_message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -363,3 +365,58 @@ def test_sqlite_key_that_is_no_valid_text_is_refused(tmp_path: Path) -> None:
         assert store.count("things") == 0
     finally:
         store.close()
+
+
+def _hold_writers_lock(url: str) -> int:
+    """Take the SQLite writers' lock as another writer would; returns its descriptor."""
+    fd = os.open(f"{sqlite_path(url)}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_sqlite_writers_take_turns_on_the_writers_lock(tmp_path: Path) -> None:
+    """A write waits while another writer holds the tenant's writers' lock, and goes in as
+    soon as it is released, whole."""
+    url = open_admin(f"sqlite:///{tmp_path}").provision("acme")
+    store, reader = open_store(url), open_store(url)
+    fd = _hold_writers_lock(url)
+    done: list[int] = []
+    writer = threading.Thread(target=lambda: done.append(store.write("things", _docs(0, 500), source="f")))
+    try:
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and reader.count("things") == 0  # waiting for its turn
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        writer.join(10)
+        assert done == [500] and reader.count("things") == 500
+    finally:
+        os.close(fd)
+        writer.join(10)
+        store.close()
+        reader.close()
+
+
+def test_a_writers_lock_held_past_the_busy_timeout_does_not_stop_writes(tmp_path: Path) -> None:
+    """A writer stuck holding the lock (e.g. stopped by a signal) delays the others by the
+    busy timeout at most; SQLite's own locking still keeps each write whole."""
+    url = open_admin(f"sqlite:///{tmp_path}").provision("acme")
+    store = open_store(url, busy_timeout_s=0.2)
+    fd = _hold_writers_lock(url)
+    try:
+        assert store.write("things", _docs(0, 10), source="f") == 10
+        assert store.write("things", _docs(5, 20), source="f") == 10
+        assert store.count("things") == 20
+    finally:
+        os.close(fd)
+        store.close()
+
+
+def test_deprovision_removes_the_writers_lock_file(tmp_path: Path) -> None:
+    admin = open_admin(f"sqlite:///{tmp_path}")
+    url = admin.provision("acme")
+    store = open_store(url)
+    store.write("things", _docs(0, 1), source="f")
+    store.close()
+    assert Path(f"{sqlite_path(url)}-lock").exists()
+    admin.deprovision("acme")
+    assert not any(tmp_path.iterdir())

@@ -5,7 +5,9 @@ committed, and a redelivered message changes nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,71 @@ async def test_key_fields_key_the_documents_and_one_without_them_is_quarantined(
     await ctx.step(lambda data: data)
     assert store.count("s") == 1
     assert [r["id"] for r in _rejects(tmp_path)] == ["e3"]
+
+
+async def test_the_next_transaction_is_prepared_while_one_is_written(
+    store: DocumentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the first transaction is being written (on a worker thread), the transform
+    works on the second: each waits to see the other under way, and both are stored."""
+    monkeypatch.setattr(sdk_stream, "RECORDS_PER_WRITE", 100)
+    ctx, broker = _context(store, tmp_path)
+    broker.queue = [_message(0, 100), _message(100, 100)]
+    writing, second_seen = threading.Event(), threading.Event()
+    real_write, seen_by_write, seen_by_transform = store.write, [], []
+
+    def slow_first(dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+        if not seen_by_write:
+            writing.set()
+            seen_by_write.append(second_seen.wait(10))
+        return real_write(dataset, records, source)
+
+    def transform(data: dict[str, Any]) -> dict[str, Any]:
+        if data["n"] == 100:
+            seen_by_transform.append(writing.wait(10))
+            second_seen.set()
+        return data
+
+    monkeypatch.setattr(store, "write", slow_first)
+    assert await ctx.step(transform) == 2
+    assert seen_by_transform == [True] and seen_by_write == [True]
+    assert store.count("s") == 200 and len(broker.acked) == 2
+
+
+async def test_a_full_pull_starts_the_next_one_and_a_stop_gives_it_back(store: DocumentStore, tmp_path: Path) -> None:
+    """After a pull that came back full, the next pull is under way before the last ack;
+    the next step handles what it brought; at stop, what was pulled ahead and not handled
+    goes back to the broker (nak), nothing of it written or acked."""
+    ctx, broker = _context(store, tmp_path)
+    ctx.config = replace(ctx.config, batch_size=2)
+    events: list[str] = []
+    real_pull, real_ack = broker.pull, broker.ack
+
+    async def pull(*args: Any, **kwargs: Any) -> list[Message]:
+        got = await real_pull(*args, **kwargs)
+        events.append(f"pull {[m.msg_id for m in got]}")
+        return got
+
+    async def ack(messages: Sequence[Message]) -> None:
+        events.append(f"ack {[m.msg_id for m in messages]}")
+        await real_ack(messages)
+
+    broker.pull, broker.ack = pull, ack  # type: ignore[method-assign]
+    broker.queue = [_message(first, 10) for first in range(0, 60, 10)]
+    assert await ctx.step(lambda data: data) == 2
+    assert events == ["pull ['m0', 'm10']", "pull ['m20', 'm30']", "ack ['m0', 'm10']"]
+    assert await ctx.step(lambda data: data) == 2  # the messages pulled ahead, and a pull ahead again
+    assert events[3:] == ["pull ['m40', 'm50']", "ack ['m20', 'm30']"]
+    await ctx.give_back()
+    assert [m.msg_id for m in broker.naked] == ["m40", "m50"]
+    assert store.count("s") == 40 and len(broker.acked) == 4
+
+
+async def test_a_pull_that_is_not_full_starts_no_pull_ahead(store: DocumentStore, tmp_path: Path) -> None:
+    ctx, broker = _context(store, tmp_path)
+    broker.queue = [_message(0, 10)]
+    assert await ctx.step(lambda data: data) == 1
+    broker.queue = [_message(10, 10)]  # arrives later: taken by the next step's own pull
+    assert await ctx.step(lambda data: data) == 1
+    await ctx.give_back()
+    assert store.count("s") == 20 and broker.naked == []

@@ -40,7 +40,8 @@ class DocumentStore(Protocol):
     # True when ``write`` mostly waits (a server works meanwhile) with the GIL released, so
     # that writing on a background thread overlaps the caller's work. SQLite does its work
     # in-process; its batch insert (one json_each statement) releases the GIL, but the
-    # work is CPU on the same cores, and a background writer measured no faster.
+    # work is CPU on the same cores, and a background writer measured no faster in the
+    # batch SDK, whose app processes keep every core busy already.
     overlaps_writes: bool
 
     def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:

@@ -5,12 +5,25 @@ Isolation is the filesystem: a tenant's app receives the path of its own file on
 A batch goes to SQLite as ONE JSON object ``{key: document text}``, built by orjson in one
 call, and one ``INSERT ... SELECT key, value FROM json_each(?)``: SQLite parses it and
 inserts every row in C, with the GIL released for the whole statement, where binding each
-row from Python held it (and took it back row by row).
+row from Python held it (and took it back row by row). That one statement is the whole
+transaction (SQLite makes each statement outside ``BEGIN`` atomic): no ``BEGIN`` and
+``COMMIT`` round trips, each of which gave the GIL away and waited to get it back while
+another thread of the app was busy. Only a batch over SQLite's length limit (1 GB) is
+split, and then written in one explicit transaction.
+
+Writers to one tenant's file (stream app instances, batch app processes, chunk workers)
+take turns on an advisory lock next to it (``<file>-lock``) before ``BEGIN IMMEDIATE``:
+a waiting writer starts within about a millisecond of the last ``COMMIT``, where SQLite's
+own busy handler sleeps 1, 2, 5 … up to 100 ms between tries. The busy timeout still
+bounds the wait, and a writer that does not take the lock is still serialized by SQLite.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,7 +36,8 @@ import orjson
 from mysimbdp.adapters.coredms import DocumentInvalid, namespace, table_name
 from mysimbdp.errors import StoreError, StoreUnavailable
 
-_SUFFIXES = ("", "-wal", "-shm", "-journal")
+_SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
+_TURN_POLL_S = (0.0001, 0.0002, 0.0005, 0.001)  # waits between tries for the writers' lock; then 1 ms
 
 
 def _now() -> str:
@@ -59,14 +73,17 @@ def _create_sql(table: str) -> str:
 class SqliteStore:
     """One tenant's database file. ``open()`` connects; the constructor does no IO."""
 
-    # See DocumentStore. The GIL is now released for a whole INSERT, but a writer thread
-    # measured no faster on the 2 shared cores: SQLite's work is CPU, not waiting.
+    # See DocumentStore. The GIL is released for a whole INSERT, but in the batch SDK a
+    # writer thread measured no faster (bench/batch.py, 2026-11-29): its app processes keep
+    # both cores busy already. The stream loop, one process per instance, writes on a
+    # worker thread whatever the store (see mysimbdp.sdk.stream).
     overlaps_writes = False
 
     def __init__(self, path: str, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._tables: set[str] = set()
 
     def open(self) -> None:
@@ -86,12 +103,44 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"coredms {self.path}: cannot open: {exc}; retry later") from exc
+        try:
+            self._lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            conn.close()
+            raise StoreUnavailable(f"coredms {self.path}: cannot open its writers' lock: {exc}; retry later") from exc
         self._conn = conn
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Hold the writers' lock (see the module's docstring) for one transaction, once
+        it is free or the busy timeout has passed (then SQLite's own locking decides)."""
+        fd = self._lock_fd
+        deadline = time.monotonic() + self.busy_timeout_s
+        held = False
+        tries = 0
+        while fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_TURN_POLL_S[min(tries, len(_TURN_POLL_S) - 1)])
+                tries += 1
+        try:
+            yield
+        finally:
+            if held and fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -139,19 +188,23 @@ class SqliteStore:
                 raise DocumentInvalid(
                     f"coredms {self.path}: dataset {dataset!r}: a key is not valid text: {exc}"
                 ) from exc
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(_create_sql(table))
-                before = conn.total_changes
-                for text in objects:
-                    conn.execute(_insert_sql(table), (source, now, text))
-                inserted = conn.total_changes - before
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        self._tables.add(table)
+            with self._writer_turn():
+                if table not in self._tables:
+                    conn.execute(_create_sql(table))
+                    self._tables.add(table)
+                if len(objects) == 1:  # the usual batch: one statement, a transaction of its own
+                    return int(conn.execute(_insert_sql(table), (source, now, objects[0])).rowcount)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.total_changes
+                    for text in objects:
+                        conn.execute(_insert_sql(table), (source, now, text))
+                    inserted = conn.total_changes - before
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         return inserted
 
     def _pairs(self, dataset: str, records: Sequence[tuple[str, bytes]]) -> dict[str, str]:

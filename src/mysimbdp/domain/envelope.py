@@ -194,11 +194,14 @@ def _plain_envelopes(records: list[Any], ids: list[Any], data: list[Any]) -> boo
     ``ID_MAX_CHARS`` characters."""
     if not records:
         return True
+    # Each record has "id" and "data" (it was indexed by them): with two keys in each on
+    # average, none has more (one C pass); else each is checked against the envelope keys.
+    only_envelope_keys = sum(map(len, records)) == 2 * len(records) or all(map(ENVELOPE_KEYS.issuperset, records))
     return (
-        all(map(ENVELOPE_KEYS.issuperset, records))
+        only_envelope_keys
         and set(map(type, data)) == {dict}
         and set(map(type, ids)) == {str}
-        and min(map(len, ids)) >= 1
+        and "" not in ids
         and max(map(len, ids)) <= ID_MAX_CHARS
     )
 

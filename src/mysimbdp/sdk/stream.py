@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, NoReturn, cast
 
@@ -50,7 +50,7 @@ from mysimbdp.domain.profile import Quality, RowRule
 from mysimbdp.domain.quality import RowChecker, compile_rules
 from mysimbdp.domain.qualitycounts import RuleTally
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
-from mysimbdp.errors import AppContractError, BrokerUnavailable, StoreUnavailable
+from mysimbdp.errors import AppContractError, BrokerUnavailable, MysimbdpError, StoreUnavailable
 from mysimbdp.sdk._writer import write_finding_bad
 from mysimbdp.sdk.batch import Reject
 
@@ -150,6 +150,25 @@ class Documents:
     ids: list[str]
     data: list[dict[str, Any]]
     docs: list[dict[str, Any]]
+    sent_at: list[float] = field(default_factory=list)  # per broker message: when it was published
+
+
+@dataclass
+class Written:
+    """What a write did: rows now stored, and the refused ones (``(index in the batch,
+    reason)``), quarantined by the event loop's thread once the write is back."""
+
+    stored: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A transaction being written: its messages, their documents, the write's future."""
+
+    messages: list[Message]
+    batch: Documents
+    future: asyncio.Future[Written]
 
 
 _REJECTED = object()  # marks a record already quarantined
@@ -167,10 +186,10 @@ class StreamContext:
         self._period = StreamCounters()  # since the last report
         self._period_started = time.time()
         self._latencies_ms: list[float] = []  # publish -> committed, one per broker message
-        self._sent_at: list[float] = []  # of the batch in hand
         self._source = f"stream:{config.stream}"
         self._checker = compile_rules(config.quality_rules) if config.quality_rules else None
         self.quality = RuleTally()  # this period's records checked and failed per rule
+        self._prefetch: asyncio.Future[list[Message]] | None = None  # the next pull, under way
 
     def reject(self, what: str, raw: Any, reason: str) -> None:
         """Quarantine one record or message: ``{"id", "raw", "reason", "stream"}``."""
@@ -196,7 +215,7 @@ class StreamContext:
                 batch = decode_batch(message.body, message.msg_id or f"{self.config.stream}-{id(message)}")
                 sent = batch.sent_at if batch.sent_at is not None else message.published_at
                 if sent is not None:  # the batch's own time, else the broker's
-                    self._sent_at.append(sent)
+                    out.sent_at.append(sent)
             except MessageInvalid as exc:
                 self.reject(message.msg_id or "?", message.body.decode("utf-8", "replace"), f"message {exc}")
                 continue
@@ -262,16 +281,24 @@ class StreamContext:
                 out.data.append(record)
                 out.docs.append(doc)
 
-    def write(self, batch: Documents) -> None:
-        """Store the documents (one transaction); a refused one is found by halving and quarantined."""
-        rows, origins = self._rows(batch)
+    def _store_rows(self, rows: list[tuple[str, bytes]], origins: Sequence[int]) -> Written:
+        """The write itself, on a worker thread: touches nothing but the store."""
+        written = Written()
         if rows:
+            _, written.stored = write_finding_bad(
+                self.store,
+                self.config.dataset,
+                self._source,
+                rows,
+                origins,
+                lambda i, why: written.refused.append((i, why)),
+            )
+        return written
 
-            def refused(i: int, reason: str) -> None:
-                self.reject(batch.ids[i], batch.data[i], reason)
-
-            _, stored = write_finding_bad(self.store, self.config.dataset, self._source, rows, origins, refused)
-            self.counters.records += stored
+    def _written(self, batch: Documents, written: Written) -> None:
+        for i, reason in written.refused:
+            self.reject(batch.ids[i], batch.data[i], reason)
+        self.counters.records += written.stored
 
     def _rows(self, batch: Documents) -> tuple[list[tuple[str, bytes]], Sequence[int]]:
         """``(key, JSON)`` per document and where each came from in ``batch``; a document
@@ -294,26 +321,67 @@ class StreamContext:
 
     async def step(self, transform: Transform) -> int:
         """One pull: transform, write and ack its messages, about ``RECORDS_PER_WRITE``
-        records a transaction (each acked once committed). Returns the number of messages
-        handled."""
-        cfg = self.config
-        messages = await self.broker.pull(
-            cfg.tenant, cfg.stream, cfg.group, max_messages=cfg.batch_size, timeout_s=PULL_TIMEOUT_S
-        )
+        records a transaction, each acked once committed. Returns the number of messages
+        handled.
+
+        The work overlaps: while one transaction is written (on a worker thread; SQLite and
+        PostgreSQL run it without the GIL), the next is decoded and transformed; and while
+        a full pull's last transaction is written, the next pull is already under way."""
+        messages = await self._next_pull()
         if not messages:
             return 0
-        done = 0
+        loop = asyncio.get_running_loop()
+        acked = prepared = 0
+        writing: _Write | None = None
         try:
-            while done < len(messages):
-                group, batch = self._group(messages, done, transform)
-                await asyncio.to_thread(self.write, batch)
-                await self.broker.ack(group)
-                done += len(group)
-                self._committed(len(group))
+            while prepared < len(messages):
+                group, batch = self._group(messages, prepared, transform)
+                rows, origins = self._rows(batch)
+                prepared += len(group)
+                if writing is not None:  # the transaction before, written meanwhile
+                    before, writing = writing, None
+                    acked += await self._settle(before)
+                if prepared == len(messages) and len(messages) >= self.config.batch_size:
+                    self._prefetch = asyncio.ensure_future(self._pull())  # a full pull: likely more waiting
+                writing = _Write(group, batch, loop.run_in_executor(None, self._store_rows, rows, origins))
+            last, writing = writing, None
+            if last is not None:
+                acked += await self._settle(last)
         except StoreUnavailable:
-            await self.broker.nak(messages[done:])
+            await self.broker.nak(messages[acked:])
             raise
+        finally:
+            if writing is not None:  # an error elsewhere: let the write in flight end first
+                with contextlib.suppress(Exception):
+                    await writing.future
         return len(messages)
+
+    async def _settle(self, write: _Write) -> int:
+        """Wait for a transaction, then ack its messages; returns how many."""
+        self._written(write.batch, await write.future)
+        await self.broker.ack(write.messages)
+        self._committed(len(write.messages), write.batch)
+        return len(write.messages)
+
+    async def _pull(self) -> list[Message]:
+        cfg = self.config
+        return await self.broker.pull(
+            cfg.tenant, cfg.stream, cfg.group, max_messages=cfg.batch_size, timeout_s=PULL_TIMEOUT_S
+        )
+
+    async def _next_pull(self) -> list[Message]:
+        if self._prefetch is None:
+            return await self._pull()
+        prefetch, self._prefetch = self._prefetch, None
+        return await prefetch
+
+    async def give_back(self) -> None:
+        """At stop: messages pulled ahead and not handled go back to the broker (nak), for
+        another instance to take at once."""
+        if self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            with contextlib.suppress(MysimbdpError):
+                await self.broker.nak(await prefetch)
 
     def _group(self, messages: list[Message], first: int, transform: Transform) -> tuple[list[Message], Documents]:
         """The messages from ``first`` on whose documents make one write (at least one
@@ -329,10 +397,9 @@ class StreamContext:
                 self.documents([message], transform, batch)
         return messages[first:end], batch
 
-    def _committed(self, messages: int) -> None:
+    def _committed(self, messages: int, batch: Documents) -> None:
         committed = time.time()
-        self._latencies_ms.extend((committed - sent) * 1000 for sent in self._sent_at)
-        self._sent_at.clear()
+        self._latencies_ms.extend((committed - sent) * 1000 for sent in batch.sent_at)
         self.counters.messages += messages
 
     async def report(self) -> Report:
@@ -404,6 +471,7 @@ async def run_loop(config: StreamConfig, transform: Transform, stop: asyncio.Eve
         return ctx.counters if ctx is not None else StreamCounters()
     finally:
         if ctx is not None:
+            await ctx.give_back()
             ctx.close()
         await broker.close()
         if store is not None:
@@ -418,6 +486,7 @@ def run_stream(transform: Transform) -> NoReturn:
     # start-up are moved out of its way.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    sys.setswitchinterval(0.0001)
     try:
         config = StreamConfig.from_env(os.environ)
     except AppContractError as exc:
