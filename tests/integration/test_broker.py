@@ -116,3 +116,48 @@ async def test_a_pulled_message_says_when_the_broker_took_it(broker: Broker, ten
     assert message.published_at is not None
     assert before - 1.0 <= message.published_at <= after + 0.01  # AMQP's timestamp has whole seconds
     await broker.delete(tenant, "timed")
+
+
+async def test_a_lone_message_is_handed_over_when_it_arrives(broker: Broker, tenant: str) -> None:
+    """A pull waiting on a quiet stream returns the first message that comes, not once its
+    time is up or its batch is full."""
+    await broker.declare(tenant, "lone")
+    assert await broker.pull(tenant, "lone", "app", max_messages=100, timeout_s=0.2) == []
+
+    async def publish_later() -> None:
+        await asyncio.sleep(0.3)
+        await broker.publish(tenant, "lone", [b"x"], ["1"])
+
+    loop = asyncio.get_running_loop()
+    publisher = asyncio.create_task(publish_later())
+    started = loop.time()
+    got = await broker.pull(tenant, "lone", "app", max_messages=100, timeout_s=20.0)
+    waited = loop.time() - started
+    await publisher
+    await broker.ack(got)
+    assert [m.body for m in got] == [b"x"] and waited < 10.0
+    await broker.delete(tenant, "lone")
+
+
+@pytest.mark.parametrize("kind", ["nats-embedded", "nats"])
+async def test_a_nats_pull_leaves_no_request_behind(kind: str, request: pytest.FixtureRequest, tenant: str) -> None:
+    """Once a pull has returned, nothing waits at the server on its behalf: a message
+    published afterwards goes to whichever instance pulls next (here the other one)."""
+    url = broker_url_for(kind, request)
+    first, second = open_broker(url, ack_wait_s=60.0), open_broker(url, ack_wait_s=60.0)
+    await first.connect()
+    await second.connect()
+    try:
+        await first.declare(tenant, "s")
+        assert await first.pull(tenant, "s", "app", max_messages=100, timeout_s=0.2) == []
+        await first.publish(tenant, "s", [b"a"], ["1"])
+        [a] = await first.pull(tenant, "s", "app", max_messages=100, timeout_s=5.0)
+        await first.ack([a])
+        await first.publish(tenant, "s", [b"b", b"c"], ["2", "3"])
+        got = await second.pull(tenant, "s", "app", max_messages=100, timeout_s=5.0)
+        assert sorted(m.body for m in got) == [b"b", b"c"]
+        await second.ack(got)
+    finally:
+        await second.close()
+        await first.delete(tenant, "s")
+        await first.close()

@@ -12,6 +12,7 @@ inside its duplicate window (2 minutes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -24,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, Message, subject
+from mysimbdp.adapters.broker_nats_pull import Puller
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.settings import mask_url
 
@@ -66,7 +68,7 @@ class NatsBroker:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._streams: set[str] = set()
-        self._subs: dict[tuple[str, str, str], JetStreamContext.PullSubscription] = {}
+        self._subs: dict[tuple[str, str, str], Puller] = {}
 
     async def connect(self) -> None:
         try:
@@ -85,11 +87,23 @@ class NatsBroker:
         self._js = self._nc.jetstream()
 
     async def close(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        pullers = list(self._subs.values())
         self._subs.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            for puller in pullers:  # messages delivered and not handed out go back at once
+                with contextlib.suppress(*_TRANSIENT, nats.errors.Error):
+                    for msg in await puller.stop():
+                        await msg.nak()
+                    await self._nc.flush(timeout=1)
+        nc, self._nc, self._js = self._nc, None, None
         self._streams.clear()
         if nc is not None and not nc.is_closed:
             await nc.close()
+
+    def _client(self) -> NatsClient:
+        if self._nc is None:
+            raise BrokerUnavailable(f"broker {mask_url(self.url)}: not connected")
+        return self._nc
 
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
@@ -127,7 +141,7 @@ class NatsBroker:
             ]
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
 
-    async def _subscription(self, tenant: str, stream: str, group: str) -> JetStreamContext.PullSubscription:
+    async def _subscription(self, tenant: str, stream: str, group: str) -> Puller:
         key = (tenant, stream, group)
         if key in self._subs:
             return self._subs[key]
@@ -141,17 +155,15 @@ class NatsBroker:
         )
         with _errors(tenant, stream, "subscribe"):
             await js.add_consumer(stream_name(tenant), config)
-            sub = await js.pull_subscribe_bind(durable=durable, stream=stream_name(tenant))
-        self._subs[key] = sub
-        return sub
+            puller = Puller(self._client(), stream_name(tenant), durable)
+            await puller.start()
+        self._subs[key] = puller
+        return puller
 
     async def pull(self, tenant: str, stream: str, group: str, *, max_messages: int, timeout_s: float) -> list[Message]:
-        sub = await self._subscription(tenant, stream, group)
+        puller = await self._subscription(tenant, stream, group)
         with _errors(tenant, stream, "pull"):
-            try:
-                msgs = await sub.fetch(max_messages, timeout=timeout_s)
-            except nats.errors.TimeoutError:
-                return []
+            msgs = await puller.pull(max_messages, timeout_s)
         prefix = f"{stream}/"
         return [
             Message(
@@ -187,7 +199,7 @@ class NatsBroker:
     async def delete(self, tenant: str, stream: str) -> None:
         js, name = self._jetstream(), stream_name(tenant)
         for key in [k for k in self._subs if k[:2] == (tenant, stream)]:
-            await self._subs.pop(key).unsubscribe()
+            await self._subs.pop(key).stop()
         with _errors(tenant, stream, "delete"):
             try:
                 for info in await js.consumers_info(name):
@@ -211,8 +223,6 @@ def _errors(tenant: str, stream: str, what: str) -> Iterator[None]:
     except (BrokerError, nats.js.errors.NotFoundError):
         raise
     except nats.errors.TimeoutError:
-        if what == "pull":
-            raise  # an empty pull, handled by the caller
         raise BrokerUnavailable(f"{where}: the broker did not answer in time; retry later") from None
     except _TRANSIENT as exc:
         raise BrokerUnavailable(f"{where}: broker unavailable: {exc!r}; retry later") from exc

@@ -17,7 +17,7 @@ point redelivers what was not acked, and the store ends with each record once.
   delivered ``$MYSIMBDP_MAX_DELIVERIES`` times.
 - The store or the broker being unavailable is transient: the batch is given back (nak)
   and the loop waits and tries again; nothing is marked bad.
-- Every ``$MYSIMBDP_REPORT_PERIOD_S`` the instance publishes a report (messages, records,
+- After its first pull and then every ``$MYSIMBDP_REPORT_PERIOD_S`` the instance publishes a report (messages, records,
   bytes, errors, average and p95 latency publish → committed, backlog, records checked and
   failed per quality rule; see
   ``docs/stream-reports.md``) to the tenant's ``mysimbdp_reports`` stream for the monitor.
@@ -459,7 +459,8 @@ async def run_loop(config: StreamConfig, transform: Transform, stop: asyncio.Eve
                 if ctx is None:
                     await broker.connect()
                     ctx = StreamContext(config, broker, store)
-                    next_report = time.monotonic() + config.report_period_s
+                    next_report = time.monotonic()  # the first report after the first pull: a
+                    # backlog found at start reaches the monitor at once, not one period later
                 await ctx.step(transform)
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + config.report_period_s

@@ -6,10 +6,10 @@ per line):
 1. **post**: the sample goes to ``POST /v1/streams/<stream>/messages`` over HTTP with the
    tenant's API key, ``BODY_LINES`` lines a request; the stream's first message starts its
    app's ``min_instances``; the demo waits until the stream's backlog is drained.
-2. **resend storm**: the operator pauses the app (target 0, as ``stream stop`` does) while
-   the tenant's devices re-send every line the app stored ``copies`` times over, each line a
-   broker message of its own, straight to the broker with the tenant's own broker user. Then
-   the app is started again (``min_instances``): the monitor sees the backlog in the
+2. **resend storm**: the operator pauses the app (target 0, as ``stream stop`` does) for one
+   scaling window while the tenant's devices re-send every line the app stored ``copies``
+   times over, each line a broker message of its own, straight to the broker with the
+   tenant's own broker user. Then the app is started again (``min_instances``): the monitor sees the backlog in the
    instances' reports and adds instances, they drain it, and once idle the monitor removes
    them. Every re-sent record has the key it had, so the documents do not change: stored once.
 
@@ -129,7 +129,12 @@ class StreamDemo:
         registry = self.platform.meta.streams
         registry.set_target(summary.tenant, summary.stream, app.name, 0)  # paused
         await self._until(lambda: self._running(summary) == 0, "the paused app's instances to stop")
+        paused_at = time.monotonic()
         await self._publish(summary, lines, range(copies))
+        # Paused for one scaling window at least: the monitor then judges the restarted app
+        # by its own reports (the first one, right after its first pull, shows the backlog),
+        # not by the idle ones its instances sent before the pause.
+        await asyncio.sleep(max(0.0, app.scaling.window_s - (time.monotonic() - paused_at)))
         registry.set_target(summary.tenant, summary.stream, app.name, max(1, app.min_instances))
         await self._until_drained(broker, summary, app)
         floor = max(1, app.min_instances)
