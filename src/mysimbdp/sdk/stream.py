@@ -325,8 +325,9 @@ class StreamContext:
         handled.
 
         The work overlaps: while one transaction is written (on a worker thread; SQLite and
-        PostgreSQL run it without the GIL), the next is decoded and transformed; and while
-        a full pull's last transaction is written, the next pull is already under way."""
+        PostgreSQL run it without the GIL), the next is decoded and transformed, and the one
+        before is acked; while the pull's last transaction is written, the next pull is
+        already under way."""
         messages = await self._next_pull()
         if not messages:
             return 0
@@ -338,15 +339,18 @@ class StreamContext:
                 group, batch = self._group(messages, prepared, transform)
                 rows, origins = self._rows(batch)
                 prepared += len(group)
-                if writing is not None:  # the transaction before, written meanwhile
-                    before, writing = writing, None
-                    acked += await self._settle(before)
-                if prepared == len(messages) and len(messages) >= self.config.batch_size:
-                    self._prefetch = asyncio.ensure_future(self._pull())  # a full pull: likely more waiting
+                before, writing = writing, None
+                if before is not None:  # the transaction before, written meanwhile
+                    self._written(before.batch, await before.future)
+                if prepared == len(messages):
+                    self._prefetch = asyncio.ensure_future(self._pull())
                 writing = _Write(group, batch, loop.run_in_executor(None, self._store_rows, rows, origins))
+                if before is not None:
+                    acked += await self._ack(before)
             last, writing = writing, None
             if last is not None:
-                acked += await self._settle(last)
+                self._written(last.batch, await last.future)
+                acked += await self._ack(last)
         except StoreUnavailable:
             await self.broker.nak(messages[acked:])
             raise
@@ -356,9 +360,8 @@ class StreamContext:
                     await writing.future
         return len(messages)
 
-    async def _settle(self, write: _Write) -> int:
-        """Wait for a transaction, then ack its messages; returns how many."""
-        self._written(write.batch, await write.future)
+    async def _ack(self, write: _Write) -> int:
+        """Ack a committed transaction's messages; returns how many."""
         await self.broker.ack(write.messages)
         self._committed(len(write.messages), write.batch)
         return len(write.messages)
@@ -377,10 +380,13 @@ class StreamContext:
 
     async def give_back(self) -> None:
         """At stop: messages pulled ahead and not handled go back to the broker (nak), for
-        another instance to take at once."""
+        another instance to take at once; a pull ahead still waiting is called off (what
+        the broker sends it anyway is given back when the broker connection closes)."""
         if self._prefetch is not None:
             prefetch, self._prefetch = self._prefetch, None
-            with contextlib.suppress(MysimbdpError):
+            if not prefetch.done():
+                prefetch.cancel()
+            with contextlib.suppress(MysimbdpError, asyncio.CancelledError):
                 await self.broker.nak(await prefetch)
 
     def _group(self, messages: list[Message], first: int, transform: Transform) -> tuple[list[Message], Documents]:
