@@ -32,6 +32,10 @@ from mysimbdp.settings import mask_url
 CONNECT_TIMEOUT_S = 2.0
 CONNECT_ATTEMPTS = 2
 PUBLISH_TIMEOUT_S = 10.0
+# Messages a consumer group may hold delivered and not yet acked, across its instances.
+# JetStream's default, 1,000, is two pulls of one instance (one in hand, one pulled ahead):
+# with it, a second instance's pulls came back empty while the first held its share.
+MAX_ACK_PENDING = 20_000
 # JetStream drops a message whose id it saw in the last 2 minutes, across the whole (tenant)
 # stream: the id is prefixed with the tenant's stream name so that equal ids on two streams differ.
 MSG_ID = "Nats-Msg-Id"
@@ -152,6 +156,7 @@ class NatsBroker:
             filter_subject=subject(tenant, stream),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
+            max_ack_pending=MAX_ACK_PENDING,  # also raised on a consumer made before with less
         )
         with _errors(tenant, stream, "subscribe"):
             await js.add_consumer(stream_name(tenant), config)
