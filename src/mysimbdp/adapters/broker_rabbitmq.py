@@ -184,7 +184,8 @@ class RabbitBroker:
     async def _give_back_overdue(self) -> None:
         oldest = asyncio.get_running_loop().time() - self.ack_wait_s
         for message in [m for m, since in self._handed.items() if since <= oldest]:
-            del self._handed[message]
+            if self._handed.pop(message, None) is None:
+                continue  # acked meanwhile (the stream loop acks while it pulls again)
             await message.nack(requeue=True)
 
     async def ack(self, messages: Sequence[Message]) -> None:
