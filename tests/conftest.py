@@ -3,6 +3,11 @@
 Tests that need PostgreSQL use the ``postgres_admin_url`` fixture (or ``coredms_url`` /
 ``meta_url`` parametrized over SQLite and PostgreSQL). Off CI a missing service skips the
 test with the reason printed; under ``CI=true`` a missing service is a failure.
+
+The suite runs in parallel (pytest-xdist, ``-n``/``--dist loadgroup`` in pyproject.toml).
+Each worker has a PostgreSQL database of its own (see ``worker_database_url``) and a RabbitMQ
+vhost of its own (``rabbitmq_url``); every test that uses the machine's NATS or RabbitMQ runs
+on one worker, one after another (see ``pytest_collection_modifyitems``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,8 +26,27 @@ if TYPE_CHECKING:
     from mysimbdp.adapters.broker import Broker
     from mysimbdp.platform import Platform
 
-POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# the xdist worker running this process ("gw0", ...); "" in a run without workers
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def worker_database_url(url: str, worker: str) -> str:
+    """``url`` with the worker's own database (``test`` -> ``test_gw0``); ``url`` without a worker.
+
+    Provisioning a tenant grants its role CONNECT on the database and revokes CREATE on its
+    ``public`` schema, and dropping a role revokes its grants: each rewrites one catalog row
+    that every tenant shares, and PostgreSQL fails the second of two transactions doing that
+    at the same time ("tuple concurrently updated"). One database per worker keeps the
+    workers' tenants on separate rows (schemas and roles carry a per-test prefix anyway)."""
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{worker}"))
+
+
+SERVER_POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = worker_database_url(SERVER_POSTGRES_URL, XDIST_WORKER)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -40,6 +65,30 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message}; under CI=true every service must run (see .ci/run)")
     pytest.skip(f"{message}; start it to run this test (../shared/SERVICES.md)")
+
+
+def _recreate_worker_database(create: bool) -> None:
+    """Drop this worker's database (left by a killed run, or at the end) and make it anew."""
+    import psycopg
+    from psycopg import sql
+
+    name = sql.Identifier(urlsplit(POSTGRES_URL).path.lstrip("/"))
+    with psycopg.connect(SERVER_POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        if create:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker starts on a fresh database of its own (when PostgreSQL runs: without it
+    the PostgreSQL tests skip, or fail under CI=true, through ``require_service``)."""
+    if POSTGRES_URL != SERVER_POSTGRES_URL and _reachable("127.0.0.1", 5432):
+        _recreate_worker_database(create=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if POSTGRES_URL != SERVER_POSTGRES_URL and _reachable("127.0.0.1", 5432):
+        _recreate_worker_database(create=False)
 
 
 @pytest.fixture
@@ -113,6 +162,54 @@ BROKER_KINDS = {
     "rabbitmq": ("RabbitMQ", "127.0.0.1", 5672, "rabbitmq_url"),  # a vhost of this run's own
 }
 RABBITMQ_ADMIN_URL = "http://guest:guest@127.0.0.1:15672"
+MACHINE_BROKERS = frozenset(kind for kind, service in BROKER_KINDS.items() if service is not None)
+MACHINE_BROKERS_GROUP = "machine-brokers"
+
+
+def _uses_a_machine_broker(item: pytest.Item) -> bool:
+    """A test on the machine's NATS or RabbitMQ: a broker kind among its parameters (the
+    ``broker_url``-style fixtures of ``broker_url_for``), or the ``rabbitmq_url`` fixture."""
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return "rabbitmq_url" in getattr(item, "fixturenames", ()) or any(
+        isinstance(value, str) and value in MACHINE_BROKERS for value in params
+    )
+
+
+@pytest.hookimpl(wrapper=True)  # marks before every other hook (xdist reads them), checks after
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Every test on the machine's NATS or RabbitMQ joins one xdist group, so that under
+    ``--dist loadgroup`` they all run on one worker, one after another, as in a serial run:
+    ``test_broker_restart.py`` stops and starts those brokers (it would cut off any other test
+    using them), and RabbitMQ users are not per vhost, so two workers' tenant ``acme`` would
+    reset each other's broker password, and a run's cleanup deletes the ``mysimbdp.*`` users
+    left without permissions. Tests on an embedded NATS run anywhere.
+
+    xdist tells the controller a test's group by appending ``@group`` to its node id; a pytest
+    that ignores that (9.2, pytest-xdist issue #1386) would drop the groups without a word, so
+    then each of these tests fails at setup instead (``pytest_runtest_setup``)."""
+    grouped = [item for item in items if _uses_a_machine_broker(item)]
+    for item in grouped:
+        item.add_marker(pytest.mark.xdist_group(MACHINE_BROKERS_GROUP))
+    result = yield
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        for item in grouped:
+            item.stash[UNGROUPED] = not item.nodeid.endswith(f"@{MACHINE_BROKERS_GROUP}")
+    return result
+
+
+UNGROUPED = pytest.StashKey[bool]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A machine-broker test that lost its group fails before it touches a broker."""
+    if item.stash.get(UNGROUPED, False):
+        pytest.fail(
+            "pytest-xdist did not put this test in the machine-brokers group (pytest-xdist issue"
+            " #1386, pytest 9.2): it could run while test_broker_restart.py stops the brokers;"
+            " see the pytest pin in pyproject.toml",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

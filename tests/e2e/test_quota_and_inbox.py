@@ -58,9 +58,27 @@ def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None
         assert up.wait(timeout=60) == 0
 
 
+def _stage_inboxes(cli: Cli, tenants: tuple[str, ...]) -> None:
+    """Fetch (check and stage) every file in the tenants' inboxes, in order, as fetchdata does."""
+    from mysimbdp.domain.states import FileStatus
+    from mysimbdp.platform import Platform
+    from mysimbdp.services.fetch import fetch_file
+    from mysimbdp.settings import Settings
+
+    with Platform(Settings.from_env(cli.env), {}) as platform:
+        for tenant in tenants:
+            for path in sorted((cli.home / "inbox" / tenant).iterdir()):
+                decision = fetch_file(platform, tenant, path)
+                assert decision.status == FileStatus.STAGED, decision.reasons
+
+
 def test_a_tenant_with_one_file_is_not_starved_by_a_tenant_with_many(cli: Cli) -> None:
     """With one worker, 12 queued files of tenant 'big' and 1 of tenant 'small': the manager's
-    round robin runs the small tenant's file second, not last."""
+    round robin runs the small tenant's file second, not last.
+
+    The 13 files are staged before ``up`` starts, so that its manager finds them all queued:
+    ``up``'s own fetchdata wakes the manager after each file it stages, and on a loaded machine
+    (the parallel test run) the first of big's files was run before the rest were staged."""
     cli.env["MYSIMBDP_MAX_WORKERS"] = "1"
     cli.run("tenant", "add", "big", check=True)
     cli.run("tenant", "add", "small", check=True)
@@ -68,6 +86,7 @@ def test_a_tenant_with_one_file_is_not_starved_by_a_tenant_with_many(cli: Cli) -
         (cli.home / "inbox" / "big" / f"b{n:02d}.csv").write_text(f"a\n{n}\n")
     time.sleep(0.05)
     (cli.home / "inbox" / "small" / "s.csv").write_text("a\n1\n")
+    _stage_inboxes(cli, ("big", "small"))
     up = cli.popen("up")
     try:
 

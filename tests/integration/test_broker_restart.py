@@ -107,6 +107,8 @@ class MachineRabbit:
     def start(self) -> None:
         self._ctl("start_app")
         _wait_port(5672, up=True, what="RabbitMQ")
+        # the next tests (and the run's vhost cleanup) make and delete users through it
+        _wait_port(15672, up=True, what="RabbitMQ's management API")
 
 
 def _unavailable(reason: str) -> None:
