@@ -370,7 +370,8 @@ def up(platform: Platform) -> None:
     app instances finish and ack their batch."""
     from mysimbdp.managers import run_services  # the servers' imports: only when serving
 
-    click.echo(f"mysimbdp up: home {platform.settings.home}; Ctrl-C to stop", err=True)
+    status = platform.require_sandbox()
+    click.echo(f"mysimbdp up: home {platform.settings.home}; {status.summary()}; Ctrl-C to stop", err=True)
     _run_until_signal(lambda stop: run_services(platform, stop))
 
 
@@ -392,7 +393,10 @@ def worker(platform: Platform, slots: int | None) -> None:
     from mysimbdp.managers.chunkworker import serve_worker
 
     count = slots or os.cpu_count() or 1
-    click.echo(f"mysimbdp worker: home {platform.settings.home}, {count} slots; Ctrl-C to stop", err=True)
+    status = platform.require_sandbox()
+    click.echo(
+        f"mysimbdp worker: home {platform.settings.home}, {count} slots; {status.summary()}; Ctrl-C to stop", err=True
+    )
     _run_until_signal(lambda stop: serve_worker(platform, stop, slots=count))
 
 
@@ -414,6 +418,8 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
     print a summary of both."""
     from mysimbdp.services import demo as demo_service  # the servers' imports: only when serving
 
+    status = platform.require_sandbox()
+    click.echo(f"demo: {status.summary()}")
     if fresh:
         platform.close()
         demo_service.fresh_home(platform.settings.home)

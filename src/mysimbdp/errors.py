@@ -69,3 +69,8 @@ class BrokerError(MysimbdpError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached or did not confirm; transient: retry, nothing was accepted."""
+
+
+class SandboxUnavailable(MysimbdpError):
+    """Tenant apps cannot be confined here (no Landlock, a kernel refusal) and the operator has
+    not turned the sandbox off on purpose (``MYSIMBDP_SANDBOX=off``): no app is started."""

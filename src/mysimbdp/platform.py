@@ -12,10 +12,14 @@ from types import TracebackType
 from mysimbdp.adapters.coredms import CoreDmsAdmin, open_admin
 from mysimbdp.adapters.filesystem import Home
 from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.adapters.sandbox import Grant, Sandbox, Status, probe
 from mysimbdp.domain.profile import Profile, parse_profile
 from mysimbdp.domain.records import TenantRecord
-from mysimbdp.errors import ConfigError
+from mysimbdp.errors import ConfigError, SandboxUnavailable
+from mysimbdp.logs import get_logger
 from mysimbdp.settings import Settings
+
+log = get_logger("platform")
 
 
 class Platform:
@@ -25,6 +29,7 @@ class Platform:
         self.home = Home(settings.home)
         self.meta = MetaStore(settings.meta_url)
         self._admin: CoreDmsAdmin | None = None
+        self._sandbox: Status | None = None
         self._started = False
 
     def start(self) -> Platform:
@@ -41,6 +46,31 @@ class Platform:
         if self._admin is None:
             self._admin = open_admin(self.settings.coredms_url, pg_prefix=self.settings.pg_prefix)
         return self._admin
+
+    @property
+    def sandbox_status(self) -> Status:
+        """The sandbox tenant apps get here (probed once; ``MYSIMBDP_SANDBOX`` says on or off)."""
+        if self._sandbox is None:
+            abi = self.settings.sandbox_landlock_abi
+            self._sandbox = probe(self.settings.sandbox, abi=None if abi < 0 else abi)
+        return self._sandbox
+
+    def require_sandbox(self) -> Status:
+        """Log which sandbox tenant apps get; raise :class:`SandboxUnavailable` (naming the
+        remedy) when apps could not run here. ``up``, ``worker``, ``demo`` and every command
+        that runs an app itself call it before doing anything."""
+        status = self.sandbox_status
+        if status.enforced:
+            log.info("sandbox", mechanism=status.mechanism, landlock_abi=status.landlock_abi)
+        elif status.mode == "off":
+            log.warning("sandbox_off", mechanism="none", warning=status.warning)
+        else:
+            raise SandboxUnavailable(status.warning)
+        return status
+
+    def sandbox(self, grant: Grant) -> Sandbox:
+        """``grant`` under this machine's sandbox: what the runner confines one app with."""
+        return Sandbox(self.sandbox_status, grant)
 
     def close(self) -> None:
         if self._admin is not None:

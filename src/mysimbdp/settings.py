@@ -58,6 +58,8 @@ class Settings:
     notify_retry_base_s: float = 1.0  # a failed webhook delivery is retried after 1 s, 2 s, 4 s … (at most 300 s)
     notify_max_attempts: int = 10  # then the delivery is recorded dead
     notify_timeout_s: float = 10.0  # one webhook attempt, end to end
+    sandbox: str = "on"  # on: tenant apps run confined (Landlock + seccomp), or not at all; off: unconfined, warned
+    sandbox_landlock_abi: int = -1  # -1: ask the kernel; a lower number acts as an older kernel (0: none)
 
     def __post_init__(self) -> None:
         home = self.home.resolve()
@@ -77,6 +79,8 @@ class Settings:
                 f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
                 "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
             )
+        if self.sandbox not in ("on", "off"):
+            raise ConfigError(f"MYSIMBDP_SANDBOX={self.sandbox!r}: use on (the default) or off")
         if self.workers < 0:
             raise ConfigError(f"workers: must be 0 or more, got {self.workers}")
         if self.max_workers < 1:

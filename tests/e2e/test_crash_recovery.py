@@ -111,7 +111,7 @@ def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
             require_service("PostgreSQL", "127.0.0.1", 5432)
             _postgres_outage(f"{pg_prefix}_acme")
         else:
-            _sqlite_outage(Path(cli.env["MYSIMBDP_COREDMS_URL"].removeprefix("sqlite:///")) / "acme.db")
+            _sqlite_outage(Path(cli.env["MYSIMBDP_COREDMS_URL"].removeprefix("sqlite:///")) / "acme" / "acme.db")
         outage_done.set()
 
     thread = threading.Thread(target=outage, daemon=True)

@@ -18,8 +18,15 @@ import psutil
 import pytest
 
 from mysimbdp.adapters.runner import Limits, Outcome, build_env, run
+from mysimbdp.adapters.sandbox import Grant, Sandbox, probe
 
 PY = sys.executable
+
+
+def confined(tmp_path: Path) -> Sandbox:
+    """The machine's sandbox granting the test's directory: the runner's mechanics hold inside it
+    (the sandbox's own rules are proved in ``test_sandbox.py``)."""
+    return Sandbox(probe("on"), Grant("acme", tmp_path / "home", write=(tmp_path,)))
 
 
 def _run(
@@ -32,7 +39,10 @@ def _run(
     argv = [PY, "-c", textwrap.dedent(code)]
     limits = limits or Limits(timeout_s=60)
     env = build_env({}, os.environ)
-    return asyncio.run(run(argv, env=env, cwd=cwd, limits=limits, tail_bytes=tail_bytes, on_start=on_start))
+    sandbox = confined(cwd.parent)
+    return asyncio.run(
+        run(argv, env=env, cwd=cwd, limits=limits, sandbox=sandbox, tail_bytes=tail_bytes, on_start=on_start)
+    )
 
 
 def _gone(pid: int) -> bool:
@@ -99,6 +109,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
             env=build_env({}, os.environ),
             cwd=tmp_path / "run",
             limits=Limits(timeout_s=3.0, grace_s=1.0),
+            sandbox=confined(tmp_path),
         )
     )
     assert outcome.timed_out and not outcome.ok
@@ -170,6 +181,7 @@ def test_environment_is_allow_listed(tmp_path: Path) -> None:
             env=env,
             cwd=tmp_path / "run",
             limits=Limits(timeout_s=60),
+            sandbox=confined(tmp_path),
         )
     )
     seen = json.loads(outcome.stdout_tail)
@@ -212,6 +224,7 @@ def test_cancelling_the_run_kills_the_group(tmp_path: Path) -> None:
                 env=build_env({}, os.environ),
                 cwd=tmp_path / "run",
                 limits=Limits(timeout_s=120, grace_s=1.0),
+                sandbox=confined(tmp_path),
                 on_start=started.append,
             )
         )
@@ -235,13 +248,15 @@ def test_app_dies_when_the_platform_is_sigkilled(tmp_path: Path) -> None:
         import asyncio, os, sys
         from pathlib import Path
         from mysimbdp.adapters.runner import Limits, build_env, run
+        from mysimbdp.adapters.sandbox import Grant, Sandbox, probe
 
         def started(pid):
             Path({str(pid_file)!r} + ".tmp").write_text(str(pid))
             os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
 
         asyncio.run(run([sys.executable, "-c", "import time; time.sleep(60)"], env=build_env({{}}, os.environ),
-                        cwd=Path({str(tmp_path / "run")!r}), limits=Limits(timeout_s=120), on_start=started))
+                        cwd=Path({str(tmp_path / "run")!r}), limits=Limits(timeout_s=120), on_start=started,
+                        sandbox=Sandbox(probe("on"), Grant("t", Path("/no"), write=(Path({str(tmp_path)!r}),)))))
         """
     )
     parent = subprocess.Popen([PY, "-c", parent_code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -256,7 +271,15 @@ def test_app_dies_when_the_platform_is_sigkilled(tmp_path: Path) -> None:
 
 def test_nonexistent_executable_is_a_failed_run(tmp_path: Path) -> None:
     """A missing program gives exit 127 with the OS error in stderr_tail instead of raising."""
-    outcome = asyncio.run(run(["/nonexistent/tenant-app"], env={}, cwd=tmp_path / "run", limits=Limits(timeout_s=5)))
+    outcome = asyncio.run(
+        run(
+            ["/nonexistent/tenant-app"],
+            env={},
+            cwd=tmp_path / "run",
+            limits=Limits(timeout_s=5),
+            sandbox=confined(tmp_path),
+        )
+    )
     assert outcome.exit_code == 127 and not outcome.ok
     assert "No such file" in outcome.stderr_tail and "/nonexistent/tenant-app" in outcome.stderr_tail
     assert outcome.describe() == "exit 127 (command not found)"
@@ -278,7 +301,13 @@ def test_the_runners_log_lines_carry_the_ids_of_the_work(tmp_path: Path, capsys:
 
     async def main() -> None:
         with logs.log_context(tenant="acme", file_id="f1", run_id="r1"):
-            await run([PY, "-c", "pass"], env=build_env({}, os.environ), cwd=tmp_path, limits=Limits(timeout_s=30))
+            await run(
+                [PY, "-c", "pass"],
+                env=build_env({}, os.environ),
+                cwd=tmp_path,
+                limits=Limits(timeout_s=30),
+                sandbox=confined(tmp_path),
+            )
 
     asyncio.run(main())
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]

@@ -5,7 +5,8 @@ Nothing but ``runner.py`` imports this module: callers start apps through
 here is how one started process is handled, not what a run is:
 
 * :func:`child_setup` builds the function the child runs between ``fork`` and ``exec``
-  (rlimits clamped to the platform's own hard limits, then ``PR_SET_PDEATHSIG`` on Linux);
+  (rlimits clamped to the platform's own hard limits, ``PR_SET_PDEATHSIG`` on Linux, then the
+  sandbox's confinement);
 * :class:`Child` owns a started app: its exit watch (a pidfd, or a poll of ``waitid`` with
   ``WNOWAIT`` where there is none, so the app is not reaped and its process group id stays
   reserved), process-group signalling, memory sampling and the final reap;
@@ -29,6 +30,7 @@ from typing import IO
 import psutil
 
 from mysimbdp._libc import die_with_parent, prctl
+from mysimbdp.adapters._confine import Confinement, confine_self
 
 __all__ = ["Child", "Tail", "child_setup", "decode_status"]
 
@@ -202,8 +204,11 @@ def child_setup(
     memory_bytes: int | None,
     cpu_s: int | None,
     file_size_bytes: int | None,
+    confinement: Confinement | None = None,
 ) -> Callable[[], None]:
-    """The function the child runs between fork and exec: rlimits, then the parent-death signal.
+    """The function the child runs between fork and exec: rlimits, the parent-death signal,
+    then the sandbox (``confinement``, see :mod:`mysimbdp.adapters.sandbox`), last, so that
+    nothing after it needs more than the app is granted.
 
     ``None`` leaves that resource at the platform's own limit. Everything is computed here,
     in the parent, so the child only makes system calls.
@@ -224,6 +229,8 @@ def child_setup(
         for which, values in rlimits:
             resource.setrlimit(which, values)
         die_with_parent(parent_pid, prctl_fn)
+        if confinement is not None:
+            confine_self(confinement)
 
     return setup
 

@@ -256,18 +256,21 @@ class SqliteStore:
 
 
 class SqliteAdmin:
-    """Creates ``<directory>/<tenant>.db`` per tenant. The constructor does no IO."""
+    """Creates ``<directory>/<tenant>/<tenant>.db`` per tenant: a directory of its own, the only
+    part of the home the tenant's sandboxed apps may write (SQLite makes ``-wal``, ``-shm`` and
+    the writers' ``-lock`` beside the database). The constructor does no IO."""
 
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory).absolute()
 
     def _path(self, tenant: str) -> Path:
-        return self.directory / f"{namespace(tenant)}.db"
+        name = namespace(tenant)
+        return self.directory / name / f"{name}.db"
 
     def provision(self, tenant: str) -> str:
         path = self._path(tenant)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             conn = sqlite3.connect(path, timeout=30.0)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -282,6 +285,8 @@ class SqliteAdmin:
         try:
             for suffix in _SUFFIXES:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+            if path.parent.is_dir():
+                path.parent.rmdir()
         except OSError as exc:
             raise StoreError(f"coredms: tenant {tenant!r}: cannot delete {path}: {exc}") from exc
 

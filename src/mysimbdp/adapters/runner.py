@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mysimbdp.adapters._process import Child, child_setup, decode_status
+from mysimbdp.adapters.sandbox import Sandbox
 from mysimbdp.logs import get_logger
 
 __all__ = ["ENV_ALLOWLIST", "Limits", "Outcome", "app_argv", "build_env", "run"]
@@ -136,19 +137,31 @@ async def run(
     env: Mapping[str, str],
     cwd: Path,
     limits: Limits,
+    sandbox: Sandbox,
     tail_bytes: int = 64 * 1024,
     on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run one app to its end (exit, signal, timeout) and say how it ended.
 
+    The app runs inside ``sandbox`` (a required argument, so no caller can forget it): the
+    kernel confines it to the sandbox's grant. Where the kernel cannot, and the operator has
+    not set ``MYSIMBDP_SANDBOX=off``, :class:`~mysimbdp.errors.SandboxUnavailable` is raised
+    and nothing starts; with the sandbox off, every start logs ``app_unconfined``.
+
     A missing or non-executable program is a failed run (exit 127 or 126, the error in
     ``stderr_tail``), not an exception. Cancelling the awaiting task kills the process group
-    and re-raises :class:`asyncio.CancelledError`. ``HOME`` is ``cwd`` unless ``env`` sets it.
+    and re-raises :class:`asyncio.CancelledError`. ``HOME`` is ``cwd`` unless ``env`` sets it;
+    a confined app's ``TMPDIR`` is ``cwd`` too (nothing else is writable).
     """
     if not argv:
         raise ValueError("argv is empty: nothing to execute")
     cwd.mkdir(parents=True, exist_ok=True)
+    confinement = sandbox.prepare()
     child_env = {"HOME": str(cwd), **env}
+    if confinement is None:
+        log.warning("app_unconfined", tenant=sandbox.grant.tenant, warning=sandbox.status.warning)
+    else:
+        child_env["TMPDIR"] = str(cwd)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -164,11 +177,15 @@ async def run(
                 memory_bytes=limits.memory_bytes,
                 cpu_s=limits.cpu_s,
                 file_size_bytes=limits.file_size_bytes,
+                confinement=confinement,
             ),
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: the confinement failed in the child
         return _not_started(argv, exc, started, limits)
-    log.info("app_started", pid=proc.pid, argv0=argv[0])
+    finally:
+        if confinement is not None:
+            confinement.close()
+    log.info("app_started", pid=proc.pid, argv0=argv[0], sandbox=sandbox.status.mechanism)
     child = await Child.attach(proc, tail_bytes)
     timed_out = False
     try:
@@ -230,7 +247,9 @@ async def _stop_group(child: Child, grace_s: float) -> None:
         child.signal_group(signal.SIGKILL)
 
 
-def _not_started(argv: Sequence[str], exc: OSError, started: float, limits: Limits) -> Outcome:
+def _not_started(
+    argv: Sequence[str], exc: OSError | subprocess.SubprocessError, started: float, limits: Limits
+) -> Outcome:
     code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
     message = f"cannot start {argv[0]!r}: {exc}"
     log.warning("app_not_started", argv0=argv[0], exit=code, error=str(exc))

@@ -31,6 +31,7 @@ import orjson
 from mysimbdp import contract
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import Broker
+from mysimbdp.adapters.sandbox import Sandbox, app_grant
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import NotifyEvent, Profile, StreamApp
 from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
@@ -160,12 +161,22 @@ class StreamIngestManager:
         workdir = self._workdir(rec)
         env = runner.build_env(self._contract(rec, app, profile, tenant.coredms_url, workdir), self.platform.env)
         limits = runner.Limits(timeout_s=FOREVER_S, memory_bytes=app.memory_mb * 1024 * 1024, grace_s=STOP_GRACE_S)
+        grant = app_grant(
+            rec.tenant,
+            self.platform.home.root,
+            bundle=tenant.bundle_dir,
+            writable=[workdir],
+            coredms_url=tenant.coredms_url,
+            broker_url=env[contract.BROKER_URL],
+            network=str(getattr(app, "network", "store")),
+        )
+        sandbox = self.platform.sandbox(grant)
 
         def started(pid: int) -> None:
             slot.pids.append(pid)
             self._record(slot, "running", "", None, pid=pid)
 
-        slot.task = asyncio.create_task(self._launch(rec, argv, env, workdir, limits, started))
+        slot.task = asyncio.create_task(self._launch(rec, argv, env, workdir, limits, sandbox, started))
         log.info("stream_instance_starting", tenant=rec.tenant, stream=rec.stream, app=rec.app, instance=rec.id)
 
     async def _launch(
@@ -175,12 +186,13 @@ class StreamIngestManager:
         env: dict[str, str],
         workdir: Path,
         limits: runner.Limits,
+        sandbox: Sandbox,
         started: Callable[[int], None],
     ) -> runner.Outcome:
         # The tenant's own user may use its stream, not create it: the platform does.
         await self.broker.declare(rec.tenant, rec.stream)
         with log_context(tenant=rec.tenant, stream=rec.stream, instance=rec.id):
-            return await runner.run(argv, env=env, cwd=workdir, limits=limits, on_start=started)
+            return await runner.run(argv, env=env, cwd=workdir, limits=limits, sandbox=sandbox, on_start=started)
 
     def _contract(
         self, rec: StreamInstance, app: StreamApp, profile: Profile, coredms_url: str, workdir: str | os.PathLike[str]

@@ -19,6 +19,7 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
+from mysimbdp.adapters.sandbox import app_grant
 from mysimbdp.domain.profile import BatchApp, NotifyEvent, Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
@@ -196,12 +197,22 @@ async def run_app(
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     limits = runner.Limits(timeout_s=app.timeout_s, memory_bytes=app.memory_mb * 1024 * 1024, cpu_s=app.cpu_s)
+    grant = app_grant(
+        record.tenant,
+        platform.home.root,
+        bundle=tenant.bundle_dir,
+        inputs=[env[contract.INPUT]],
+        writable=[run_dir],
+        coredms_url=tenant.coredms_url,
+        network=str(getattr(app, "network", "store")),
+    )
     with log_context(tenant=record.tenant, file_id=record.id, run_id=run_id):
         outcome = await runner.run(
             runner.app_argv(app.command, tenant.bundle_dir),
             env=runner.build_env(env, platform.env),
             cwd=work,
             limits=limits,
+            sandbox=platform.sandbox(grant),
         )
     result = read_json(run_dir / "result.json")
     quarantined = record_quarantine(platform, run_dir / "rejects.jsonl", record, run_id)

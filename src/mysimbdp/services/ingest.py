@@ -94,6 +94,8 @@ async def ingest_one(
     """Drop ``source`` into ``tenant``'s inbox; return its final record (None if not waiting
     and the running platform will handle it)."""
     platform.tenant(tenant)  # fail early for an unknown tenant
+    if not platform_running(platform):
+        platform.require_sandbox()  # this command will run the app itself: refuse before the file is taken
     since = time.time() - 1.0
     dropped = drop_into_inbox(source, platform.home.area("inbox", tenant), source.name)
     if platform_running(platform):

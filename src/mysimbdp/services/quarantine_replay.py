@@ -174,6 +174,7 @@ def _csv_header(record: FileRecord) -> str | None:
 async def _replay_file(
     platform: Platform, tenant_id: str, file_id: str, entries: int, progress: _Progress
 ) -> ReplayOutcome:
+    platform.require_sandbox()  # the replay runs the tenant's app here, confined like any run
     record = platform.meta.get_file(file_id)
     outcome = ReplayOutcome(tenant_id, "batch", file_id, record.name if record else file_id, entries)
     if record is None:
