@@ -48,7 +48,7 @@ def test_not_yaml_and_not_a_mapping_are_clear() -> None:
 
 def test_bad_pattern_and_dataset_are_rejected() -> None:
     """A regex that does not compile and an invalid dataset name are profile errors."""
-    with pytest.raises(ProfileError, match="does not compile"):
+    with pytest.raises(ProfileError, match="cannot be used"):
         parse_profile("quality: {rules: [{field: a, pattern: '('}]}\n", "p.yaml")
     with pytest.raises(ProfileError, match="dataset"):
         parse_profile("dataset: 'Bad Name'\n", "p.yaml")
@@ -69,3 +69,10 @@ def test_app_is_chosen_by_file_pattern() -> None:
     assert profile.app_for("a_1.csv").name == "a"  # type: ignore[union-attr]
     assert profile.app_for("x.jsonl").name == "b"  # type: ignore[union-attr]
     assert profile.app_for("x.csv") is None
+
+
+def test_a_pattern_that_needs_backtracking_is_refused_with_the_reason() -> None:
+    """RE2 runs every pattern it accepts in linear time; a backreference (backtracking only) is
+    refused by the profile check, naming the pattern and why."""
+    with pytest.raises(ProfileError, match=r"pattern '\(a\)\\\\1' cannot be used: .*backreferences"):
+        parse_profile("quality: {rules: [{field: a, pattern: '(a)\\1'}]}\n", "p.yaml")

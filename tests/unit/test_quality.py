@@ -109,3 +109,15 @@ def test_every_failure_of_a_row_is_returned() -> None:
     )
     failures = checker.check({"b": "9", "c": "y"})
     assert [f.rule for f in failures] == ["a.required", "b.max", "b.allowed", "c.pattern"]
+
+
+def test_a_catastrophic_pattern_on_a_long_value_is_answered_at_once() -> None:
+    """``(a+)+$`` against 100,000 ``a`` and a ``!``: a backtracking engine (Python's ``re``)
+    would take exponential time here (this test would hit its timeout); RE2 answers in linear
+    time, with the usual pattern failure."""
+    from mysimbdp.domain.profile import RowRule
+    from mysimbdp.domain.quality import compile_rules
+
+    check = compile_rules([RowRule(field="name", pattern="(a+)+$")])
+    assert [f.rule for f in check.check({"name": "a" * 100_000 + "!"})] == ["name.pattern"]
+    assert check.check({"name": "a" * 100_000}) == []

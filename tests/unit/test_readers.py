@@ -308,3 +308,15 @@ def test_a_span_after_the_first_keeps_a_leading_byte_order_mark_as_data(tmp_path
     whole = [r.data for r in RecordReader(path, FileFormat.CSV)]
     later = [r.data for r in RecordReader(path, FileFormat.CSV, span=Span(12, path.stat().st_size, 3, ("id", "name")))]
     assert whole[1] == later[0] == {"id": "\ufeff2", "name": "b"}
+
+
+def test_a_line_nested_100000_deep_is_a_bad_row_not_a_crash(tmp_path: Path) -> None:
+    """orjson refuses the depth; the fallback parser is not tried on it (json.loads would raise
+    RecursionError out of the reader, which stopped fetchdata and every service of ``up``):
+    the line is one bad row with the reason, and the next line is read as usual."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + '\n{"a": 1}\n')
+    records = list(iter_records(path, FileFormat.JSONL))
+    assert [r.line for r in records] == [1, 2]
+    assert records[0].data is None and records[0].problem == "not valid JSON: nested deeper than 1024 levels"
+    assert records[1].data == {"a": 1}

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
+from mysimbdp.domain.patterns import compile_pattern
 from mysimbdp.errors import ProfileError
 
 
@@ -91,12 +92,7 @@ class RowRule(_Model):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            import re
-
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"pattern {value!r} does not compile: {exc}") from exc
+            compile_pattern(value)  # ValueError: RE2 cannot run it (in linear time, or at all)
         return value
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from mysimbdp.domain.patterns import Pattern, compile_pattern
 from mysimbdp.domain.profile import FieldType, RowRule
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
@@ -121,7 +122,7 @@ class _FieldCheck:
     numeric: bool  # the converted value can be compared with min/max as it is
     min: float | None
     max: float | None
-    pattern: re.Pattern[str] | None
+    pattern: Pattern | None  # RE2: linear time whatever the pattern and the value
     allowed: frozenset[str] | None
 
     def run(self, row: Mapping[str, Any], failures: list[RuleFailure]) -> None:
@@ -190,7 +191,7 @@ def _compile(rule: RowRule) -> _FieldCheck:
         numeric=rule.type in (FieldType.INT, FieldType.FLOAT),
         min=rule.min,
         max=rule.max,
-        pattern=re.compile(rule.pattern) if rule.pattern is not None else None,
+        pattern=compile_pattern(rule.pattern) if rule.pattern is not None else None,
         allowed=frozenset(rule.allowed) if rule.allowed is not None else None,
     )
 

@@ -365,16 +365,23 @@ def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
     return size
 
 
+MAX_JSON_DEPTH = 1024  # orjson's nesting limit; a deeper line is a bad row, never parsed by recursion
+
+
 def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
     """Parse what orjson refuses but is valid JSON (integers over 64 bits), else the problem."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise  # a whole-file problem: the guard names the byte offset
+    if "recursion" in str(exc).lower():  # nested deeper than orjson's limit: json.loads would recurse as deep
+        return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         return (json.loads(text, parse_constant=reject_constant),)
     except ValueError:
         return f"not valid JSON: {exc}"
+    except RecursionError:  # a deep value orjson did not see as too deep: never let it unwind the reader
+        return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
 
 
 def iter_records(
