@@ -7,6 +7,7 @@ admin connection, ``close()`` releases them. Everything else receives a ``Platfo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import TracebackType
 
 from mysimbdp.adapters.coredms import CoreDmsAdmin, open_admin
@@ -69,7 +70,11 @@ class Platform:
         return status
 
     def sandbox(self, grant: Grant) -> Sandbox:
-        """``grant`` under this machine's sandbox: what the runner confines one app with."""
+        """``grant`` under this machine's sandbox: what the runner confines one app with. An app
+        asking for ``network: any`` of a tenant the operator no longer lists gets ``store``."""
+        if grant.network == "any" and grant.tenant not in self.settings.network_any_tenants:
+            log.warning("network_any_not_allowed", tenant=grant.tenant, given="store")
+            grant = replace(grant, network="store")
         return Sandbox(self.sandbox_status, grant)
 
     def close(self) -> None:

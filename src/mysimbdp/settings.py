@@ -59,6 +59,8 @@ class Settings:
     notify_max_attempts: int = 10  # then the delivery is recorded dead
     notify_timeout_s: float = 10.0  # one webhook attempt, end to end
     sandbox: str = "on"  # on: tenant apps run confined (Landlock + seccomp), or not at all; off: unconfined, warned
+    app_network_any: str = ""  # tenants (comma-separated) whose apps may ask for `network: any`
+    bundle_max_bytes: int = 64 * 1024 * 1024  # largest tenant bundle `tenant add/update` copies
     sandbox_landlock_abi: int = -1  # -1: ask the kernel; a lower number acts as an older kernel (0: none)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,11 @@ class Settings:
                 f"notify_retry_base_s and notify_timeout_s: must be above 0, got "
                 f"{self.notify_retry_base_s} and {self.notify_timeout_s}"
             )
+
+    @property
+    def network_any_tenants(self) -> frozenset[str]:
+        """``MYSIMBDP_APP_NETWORK_ANY`` as a set."""
+        return frozenset(t.strip() for t in self.app_network_any.split(",") if t.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:

@@ -129,7 +129,9 @@ def test_tenants_are_isolated(admin: CoreDmsAdmin, backend: str, pg_prefix: str)
         b.close()
     if backend == "sqlite":
         assert sqlite_path(url_a) != sqlite_path(url_b)
-        assert Path(sqlite_path(url_a)).parent == Path(sqlite_path(url_b)).parent
+        # a directory of its own each: the only part of the home the tenant's sandboxed apps may write
+        a_dir, b_dir = Path(sqlite_path(url_a)).parent, Path(sqlite_path(url_b)).parent
+        assert (a_dir.name, b_dir.name) == ("alpha", "beta") and a_dir.parent == b_dir.parent
         return
     with psycopg.connect(url_a, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

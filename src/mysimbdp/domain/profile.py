@@ -101,6 +101,14 @@ class Quality(_Model):
     rules: list[RowRule] = []
 
 
+class AppNetwork(StrEnum):
+    """What an app may connect to from its sandbox (``docs/architecture.md``, "Sandbox")."""
+
+    STORE = "store"  # its store and, for a stream app, the broker (the default)
+    NONE = "none"  # nothing
+    ANY = "any"  # anything: only for tenants the operator lists in MYSIMBDP_APP_NETWORK_ANY
+
+
 class BatchApp(_Model):
     """One clientbatchingestapp: the argv to run and the files it serves."""
 
@@ -117,6 +125,7 @@ class BatchApp(_Model):
     memory_mb: Annotated[int, Field(ge=64)] = 1024
     cpu_s: Annotated[int, Field(gt=0)] = 3600
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    network: AppNetwork = AppNetwork.STORE
 
     def takes(self, file_name: str, fmt: FileFormat | None) -> bool:
         """Whether this app serves a file of this name and detected format (None: unknown)."""
@@ -177,6 +186,7 @@ class StreamApp(_Model):
     # Check each record's data against the profile's quality.rules (off: a stream's documents
     # often differ from the file rows the rules were written for).
     check_quality: bool = False
+    network: AppNetwork = AppNetwork.STORE
 
     @model_validator(mode="after")
     def _instances_in_order(self) -> StreamApp:
@@ -256,6 +266,25 @@ class Profile(_Model):
     stream_apps: list[StreamApp] = [StreamApp(name="generic")]
     notifications: Notifications = Notifications()
     big_files: BigFiles = BigFiles()
+    # files of the bundle besides the profile and the apps' entry points (the {bundle}/...
+    # parts of their commands): globs relative to the profile's directory, e.g. "lib/**/*.py"
+    bundle_files: list[str] = []
+
+    def network_any_apps(self) -> list[str]:
+        """The apps (``batch:NAME``, ``stream:NAME``) that ask for ``network: any``."""
+        return [f"batch app {a.name!r}" for a in self.batch_apps if a.network is AppNetwork.ANY] + [
+            f"stream app {a.name!r}" for a in self.stream_apps if a.network is AppNetwork.ANY
+        ]
+
+    def entry_points(self) -> list[str]:
+        """The bundle files the apps' commands name (``{bundle}/app.py`` -> ``app.py``)."""
+        found = []
+        commands = [a.command for a in self.batch_apps] + [a.command for a in self.stream_apps]
+        for command in commands:
+            for part in command:
+                if "{bundle}/" in part:
+                    found.append(part.split("{bundle}/", 1)[1])
+        return list(dict.fromkeys(found))
 
     @field_validator("batch_apps")
     @classmethod

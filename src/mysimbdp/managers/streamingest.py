@@ -168,7 +168,7 @@ class StreamIngestManager:
             writable=[workdir],
             coredms_url=tenant.coredms_url,
             broker_url=env[contract.BROKER_URL],
-            network=str(getattr(app, "network", "store")),
+            network=str(app.network),
         )
         sandbox = self.platform.sandbox(grant)
 

@@ -204,7 +204,7 @@ async def run_app(
         inputs=[env[contract.INPUT]],
         writable=[run_dir],
         coredms_url=tenant.coredms_url,
-        network=str(getattr(app, "network", "store")),
+        network=str(app.network),
     )
     with log_context(tenant=record.tenant, file_id=record.id, run_id=run_id):
         outcome = await runner.run(

@@ -14,16 +14,16 @@ from mysimbdp.adapters.broker_auth import inbox_prefix
 from mysimbdp.adapters.broker_rabbitmq import exchange_name
 from mysimbdp.adapters.broker_users import tenant_users
 from mysimbdp.domain.naming import tenant_id_problem
-from mysimbdp.domain.profile import DEFAULT_PROFILE, dump_profile, load_profile
+from mysimbdp.domain.profile import DEFAULT_PROFILE, Profile, dump_profile, load_profile
 from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
+from mysimbdp.services.bundles import install_bundle
 
 log = get_logger("tenants")
 
 # Parts of a profile's directory that are data or caches, not the tenant's apps.
-_BUNDLE_IGNORE = shutil.ignore_patterns("data", "__pycache__", ".*", "*.pyc")
 
 
 def hash_key(api_key: str) -> str:
@@ -71,15 +71,16 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     if tenant_id in existing:
         raise TenantError(f"tenant {tenant_id!r} already exists; remove it first")
     profile = DEFAULT_PROFILE if profile_path is None else load_profile(profile_path)
+    check_network(platform, tenant_id, profile)
     bundle = platform.home.bundle(tenant_id)
-    if bundle.exists():
-        shutil.rmtree(bundle)
-    if profile_path is not None:
-        shutil.copytree(profile_path.resolve().parent, bundle, ignore=_BUNDLE_IGNORE)
-    bundle.mkdir(parents=True, exist_ok=True)
     profile_yaml = dump_profile(profile)
     if profile_path is None:
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        bundle.mkdir(parents=True)
         (bundle / "profile.yaml").write_text(profile_yaml, encoding="utf-8")
+    else:
+        _install(platform, tenant_id, profile, profile_path, bundle)
     platform.home.ensure_tenant(tenant_id)
     coredms_url = platform.coredms_admin.provision(tenant_id)
     api_key = f"msb_{secrets.token_urlsafe(32)}"
@@ -96,18 +97,29 @@ def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> Ten
     instance use the new bundle. The API key, data and history stay."""
     platform.meta.get_tenant(tenant_id)
     profile = load_profile(profile_path)
-    bundle = platform.home.bundle(tenant_id)
-    staged, old = bundle.with_name(f".{tenant_id}.new"), bundle.with_name(f".{tenant_id}.old")
-    for leftover in (staged, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    shutil.copytree(profile_path.resolve().parent, staged, ignore=_BUNDLE_IGNORE)
-    if bundle.exists():
-        bundle.rename(old)
-    staged.rename(bundle)
-    shutil.rmtree(old, ignore_errors=True)
+    check_network(platform, tenant_id, profile)
+    _install(platform, tenant_id, profile, profile_path, platform.home.bundle(tenant_id))
     platform.meta.set_profile(tenant_id, dump_profile(profile))
     log.info("tenant_updated", tenant=tenant_id, profile=str(profile_path))
     return platform.meta.get_tenant(tenant_id)
+
+
+def check_network(platform: Platform, tenant_id: str, profile: Profile) -> None:
+    """Refuse a profile whose apps ask for ``network: any`` unless the operator lists the tenant."""
+    asking = profile.network_any_apps()
+    allowed = platform.settings.network_any_tenants
+    if asking and tenant_id not in allowed:
+        listed = ", ".join(sorted(allowed)) or "no tenant"
+        raise TenantError(
+            f"tenant {tenant_id!r}: {', '.join(asking)} asks for network: any, which the operator has not allowed "
+            f"(MYSIMBDP_APP_NETWORK_ANY lists {listed}); use network: store or none, or ask the operator"
+        )
+
+
+def _install(platform: Platform, tenant_id: str, profile: Profile, profile_path: Path, bundle: Path) -> None:
+    text = profile_path.read_text(encoding="utf-8")  # the tenant's own file, comments and all
+    settings = platform.settings
+    install_bundle(tenant_id, profile, profile_path, text, bundle, settings.home, settings.bundle_max_bytes)
 
 
 def remove_tenant(platform: Platform, tenant_id: str) -> None:
