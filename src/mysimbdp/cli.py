@@ -23,6 +23,7 @@ import yaml
 from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
+from mysimbdp.cli_doctor import doctor
 from mysimbdp.cli_notify import notifications
 from mysimbdp.cli_quarantine import quarantine
 from mysimbdp.cli_stream import stream
@@ -324,6 +325,7 @@ def report(platform: Platform, tenant_id: str | None, since: str | None, as_json
         _emit_json(data)
     else:
         _render.report(data)
+        click.echo(platform.sandbox_status.summary())
     if plot is not None:
         ids = [tenant_id] if tenant_id else [t.id for t in platform.meta.list_tenants()]
         first = first_activity(platform, ids, start) or now - 60  # the chart starts where activity does
@@ -447,3 +449,4 @@ def check_profile(profile: Path) -> None:
 main.add_command(stream)
 main.add_command(notifications)
 main.add_command(quarantine)
+main.add_command(doctor)

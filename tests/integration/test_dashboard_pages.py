@@ -147,3 +147,17 @@ async def test_a_file_being_ingested_in_chunks_shows_its_chunk_progress(
     assert cells[1] == "plain.csv"
     assert cells[2].endswith("1 / 3")  # chunks done, after a <progress> bar
     assert cells[3:] == ["1", "1", "0", "4"]  # running, waiting, failed, rows
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+async def test_the_dashboard_shows_the_sandbox_and_warns_when_it_is_off(home: Path, broker: Broker, mode: str) -> None:
+    """Confined: the mechanism and ABI in the header; MYSIMBDP_SANDBOX=off: a warning banner."""
+    with Platform(Settings(home=home, sandbox=mode), {}) as platform:
+        if not platform.sandbox_status.available:
+            pytest.skip(platform.sandbox_status.problem)
+        async with _client(platform, broker) as local:
+            page = (await local.get("/")).text
+    if mode == "on":
+        assert "tenant apps sandboxed: Landlock ABI" in page and 'role="alert"' not in page
+    else:
+        assert 'role="alert"' in page and "tenant apps run UNCONFINED" in page

@@ -90,6 +90,7 @@ async def _panel_context(request: Request, viewer: Viewer, since: str, tenant: s
         "since": label,
         "operator": viewer.is_operator and scope is None,
         "scope": f"tenant {scope}" if scope else "all tenants",
+        "sandbox": platform.sandbox_status,
     }
 
 

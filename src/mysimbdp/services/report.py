@@ -115,4 +115,9 @@ def platform_report(platform: Platform, tenant: str | None = None, since: float 
         item["stream"] = streams[s.tenant]
         item["quality"] = quality_stats(*checked[s.tenant])
         tenants.append(item)
-    return {"since": since or None, "tenants": tenants, "platform": totals}
+    return {
+        "since": since or None,
+        "tenants": tenants,
+        "platform": totals,
+        "sandbox": platform.sandbox_status.as_dict(),
+    }
