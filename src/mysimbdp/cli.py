@@ -24,6 +24,7 @@ from mysimbdp import _render, logs
 from mysimbdp._libc import keep_freed_memory
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.cli_doctor import doctor
+from mysimbdp.cli_keys import rotate_key
 from mysimbdp.cli_notify import notifications
 from mysimbdp.cli_quarantine import quarantine
 from mysimbdp.cli_stream import stream
@@ -135,7 +136,7 @@ def pass_platform(f: Callable[..., Any]) -> Callable[..., Any]:
 # -- tenants ---------------------------------------------------------------------------------
 @main.group()
 def tenant() -> None:
-    """Register, update, list, show and remove tenants."""
+    """Register, update, list, show and remove tenants; rotate their API keys."""
 
 
 @tenant.command("add")
@@ -144,7 +145,7 @@ def tenant() -> None:
     "--profile",
     "profile_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The tenant's profile.yaml; its directory (the apps) is copied into HOME. "
+    help="The tenant's profile.yaml; it, its apps' entry points and its bundle_files are copied into HOME. "
     "Without it: the default profile with the built-in generic app.",
 )
 @click.option(
@@ -450,3 +451,4 @@ main.add_command(stream)
 main.add_command(notifications)
 main.add_command(quarantine)
 main.add_command(doctor)
+tenant.add_command(rotate_key)

@@ -14,6 +14,7 @@ import orjson
 
 from mysimbdp.adapters._metaschema import SCHEMA
 from mysimbdp.adapters.metachunks import ChunkRegistry
+from mysimbdp.adapters.metakeys import KeyRing
 from mysimbdp.adapters.metanotify import NotificationOutbox
 from mysimbdp.adapters.metaquality import QualityLedger
 from mysimbdp.adapters.metaquarantine import QuarantineLedger
@@ -65,6 +66,7 @@ class MetaStore:
         self.notifications = NotificationOutbox(self._db)
         self.quality = QualityLedger(self._db)
         self.quarantine = QuarantineLedger(self._db)
+        self.keys = KeyRing(self._db)
 
     @property
     def dialect(self) -> str:
@@ -124,8 +126,8 @@ class MetaStore:
             raise TenantError(f"tenant {tenant_id!r} does not exist")
 
     def tenant_for_key(self, key_hash: str) -> str | None:
-        row = self._db.one("SELECT tenant FROM api_keys WHERE key_hash = ?", (key_hash,))
-        return None if row is None else str(row[0])
+        """The tenant of a working key (a rotated-out key works until its grace ends)."""
+        return self.keys.tenant_for(key_hash)
 
     # -- files -----------------------------------------------------------------------------
     def quota_usage(self, tenant: str, since: float) -> tuple[int, int]:

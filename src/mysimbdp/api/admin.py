@@ -19,6 +19,7 @@ from mysimbdp.api.app import AUTH_HEADERS, Refused, _context, _documented
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.errors import BrokerError, TenantError
 from mysimbdp.services import streams as stream_service
+from mysimbdp.services import tenants as tenant_service
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
 
@@ -87,3 +88,15 @@ async def stream_status(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = await _call(stream_service.status, _context(request).platform, tenant)
     return rows
+
+
+class RotateKeyRequest(BaseModel):
+    grace_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0  # how long the current keys keep working
+
+
+@router.post("/tenants/{tenant}/rotate-key", dependencies=[Operator], summary="Rotate an API key", responses=_ERRORS)
+async def rotate_key(request: Request, tenant: TenantPath, body: RotateKeyRequest) -> dict[str, Any]:
+    """A new API key for the tenant (in this answer only); its current keys stop working
+    after ``grace_s`` seconds."""
+    rotated = await _call(tenant_service.rotate_key, _context(request).platform, tenant, body.grace_s)
+    return {"tenant": tenant, "api_key": rotated.api_key, "old_keys_expire_at": rotated.old_keys_expire_at}

@@ -105,8 +105,10 @@ class _Context:
         found = await asyncio.to_thread(self._lookup, key_hash)
         if found is None:
             self.callers.pop(key_hash, None)
-        else:
-            self.callers[key_hash] = (now + TENANT_CACHE_S, found)
+        else:  # cached, but never past the end of a key being rotated out
+            ends = await asyncio.to_thread(self.platform.meta.keys.expires_at, key_hash)
+            left_s = TENANT_CACHE_S if ends is None else min(TENANT_CACHE_S, ends - time.time())  # wall clock
+            self.callers[key_hash] = (now + left_s, found)
         return found
 
     def _lookup(self, key_hash: str) -> Caller | None:

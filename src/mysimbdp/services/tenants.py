@@ -83,7 +83,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
         _install(platform, tenant_id, profile, profile_path, bundle)
     platform.home.ensure_tenant(tenant_id)
     coredms_url = platform.coredms_admin.provision(tenant_id)
-    api_key = f"msb_{secrets.token_urlsafe(32)}"
+    api_key = new_api_key()
     record = TenantRecord(tenant_id, time.time(), profile_yaml, str(bundle), coredms_url)
     platform.meta.add_tenant(record, hash_key(api_key))
     log.info("tenant_added", tenant=tenant_id, profile=str(profile_path or "default"))
@@ -102,6 +102,26 @@ def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> Ten
     platform.meta.set_profile(tenant_id, dump_profile(profile))
     log.info("tenant_updated", tenant=tenant_id, profile=str(profile_path))
     return platform.meta.get_tenant(tenant_id)
+
+
+@dataclass(frozen=True)
+class RotatedKey:
+    tenant: str
+    api_key: str  # shown once; only its hash is stored
+    old_keys_expire_at: float  # epoch seconds
+
+
+def rotate_key(platform: Platform, tenant_id: str, grace_s: float) -> RotatedKey:
+    """Issue ``tenant_id`` a new API key; its older keys keep working for ``grace_s`` seconds
+    (for the tenant's clients to switch), then are refused."""
+    api_key = new_api_key()
+    until = platform.meta.keys.rotate(tenant_id, hash_key(api_key), grace_s)
+    log.info("tenant_key_rotated", tenant=tenant_id, grace_s=grace_s, old_keys_expire_at=until)
+    return RotatedKey(tenant_id, api_key, until)
+
+
+def new_api_key() -> str:
+    return f"msb_{secrets.token_urlsafe(32)}"
 
 
 def check_network(platform: Platform, tenant_id: str, profile: Profile) -> None:
