@@ -94,7 +94,9 @@ class RotateKeyRequest(BaseModel):
     grace_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0  # how long the current keys keep working
 
 
-@router.post("/tenants/{tenant}/rotate-key", dependencies=[Operator], summary="Rotate an API key", responses=_ERRORS)
+@router.post(
+    "/tenants/{tenant}/rotate-key", dependencies=[Operator], summary="Rotate an API key", responses=_PUT_ERRORS
+)
 async def rotate_key(request: Request, tenant: TenantPath, body: RotateKeyRequest) -> dict[str, Any]:
     """A new API key for the tenant (in this answer only); its current keys stop working
     after ``grace_s`` seconds."""
