@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
+from mysimbdp.domain.egress import parse_allow_list
 from mysimbdp.errors import ConfigError
 
 DEFAULT_HOME = "mysimbdp-home"
@@ -58,6 +59,7 @@ class Settings:
     notify_retry_base_s: float = 1.0  # a failed webhook delivery is retried after 1 s, 2 s, 4 s … (at most 300 s)
     notify_max_attempts: int = 10  # then the delivery is recorded dead
     notify_timeout_s: float = 10.0  # one webhook attempt, end to end
+    webhook_allow: str = ""  # networks (127.0.0.1/32,...) webhooks may reach though not public; "" = public only
     sandbox: str = "on"  # on: tenant apps run confined (Landlock + seccomp), or not at all; off: unconfined, warned
     app_network_any: str = ""  # tenants (comma-separated) whose apps may ask for `network: any`
     bundle_max_bytes: int = 64 * 1024 * 1024  # largest tenant bundle `tenant add/update` copies
@@ -81,6 +83,7 @@ class Settings:
                 f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
                 "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
             )
+        parse_allow_list(self.webhook_allow)  # ConfigError at start, not at the first delivery
         if self.sandbox not in ("on", "off"):
             raise ConfigError(f"MYSIMBDP_SANDBOX={self.sandbox!r}: use on (the default) or off")
         if self.workers < 0:

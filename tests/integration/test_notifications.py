@@ -5,6 +5,7 @@ and the events emitted by fetchdata, the batch run, the stream manager and the m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -116,6 +117,7 @@ def platform(home: Path, meta_url: str, tmp_path: Path) -> Iterator[Platform]:
         notify_retry_base_s=0.1,
         notify_max_attempts=6,
         notify_timeout_s=2.0,
+        webhook_allow="127.0.0.1/32",  # the receivers run on loopback, which is refused by default
     )
     with Platform(settings, os.environ) as started:
         yield started
@@ -452,3 +454,31 @@ def test_a_stream_window_quarantining_too_much_is_notified_once_per_episode(
     for i in range(10):
         tick(t0 + 50 + i, 50)
     assert len(_events(platform, "quarantine_ratio_exceeded")) == 2
+
+
+# -- where webhooks may go ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("where", "kind"), [("loopback", "loopback"), ("http://10.0.0.1:9/h", "private"), ("http://[::1]:9/h", "loopback")]
+)
+async def test_a_webhook_to_the_platforms_own_networks_is_refused_and_recorded(
+    platform: Platform, add_tenant: Callable[..., None], receiver: Receiver, where: str, kind: str
+) -> None:
+    """Without the operator's allow-list, a webhook resolving to loopback or a private address
+    is never posted to: the delivery ends dead at its first attempt with the reason (the
+    receiver on 127.0.0.1 gets nothing; 10.0.0.1 is not even tried, which would time out)."""
+    platform.settings = dataclasses.replace(platform.settings, webhook_allow="")
+    url = receiver.url("/hooks/acme") if where == "loopback" else where
+    add_tenant("acme", url)
+    running = Notifier(platform)
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    try:
+        assert notify(platform, "acme", NotifyEvent.RUN_FAILED, file="a.csv") == 1
+        (delivery,) = await until(lambda: _final(platform, "acme"))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert delivery.status is DeliveryStatus.DEAD and delivery.attempts == 1
+    assert delivery.last_error.startswith("refused: tenant 'acme': webhook ")
+    assert f"is {kind} (MYSIMBDP_WEBHOOK_ALLOW does not list it)" in delivery.last_error
+    assert receiver.requests == []

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.domain.egress import parse_allow_list, refusal
 from mysimbdp.domain.profile import Profile
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
@@ -50,6 +53,7 @@ class Notifier:
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
         self._wake = asyncio.Event()
         self._capped = False
+        self._allow = parse_allow_list(platform.settings.webhook_allow)
 
     def wake(self) -> None:
         """Look at the outbox now."""
@@ -126,10 +130,21 @@ class Notifier:
         code: int | None = None
         try:
             async with asyncio.timeout(settings.notify_timeout_s):
+                target = await self._checked_target(delivery)
+                if target is None:
+                    return
+                url, extensions = target
+                headers["Host"] = urlsplit(delivery.url).netloc.rpartition("@")[2]
                 # Streamed and never read: a receiver's answer body is not our business.
-                async with client.stream("POST", delivery.url, content=delivery.payload.encode(), headers=headers) as r:
+                request = client.build_request(
+                    "POST", url, content=delivery.payload.encode(), headers=headers, extensions=extensions
+                )
+                r = await client.send(request, stream=True)
+                try:
                     code = r.status_code
                     error = "" if 200 <= code < 300 else f"HTTP {code} {r.reason_phrase}".strip()
+                finally:
+                    await r.aclose()
         except TimeoutError:
             error = f"no answer within {settings.notify_timeout_s} s"
         except httpx.HTTPError as exc:
@@ -153,6 +168,31 @@ class Notifier:
         delay = retry_delay_s(attempt, settings.notify_retry_base_s)
         outbox.failed(delivery.id, code, error, time.time() + delay)
         log.warning("notification_failed", error=error, retry_in_s=round(delay, 3), **fields)
+
+    async def _checked_target(self, delivery: Delivery) -> tuple[str, dict[str, Any]] | None:
+        """The URL to post to, with the host replaced by the address that was checked (no
+        second lookup a rebinding DNS could answer differently; TLS still verifies the name
+        through SNI), or None when the address is refused, the refusal recorded."""
+        parts = urlsplit(delivery.url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        addresses = [str(info[4][0]) for info in infos]
+        reason = refusal(addresses, self._allow)
+        if reason is not None:
+            error = f"refused: tenant {delivery.tenant!r}: webhook {mask_url(delivery.url)}: {reason}"
+            self.platform.meta.notifications.failed(delivery.id, None, error, None)
+            log.warning("notification_refused", tenant=delivery.tenant, delivery=delivery.id, error=error)
+            return None
+        address = addresses[0]
+        shown = f"[{address}]" if ":" in address else address
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        netloc = f"{userinfo}{at}{shown}" + (f":{parts.port}" if parts.port else "")
+        extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return urlunsplit(parts._replace(netloc=netloc)), extensions
 
     async def _sleep(self, stop: asyncio.Event, next_due: float | None) -> None:
         timeout = self.platform.settings.poll_interval_s
