@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOME_DIR ?= mysimbdp-demo
 
-.PHONY: demo test lint bench bench-big install clean
+.PHONY: demo test lint bench bench-big bench-sandbox install clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/stream.py
+
+## bench-sandbox: the tenant-app sandbox's cost: app start and batch rows/s, confined vs unconfined
+bench-sandbox: $(STAMP)
+	$(BIN)/python bench/sandbox.py
 
 ## bench-big: big files in chunks (100 MB, 1 GB, 5 GB generated on the fly; needs ~12 GB free) and 1/2/4 workers
 bench-big: $(STAMP)

@@ -202,10 +202,16 @@ APPS = {
 PASSTHROUGH_APP = "from mysimbdp import sdk\n\nif __name__ == '__main__':\n    sdk.run_batch(lambda row: row)\n"
 
 
-def platform_run(path: Path, work: Path, backend: str, rows: int, app: str) -> dict[str, Any]:
+def platform_run(
+    path: Path, work: Path, backend: str, rows: int, app: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One ingestion of ``path`` through a fresh ``up``; ``extra_env`` adds settings (the
+    sandbox bench runs it with MYSIMBDP_SANDBOX on and off)."""
     home = work / f"home-{backend}-{app}"
+    shutil.rmtree(home, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYSIMBDP_")}
     env.update(MYSIMBDP_HOME=str(home), MYSIMBDP_LOG_FORMAT="json", MYSIMBDP_LOG_LEVEL="warning")
+    env.update(extra_env or {})
     prefix = f"b{uuid.uuid4().hex[:6]}"
     schema = f"{prefix}_meta"
     if backend == "postgres":
