@@ -1,5 +1,5 @@
-"""A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run) and its stream app
-(an instance of the stream manager) probe everything a tenant must not reach, and store what
+"""A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run, and chunk runs of a
+file big enough to be split) and its stream app (an instance of the stream manager) probe everything a tenant must not reach, and store what
 they reached as documents. With the sandbox on nothing is reached, while a normal tenant's
 file is ingested beside it; with ``MYSIMBDP_SANDBOX=off`` every probe reaches its target (so
 the test can fail). Over SQLite and PostgreSQL, embedded NATS and RabbitMQ."""
@@ -26,7 +26,14 @@ PROFILE = """
 formats: [jsonl]
 dataset: probes
 key_fields: [probe, target]
+big_files: {threshold_bytes: 8192, chunk_bytes: 2048}  # chunked.jsonl is split, probes.jsonl is not
 batch_apps:
+  - name: chunked
+    command: ["{python}", "{bundle}/hostile_app.py", "batch"]
+    file_pattern: "chunked*"
+    dataset: chunk_probes
+    timeout_s: 120
+    memory_mb: 512
   - name: hostile
     command: ["{python}", "{bundle}/hostile_app.py", "batch"]
     timeout_s: 120
@@ -143,6 +150,12 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
             rows = b"\n".join(orjson.dumps({"probe": kind, "target": target}) for kind, target in probes)
             (tmp_path / "probes.jsonl").write_bytes(rows + b"\n")
             cli.run("ingest", str(tmp_path / "probes.jsonl"), "--tenant", "evil", check=True)
+            padded = b"\n".join(
+                orjson.dumps({"probe": kind, "target": target, "pad": "x" * 700}) for kind, target in probes
+            )
+            (tmp_path / "chunked.jsonl").write_bytes(padded + b"\n")
+            assert len(padded) > 8192
+            cli.run("ingest", str(tmp_path / "chunked.jsonl"), "--tenant", "evil", check=True)
             messages = b"\n".join(
                 orjson.dumps({"id": f"p{n}", "data": {"probe": kind, "target": target}})
                 for n, (kind, target) in enumerate(probes)
@@ -150,17 +163,22 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
             posted = http.post("/v1/streams/probes/messages", content=messages, headers=NDJSON)
             assert posted.status_code == 202, posted.text
             batch = _until(lambda: len(d := _documents(http, "probes")) == len(probes) and d, what="batch probes")
+            chunked = _until(
+                lambda: len(d := _documents(http, "chunk_probes")) == len(probes) and d, what="chunk probes"
+            )
             stream = _until(
                 lambda: len(d := _documents(http, "stream_probes")) == len(probes) and d, what="stream probes"
             )
             assert _healthy(http)  # the platform took every probe and still serves
+        evil_files = {f["name"]: f for f in cli.json("files", "--tenant", "evil", "--json")}
+        assert evil_files["chunked.jsonl"]["chunks"], "the big file was not split"
         # meanwhile the other tenant's file went through as usual
         other = cli.json("files", "--tenant", "other", "--json")
         assert [f["status"] for f in other] == ["ingested"]
     finally:
         up.terminate()
         assert up.wait(timeout=60) == 0
-    for app, results in (("batch", batch), ("stream", stream)):
+    for app, results in (("batch", batch), ("chunk", chunked), ("stream", stream)):
         reached = {(r["probe"], r["target"]): r["reached"] for r in results}
         if sandbox == "on":
             assert not any(reached.values()), f"{app} app reached {[k for k, v in reached.items() if v]}"
