@@ -91,3 +91,24 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str 
             return
         time.sleep(0.1)
     raise AssertionError(f"{what} not met within {timeout_s} s")
+
+
+def until(check: Callable[[], Any], timeout_s: float = 90.0, what: str = "condition") -> Any:
+    """Poll ``check`` every 0.2 s until it returns something true, and return that; fail
+    naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def healthy(http: Any) -> bool:
+    """``/healthz`` of the API behind ``http`` (an ``httpx.Client``) answers 200."""
+    import httpx
+
+    try:
+        return bool(http.get("/healthz").status_code == 200)
+    except httpx.TransportError:
+        return False

@@ -1,6 +1,6 @@
 """A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run, and chunk runs of a
-file big enough to be split) and its stream app (an instance of the stream manager) probe everything a tenant must not reach, and store what
-they reached as documents. With the sandbox on nothing is reached, while a normal tenant's
+file big enough to be split) and its stream app (an instance of the stream manager) probe
+everything a tenant must not reach, and store what they reached as documents. With the sandbox on nothing is reached, while a normal tenant's
 file is ingested beside it; with ``MYSIMBDP_SANDBOX=off`` every probe reaches its target (so
 the test can fail). Over SQLite and PostgreSQL, embedded NATS and RabbitMQ."""
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import orjson
 import pytest
 
 from tests.conftest import RABBITMQ_ADMIN_URL, broker_url_for
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, healthy, until
 
 HOSTILE_APP = Path(__file__).parent.parent / "hostile_app.py"
 PROFILE = """
@@ -57,22 +56,6 @@ CASES = [  # (store, broker, sandbox): every backend confined; the unconfined ru
     ("sqlite", "nats-embedded", "off"),
     ("postgres", "rabbitmq", "off"),
 ]
-
-
-def _until(check: Callable[[], Any], timeout_s: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _healthy(http: httpx.Client) -> bool:
-    try:
-        return http.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _documents(http: httpx.Client, dataset: str) -> list[dict[str, Any]]:
@@ -145,7 +128,7 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
     try:
         api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
-            _until(lambda: _healthy(http), what="the API")
+            until(lambda: healthy(http), what="the API")
             probes = _probes(cli, up.pid, unix_listener)
             rows = b"\n".join(orjson.dumps({"probe": kind, "target": target}) for kind, target in probes)
             (tmp_path / "probes.jsonl").write_bytes(rows + b"\n")
@@ -162,14 +145,14 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
             )
             posted = http.post("/v1/streams/probes/messages", content=messages, headers=NDJSON)
             assert posted.status_code == 202, posted.text
-            batch = _until(lambda: len(d := _documents(http, "probes")) == len(probes) and d, what="batch probes")
-            chunked = _until(
+            batch = until(lambda: len(d := _documents(http, "probes")) == len(probes) and d, what="batch probes")
+            chunked = until(
                 lambda: len(d := _documents(http, "chunk_probes")) == len(probes) and d, what="chunk probes"
             )
-            stream = _until(
+            stream = until(
                 lambda: len(d := _documents(http, "stream_probes")) == len(probes) and d, what="stream probes"
             )
-            assert _healthy(http)  # the platform took every probe and still serves
+            assert healthy(http)  # the platform took every probe and still serves
         evil_files = {f["name"]: f for f in cli.json("files", "--tenant", "evil", "--json")}
         assert evil_files["chunked.jsonl"]["chunks"], "the big file was not split"
         # meanwhile the other tenant's file went through as usual

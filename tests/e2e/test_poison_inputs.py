@@ -5,14 +5,11 @@ SIGTERM stops ``up`` cleanly, and a restart does not pick the poison up again.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, healthy, until
 
 POISON_PROFILE = """
 formats: [jsonl]
@@ -23,22 +20,6 @@ quality:
     - {field: name, pattern: "(a+)+$"}
 """
 FINAL = {"ingested", "rejected", "failed", "duplicate"}
-
-
-def _until(check: Callable[[], Any], timeout_s: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/healthz", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _files(cli: Cli, tenant: str) -> dict[str, str]:
@@ -63,28 +44,28 @@ def test_poison_files_get_a_final_record_while_the_platform_serves_the_others(cl
     profile.write_text(POISON_PROFILE)
     cli.run("tenant", "add", "poison", "--profile", str(profile), check=True)
     cli.run("tenant", "add", "calm", check=True)
-    api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    http = httpx.Client(base_url=f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}", timeout=5)
     up = cli.popen("up")
     try:
-        _until(lambda: _healthy(api), what="the API")
+        until(lambda: healthy(http), what="the API")
         _drop(cli, "poison", "deep.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n")
         _drop(cli, "poison", "regex.jsonl", b'{"name": "' + b"a" * 50_000 + b'!"}\n{"name": "aaa"}\n')
         _drop(cli, "calm", "ok.csv", b"a,b\n1,2\n")
-        poison = _until(
+        poison = until(
             lambda: (found := _files(cli, "poison")) and len(found) == 2 and set(found.values()) <= FINAL and found,
             what="a final record for both poison files",
         )
         assert _files(cli, "calm") == {"ok.csv": "ingested"}
-        assert _healthy(api)
+        assert healthy(http)
     finally:
         up.terminate()
         assert up.wait(timeout=60) == 0  # within the drain time
     assert poison == {"deep.jsonl": "ingested", "regex.jsonl": "ingested"}  # bad rows quarantined (ratio 1.0)
     up = cli.popen("up")
     try:
-        _until(lambda: _healthy(api), what="the API after a restart")
+        until(lambda: healthy(http), what="the API after a restart")
         _drop(cli, "calm", "ok2.csv", b"a,b\n3,4\n")
-        _until(lambda: _files(cli, "calm").get("ok2.csv") == "ingested", what="the next file after a restart")
+        until(lambda: _files(cli, "calm").get("ok2.csv") == "ingested", what="the next file after a restart")
         assert _files(cli, "poison") == poison  # nothing picked up again
     finally:
         up.terminate()

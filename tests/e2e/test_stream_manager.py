@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,7 @@ import orjson
 
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
-from tests.e2e.conftest import Cli
-
-
-def _until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.e2e.conftest import Cli, healthy, until
 
 
 async def _publish(url: str, start: int, count: int, per_message: int = 100) -> None:
@@ -57,20 +47,20 @@ def test_instances_follow_the_operator_and_a_killed_one_comes_back(cli: Cli, hom
     up = cli.popen("up")
     try:
         url_file = home / "broker" / "url"
-        url = _until(lambda: url_file.exists() and url_file.read_text().strip(), what="the embedded broker")
+        url = until(lambda: url_file.exists() and url_file.read_text().strip(), what="the embedded broker")
         cli.run("stream", "start", "--tenant", "acme", "--stream", "clicks", "--instances", "2", check=True)
-        first, _second = _until(lambda: _running(cli, 2), what="2 running instances")
+        first, _second = until(lambda: _running(cli, 2), what="2 running instances")
         asyncio.run(_publish(url, 0, 1000))
-        assert _until(lambda: _count(cli) == 1000, what="1000 records") is True
+        assert until(lambda: _count(cli) == 1000, what="1000 records") is True
 
         os.kill(first["pid"], signal.SIGKILL)  # a crash: the manager restarts it
-        again = _until(lambda: [i for i in _running(cli, 2) if i["restarts"] == 1], what="a restarted instance")
+        again = until(lambda: [i for i in _running(cli, 2) if i["restarts"] == 1], what="a restarted instance")
         assert again[0]["id"] == first["id"] and again[0]["pid"] != first["pid"]
         asyncio.run(_publish(url, 1000, 500))
-        assert _until(lambda: _count(cli) == 1500, what="1500 records") is True
+        assert until(lambda: _count(cli) == 1500, what="1500 records") is True
 
         cli.run("stream", "stop", "--tenant", "acme", check=True)
-        _until(lambda: cli.json("stream", "status", "--tenant", "acme", "--json")[0]["running"] == 0, what="stopped")
+        until(lambda: cli.json("stream", "status", "--tenant", "acme", "--json")[0]["running"] == 0, what="stopped")
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
@@ -86,14 +76,14 @@ def test_posted_messages_land_in_the_dataset_named_after_the_stream(cli: Cli, ho
     up = cli.popen("up")
     try:
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
-            _until(lambda: _healthy(http), what="the API")
+            until(lambda: healthy(http), what="the API")
             body = "\n".join(orjson.dumps({"id": f"o{n}", "data": {"n": n}}).decode() for n in range(300))
             posted = http.post("/v1/streams/orders/messages", content=body, headers=NDJSON)
             assert posted.status_code == 202, posted.text
             assert posted.json()["dataset"] == "orders" and len(posted.json()["ids"]) == 300
             again = http.post("/v1/streams/orders/messages", content=body, headers=NDJSON)  # a retry
             assert again.status_code == 202
-            docs = _until(lambda: _documents(http, 300), what="300 documents")
+            docs = until(lambda: _documents(http, 300), what="300 documents")
             assert sorted(d["n"] for d in docs) == list(range(300))
             assert http.post("/v1/streams/orders/messages", content=b"{oops", headers=JSON).status_code == 422
     finally:
@@ -104,13 +94,6 @@ def test_posted_messages_land_in_the_dataset_named_after_the_stream(cli: Cli, ho
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 JSON = {"Content-Type": "application/json"}
-
-
-def _healthy(http: httpx.Client) -> bool:
-    try:
-        return http.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _documents(http: httpx.Client, want: int) -> list[dict[str, Any]]:
@@ -159,13 +142,13 @@ def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
 
     try:
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
-            _until(lambda: _healthy(http), what="the API")
+            until(lambda: healthy(http), what="the API")
             for batch in range(40):  # 40 broker messages of 50 records: ~20 s of work for one instance
                 body = orjson.dumps([{"id": f"w{batch}-{n}", "data": {"n": n}} for n in range(50)])
                 assert http.post("/v1/streams/work/messages", content=body, headers=JSON).status_code == 202
-        _until(lambda: (1, 2) in steps(), what="instances added under load")
-        _until(lambda: _count_of(cli, "work") == 2000, timeout_s=90, what="the backlog drained")
-        _until(lambda: (made := steps()) and made[-1][1] == 1, timeout_s=60, what="back down to min_instances 1")
+        until(lambda: (1, 2) in steps(), what="instances added under load")
+        until(lambda: _count_of(cli, "work") == 2000, timeout_s=90, what="the backlog drained")
+        until(lambda: (made := steps()) and made[-1][1] == 1, timeout_s=60, what="back down to min_instances 1")
         rows = cli.json("stream", "status", "--tenant", "acme", "--json")
         assert rows[0]["instances"] == 1
     finally:

@@ -9,8 +9,6 @@ import contextlib
 import importlib.util
 import signal
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +19,7 @@ import httpx
 
 from mysimbdp.domain.envelope import parse_post
 from mysimbdp.sdk import Reject
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, healthy, until
 
 SENSORS = Path(__file__).resolve().parents[2] / "examples" / "tenants" / "sensors"
 LINES = 60  # of each stream sample: enough for every kind of outcome, quick to consume
@@ -31,15 +29,6 @@ APPS = {
     "readings": ("readings", "stream_app.py", "readings"),
     "status": ("status", "status_app.py", "device_status"),
 }
-
-
-def _until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -66,13 +55,6 @@ def _expected_documents(stream: str) -> int:
         with contextlib.suppress(Reject):  # quarantined
             stored += transform(envelope.data) is not None
     return stored
-
-
-def _healthy(http: httpx.Client) -> bool:
-    try:
-        return http.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _count(cli: Cli, dataset: str) -> int:
@@ -106,7 +88,7 @@ def test_each_stream_is_consumed_by_instances_of_its_own_app(cli: Cli) -> None:
     up = cli.popen("up")
     try:
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
-            _until(lambda: _healthy(http), what="the API")
+            until(lambda: healthy(http), what="the API")
             for stream, (_, _, dataset) in APPS.items():
                 posted = http.post(f"/v1/streams/{stream}/messages", content=_body(stream), headers=NDJSON)
                 assert posted.status_code == 202, posted.text
@@ -114,7 +96,7 @@ def test_each_stream_is_consumed_by_instances_of_its_own_app(cli: Cli) -> None:
             other = http.post("/v1/streams/alerts/messages", content=b'{"id": "a1", "data": {"n": 1}}', headers=NDJSON)
             assert other.status_code == 202  # accepted and kept in the broker; no app serves it
 
-        running = _until(
+        running = until(
             lambda: (found := _running_by_stream(cli)) and all(found.get(s) for s in APPS) and found,
             what="an instance of each stream's app",
         )
@@ -124,7 +106,7 @@ def test_each_stream_is_consumed_by_instances_of_its_own_app(cli: Cli) -> None:
                 assert (instance["stream"], instance["app"], instance["target_app"]) == (stream, app, app)
                 assert _program(instance["pid"]) == program
         for stream, (_, _, dataset) in APPS.items():
-            _until(partial(_holds, cli, dataset, expected[stream]), what=f"{expected[stream]} documents in {dataset}")
+            until(partial(_holds, cli, dataset, expected[stream]), what=f"{expected[stream]} documents in {dataset}")
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
