@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the xdist worker running this process ("gw0", ...); "" in a run without workers
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+# one id per test run, shared by its workers: two runs on one machine (a session's and its
+# CI's) must not drop each other's worker databases
+XDIST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8]
 
 
 def worker_database_url(url: str, worker: str) -> str:
@@ -46,7 +49,7 @@ def worker_database_url(url: str, worker: str) -> str:
 
 
 SERVER_POSTGRES_URL = os.environ.get("MYSIMBDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-POSTGRES_URL = worker_database_url(SERVER_POSTGRES_URL, XDIST_WORKER)
+POSTGRES_URL = worker_database_url(SERVER_POSTGRES_URL, f"{XDIST_WORKER}_{XDIST_RUN}" if XDIST_RUN else XDIST_WORKER)
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -1,8 +1,9 @@
 """A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run, and chunk runs of a
 file big enough to be split) and its stream app (an instance of the stream manager) probe
-everything a tenant must not reach, and store what they reached as documents. With the sandbox on nothing is reached, while a normal tenant's
-file is ingested beside it; with ``MYSIMBDP_SANDBOX=off`` every probe reaches its target (so
-the test can fail). Over SQLite and PostgreSQL, embedded NATS and RabbitMQ."""
+everything a tenant must not reach, and store what they reached as documents. With the sandbox
+on nothing is reached, while a normal tenant's file is ingested beside it; with
+``MYSIMBDP_SANDBOX=off`` every probe reaches its target (so the test can fail). Over SQLite
+and PostgreSQL, embedded NATS and RabbitMQ."""
 
 from __future__ import annotations
 
