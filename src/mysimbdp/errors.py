@@ -74,3 +74,8 @@ class BrokerUnavailable(BrokerError):
 class SandboxUnavailable(MysimbdpError):
     """Tenant apps cannot be confined here (no Landlock, a kernel refusal) and the operator has
     not turned the sandbox off on purpose (``MYSIMBDP_SANDBOX=off``): no app is started."""
+
+
+class RunCancelled(MysimbdpError):
+    """A blocking run of platform work (``runner.run_sync``, e.g. a file's scan) was cancelled
+    because the platform is stopping; its process group was killed and its input is untouched."""

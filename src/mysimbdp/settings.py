@@ -64,6 +64,10 @@ class Settings:
     app_network_any: str = ""  # tenants (comma-separated) whose apps may ask for `network: any`
     bundle_max_bytes: int = 64 * 1024 * 1024  # largest tenant bundle `tenant add/update` copies
     sandbox_landlock_abi: int = -1  # -1: ask the kernel; a lower number acts as an older kernel (0: none)
+    # A file's scan (format, header, quality counts) runs in a process of its own under these limits;
+    # over either, the file is rejected (rules scan.timeout, scan.out_of_memory), never retried.
+    scan_timeout_s: float = 300.0  # wall clock of one scan (its CPU limit follows it)
+    scan_memory_bytes: int = 1024**3  # address space of one scan (RLIMIT_AS)
 
     def __post_init__(self) -> None:
         home = self.home.resolve()
@@ -90,6 +94,11 @@ class Settings:
             raise ConfigError(f"workers: must be 0 or more, got {self.workers}")
         if self.max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {self.max_workers}")
+        if self.scan_timeout_s <= 0 or self.scan_memory_bytes < 64 * 1024**2:
+            raise ConfigError(
+                f"MYSIMBDP_SCAN_TIMEOUT_S={self.scan_timeout_s}, MYSIMBDP_SCAN_MEMORY_BYTES="
+                f"{self.scan_memory_bytes}: the timeout must be above 0 s, the memory at least 67108864 (64 MiB)"
+            )
         if self.notify_max_attempts < 1:
             raise ConfigError(f"notify_max_attempts: must be at least 1, got {self.notify_max_attempts}")
         if self.notify_retry_base_s <= 0 or self.notify_timeout_s <= 0:

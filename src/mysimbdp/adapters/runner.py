@@ -19,6 +19,9 @@ memory is sampled (the tree's summed RSS and the app's own ``VmHWM``), not taken
 ``wait4``: after a ``fork`` from a large platform process, ``ru_maxrss`` reports the
 platform's size rather than the app's.
 
+Platform work on tenant data that could hang or crash (a file's scan) runs through
+:func:`run_sync`: the same limits and group kill, blocking, for a worker thread.
+
 Those process-level mechanics (child setup, exit watch, group signals, memory samples,
 bounded tails) live in the private :mod:`mysimbdp.adapters._process`; callers import this
 module only.
@@ -30,16 +33,19 @@ import asyncio
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mysimbdp.adapters._process import Child, child_setup, decode_status
+from mysimbdp.adapters._syncchild import SYNC_POLL_S, rss_bytes, stop_group_now
 from mysimbdp.adapters.sandbox import Sandbox
+from mysimbdp.errors import RunCancelled
 from mysimbdp.logs import get_logger
 
-__all__ = ["ENV_ALLOWLIST", "Limits", "Outcome", "app_argv", "build_env", "run"]
+__all__ = ["ENV_ALLOWLIST", "Limits", "Outcome", "app_argv", "build_env", "run", "run_sync"]
 
 log = get_logger("runner")
 
@@ -272,3 +278,109 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def run_sync(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    limits: Limits,
+    sandbox: Sandbox | None,
+    stdin_bytes: bytes = b"",
+    output_bytes: int = 16 * 1024 * 1024,
+    cancel: threading.Event | None = None,
+) -> Outcome:
+    """Run platform code on tenant data (a file's scan) to its end, blocking: for worker threads.
+
+    What a bounded piece of the platform's own work gets when tenant data could make it hang,
+    crash or grow: the child has ``limits`` (wall clock, CPU, memory), leads its own process
+    group, gets the parent-death signal and, when ``sandbox`` is given, the kernel's
+    confinement (``None``: limits only, where the machine enforces no sandbox; the code run is
+    the platform's, never a tenant's). ``stdin_bytes`` is written to its stdin. Its stdout and
+    stderr are read whole (the child is platform code that writes a small result) and the
+    outcome keeps the last ``output_bytes`` of each. Call it from a long-lived thread: the
+    parent-death signal fires when the thread that started the child exits.
+
+    On timeout the group gets ``SIGTERM``, ``grace_s``, then ``SIGKILL``. When ``cancel`` is
+    set (looked at every :data:`SYNC_POLL_S`) the group is killed and
+    :class:`~mysimbdp.errors.RunCancelled` raised. A program that cannot be started raises the
+    ``OSError`` (a fault of the platform, not of the input), unlike :func:`run`.
+    """
+    if not argv:
+        raise ValueError("argv is empty: nothing to execute")
+    confinement = sandbox.prepare() if sandbox is not None else None
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env={"HOME": str(cwd), **env},
+            start_new_session=True,
+            preexec_fn=child_setup(  # rlimits, the death signal and the confinement need it
+                open_files=limits.open_files,
+                memory_bytes=limits.memory_bytes,
+                cpu_s=limits.cpu_s,
+                file_size_bytes=limits.file_size_bytes,
+                confinement=confinement,
+            ),
+        )
+    finally:
+        if confinement is not None:
+            confinement.close()
+    deadline = started + limits.timeout_s
+    timed_out = cancelled = False
+    peak_rss = 0
+    data: bytes | None = stdin_bytes
+    out: bytes = b""
+    err: bytes = b""
+    try:
+        while True:
+            step = min(SYNC_POLL_S, deadline - time.monotonic())
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+            if step <= 0:
+                timed_out = True
+                break
+            try:
+                out, err = proc.communicate(data, timeout=step)
+                break
+            except subprocess.TimeoutExpired:
+                data = None  # sent already: communicate() keeps feeding it
+                peak_rss = max(peak_rss, rss_bytes(proc.pid))
+    finally:
+        if proc.returncode is None:  # not reaped: its process group id is still its own
+            stop_group_now(proc, 0.0 if cancelled else limits.grace_s)
+            out, err = proc.communicate()
+    if cancelled:
+        log.info("run_cancelled", pid=proc.pid, argv0=argv[0])
+        raise RunCancelled(f"{argv[0]!r} (pid {proc.pid}) was cancelled: the platform is stopping")
+    status = proc.returncode
+    exit_code = status if status >= 0 else None
+    signum = -status if status < 0 else None
+    outcome = Outcome(
+        exit_code=exit_code,
+        signal=signum,
+        timed_out=timed_out,
+        duration_s=time.monotonic() - started,
+        peak_rss_bytes=peak_rss,
+        stdout_tail=out[-output_bytes:].decode("utf-8", errors="replace"),
+        stderr_tail=err[-output_bytes:].decode("utf-8", errors="replace"),
+        stdout_bytes=len(out),
+        stderr_bytes=len(err),
+        timeout_s=limits.timeout_s,
+    )
+    log.info(
+        "run_ended",
+        pid=proc.pid,
+        argv0=argv[0],
+        exit=exit_code,
+        signal=signum,
+        timed_out=timed_out,
+        duration_s=round(outcome.duration_s, 3),
+    )
+    return outcome

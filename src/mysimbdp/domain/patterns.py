@@ -40,7 +40,7 @@ def compile_pattern(text: str) -> Pattern:
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise ValueError(
-            f"pattern {text!r} cannot be used: {reason} (patterns are matched by RE2, in linear time: "
-            "backreferences and lookaround are not supported)"
+            f"pattern {text!r} cannot be used: {reason}; patterns are matched by RE2, in linear time, "
+            "which has no backreferences or lookaround: rewrite the pattern without them (RE2 syntax)"
         ) from exc
     return compiled

@@ -90,9 +90,12 @@ class RowRule(_Model):
 
     @field_validator("pattern")
     @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
+    def _pattern_compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            compile_pattern(value)  # ValueError: RE2 cannot run it (in linear time, or at all)
+            try:
+                compile_pattern(value)  # RE2 cannot run it (in linear time, or at all)
+            except ValueError as exc:
+                raise ValueError(f"rule on field {info.data.get('field', '?')!r}: {exc}") from exc
         return value
 
 

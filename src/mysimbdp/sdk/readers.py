@@ -366,22 +366,31 @@ def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
 
 
 MAX_JSON_DEPTH = 1024  # orjson's nesting limit; a deeper line is a bad row, never parsed by recursion
+_TOO_DEEP = f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
 
 
 def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
-    """Parse what orjson refuses but is valid JSON (integers over 64 bits), else the problem."""
+    """Parse what orjson refuses but is valid JSON (a number beyond a double's range), else the problem.
+
+    Bounded: a line orjson found too deep is never handed to ``json.loads`` (which recurses once
+    per level: 100,000 levels raised ``RecursionError`` out of the reader and stopped every
+    service of ``up``), nor is a line with more than ``MAX_JSON_DEPTH`` opening brackets, which
+    could be as deep; their problem is orjson's own."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise  # a whole-file problem: the guard names the byte offset
-    if "recursion" in str(exc).lower():  # nested deeper than orjson's limit: json.loads would recurse as deep
-        return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    reason = str(exc)
+    if "depth limit" in reason or "recursion" in reason.lower():  # orjson's words for nesting over its limit
+        return _TOO_DEEP
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        return f"not valid JSON: {reason}"
     try:
         return (json.loads(text, parse_constant=reject_constant),)
     except ValueError:
-        return f"not valid JSON: {exc}"
-    except RecursionError:  # a deep value orjson did not see as too deep: never let it unwind the reader
-        return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+        return f"not valid JSON: {reason}"
+    except RecursionError:  # up to MAX_JSON_DEPTH levels may still pass Python's recursion limit
+        return _TOO_DEEP
 
 
 def iter_records(

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import orjson
 
 from mysimbdp.adapters import filesystem
-from mysimbdp.adapters.scanner import scan_file
+from mysimbdp.adapters.sandbox import Grant
+from mysimbdp.adapters.scanjob import ScanFailure, ScanLimits, scan_contained
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import NotifyEvent
+from mysimbdp.domain.profile import EXTENSIONS, NotifyEvent, Profile
 from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app
 from mysimbdp.domain.states import FileStatus
+from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
 from mysimbdp.services.notify import notify
@@ -32,6 +35,7 @@ log = get_logger("fetchdata")
 
 DAY_S = 86_400.0
 CLAIM_PREFIX = ".fetching-"
+SCAN_INTERRUPTED = "scan.interrupted"  # the platform stopped during the scan (reconcile)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,14 @@ def _extension(name: str) -> str:
     return suffix if suffix.isascii() and len(suffix) <= 10 else ""
 
 
-def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
-    """Validate ``path`` (a complete file in ``tenant``'s inbox) and move it on."""
+def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading.Event | None = None) -> FetchDecision:
+    """Validate ``path`` (a complete file in ``tenant``'s inbox) and move it on.
+
+    The file's content is read only by its scan, in a limited process of its own (see
+    :mod:`mysimbdp.adapters.scanjob`): a scan that times out, runs out of memory or crashes
+    rejects the file with that rule, and nothing of it reaches this process. When ``cancel``
+    is set meanwhile (the platform is stopping), the scan is killed, the file goes back to the
+    inbox untouched and :class:`~mysimbdp.errors.RunCancelled` is raised."""
     started = time.monotonic()
     received = time.time()  # when the fetch took the file: the start of its record
     _, profile = platform.tenant(tenant)
@@ -63,10 +73,13 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
     claimed = path.with_name(f"{CLAIM_PREFIX}{file_id}-{name}")
     os.rename(path, claimed)
     try:
-        facts = scan_file(claimed, name, profile)
+        scanned = _scan(platform, tenant, claimed, name, profile, cancel)
     except BaseException:
         os.rename(claimed, path)  # give it back untouched
         raise
+    if isinstance(scanned, ScanFailure):
+        return _reject_scan(platform, tenant, profile, file_id, claimed, (name, received, started), scanned)
+    facts = scanned
     path = claimed
     now = time.time()
     files_today, bytes_today = platform.meta.quota_usage(tenant, now - DAY_S)
@@ -111,6 +124,78 @@ def fetch_file(platform: Platform, tenant: str, path: Path) -> FetchDecision:
         [v.rule for v in violations],
         quality=quality,
     )
+
+
+def _scan(
+    platform: Platform, tenant: str, claimed: Path, name: str, profile: Profile, cancel: threading.Event | None
+) -> FileFacts | ScanFailure:
+    """The scan in its limited process, in the sandbox where the machine has one (it may read
+    the claimed file and the runtime, write nothing, connect nowhere)."""
+    settings = platform.settings
+    sandbox = None
+    if platform.sandbox_status.enforced:
+        sandbox = platform.sandbox(Grant(tenant, platform.home.root, read=(claimed,), network="none"))
+    return scan_contained(
+        claimed,
+        name,
+        profile,
+        limits=ScanLimits(settings.scan_timeout_s, settings.scan_memory_bytes),
+        sandbox=sandbox,
+        parent_env=platform.env,
+        cancel=cancel,
+    )
+
+
+def _unscanned(name: str, size_bytes: int) -> FileFacts:
+    """The facts of a file whose scan gave none: its name, size and format (from the extension)."""
+    return FileFacts(
+        name=name,
+        size_bytes=size_bytes,
+        sha256="",
+        format=EXTENSIONS.get(PurePath(name).suffix.lower()),
+        is_binary=False,
+        utf8_error=None,
+        has_bom=False,
+        max_line_bytes=0,
+        longest_line=0,
+        columns=None,
+        rows_total=0,
+        rows_bad=0,
+        bad_by_rule={},
+        samples=(),
+        unreadable=None,
+    )
+
+
+def _reject_scan(
+    platform: Platform,
+    tenant: str,
+    profile: Profile,
+    file_id: str,
+    claimed: Path,
+    taken: tuple[str, float, float],  # (name, received at, started at)
+    failure: ScanFailure,
+) -> FetchDecision:
+    """Reject a file whose scan timed out, ran out of memory or crashed: final, never retried."""
+    name, received, started = taken
+    facts = _unscanned(name, claimed.stat().st_size)
+    message = f"tenant {tenant!r}: file {name!r}: rule {failure.rule}: its scan {failure.value}; {failure.remedy}"
+    log.warning("file_scan_failed", tenant=tenant, file_id=file_id, file=name, rule=failure.rule, value=failure.value)
+    record = FileRecord(
+        id=file_id,
+        tenant=tenant,
+        name=name,
+        sha256="",
+        size_bytes=facts.size_bytes,
+        format=str(facts.format or ""),
+        status=FileStatus.RECEIVED,
+        received_at=received,
+        updated_at=time.time(),
+        path=str(claimed),
+    )
+    threshold = profile.quality.max_bad_row_ratio
+    quality = file_quality(file_id, tenant, received, facts, threshold, [failure.rule])
+    return _reject(platform, record, FileStatus.REJECTED, [message], facts, started, [failure.rule], quality=quality)
 
 
 def _staged_path(platform: Platform, record: FileRecord) -> Path:
@@ -177,11 +262,13 @@ def _reject(
     }
     platform.meta.insert_file(
         dataclasses.replace(record, status=status, reasons=tuple(reasons), path=str(target)),
-        {"reasons": reasons},
+        {"reasons": reasons, "rules": reason_doc["rules"]},
         quality=quality,
     )
-    filesystem.move(Path(record.path), target)
+    # The reason first, then the move: a crash between them leaves the claim, which
+    # ``reconcile`` moves after its final record instead of scanning it again.
     (area / f"{record.id}.reason.json").write_bytes(orjson.dumps(reason_doc, option=orjson.OPT_INDENT_2))
+    filesystem.move(Path(record.path), target)
     seconds = time.monotonic() - started
     log.warning(
         "file_rejected",
@@ -206,19 +293,80 @@ def _reject(
 def reconcile(platform: Platform) -> int:
     """Finish or undo fetches interrupted by a crash; returns how many were repaired.
 
-    Run once when fetchdata starts, before any fetch."""
+    Run once when fetchdata starts, before any fetch. A file whose decision was recorded is
+    moved where its record says, never scanned again. A claimed file with no record was being
+    scanned when the platform stopped: it goes back to the inbox once (recorded, rule
+    ``scan.interrupted``), and is rejected if the platform stops while scanning it again."""
     repaired = 0
     for record in platform.meta.list_files(statuses=[FileStatus.RECEIVED]):
-        staged = _staged_path(platform, record)
+        staged, claimed = _staged_path(platform, record), Path(record.path)
+        if not staged.exists() and claimed.exists():  # accepted: the move into staging was cut short
+            filesystem.move(claimed, staged)
         if staged.exists():
             platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
         else:
-            reason = "fetch interrupted before staging; the file is fetched again from the inbox"
+            reason = f"tenant {record.tenant!r}: file {record.name!r}: fetch interrupted and the file is gone"
             platform.meta.set_status(record.id, FileStatus.REJECTED, {"reconciled": True}, reasons=[reason])
         repaired += 1
     for tenant in platform.home.tenants_with_inbox():
         for claimed in platform.home.area("inbox", tenant).glob(f"{CLAIM_PREFIX}*"):
-            original = claimed.name[len(CLAIM_PREFIX) :].split("-", 1)[-1]
-            os.rename(claimed, claimed.with_name(original))
+            file_id, _, original = claimed.name[len(CLAIM_PREFIX) :].partition("-")
+            decided = platform.meta.get_file(file_id)
+            if decided is not None and decided.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
+                filesystem.move(claimed, Path(decided.path))  # decided: the move was cut short
+            elif decided is None and original:
+                try:
+                    _interrupted(platform, tenant, file_id, claimed, original)
+                except TenantError:  # removed meanwhile: left in its inbox, as any file of an unknown tenant
+                    os.rename(claimed, claimed.with_name(original))
+            else:
+                os.rename(claimed, claimed.with_name(original or claimed.name.lstrip(".")))
             repaired += 1
     return repaired
+
+
+def _interrupted(platform: Platform, tenant: str, file_id: str, claimed: Path, name: str) -> None:
+    """A claimed file without a record: the platform stopped (killed) during its scan."""
+    earlier = platform.meta.latest_file_named(tenant, name, 0.0)
+    again = earlier is not None and any(f"rule {SCAN_INTERRUPTED}:" in reason for reason in earlier.reasons)
+    facts = _unscanned(name, claimed.stat().st_size)
+    now = time.time()
+    record = FileRecord(
+        id=file_id,
+        tenant=tenant,
+        name=name,
+        sha256="",
+        size_bytes=facts.size_bytes,
+        format=str(facts.format or ""),
+        status=FileStatus.REJECTED,
+        received_at=now,
+        updated_at=now,
+        path=str(claimed),
+    )
+    where = f"tenant {tenant!r}: file {name!r}: rule {SCAN_INTERRUPTED}: the platform stopped while scanning it"
+    if earlier is not None and again:
+        message = (
+            f"{where}, for the second time (first as file {earlier.id}); it is not scanned again: "
+            "check the file, then send it again"
+        )
+        _, profile = platform.tenant(tenant)
+        quality = file_quality(file_id, tenant, now, facts, profile.quality.max_bad_row_ratio, [SCAN_INTERRUPTED])
+        _reject(
+            platform,
+            record,
+            FileStatus.REJECTED,
+            [message],
+            facts,
+            time.monotonic(),
+            [SCAN_INTERRUPTED],
+            quality=quality,
+        )
+        return
+    message = f"{where}; it is scanned once more from the inbox"
+    inbox_path = claimed.with_name(name)
+    platform.meta.insert_file(
+        dataclasses.replace(record, reasons=(message,), path=str(inbox_path)),
+        {"reasons": [message], "rules": [SCAN_INTERRUPTED], "reconciled": True},
+    )
+    os.rename(claimed, inbox_path)
+    log.warning("fetch_interrupted", tenant=tenant, file_id=file_id, file=name)

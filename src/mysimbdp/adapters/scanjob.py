@@ -1,0 +1,177 @@
+"""A file's scan in a process of its own: tenant data never hangs, crashes or fills fetchdata.
+
+:func:`mysimbdp.adapters.scanner.scan_file` reads everything a tenant sends (format, header,
+every row against the profile's rules). Run inside fetchdata, one poison file stopped ``up``
+for every tenant: a line nested 100,000 deep raised ``RecursionError`` out of the scan, and a
+catastrophic pattern held it at 100 % CPU so that ``/healthz`` and SIGTERM went unanswered.
+Here the scan runs as ``python -m mysimbdp.adapters.scanjob`` through the one runner
+(:func:`mysimbdp.adapters.runner.run_sync`): a wall-clock timeout, a CPU limit following it,
+an address-space limit, its own process group, and the kernel's sandbox where the machine
+has one (it may read the file and the runtime, write nothing, connect nowhere).
+
+The parent writes the request (the file, its name, the profile's limits and quality rules)
+as JSON to the child's stdin; the child writes the :class:`FileFacts` as JSON to its stdout.
+How it ended becomes either those facts or a :class:`ScanFailure` naming the rule
+(``scan.timeout``, ``scan.out_of_memory``, ``scan.crashed``) and what happened, which the
+caller rejects the file with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mysimbdp.adapters.runner import Limits, Outcome, build_env, run_sync
+from mysimbdp.adapters.sandbox import Sandbox
+from mysimbdp.adapters.scanner import scan_file
+from mysimbdp.domain.filecheck import FileFacts
+from mysimbdp.domain.profile import FileFormat, Profile
+
+__all__ = [
+    "SCAN_CRASHED",
+    "SCAN_OUT_OF_MEMORY",
+    "SCAN_TIMEOUT",
+    "ScanFailure",
+    "ScanLimits",
+    "facts_from_json",
+    "facts_to_json",
+    "result_of",
+    "scan_contained",
+]
+
+SCAN_TIMEOUT = "scan.timeout"
+SCAN_OUT_OF_MEMORY = "scan.out_of_memory"
+SCAN_CRASHED = "scan.crashed"
+EXIT_NO_MEMORY = 3  # the child ran out of its address space (MemoryError)
+_STDERR_LINE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """What one scan may use (``MYSIMBDP_SCAN_TIMEOUT_S``, ``MYSIMBDP_SCAN_MEMORY_BYTES``)."""
+
+    timeout_s: float
+    memory_bytes: int
+
+    def limits(self) -> Limits:
+        # The CPU limit is a backstop one second after the wall clock: a scan is one thread.
+        # It writes no file (1 byte: RLIMIT_FSIZE needs a positive value) and opens a few.
+        return Limits(
+            timeout_s=self.timeout_s,
+            memory_bytes=self.memory_bytes,
+            cpu_s=math.ceil(self.timeout_s) + 1,
+            file_size_bytes=1,
+            open_files=64,
+            grace_s=0.5,
+        )
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    """Why a scan gave no facts: the rule and the value for the rejection."""
+
+    rule: str  # scan.timeout | scan.out_of_memory | scan.crashed
+    value: str  # what the scan did, e.g. "took longer than the limit of 300 s and was stopped"
+    remedy: str  # what the tenant (or the operator) can do
+
+
+def scan_contained(
+    path: Path,
+    name: str,
+    profile: Profile,
+    *,
+    limits: ScanLimits,
+    sandbox: Sandbox | None,
+    parent_env: Mapping[str, str],
+    cancel: threading.Event | None = None,
+) -> FileFacts | ScanFailure:
+    """Scan ``path`` (the tenant called it ``name``) in a limited process; see the module doc.
+
+    Raises :class:`~mysimbdp.errors.RunCancelled` when ``cancel`` is set meanwhile, and the
+    ``OSError`` when the process cannot be started (the platform's fault: retry later)."""
+    request = {
+        "path": str(path),
+        "name": name,
+        "limits": profile.limits.model_dump(mode="json"),
+        "quality": profile.quality.model_dump(mode="json"),
+    }
+    outcome = run_sync(
+        [sys.executable, "-P", "-m", "mysimbdp.adapters.scanjob"],
+        env=build_env({}, parent_env),
+        cwd=path.parent,
+        limits=limits.limits(),
+        sandbox=sandbox,
+        stdin_bytes=orjson.dumps(request),
+        cancel=cancel,
+    )
+    return result_of(outcome, limits)
+
+
+def result_of(outcome: Outcome, limits: ScanLimits) -> FileFacts | ScanFailure:
+    """The facts a scan printed, or why it gave none (pure: from the run's outcome)."""
+    if outcome.ok:
+        try:
+            return facts_from_json(outcome.stdout_tail)
+        except (ValueError, KeyError, TypeError) as exc:
+            return ScanFailure(SCAN_CRASHED, f"gave a result that could not be read ({exc})", _REPORT)
+    last = _last_line(outcome.stderr_tail)
+    if outcome.timed_out or outcome.signal == signal.SIGXCPU:
+        return ScanFailure(
+            SCAN_TIMEOUT,
+            f"took longer than the limit of {limits.timeout_s:g} s and was stopped",
+            "split the file into smaller files, or ask the operator to raise MYSIMBDP_SCAN_TIMEOUT_S",
+        )
+    if outcome.exit_code == EXIT_NO_MEMORY or "MemoryError" in last or "bad_alloc" in outcome.stderr_tail:
+        return ScanFailure(
+            SCAN_OUT_OF_MEMORY,
+            f"needed more memory than the limit of {limits.memory_bytes // 2**20} MiB and was stopped",
+            "split the file or shorten its lines, or ask the operator to raise MYSIMBDP_SCAN_MEMORY_BYTES",
+        )
+    detail = f"; last error: {last}" if last else ""
+    return ScanFailure(SCAN_CRASHED, f"crashed ({outcome.describe()}{detail})", _REPORT)
+
+
+_REPORT = "check the file's format; if it is valid, report it to the operator with the file id"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:_STDERR_LINE_CHARS] if lines else ""
+
+
+def facts_to_json(facts: FileFacts) -> bytes:
+    return orjson.dumps(asdict(facts))
+
+
+def facts_from_json(text: str | bytes) -> FileFacts:
+    """The inverse of :func:`facts_to_json`; ``ValueError``/``KeyError``/``TypeError`` on anything else."""
+    doc: dict[str, Any] = orjson.loads(text)
+    doc["format"] = FileFormat(doc["format"]) if doc["format"] is not None else None
+    doc["samples"] = tuple(doc["samples"])
+    return FileFacts(**doc)
+
+
+def main() -> int:
+    """The child: read the request from stdin, scan, print the facts."""
+    request = orjson.loads(sys.stdin.buffer.read())
+    profile = Profile.model_validate({"limits": request["limits"], "quality": request["quality"]})
+    try:
+        facts = scan_file(Path(request["path"]), request["name"], profile)
+    except MemoryError:
+        os.write(2, b"MemoryError: the scan ran out of its memory limit\n")
+        os._exit(EXIT_NO_MEMORY)  # nothing more can be allocated: no cleanup
+    sys.stdout.buffer.write(facts_to_json(facts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
