@@ -320,3 +320,33 @@ def test_a_line_nested_100000_deep_is_a_bad_row_not_a_crash(tmp_path: Path) -> N
     assert [r.line for r in records] == [1, 2]
     assert records[0].data is None and records[0].problem == "not valid JSON: nested deeper than 1024 levels"
     assert records[1].data == {"a": 1}
+
+
+def test_a_too_deep_line_never_reaches_the_recursive_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback parser is what raised: ``json.loads`` on the 100,000-deep line raises
+    RecursionError (the crash that stopped ``up``); the reader never calls it on that line."""
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RecursionError):
+        json.loads(deep)  # what the fallback did before: the reader unwound with it
+
+    def recursive_parser(*_args: object, **_kwargs: object) -> object:
+        raise AssertionError("json.loads was called on a line nested deeper than orjson's limit")
+
+    monkeypatch.setattr("mysimbdp.sdk.readers.json.loads", recursive_parser)
+    path = tmp_path / "deep.jsonl"
+    path.write_text(deep + "\n")
+    (record,) = iter_records(path, FileFormat.JSONL)
+    assert record.problem == "not valid JSON: nested deeper than 1024 levels"
+
+
+def test_the_fallback_still_reads_what_orjson_refuses_but_is_bounded(tmp_path: Path) -> None:
+    """A number beyond a double's range is valid JSON that orjson refuses: the fallback reads it.
+    The same refusal in a line with more opening brackets than orjson's depth limit is a bad
+    row with orjson's reason: such a line is never handed to the recursive parser."""
+    path = tmp_path / "big.jsonl"
+    many = "[" * 600 + "]" * 600
+    path.write_text('{"a": 1e400}\n' + '{"a": 1e400, "b": ' + many + ", " + "[" + many + "]" + "}\n")
+    first, second = iter_records(path, FileFormat.JSONL)
+    assert first.data == {"a": float("inf")}
+    assert second.data is None and second.problem is not None
+    assert second.problem.startswith("not valid JSON: number is infinity")
