@@ -18,8 +18,7 @@ import pytest
 
 from mysimbdp.adapters.embedded_nats import free_port
 from tests.conftest import IN_CI
-from tests.e2e.conftest import Cli
-from tests.e2e.test_stream_manager import _until
+from tests.e2e.conftest import Cli, until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
 ARTIFACTS = Path(os.environ.get("MYSIMBDP_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -72,7 +71,7 @@ def platform_up(tmp_path: Path) -> Iterator[tuple[Cli, str, dict[str, str]]]:
         for tenant in keys:
             for sample in sorted((EXAMPLES / tenant / "data").glob("*.*")):
                 shutil.copy(sample, home / "inbox" / tenant / sample.name)
-        _until(lambda: _all_final(cli, 9), timeout_s=120, what="the 9 sample files to be final")
+        until(lambda: _all_final(cli, 9), timeout_s=120, what="the 9 sample files to be final")
         yield cli, f"http://127.0.0.1:{port}", keys
     finally:
         up.send_signal(signal.SIGTERM)
@@ -127,7 +126,7 @@ def test_the_operator_sees_every_tenant_live_and_a_tenant_only_itself(
     fresh = cli.home / "inbox" / "sensors" / "readings_live.jsonl"
     lines = (EXAMPLES / "sensors" / "data" / "readings_001.jsonl").read_text().splitlines()[:25]
     fresh.write_text("\n".join(lines) + "\n")
-    _until(lambda: _all_final(cli, 10), timeout_s=60, what="the new file to be final")
+    until(lambda: _all_final(cli, 10), timeout_s=60, what="the new file to be final")
     after = _expected(cli)["sensors"]
     assert after[0] == before[0] + 1
     page.wait_for_function(  # the page refreshes itself within a few seconds

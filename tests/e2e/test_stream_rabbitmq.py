@@ -16,8 +16,8 @@ import orjson
 from mysimbdp.adapters.broker_users_rabbitmq import ManagementApi, rabbit_user
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from tests.conftest import RABBITMQ_ADMIN_URL
-from tests.e2e.conftest import Cli
-from tests.e2e.test_stream_manager import NDJSON, _count_of, _healthy, _until
+from tests.e2e.conftest import Cli, healthy, until
+from tests.e2e.test_stream_manager import NDJSON, _count_of
 
 
 async def _publish_as_tenant(access: dict[str, str], start: int, count: int) -> None:
@@ -55,15 +55,15 @@ def test_the_platform_runs_on_rabbitmq_with_a_user_per_tenant(cli: Cli, rabbitmq
     up = cli.popen("up")
     try:
         with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {added['api_key']}"}, timeout=10) as http:
-            _until(lambda: _healthy(http), what="the API")
+            until(lambda: healthy(http), what="the API")
             body = "\n".join(orjson.dumps({"id": f"h{n}", "data": {"n": n}}).decode() for n in range(300))
             posted = http.post("/v1/streams/orders/messages", content=body, headers=NDJSON)
             assert posted.status_code == 202, posted.text  # declares the stream, starts the app
             asyncio.run(_publish_as_tenant(access, 1000, 500))
             assert http.post("/v1/streams/orders/messages", content=body, headers=NDJSON).status_code == 202
-            _until(lambda: _count_of(cli, "orders") == 800, what="800 records (300 posted twice, 500 published)")
+            until(lambda: _count_of(cli, "orders") == 800, what="800 records (300 posted twice, 500 published)")
         vhost = urlsplit(rabbitmq_url).path[1:].replace("%2F", "/")
-        users = _until(lambda: (u := _connection_users(vhost)) and rabbit_user("acme") in u and u, what="connections")
+        users = until(lambda: (u := _connection_users(vhost)) and rabbit_user("acme") in u and u, what="connections")
         assert users <= {"guest", rabbit_user("acme")}  # the platform (API, monitor) and the tenant's app
     finally:
         up.terminate()
