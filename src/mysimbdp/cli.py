@@ -369,8 +369,10 @@ def up(platform: Platform) -> None:
     The databroker (an embedded NATS JetStream server under HOME/broker unless
     MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager, chunk workers for
     big files (MYSIMBDP_WORKERS slots, default the CPU count) and the stream ingest manager.
-    On stop, running batch apps get up to 30 s to finish (the rest are requeued) and stream
-    app instances finish and ack their batch."""
+    Each inbox file's scan runs in a limited process: over MYSIMBDP_SCAN_TIMEOUT_S (default
+    300) or MYSIMBDP_SCAN_MEMORY_BYTES (default 1 GiB) the file is rejected. On stop,
+    running scans are killed (their files stay in the inbox), running batch apps get up to
+    30 s to finish (the rest are requeued) and stream app instances finish and ack their batch."""
     from mysimbdp.managers import run_services  # the servers' imports: only when serving
 
     status = platform.require_sandbox()
