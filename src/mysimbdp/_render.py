@@ -149,6 +149,8 @@ def file_table(records: Sequence[FileRecord]) -> None:
 
 
 def report(data: dict[str, Any]) -> None:
+    sandbox = data["sandbox"]  # first, so that apps running unconfined are not missed
+    out.print(sandbox["summary"], style="" if sandbox["enforced"] else "bold red", markup=False, soft_wrap=True)
     table = Table(
         "tenant",
         "files",

@@ -326,7 +326,6 @@ def report(platform: Platform, tenant_id: str | None, since: str | None, as_json
         _emit_json(data)
     else:
         _render.report(data)
-        click.echo(platform.sandbox_status.summary())
     if plot is not None:
         ids = [tenant_id] if tenant_id else [t.id for t in platform.meta.list_tenants()]
         first = first_activity(platform, ids, start) or now - 60  # the chart starts where activity does

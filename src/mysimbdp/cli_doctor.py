@@ -13,24 +13,41 @@ MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"checks": [{name, state, detail, data}], "ok"}.')
 @click.pass_obj
 def doctor(platform: Platform, as_json: bool) -> None:
-    """Check this machine and these settings: the tenant-app sandbox (Landlock ABI, or why
-    apps cannot run), the meta store, coredms, the broker, the API address, Python, disk.
+    """Check this machine and these settings before `up`: the tenant-app sandbox (Landlock
+    ABI, or why apps cannot run), the meta store, coredms, the broker, the API address,
+    Python and free disk in the home. Each check says ok, WARN or FAIL with what it found
+    and what to do; none waits more than about 2 s.
 
-    Reads MYSIMBDP_SANDBOX (on|off), MYSIMBDP_META_URL, MYSIMBDP_COREDMS_URL,
-    MYSIMBDP_BROKER_URL (empty: the embedded NATS server), MYSIMBDP_API_HOST and
-    MYSIMBDP_API_PORT. Exit code 1 when a check failed; warnings (the sandbox off, little
-    disk space) do not fail."""
-    from mysimbdp.services.doctor import run_checks
+    \b
+    Reads:
+      MYSIMBDP_HOME                      the platform home (disk, HOME/broker/url)
+      MYSIMBDP_SANDBOX=on|off            off: apps run unconfined (a warning)
+      MYSIMBDP_META_URL                  the meta store, opened
+      MYSIMBDP_COREDMS_URL               coredms: SQLite directory writable, or PostgreSQL
+                                         reached with this admin URL (can create roles)
+      MYSIMBDP_BROKER_URL                reached by TCP; empty: the embedded nats-server
+                                         binary, and a running platform's broker
+      MYSIMBDP_API_HOST, MYSIMBDP_API_PORT
+                                         free to bind, or a running platform's /healthz
 
-    checks = run_checks(platform)
-    failed = any(c.state == "fail" for c in checks)
+    Exit code 0 when no check failed (warnings do not fail), 1 when one did."""
+    from mysimbdp.services.doctor import run_checks  # its imports only when the command runs
+
+    try:
+        checks = run_checks(platform)
+    finally:
+        platform.close()
+    failed = [c.name for c in checks if c.state == "fail"]
     if as_json:
-        click.echo(orjson.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}).decode())
+        click.echo(orjson.dumps({"checks": [c.as_dict() for c in checks], "ok": not failed}).decode())
     else:
         for c in checks:
             click.echo(f"[{MARKS[c.state]}] {c.name}: {c.detail}")
+        warned = [c.name for c in checks if c.state == "warn"]
+        verdict = f"failed: {', '.join(failed)}" if failed else "ready"
+        click.echo(verdict + (f"; warnings: {', '.join(warned)}" if warned else ""))
     if failed:
         sys.exit(1)

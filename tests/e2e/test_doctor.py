@@ -4,10 +4,16 @@ MYSIMBDP_SANDBOX_LANDLOCK_ABI=0)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
+import orjson
 import pytest
 
 from mysimbdp.adapters.sandbox import probe
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, healthy, until, wait_for
+
+CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "python", "disk"]
 
 
 @pytest.fixture(autouse=True)
@@ -16,60 +22,79 @@ def _kernel_sandbox() -> None:
         pytest.skip(f"this machine has no sandbox: {probe('on').problem}")
 
 
-def _checks(cli: Cli) -> tuple[int, dict[str, dict[str, object]]]:
+def _checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
     proc = cli.run("doctor", "--json")
-    import orjson
-
     answer = orjson.loads(proc.stdout)
-    assert answer["ok"] == (proc.returncode == 0)
+    assert set(answer) == {"checks", "ok"} and answer["ok"] is (proc.returncode == 0), answer
     return proc.returncode, {c["name"]: c for c in answer["checks"]}
 
 
-def test_doctor_shows_the_sandbox_and_the_environment(cli: Cli) -> None:
+def test_doctor_on_a_fresh_home_passes_with_the_sandbox_enforced(cli: Cli) -> None:
+    """Every check in order, each with a state and a detail; the sandbox's status whole
+    under its check; the text form says the same and "ready"."""
     code, checks = _checks(cli)
-    assert code == 0
-    assert list(checks) == ["sandbox", "meta store", "coredms", "broker", "api", "python", "disk"]
+    assert code == 0, checks
+    assert list(checks) == CHECK_NAMES
+    assert all(set(c) == {"name", "state", "detail", "data"} and c["state"] == "ok" for c in checks.values()), checks
     sandbox = checks["sandbox"]
-    assert sandbox["state"] == "ok" and "Landlock ABI" in str(sandbox["detail"])
-    assert sandbox["data"]["enforced"] is True  # type: ignore[index]
-    text = cli.run("doctor", check=True).stdout
-    assert "[ok  ] sandbox: Landlock ABI" in text
+    assert sandbox["detail"].startswith(f"Landlock ABI {probe('on').landlock_abi} ")
+    assert sandbox["data"] == probe("on").as_dict()
+    assert sandbox["data"]["mechanism"] == "landlock+seccomp" and sandbox["data"]["enforced"] is True
+    assert checks["meta store"]["data"]["backend"] in ("sqlite", "postgresql")
+    text = cli.run("doctor", check=True).stdout.splitlines()
+    assert text[0].startswith("[ok  ] sandbox: Landlock ABI") and text[-1] == "ready"
 
 
-def test_the_sandbox_off_is_a_visible_warning(cli: Cli) -> None:
+def test_the_sandbox_off_is_a_visible_warning_not_a_failure(cli: Cli) -> None:
     cli.env["MYSIMBDP_SANDBOX"] = "off"
     code, checks = _checks(cli)
     assert code == 0 and checks["sandbox"]["state"] == "warn"
-    assert "UNCONFINED" in str(checks["sandbox"]["detail"])
+    assert checks["sandbox"]["data"]["mechanism"] == "none"
+    assert "MYSIMBDP_SANDBOX=off: tenant apps run UNCONFINED" in checks["sandbox"]["detail"]
+    text = cli.run("doctor", check=True).stdout
+    assert "[WARN] sandbox: MYSIMBDP_SANDBOX=off: tenant apps run UNCONFINED" in text
+    assert text.splitlines()[-1] == "ready; warnings: sandbox"
 
 
-def test_without_a_sandbox_doctor_fails_and_up_refuses_to_start(cli: Cli) -> None:
-    """An old kernel (forced): doctor fails naming the remedy; `up` starts nothing and says
-    why; with MYSIMBDP_SANDBOX=off on purpose, `up` runs and logs the warning."""
+def test_without_a_sandbox_doctor_fails_and_up_starts_nothing(cli: Cli) -> None:
+    """An old kernel (forced): doctor exits 1 naming the remedy; `up` exits non-zero with the
+    same remedy and starts nothing; with MYSIMBDP_SANDBOX=off on purpose, `up` runs, logs
+    ``sandbox_off``, and doctor sees the running platform (its API and broker) and warns."""
     cli.env["MYSIMBDP_SANDBOX_LANDLOCK_ABI"] = "0"
     code, checks = _checks(cli)
     assert code == 1 and checks["sandbox"]["state"] == "fail"
-    assert "MYSIMBDP_SANDBOX=off" in str(checks["sandbox"]["detail"])
+    assert "tenant apps will not run; set MYSIMBDP_SANDBOX=off" in checks["sandbox"]["detail"]
+    assert [name for name, c in checks.items() if c["state"] != "ok"] == ["sandbox"]
+    assert "failed: sandbox" in cli.run("doctor").stdout
     up = cli.run("up", timeout=60)
     assert up.returncode == 1 and "tenant apps will not run; set MYSIMBDP_SANDBOX=off" in up.stderr
-    assert not (cli.home / "broker").exists()  # nothing was started
+    assert not (cli.home / "broker").exists()  # nothing was started: no broker, no API
+    assert '"sandbox_off"' not in up.stderr
     cli.env["MYSIMBDP_SANDBOX"] = "off"
     running = cli.popen("up")
     try:
         log = cli.home.parent / "up.log"
-        from tests.e2e.conftest import wait_for
-
         wait_for(lambda: log.exists() and '"sandbox_off"' in log.read_text(), timeout_s=60, what="sandbox_off")
+        with httpx.Client(base_url=f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}", timeout=5) as http:
+            until(lambda: healthy(http), what="/healthz")
+        until(lambda: (cli.home / "broker" / "url").exists(), what="HOME/broker/url")
+        code, checks = _checks(cli)
     finally:
         running.terminate()
         assert running.wait(timeout=60) == 0
+    assert code == 0 and checks["sandbox"]["state"] == "warn", checks
+    assert checks["api"]["state"] == "ok" and "a running platform answers" in checks["api"]["detail"]
+    assert checks["broker"]["state"] == "ok" and "the running platform's broker" in checks["broker"]["detail"]
+    warning = next(orjson.loads(line) for line in log.read_text().splitlines() if '"sandbox_off"' in line)
+    assert warning["level"] == "warning" and "UNCONFINED" in warning["warning"]
 
 
 def test_report_shows_the_sandbox(cli: Cli) -> None:
-    """`report` ends with the sandbox line; `report --json` has it under ``sandbox``."""
-    assert "sandbox: Landlock ABI" in cli.run("report", check=True).stdout
-    import orjson
-
-    assert orjson.loads(cli.run("report", "--json", check=True).stdout)["sandbox"]["enforced"] is True
+    """`report` starts with the sandbox line; `report --json` has it under ``sandbox``."""
+    assert cli.run("report", check=True).stdout.startswith("sandbox: Landlock ABI")
+    sandbox = orjson.loads(cli.run("report", "--json", check=True).stdout)["sandbox"]
+    assert sandbox["enforced"] is True and sandbox["mechanism"] == "landlock+seccomp"
+    assert sandbox["summary"].startswith("sandbox: Landlock ABI")
     cli.env["MYSIMBDP_SANDBOX"] = "off"
-    assert "UNCONFINED" in cli.run("report", check=True).stdout
+    assert cli.run("report", check=True).stdout.startswith("sandbox: MYSIMBDP_SANDBOX=off: tenant apps run UNCONFINED")
+    assert orjson.loads(cli.run("report", "--json", check=True).stdout)["sandbox"]["enforced"] is False

@@ -149,15 +149,52 @@ async def test_a_file_being_ingested_in_chunks_shows_its_chunk_progress(
     assert cells[3:] == ["1", "1", "0", "4"]  # running, waiting, failed, rows
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
-async def test_the_dashboard_shows_the_sandbox_and_warns_when_it_is_off(home: Path, broker: Broker, mode: str) -> None:
-    """Confined: the mechanism and ABI in the header; MYSIMBDP_SANDBOX=off: a warning banner."""
-    with Platform(Settings(home=home, sandbox=mode), {}) as platform:
-        if not platform.sandbox_status.available:
+SANDBOXES = {  # (MYSIMBDP_SANDBOX, MYSIMBDP_SANDBOX_LANDLOCK_ABI): what the dashboard shows
+    "confined": ("on", -1),
+    "off": ("off", -1),
+    "missing": ("on", 0),  # an old kernel: apps do not run
+}
+
+
+@pytest.mark.parametrize("case", list(SANDBOXES))
+async def test_the_dashboard_shows_the_sandbox_and_warns_when_apps_are_not_confined(
+    home: Path, broker: Broker, case: str
+) -> None:
+    """Confined: the mechanism and ABI in the header, no banner; MYSIMBDP_SANDBOX=off or no
+    sandbox on the machine: a warning banner saying which, with the remedy."""
+    mode, abi = SANDBOXES[case]
+    with Platform(Settings(home=home, sandbox=mode, sandbox_landlock_abi=abi), {}) as platform:
+        if abi < 0 and not platform.sandbox_status.available:
             pytest.skip(platform.sandbox_status.problem)
         async with _client(platform, broker) as local:
             page = (await local.get("/")).text
-    if mode == "on":
-        assert "tenant apps sandboxed: Landlock ABI" in page and 'role="alert"' not in page
+    header = page.split("<header>", 1)[1].split("</header>", 1)[0]
+    banner = 'class="sandbox warning" id="sandbox" data-mechanism="none" role="alert"'
+    if case == "confined":
+        assert "tenant apps sandboxed: landlock+seccomp, Landlock ABI" in header and banner not in page
     else:
-        assert 'role="alert"' in page and "tenant apps run UNCONFINED" in page
+        assert banner in page and "sandboxed" not in header
+        warning = (
+            "tenant apps run UNCONFINED" if case == "off" else "tenant apps will not run; set MYSIMBDP_SANDBOX=off"
+        )
+        assert warning in page
+
+
+@pytest.mark.parametrize("case", list(SANDBOXES))
+async def test_the_operator_api_gives_the_sandbox_status(home: Path, broker: Broker, case: str) -> None:
+    """GET /v1/admin/sandbox: the operator gets the status doctor shows; a tenant's key and
+    no key are refused."""
+    mode, abi = SANDBOXES[case]
+    settings = Settings(home=home, sandbox=mode, sandbox_landlock_abi=abi, admin_key=OPERATOR_KEY)
+    with Platform(settings, {}) as platform:
+        if abi < 0 and not platform.sandbox_status.available:
+            pytest.skip(platform.sandbox_status.problem)
+        tenant = add_tenant(platform, "t1", None)
+        async with _client(platform, broker) as local:
+            answer = await local.get("/v1/admin/sandbox", headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
+            as_tenant = await local.get("/v1/admin/sandbox", headers={"Authorization": f"Bearer {tenant.api_key}"})
+            anonymous = await local.get("/v1/admin/sandbox")
+        expected = {**platform.sandbox_status.as_dict(), "summary": platform.sandbox_status.summary()}
+    assert answer.status_code == 200 and answer.json() == expected
+    assert answer.json()["enforced"] is (case == "confined")
+    assert as_tenant.status_code == 403 and anonymous.status_code == 401

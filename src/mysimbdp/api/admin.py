@@ -1,4 +1,5 @@
-"""The operator's part of the API: stream app instances, as `mysimbdp stream start|stop|status`.
+"""The operator's part of the API: stream app instances, as `mysimbdp stream start|stop|status`;
+API key rotation; the tenant-app sandbox's status.
 
 Authenticated with the operator key (``MYSIMBDP_ADMIN_KEY``, compared in constant time), from
 the ``Authorization`` header or, for GET, the dashboard's cookie (:mod:`mysimbdp.api.access`).
@@ -46,6 +47,7 @@ _AUTH_ERRORS = {
 }
 _ERRORS = _documented({**_AUTH_ERRORS, 404: "No such tenant"})
 _PUT_ERRORS = _documented({**_AUTH_ERRORS, 400: "The body is not JSON", 404: "No such tenant"})
+_STATUS_ERRORS = _documented({code: text for code, text in _AUTH_ERRORS.items() if code != 422})
 
 
 class InstancesRequest(BaseModel):
@@ -88,6 +90,15 @@ async def stream_status(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = await _call(stream_service.status, _context(request).platform, tenant)
     return rows
+
+
+@router.get("/sandbox", dependencies=[Operator], summary="The tenant-app sandbox", responses=_STATUS_ERRORS)
+async def sandbox(request: Request) -> dict[str, Any]:
+    """Which sandbox confines tenant apps here (``mechanism``, ``landlock_abi``), or the
+    ``warning`` an operator must see: apps running unconfined (``MYSIMBDP_SANDBOX=off``) or
+    not running at all (no sandbox on this machine), as ``mysimbdp doctor`` shows it."""
+    status = _context(request).platform.sandbox_status
+    return {**status.as_dict(), "summary": status.summary()}
 
 
 class RotateKeyRequest(BaseModel):

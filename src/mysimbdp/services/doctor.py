@@ -1,32 +1,38 @@
 """``mysimbdp doctor``: the environment checks an operator runs first — the tenant-app
 sandbox, the meta store, coredms, the broker, the API address, Python and disk space.
 
-Each check gives ``ok``, ``warn`` or ``fail`` with one line saying what was found; nothing
-is changed except that the meta store is opened (created on SQLite, as every command does).
+Each check gives ``ok``, ``warn`` or ``fail`` with one line saying what was found and, when
+something is wrong, what to do. Every network check gives up after ``CONNECT_TIMEOUT_S``.
+Nothing is changed except that the meta store is opened (created on SQLite, as every
+command does).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mysimbdp.adapters.coredms import sqlite_path
 from mysimbdp.adapters.embedded_nats import nats_server_binary
 from mysimbdp.adapters.sandbox import url_ports
-from mysimbdp.errors import MysimbdpError
+from mysimbdp.errors import ConfigError, MysimbdpError
 from mysimbdp.platform import Platform
 from mysimbdp.settings import mask_url
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["CONNECT_TIMEOUT_S", "Check", "run_checks"]
 
 CONNECT_TIMEOUT_S = 2.0
 LOW_DISK_BYTES = 1 << 30
+MIN_PYTHON = (3, 11)
+BROKER_KINDS = {"nats": "NATS", "tls": "NATS", "amqp": "RabbitMQ", "amqps": "RabbitMQ"}
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,34 @@ class Check:
         return asdict(self)
 
 
-def _reachable(host: str, port: int) -> bool:
+def _endpoints(url: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of every host a store or broker URL names (``h1:5432,h2:5433`` too);
+    a host left out (a PostgreSQL unix socket) is not listed."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2].split(",")
+    found = []
+    for text, port in zip(hosts, url_ports(url), strict=False):
+        host = text[1 : text.find("]")] if text.startswith("[") else text.partition(":")[0]
+        if host:
+            found.append((host, port))
+    return found
+
+
+def _answers(address: tuple[str, int]) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+        with socket.create_connection(address, timeout=CONNECT_TIMEOUT_S):
             return True
     except OSError:
         return False
+
+
+def _silent(url: str) -> list[str]:
+    """The ``host:port`` of ``url`` that accept no TCP connection (asked at once)."""
+    addresses = _endpoints(url)
+    if not addresses:
+        return []
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        answered = list(pool.map(_answers, addresses))
+    return [f"{h}:{p}" for (h, p), up in zip(addresses, answered, strict=True) if not up]
 
 
 def _sandbox(platform: Platform) -> Check:
@@ -56,87 +84,177 @@ def _sandbox(platform: Platform) -> Check:
 
 def _meta(platform: Platform) -> Check:
     url = platform.settings.meta_url
+    backend = "sqlite" if urlsplit(url).scheme == "sqlite" else "postgresql"
+    data = {"backend": backend, "url": mask_url(url)}
+    silent = _silent(url) if backend == "postgresql" else []
+    if silent and len(silent) == len(_endpoints(url)):
+        detail = f"PostgreSQL {mask_url(url)}: {', '.join(silent)} does not answer; start it or fix MYSIMBDP_META_URL"
+        return Check("meta store", "fail", detail, data)
     try:
         platform.start()
         tenants = len(platform.meta.list_tenants())
     except MysimbdpError as exc:
-        return Check("meta store", "fail", f"{mask_url(url)}: {exc}")
-    return Check("meta store", "ok", f"{mask_url(url)}: open, {tenants} tenant(s)")
+        return Check("meta store", "fail", f"{mask_url(url)}: {exc}; fix MYSIMBDP_META_URL", data)
+    name = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    return Check("meta store", "ok", f"{name} {mask_url(url)}: open, {tenants} tenant(s)", {**data, "tenants": tenants})
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def _coredms(platform: Platform) -> Check:
     url = platform.settings.coredms_url
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        directory = Path(parts.path)
-        probe = directory if directory.exists() else directory.parent
-        while not probe.exists():
-            probe = probe.parent
-        if not os.access(probe, os.W_OK):
-            return Check("coredms", "fail", f"{url}: {probe} is not writable")
-        return Check("coredms", "ok", f"{url}: SQLite, one directory per tenant")
-    host = (parts.hostname or "127.0.0.1").split(",")[0]
-    port = url_ports(url)[0]
-    if not _reachable(host, port):
-        return Check("coredms", "fail", f"{mask_url(url)}: PostgreSQL at {host}:{port} does not answer")
-    return Check("coredms", "ok", f"{mask_url(url)}: PostgreSQL at {host}:{port} answers")
+    if urlsplit(url).scheme == "sqlite":
+        directory = Path(sqlite_path(url))
+        found = _existing(directory)
+        data = {"backend": "sqlite", "url": url, "directory": str(directory)}
+        try:
+            if not found.is_dir():
+                raise NotADirectoryError(20, "not a directory")
+            with tempfile.TemporaryFile(dir=found):  # a real write: modes, ACLs and read-only mounts all count
+                pass
+        except OSError as exc:
+            detail = f"SQLite {url}: cannot write in {found} ({exc.strerror}); fix it or MYSIMBDP_COREDMS_URL"
+            return Check("coredms", "fail", detail, data)
+        where = "writable" if found == directory else f"to be created under {found} (writable)"
+        return Check("coredms", "ok", f"SQLite {url}: one database per tenant, {where}", data)
+    return _postgres_admin(url)
+
+
+def _postgres_admin(url: str) -> Check:
+    """Connect with the admin URL and check the role can provision tenants (roles, schemas)."""
+    import psycopg  # only when coredms is PostgreSQL
+
+    masked = mask_url(url)
+    data: dict[str, Any] = {"backend": "postgresql", "url": masked}
+    try:
+        with psycopg.connect(url, connect_timeout=round(CONNECT_TIMEOUT_S), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT current_user, rolsuper OR rolcreaterole, has_database_privilege(current_database(), 'CREATE')"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = f"PostgreSQL {masked}: cannot connect: {reason}; fix MYSIMBDP_COREDMS_URL"
+        return Check("coredms", "fail", detail, data)
+    user, create_roles, create_schemas = row if row is not None else ("?", False, False)
+    data.update(user=user, can_create_roles=bool(create_roles), can_create_schemas=bool(create_schemas))
+    needed = (("CREATEROLE", create_roles), ("CREATE on the database", create_schemas))
+    missing = [what for what, can in needed if not can]
+    if missing:
+        detail = (
+            f"PostgreSQL {masked}: connected as {user}, who lacks {' and '.join(missing)}: `tenant add` would fail; "
+            "put an admin role in MYSIMBDP_COREDMS_URL"
+        )
+        return Check("coredms", "fail", detail, data)
+    detail = f"PostgreSQL {masked}: connected as {user}, can create tenant roles and schemas"
+    return Check("coredms", "ok", detail, data)
 
 
 def _broker(platform: Platform) -> Check:
     url = platform.settings.broker_url
     if url:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", url_ports(url)[0]
-        if not _reachable(host, port):
-            return Check("broker", "fail", f"{mask_url(url)}: {host}:{port} does not answer")
-        return Check("broker", "ok", f"{mask_url(url)}: {host}:{port} answers")
+        kind = BROKER_KINDS.get(urlsplit(url).scheme, "broker")
+        data = {"kind": kind.lower(), "url": mask_url(url)}
+        silent, named = _silent(url), len(_endpoints(url))
+        if len(silent) == named:
+            detail = f"{kind} {mask_url(url)}: {', '.join(silent)} does not answer; start it or fix MYSIMBDP_BROKER_URL"
+            return Check("broker", "fail", detail, data)
+        if silent:
+            detail = f"{kind} {mask_url(url)}: {len(silent)} of {named} hosts do not answer: {', '.join(silent)}"
+            return Check("broker", "warn", detail, data)
+        return Check("broker", "ok", f"{kind} {mask_url(url)}: answers", data)
     try:
         binary = nats_server_binary()
-    except MysimbdpError as exc:
-        return Check("broker", "fail", f"embedded NATS: {exc}")
-    running = platform.settings.home / "broker" / "url"
-    extra = "; a running platform's broker is listed in HOME/broker/url" if running.exists() else ""
-    return Check("broker", "ok", f"embedded NATS JetStream ({binary}){extra}")
+    except ConfigError as exc:
+        return Check("broker", "fail", f"embedded NATS: {exc}", {"kind": "embedded"})
+    data = {"kind": "embedded", "binary": str(binary), "running_url": ""}
+    detail = f"embedded NATS JetStream, {binary}"
+    try:
+        running = platform.running_broker_url()
+    except ConfigError:
+        return Check("broker", "ok", f"{detail}; no platform running with this home", data)
+    data["running_url"] = mask_url(running)
+    if _silent(running):
+        stale = f"HOME/broker/url lists {mask_url(running)} but it does not answer (left by a platform that died?)"
+        return Check("broker", "warn", f"{detail}; {stale}: `up` replaces it", data)
+    return Check("broker", "ok", f"{detail}; the running platform's broker {mask_url(running)} answers", data)
+
+
+def _healthz(address: str) -> str:
+    """What ``GET address/healthz`` says: "" when a platform answers ok."""
+    import httpx  # only when the port is taken
+
+    try:
+        answer = httpx.get(f"{address}/healthz", timeout=CONNECT_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return f"no HTTP answer ({type(exc).__name__})"
+    try:
+        body = answer.json() if answer.status_code == 200 else None
+    except ValueError:
+        body = None
+    return "" if isinstance(body, dict) and body.get("status") == "ok" else f"/healthz answered {answer.status_code}"
 
 
 def _api(platform: Platform) -> Check:
     host, port = platform.settings.api_host, platform.settings.api_port
-    address = f"http://{host}:{port}"
-    with socket.socket() as sock:
+    ipv6 = ":" in host
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 (the bind-everything addresses)
+    address = f"http://[{local}]:{port}" if ipv6 else f"http://{local}:{port}"
+    data: dict[str, Any] = {"host": host, "port": port, "in_use": False}
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `up` binds it
         try:
             sock.bind((host, port))
-        except OSError:
-            if _reachable(host, port):
-                return Check("api", "ok", f"{address}: in use, by a running platform or another program")
-            return Check("api", "fail", f"{address}: cannot be bound (MYSIMBDP_API_HOST/MYSIMBDP_API_PORT)")
-    return Check("api", "ok", f"{address}: free; `up` serves the API and the dashboard (/) there")
+        except OSError as exc:
+            bind_error = exc.strerror or str(exc)
+        else:
+            return Check("api", "ok", f"{host}:{port} is free: `up` serves the API and the dashboard there", data)
+    data["in_use"] = True
+    if not _answers((local, port)):
+        detail = f"{host}:{port}: cannot listen there ({bind_error}); set MYSIMBDP_API_HOST/MYSIMBDP_API_PORT"
+        return Check("api", "fail", detail, data)
+    problem = _healthz(address)
+    if problem:
+        detail = f"{host}:{port} is taken by another program ({problem}); `up` cannot start: set MYSIMBDP_API_PORT"
+        return Check("api", "fail", detail, data)
+    return Check("api", "ok", f"{host}:{port}: a running platform answers {address}/healthz", data)
 
 
 def _python(_: Platform) -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
-    state = "ok" if sys.version_info >= (3, 11) else "fail"
-    return Check("python", state, f"Python {version} at {sys.executable}")
+    state = "ok" if sys.version_info >= MIN_PYTHON else "fail"
+    return Check("python", state, f"Python {version} at {sys.executable}", {"version": version})
 
 
 def _disk(platform: Platform) -> Check:
-    home = platform.settings.home
-    probe = home if home.exists() else home.parent
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    found = _existing(platform.settings.home)
+    free = shutil.disk_usage(found).free
     state = "ok" if free >= LOW_DISK_BYTES else "warn"
-    return Check("disk", state, f"{free / (1 << 30):.1f} GiB free at {probe}")
+    advice = "" if state == "ok" else f" (under {LOW_DISK_BYTES >> 30} GiB: staging and the stores may fill it)"
+    return Check("disk", state, f"{free / (1 << 30):.1f} GiB free at {found}{advice}", {"free_bytes": free})
 
 
-CHECKS: tuple[Callable[[Platform], Check], ...] = (_sandbox, _meta, _coredms, _broker, _api, _python, _disk)
+CHECKS: tuple[tuple[str, Callable[[Platform], Check]], ...] = (
+    ("sandbox", _sandbox),
+    ("meta store", _meta),
+    ("coredms", _coredms),
+    ("broker", _broker),
+    ("api", _api),
+    ("python", _python),
+    ("disk", _disk),
+)
 
 
 def run_checks(platform: Platform) -> list[Check]:
     """Every check, in order; one that raises becomes a failed check naming the error."""
     found = []
-    for check in CHECKS:
+    for name, check in CHECKS:
         try:
             found.append(check(platform))
         except (OSError, MysimbdpError) as exc:
-            found.append(Check(check.__name__.strip("_"), "fail", str(exc)))
+            found.append(Check(name, "fail", f"{type(exc).__name__}: {exc}"))
     return found

@@ -119,5 +119,5 @@ def platform_report(platform: Platform, tenant: str | None = None, since: float 
         "since": since or None,
         "tenants": tenants,
         "platform": totals,
-        "sandbox": platform.sandbox_status.as_dict(),
+        "sandbox": {**platform.sandbox_status.as_dict(), "summary": platform.sandbox_status.summary()},
     }
