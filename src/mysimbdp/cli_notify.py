@@ -46,6 +46,8 @@ def _line(d: Delivery, now: float) -> str:
         outcome = f"delivered ({tries}, HTTP {d.last_status_code})"
     elif d.status is DeliveryStatus.DEAD:
         outcome = f"dead ({tries}; last: {d.last_error})"
+    elif d.status is DeliveryStatus.REFUSED:
+        outcome = f"refused, never sent ({d.last_error})"
     else:
         wait = max(0.0, d.next_attempt_at - now)
         outcome = f"pending ({tries}, next in {wait:.0f} s" + (f"; last: {d.last_error})" if d.last_error else ")")
@@ -60,7 +62,7 @@ def _line(d: Delivery, now: float) -> str:
 @click.pass_obj
 def notifications_list(platform: Platform, tenant_id: str, event: str | None, limit: int, as_json: bool) -> None:
     """The tenant's latest webhook deliveries: event, receiver, status (pending, delivered,
-    dead), attempts and the last error."""
+    dead, refused), attempts and the last error."""
     platform.start()
     platform.tenant(tenant_id)  # an unknown tenant is an error, not an empty list
     deliveries = platform.meta.notifications.recent(tenant_id, limit=limit, event=event)

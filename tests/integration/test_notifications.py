@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -457,6 +457,25 @@ def test_a_stream_window_quarantining_too_much_is_notified_once_per_episode(
 
 
 # -- where webhooks may go ----------------------------------------------------------------------
+async def _one_delivery(
+    platform: Platform, add_tenant: Callable[..., None], url: str, allow: str, done: Callable[[Delivery], bool]
+) -> Delivery:
+    """Add tenant ``acme`` with a webhook to ``url``, run a notifier whose allow-list is
+    ``allow``, raise one notification and wait for its delivery to satisfy ``done``."""
+    platform.settings = dataclasses.replace(platform.settings, webhook_allow=allow)
+    add_tenant("acme", url)
+    running = Notifier(platform)
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    try:
+        assert notify(platform, "acme", NotifyEvent.RUN_FAILED, file="a.csv") == 1
+        found = await until(lambda: next((d for d in platform.meta.notifications.recent("acme") if done(d)), None))
+        return cast(Delivery, found)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 @pytest.mark.parametrize(
     ("where", "kind"), [("loopback", "loopback"), ("http://10.0.0.1:9/h", "private"), ("http://[::1]:9/h", "loopback")]
 )
@@ -464,21 +483,38 @@ async def test_a_webhook_to_the_platforms_own_networks_is_refused_and_recorded(
     platform: Platform, add_tenant: Callable[..., None], receiver: Receiver, where: str, kind: str
 ) -> None:
     """Without the operator's allow-list, a webhook resolving to loopback or a private address
-    is never posted to: the delivery ends dead at its first attempt with the reason (the
-    receiver on 127.0.0.1 gets nothing; 10.0.0.1 is not even tried, which would time out)."""
-    platform.settings = dataclasses.replace(platform.settings, webhook_allow="")
+    is never posted to: the delivery is ``refused`` at once with the reason, not retried (the
+    receiver on 127.0.0.1 gets nothing; 10.0.0.1 is not even tried: see the next test)."""
     url = receiver.url("/hooks/acme") if where == "loopback" else where
-    add_tenant("acme", url)
-    running = Notifier(platform)
-    stop = asyncio.Event()
-    task = asyncio.create_task(running.run(stop))
-    try:
-        assert notify(platform, "acme", NotifyEvent.RUN_FAILED, file="a.csv") == 1
-        (delivery,) = await until(lambda: _final(platform, "acme"))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    assert delivery.status is DeliveryStatus.DEAD and delivery.attempts == 1
-    assert delivery.last_error.startswith("refused: tenant 'acme': webhook ")
+    delivery = await _one_delivery(platform, add_tenant, url, "", lambda d: d.status is not DeliveryStatus.PENDING)
+    assert delivery.status is DeliveryStatus.REFUSED and delivery.last_status_code is None
+    assert delivery.last_error.startswith(f"refused: tenant 'acme': webhook {url}: address ")
     assert f"is {kind} (MYSIMBDP_WEBHOOK_ALLOW does not list it)" in delivery.last_error
     assert receiver.requests == []
+    assert platform.meta.notifications.due(time.time() + 3600, per_receiver=10, limit=10) == []  # never again
+
+
+async def test_with_the_operators_allow_list_the_same_webhooks_are_sent(
+    platform: Platform, add_tenant: Callable[..., None], receiver: Receiver
+) -> None:
+    """The counterpart: with MYSIMBDP_WEBHOOK_ALLOW listing loopback, the receiver on
+    127.0.0.1 gets the delivery (signed, Host naming the URL's host and port)."""
+    url = receiver.url("/hooks/acme")
+    delivery = await _one_delivery(
+        platform, add_tenant, url, "127.0.0.1/32", lambda d: d.status is not DeliveryStatus.PENDING
+    )
+    assert delivery.status is DeliveryStatus.DELIVERED, delivery.last_error
+    (received,) = receiver.requests
+    assert received.path == "/hooks/acme" and received.headers["host"] == f"127.0.0.1:{receiver.port}"
+
+
+async def test_an_allow_listed_private_address_is_tried_where_it_was_refused(
+    platform: Platform, add_tenant: Callable[..., None]
+) -> None:
+    """10.0.0.1 allow-listed: the notifier does try to connect (nothing answers there, so the
+    attempt fails and is retried), which it never did without the allow-list."""
+    delivery = await _one_delivery(
+        platform, add_tenant, "http://10.0.0.1:9/h", "10.0.0.0/8", lambda d: d.attempts >= 1 and bool(d.last_error)
+    )
+    assert delivery.status is DeliveryStatus.PENDING
+    assert not delivery.last_error.startswith("refused")

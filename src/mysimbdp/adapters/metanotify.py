@@ -28,6 +28,7 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    REFUSED = "refused"  # never sent: its address is one the platform does not post to (egress rule)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,14 @@ class NotificationOutbox:
             "UPDATE notifications SET status = ?, next_attempt_at = ?, last_status_code = ?, last_error = ? "
             "WHERE id = ?",
             (status, retry_at if retry_at is not None else time.time(), status_code, error[:2000], delivery_id),
+        )
+
+    def refused(self, delivery_id: str, reason: str) -> None:
+        """Record a delivery the platform will not send (no connection was made): final, not retried."""
+        self._db.execute(
+            "UPDATE notifications SET status = ?, next_attempt_at = ?, last_status_code = NULL, last_error = ? "
+            "WHERE id = ?",
+            (DeliveryStatus.REFUSED, time.time(), reason[:2000], delivery_id),
         )
 
     def get(self, delivery_id: str) -> Delivery | None:

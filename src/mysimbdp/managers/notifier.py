@@ -7,7 +7,9 @@ its own task, so a slow or dead receiver holds at most ``PER_RECEIVER`` of the
 delivers; anything else (an HTTP error status, a refused connection, a timeout) is
 recorded and retried after ``notify_retry_base_s`` doubling up to ``MAX_BACKOFF_S``,
 until ``notify_max_attempts`` attempts make the delivery ``dead``. Delivery is at least
-once: a notifier stopped mid-send leaves the row to be sent again after its lease.
+once: a notifier stopped mid-send leaves the row to be sent again after its lease. A URL
+resolving to an address the platform must not post to (``domain/egress.py``) is never
+connected to: the delivery is ``refused`` with the reason, not retried.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class Notifier:
         reason = refusal(addresses, self._allow)
         if reason is not None:
             error = f"refused: tenant {delivery.tenant!r}: webhook {mask_url(delivery.url)}: {reason}"
-            self.platform.meta.notifications.failed(delivery.id, None, error, None)
+            self.platform.meta.notifications.refused(delivery.id, error)
             log.warning("notification_refused", tenant=delivery.tenant, delivery=delivery.id, error=error)
             return None
         address = addresses[0]
