@@ -102,7 +102,7 @@ async def sandbox(request: Request) -> dict[str, Any]:
 
 
 class RotateKeyRequest(BaseModel):
-    grace_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0  # how long the current keys keep working
+    grace_s: Annotated[float, Field(ge=0, le=tenant_service.MAX_GRACE_S)] = 3600.0  # the current keys' time left
 
 
 @router.post(
@@ -110,6 +110,8 @@ class RotateKeyRequest(BaseModel):
 )
 async def rotate_key(request: Request, tenant: TenantPath, body: RotateKeyRequest) -> dict[str, Any]:
     """A new API key for the tenant (in this answer only); its current keys stop working
-    after ``grace_s`` seconds."""
-    rotated = await _call(tenant_service.rotate_key, _context(request).platform, tenant, body.grace_s)
+    after ``grace_s`` seconds (default 3600, at most 30 days; 0: at once)."""
+    context = _context(request)
+    rotated = await _call(tenant_service.rotate_key, context.platform, tenant, body.grace_s)
+    context.forget_tenant(tenant)  # this API's cache learns the old keys' end at their next use
     return {"tenant": tenant, "api_key": rotated.api_key, "old_keys_expire_at": rotated.old_keys_expire_at}

@@ -111,6 +111,11 @@ class _Context:
             self.callers[key_hash] = (now + left_s, found)
         return found
 
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's cached keys (after a rotation here: the next request asks the store)."""
+        for key_hash in [h for h, (_, caller) in self.callers.items() if caller.tenant == tenant]:
+            self.callers.pop(key_hash, None)
+
     def _lookup(self, key_hash: str) -> Caller | None:
         tenant = self.platform.meta.tenant_for_key(key_hash)
         if tenant is None:

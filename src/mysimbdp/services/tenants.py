@@ -111,9 +111,17 @@ class RotatedKey:
     old_keys_expire_at: float  # epoch seconds
 
 
+MAX_GRACE_S = 30 * 86400.0  # a rotated-out key works at most 30 days more
+
+
 def rotate_key(platform: Platform, tenant_id: str, grace_s: float) -> RotatedKey:
     """Issue ``tenant_id`` a new API key; its older keys keep working for ``grace_s`` seconds
     (for the tenant's clients to switch), then are refused."""
+    if not 0 <= grace_s <= MAX_GRACE_S:
+        raise TenantError(
+            f"tenant {tenant_id!r}: key rotation grace {grace_s:g} s is outside 0 to {MAX_GRACE_S:g} s (30 days): "
+            "give e.g. 1h, or 0 to refuse the old keys at once"
+        )
     api_key = new_api_key()
     until = platform.meta.keys.rotate(tenant_id, hash_key(api_key), grace_s)
     log.info("tenant_key_rotated", tenant=tenant_id, grace_s=grace_s, old_keys_expire_at=until)
