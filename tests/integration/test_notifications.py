@@ -20,10 +20,12 @@ from typing import Any, cast
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.embedded_nats import free_port
 from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
+from mysimbdp.cli_notify import notifications
 from mysimbdp.domain.profile import NotifyEvent
 from mysimbdp.domain.records import StreamInstance, StreamTarget
 from mysimbdp.domain.scaling import Report
@@ -492,6 +494,8 @@ async def test_a_webhook_to_the_platforms_own_networks_is_refused_and_recorded(
     assert f"is {kind} (MYSIMBDP_WEBHOOK_ALLOW does not list it)" in delivery.last_error
     assert receiver.requests == []
     assert platform.meta.notifications.due(time.time() + 3600, per_receiver=10, limit=10) == []  # never again
+    listed = CliRunner().invoke(notifications, ["list", "--tenant", "acme"], obj=platform)
+    assert listed.exit_code == 0 and f"-> {url}: refused, never sent (refused: tenant 'acme'" in listed.output
 
 
 async def test_with_the_operators_allow_list_the_same_webhooks_are_sent(
