@@ -5,11 +5,13 @@
     capabilities) and unconfined (MYSIMBDP_SANDBOX=off), so machine noise hits both alike;
     median and p90 start-to-exit times, and the time `Sandbox.prepare` takes in the parent
     (building the Landlock ruleset: one `open` and one `landlock_add_rule` per granted path).
-(b) rows/s: bench/batch.py's platform path (`up` + `ingest --json`, SQLite, pass-through app)
-    on the same file, rounds alternating sandbox on and off; medians.
+(b) rows/s: bench/batch.py's platform path (`up` + `ingest --json`, pass-through app; SQLite,
+    and PostgreSQL unless --skip-postgres) on the same file, rounds alternating sandbox on and
+    off (and which goes first); medians.
 
 Prints every figure and the ratios and writes them to bench/out/sandbox.json.
-Run: `make bench-sandbox` or `.venv/bin/python bench/sandbox.py [--rows N] [--rounds R] [--starts N]`.
+Run: `make bench-sandbox` or
+`.venv/bin/python bench/sandbox.py [--rows N] [--rounds R] [--starts N] [--skip-postgres]`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import batch
+from _platform import machine
 
 from mysimbdp import logs
 from mysimbdp.adapters.runner import Limits, build_env, run
@@ -49,8 +53,9 @@ def start_times(work: Path, starts: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, code in APPS.items():
         times: dict[str, list[float]] = {"on": [], "off": []}
-        for _ in range(starts):
-            for mode, sandbox in sandboxes.items():
+        for index in range(starts):
+            for mode in ("on", "off") if index % 2 == 0 else ("off", "on"):  # neither always runs first
+                sandbox = sandboxes[mode]
                 t0 = time.perf_counter()
                 outcome = asyncio.run(
                     run([sys.executable, "-c", code], env=env, cwd=run_dir / "work", limits=Limits(60), sandbox=sandbox)
@@ -72,19 +77,47 @@ def start_times(work: Path, starts: int) -> dict[str, Any]:
     return results
 
 
-def rows_per_s(work: Path, rows: int, rounds: int) -> dict[str, Any]:
-    path = work / "bench.csv"
-    batch.generate(path, rows)
+def rows_per_s(work: Path, path: Path, backend: str, rows: int, rounds: int) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"on": [], "off": []}
     for index in range(rounds):
         order = ("on", "off") if index % 2 == 0 else ("off", "on")  # neither always runs first
         for mode in order:
-            result = batch.platform_run(path, work, "sqlite", rows, "passthrough", {"MYSIMBDP_SANDBOX": mode})
+            result = batch.platform_run(path, work, backend, rows, "passthrough", {"MYSIMBDP_SANDBOX": mode})
             assert result["rows"] == rows, result
             rates[mode].append(result["rows_per_s"])
-            print(f"  round {index + 1} sandbox {mode}: {result['rows_per_s']:,.0f} rows/s", flush=True)
+            print(f"  {backend} round {index + 1} sandbox {mode}: {result['rows_per_s']:,.0f} rows/s", flush=True)
     medians = {mode: statistics.median(values) for mode, values in rates.items()}
     return {"rounds": rates, "median_rows_per_s": medians, "ratio_on_off": medians["on"] / medians["off"]}
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=batch.ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def print_table(starts: dict[str, Any], rates: dict[str, Any], rows: int, rounds: int) -> None:
+    lines = [("what", "confined", "unconfined", "on/off")]
+    for name in APPS:
+        s = starts[name]
+        lines.append(
+            (
+                f"start {name}: median (p90) ms",
+                f"{s['on']['median_ms']:.1f} ({s['on']['p90_ms']:.1f})",
+                f"{s['off']['median_ms']:.1f} ({s['off']['p90_ms']:.1f})",
+                f"{s['ratio_on_off']:.3f}x",
+            )
+        )
+    lines.append(("Sandbox.prepare (ruleset, parent): median ms", f"{starts['prepare_median_ms']:.2f}", "-", "-"))
+    for backend, r in rates.items():
+        on, off = r["median_rows_per_s"]["on"], r["median_rows_per_s"]["off"]
+        label = f"batch {backend} {rows:,} rows: rows/s, median of {rounds}"
+        lines.append((label, f"{on:,.0f}", f"{off:,.0f}", f"{r['ratio_on_off']:.3f}x"))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    held = all(r["ratio_on_off"] >= 0.95 for r in rates.values())
+    print(f"target rows/s confined >= 0.95x unconfined: {'holds' if held else 'MISSED'}")
 
 
 def main() -> None:
@@ -92,30 +125,33 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--starts", type=int, default=30)
+    parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
     logs.configure("error", "console")  # the runner's per-app lines would drown the figures
     status = probe("on")
     if not status.available:
         raise SystemExit(f"no sandbox on this machine: {status.problem}")
+    figures: dict[str, Any] = {
+        "machine": machine(),
+        "kernel": platform.release(),
+        "landlock_abi": status.landlock_abi,
+        "commit": _commit(),
+        "args": vars(args),
+    }
     print(f"sandbox bench: {platform.node()} {platform.release()}, {status.summary()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mysimbdp-bench-sandbox-") as tmp:
         work = Path(tmp)
         starts = start_times(work, args.starts)
-        for name in APPS:
-            s = starts[name]
-            print(
-                f"start {name}: confined {s['on']['median_ms']:.1f} ms (p90 {s['on']['p90_ms']:.1f}), "
-                f"unconfined {s['off']['median_ms']:.1f} ms (p90 {s['off']['p90_ms']:.1f}): "
-                f"{s['ratio_on_off']:.3f}x"
-            )
-        print(f"Sandbox.prepare (ruleset in the parent): {starts['prepare_median_ms']:.2f} ms median")
-        rates = rows_per_s(work, args.rows, args.rounds)
-        on, off = rates["median_rows_per_s"]["on"], rates["median_rows_per_s"]["off"]
-        print(f"batch rows/s ({args.rows:,} rows, SQLite, median of {args.rounds}): confined {on:,.0f}, ")
-        print(f"  unconfined {off:,.0f}: {rates['ratio_on_off']:.3f}x (target >= 0.95x)")
+        path = work / "bench.csv"
+        batch.generate(path, args.rows)
+        backends = ["sqlite"] if args.skip_postgres else ["sqlite", "postgres"]
+        rates = {backend: rows_per_s(work, path, backend, args.rows, args.rounds) for backend in backends}
+    figures.update(start=starts, batch=rates, load_avg_at_end=[round(x, 2) for x in os.getloadavg()])
+    print_table(starts, rates, args.rows, args.rounds)
+    print(f"load average at start {figures['machine']['load_avg_at_start']}, at end {figures['load_avg_at_end']}")
     OUT.parent.mkdir(exist_ok=True)
-    figures = {"kernel": platform.release(), "landlock_abi": status.landlock_abi, "start": starts, "batch": rates}
     OUT.write_text(json.dumps(figures, indent=2))
+    print(f"written {OUT}")
 
 
 if __name__ == "__main__":

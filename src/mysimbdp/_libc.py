@@ -1,4 +1,4 @@
-"""Two libc calls through ctypes, shared by the platform and the SDK (Linux; no-ops elsewhere).
+"""Three libc calls through ctypes, shared by the platform and the SDK (Linux; no-ops elsewhere).
 
 - The parent-death signal (``prctl(PR_SET_PDEATHSIG)``) for the runner's tenant apps and the
   SDK's parallel parts: a child set up this way is killed when the process that started it
@@ -8,11 +8,14 @@
   and serves larger blocks with fresh ``mmap`` calls; a loop that builds and drops a batch of
   thousands of rows then pays page faults for the same memory again and again. On the VMs
   this platform is measured on, that was up to half of an app's time (``docs/performance.md``).
+- ``exchange_paths(a, b)``: ``renameat2(RENAME_EXCHANGE)``, two directories swapped in one
+  atomic step (a tenant's new bundle for its old one: no moment without a bundle).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import signal
@@ -21,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_AT_FDCWD = -100  # from <fcntl.h>
+_RENAME_EXCHANGE = 2  # from <linux/fs.h>
 # mallopt parameters, from <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -69,3 +74,19 @@ def keep_freed_memory() -> bool:
     done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
     done = mallopt(_M_TOP_PAD, TOP_PAD_BYTES) == 1 and done
     return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and done
+
+
+def exchange_paths(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Swap the paths ``a`` and ``b`` (both must exist) in one atomic ``renameat2`` call.
+    False where it is not available (not Linux or glibc, a kernel or filesystem without
+    ``RENAME_EXCHANGE``): the caller falls back to two renames. Raises :class:`OSError` else."""
+    renameat2: Any = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(a), None, os.fspath(b))

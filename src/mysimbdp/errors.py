@@ -29,6 +29,17 @@ class TenantError(MysimbdpError):
     """A tenant does not exist, already exists, or its id is not acceptable."""
 
 
+class BundleRefused(TenantError):
+    """A tenant's bundle (``tenant add/update --profile``) breaks a bundle rule; nothing was
+    copied. ``problems`` lists every one as 'file: rule bundle.<name>: value; what to do'."""
+
+    def __init__(self, who: str, problems: list[str]) -> None:
+        self.who = who
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{who}: bundle refused, nothing copied:\n{lines}")
+
+
 class StoreError(MysimbdpError):
     """The meta store or coredms failed."""
 

@@ -72,7 +72,7 @@ class Platform:
     def sandbox(self, grant: Grant) -> Sandbox:
         """``grant`` under this machine's sandbox: what the runner confines one app with. An app
         asking for ``network: any`` of a tenant the operator no longer lists gets ``store``."""
-        if grant.network == "any" and grant.tenant not in self.settings.network_any_tenants:
+        if grant.network == "any" and grant.tenant not in self.settings.app_network_any:
             log.warning("network_any_not_allowed", tenant=grant.tenant, given="store")
             grant = replace(grant, network="store")
         return Sandbox(self.sandbox_status, grant)

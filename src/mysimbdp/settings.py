@@ -10,10 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import get_type_hints
+from typing import get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from mysimbdp.domain.egress import parse_allow_list
+from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.errors import ConfigError
 
 DEFAULT_HOME = "mysimbdp-home"
@@ -26,6 +27,11 @@ def mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _comma_list(raw: str) -> frozenset[str]:
+    """A ``frozenset[str]`` variable: comma-separated, blanks around items ignored."""
+    return frozenset(item.strip() for item in raw.split(",") if item.strip())
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ class Settings:
     notify_timeout_s: float = 10.0  # one webhook attempt, end to end
     webhook_allow: str = ""  # networks (127.0.0.1/32,...) webhooks may reach though not public; "" = public only
     sandbox: str = "on"  # on: tenant apps run confined (Landlock + seccomp), or not at all; off: unconfined, warned
-    app_network_any: str = ""  # tenants (comma-separated) whose apps may ask for `network: any`
-    bundle_max_bytes: int = 64 * 1024 * 1024  # largest tenant bundle `tenant add/update` copies
+    # tenants whose apps may ask for `network: any` (MYSIMBDP_APP_NETWORK_ANY=t1,t2); others' are refused
+    app_network_any: frozenset[str] = frozenset()
+    bundle_max_bytes: int = 64 * 1024 * 1024  # largest tenant bundle `tenant add/update` copies (all its files)
     sandbox_landlock_abi: int = -1  # -1: ask the kernel; a lower number acts as an older kernel (0: none)
     # A file's scan (format, header, quality counts) runs in a process of its own under these limits;
     # over either, the file is rejected (rules scan.timeout, scan.out_of_memory), never retried.
@@ -99,6 +106,12 @@ class Settings:
                 f"MYSIMBDP_SCAN_TIMEOUT_S={self.scan_timeout_s}, MYSIMBDP_SCAN_MEMORY_BYTES="
                 f"{self.scan_memory_bytes}: the timeout must be above 0 s, the memory at least 67108864 (64 MiB)"
             )
+        if bad := sorted(problem for t in self.app_network_any if (problem := tenant_id_problem(t))):
+            raise ConfigError(f"MYSIMBDP_APP_NETWORK_ANY: {'; '.join(bad)}; list tenant ids separated by commas")
+        if self.bundle_max_bytes < 1024:
+            raise ConfigError(
+                f"MYSIMBDP_BUNDLE_MAX_BYTES={self.bundle_max_bytes}: must be at least 1024 (bytes; default 67108864)"
+            )
         if self.notify_max_attempts < 1:
             raise ConfigError(f"notify_max_attempts: must be at least 1, got {self.notify_max_attempts}")
         if self.notify_retry_base_s <= 0 or self.notify_timeout_s <= 0:
@@ -106,11 +119,6 @@ class Settings:
                 f"notify_retry_base_s and notify_timeout_s: must be above 0, got "
                 f"{self.notify_retry_base_s} and {self.notify_timeout_s}"
             )
-
-    @property
-    def network_any_tenants(self) -> frozenset[str]:
-        """``MYSIMBDP_APP_NETWORK_ANY`` as a set."""
-        return frozenset(t.strip() for t in self.app_network_any.split(",") if t.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
@@ -124,7 +132,7 @@ class Settings:
             if raw is None or raw == "":
                 continue
             try:
-                values[name] = kind(raw)
+                values[name] = _comma_list(raw) if get_origin(kind) is frozenset else kind(raw)
             except ValueError as exc:
                 raise ConfigError(f"MYSIMBDP_{name.upper()}={raw!r}: not a valid {kind.__name__}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})

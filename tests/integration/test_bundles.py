@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.errors import TenantError
+from mysimbdp.errors import BundleRefused, ProfileError, TenantError
 from mysimbdp.platform import Platform
 from mysimbdp.services.tenants import add_tenant, update_tenant
 from mysimbdp.settings import Settings
@@ -63,7 +63,7 @@ def test_a_home_inside_the_profile_folder_is_refused_and_nothing_is_copied(tmp_p
     folder = tmp_path / "acme"
     profile = _profile(folder, '"**"')
     with _platform(folder / "home") as platform:
-        with pytest.raises(TenantError, match="inside the platform home"):
+        with pytest.raises(BundleRefused, match="rule bundle.home"):
             add_tenant(platform, "acme", profile)
         assert not platform.home.bundle("acme").exists()
         assert [t.id for t in platform.meta.list_tenants()] == []
@@ -75,7 +75,7 @@ def test_a_symlink_escaping_the_bundle_is_refused(platform: Platform, tmp_path: 
     folder = tmp_path / "acme"
     profile = _profile(folder, '"*.cfg"')
     os.symlink(platform.home.root / "meta.db", folder / "steal.cfg")
-    with pytest.raises(TenantError, match="symlink pointing outside"):
+    with pytest.raises(BundleRefused, match="rule bundle.symlink_outside"):
         add_tenant(platform, "acme", profile)
     assert not platform.home.bundle("acme").exists()
     (folder / "steal.cfg").unlink()
@@ -89,7 +89,7 @@ def test_a_bundle_over_the_limit_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "acme"
     profile = _profile(folder, '"*.bin"')
     (folder / "model.bin").write_bytes(b"x" * 5000)
-    with _platform(tmp_path / "home", bundle_max_bytes=4096) as platform, pytest.raises(TenantError, match="4096"):
+    with _platform(tmp_path / "home", bundle_max_bytes=4096) as platform, pytest.raises(BundleRefused, match="rule bundle.too_large.*4096"):
         add_tenant(platform, "acme", profile)
 
 
@@ -98,11 +98,11 @@ def test_a_refused_update_keeps_the_old_bundle(platform: Platform, tmp_path: Pat
     profile = _profile(tmp_path / "v1")
     add_tenant(platform, "acme", profile)
     bad = _profile(tmp_path / "v2", '"../v1/app.py"')
-    with pytest.raises(TenantError, match="relative to the profile"):
+    with pytest.raises(ProfileError, match=r"holds '\.\.'"):
         update_tenant(platform, "acme", bad)
     assert _files(platform.home.bundle("acme")) == {"profile.yaml", "app.py"}
     missing = _profile(tmp_path / "v3", '"nothing-*.py"')
-    with pytest.raises(TenantError, match="matches nothing"):
+    with pytest.raises(BundleRefused, match="rule bundle.missing.*matches no file"):
         update_tenant(platform, "acme", missing)
 
 
@@ -114,7 +114,37 @@ def test_network_any_needs_the_operators_list(tmp_path: Path) -> None:
     refused = r"batch app 'main' asks for network: any.*MYSIMBDP_APP_NETWORK_ANY"
     with _platform(tmp_path / "home") as platform, pytest.raises(TenantError, match=refused):
         add_tenant(platform, "acme", profile)
-    with _platform(tmp_path / "home", app_network_any="other,acme") as platform:
+    with _platform(tmp_path / "home", app_network_any=frozenset({"other", "acme"})) as platform:
         add_tenant(platform, "acme", profile)
         apps = platform.tenant("acme")[1]
         assert (apps.batch_apps[0].network, apps.stream_apps[0].network) == ("any", "none")
+
+
+def test_a_fifo_or_a_symlinked_directory_is_refused_with_its_rule(platform: Platform, tmp_path: Path) -> None:
+    """A FIFO (reading it would block ``tenant add``) and a symlink to a directory are each
+    refused with their rule; every problem is listed in the one refusal, nothing copied."""
+    folder = tmp_path / "acme"
+    profile = _profile(folder, '"*.pipe", "linked"')
+    os.mkfifo(folder / "x.pipe")
+    (folder / "lib").mkdir()
+    os.symlink(folder / "lib", folder / "linked")
+    with pytest.raises(BundleRefused) as refused:
+        add_tenant(platform, "acme", profile)
+    rules = " ".join(refused.value.problems)
+    assert "rule bundle.not_regular" in rules and "rule bundle.symlink_dir" in rules, rules
+    assert str(refused.value).startswith("tenant 'acme'")
+    assert not platform.home.bundle("acme").exists()
+
+
+def test_an_update_swaps_the_bundle_whole(platform: Platform, tmp_path: Path) -> None:
+    """An accepted update replaces the bundle: files the new profile no longer declares are
+    gone, new ones are there, and no hidden build directory is left beside it."""
+    v1 = _profile(tmp_path / "v1", '"old.py"')
+    (tmp_path / "v1" / "old.py").write_text("OLD = 1\n")
+    add_tenant(platform, "acme", v1)
+    v2 = _profile(tmp_path / "v2", '"new.py"')
+    (tmp_path / "v2" / "new.py").write_text("NEW = 1\n")
+    update_tenant(platform, "acme", v2)
+    bundle = platform.home.bundle("acme")
+    assert _files(bundle) == {"profile.yaml", "app.py", "new.py"}
+    assert sorted(p.name for p in bundle.parent.iterdir()) == ["acme"]

@@ -332,7 +332,7 @@ def test_a_too_deep_line_never_reaches_the_recursive_parser(tmp_path: Path, monk
     def recursive_parser(*_args: object, **_kwargs: object) -> object:
         raise AssertionError("json.loads was called on a line nested deeper than orjson's limit")
 
-    monkeypatch.setattr("mysimbdp.sdk.readers.json.loads", recursive_parser)
+    monkeypatch.setattr(json, "loads", recursive_parser)
     path = tmp_path / "deep.jsonl"
     path.write_text(deep + "\n")
     (record,) = iter_records(path, FileFormat.JSONL)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from mysimbdp.domain.bundle import AppCommand, BundleGlobs, entry_points
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
 from mysimbdp.domain.patterns import compile_pattern
 from mysimbdp.errors import ProfileError
@@ -105,18 +106,24 @@ class Quality(_Model):
 
 
 class AppNetwork(StrEnum):
-    """What an app may connect to from its sandbox (``docs/architecture.md``, "Sandbox")."""
+    """What an app may connect to from its sandbox (``docs/architecture.md``, "Sandbox").
+
+    An app's ``network`` field is the answer for that app: its own value, else the profile's
+    top-level ``network``, else ``store`` (resolved when the profile is validated)."""
 
     STORE = "store"  # its store and, for a stream app, the broker (the default)
     NONE = "none"  # nothing
     ANY = "any"  # anything: only for tenants the operator lists in MYSIMBDP_APP_NETWORK_ANY
 
 
+_NETWORKS = frozenset(member.value for member in AppNetwork)
+
+
 class BatchApp(_Model):
     """One clientbatchingestapp: the argv to run and the files it serves."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$")]
-    command: Annotated[list[str], Field(min_length=1)] = [
+    command: AppCommand = [
         "{python}",
         "-m",
         "mysimbdp.apps.generic",
@@ -176,7 +183,7 @@ class StreamApp(_Model):
     """One clientstreamingestapp: the argv to run and the streams it consumes."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$")]
-    command: Annotated[list[str], Field(min_length=1)] = ["{python}", "-m", "mysimbdp.apps.generic_stream"]
+    command: AppCommand = ["{python}", "-m", "mysimbdp.apps.generic_stream"]
     streams: Annotated[list[str], Field(min_length=1)] = ["*"]  # fnmatch patterns of stream names
     dataset: DatasetName | None = None  # None: the stream's name
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
@@ -271,23 +278,35 @@ class Profile(_Model):
     big_files: BigFiles = BigFiles()
     # files of the bundle besides the profile and the apps' entry points (the {bundle}/...
     # parts of their commands): globs relative to the profile's directory, e.g. "lib/**/*.py"
-    bundle_files: list[str] = []
+    bundle_files: BundleGlobs = []
+    network: AppNetwork = AppNetwork.STORE  # the default of the apps' own `network`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apps_take_the_network(cls, data: Any) -> Any:
+        """Give every app without a ``network`` of its own the profile's (a bad value is
+        reported once, on the top-level field)."""
+        if not isinstance(data, dict) or data.get("network") not in _NETWORKS:
+            return data
+        data = dict(data)
+        for kind in ("batch_apps", "stream_apps"):
+            apps = data.get(kind, cls.model_fields[kind].default)
+            if isinstance(apps, list):  # the app's own network wins
+                apps = [a.model_dump(exclude_unset=True) if isinstance(a, BaseModel) else a for a in apps]
+                data[kind] = [{"network": data["network"], **a} if isinstance(a, dict) else a for a in apps]
+        return data
+
+    def apps(self) -> list[tuple[str, BatchApp | StreamApp]]:
+        """Every app with its kind (``batch app`` / ``stream app``), in profile order."""
+        return [("batch app", a) for a in self.batch_apps] + [("stream app", a) for a in self.stream_apps]
 
     def network_any_apps(self) -> list[str]:
-        """The apps (``batch:NAME``, ``stream:NAME``) that ask for ``network: any``."""
-        return [f"batch app {a.name!r}" for a in self.batch_apps if a.network is AppNetwork.ANY] + [
-            f"stream app {a.name!r}" for a in self.stream_apps if a.network is AppNetwork.ANY
-        ]
+        """The apps that ask for ``network: any`` (``batch app 'NAME'``, ``stream app 'NAME'``)."""
+        return [f"{kind} {app.name!r}" for kind, app in self.apps() if app.network is AppNetwork.ANY]
 
     def entry_points(self) -> list[str]:
         """The bundle files the apps' commands name (``{bundle}/app.py`` -> ``app.py``)."""
-        found = []
-        commands = [a.command for a in self.batch_apps] + [a.command for a in self.stream_apps]
-        for command in commands:
-            for part in command:
-                if "{bundle}/" in part:
-                    found.append(part.split("{bundle}/", 1)[1])
-        return list(dict.fromkeys(found))
+        return entry_points(app.command for _, app in self.apps())
 
     @field_validator("batch_apps")
     @classmethod

@@ -19,7 +19,6 @@ import codecs
 import csv
 import functools
 import io
-import json
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ from mysimbdp.domain.envelope import json_kind
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
-from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit, reject_constant
+from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit
 from mysimbdp.sdk._jsonarray import Binary as _Binary
+from mysimbdp.sdk._jsonline import json_fallback
 
 _T = TypeVar("_T")
 CHUNK_BYTES = 1 << 20
@@ -318,7 +318,7 @@ class RecordReader:
             except orjson.JSONDecodeError as exc:
                 if not line.strip():
                     continue
-                parsed = _json_fallback(line, exc)
+                parsed = json_fallback(line, exc)
                 if isinstance(parsed, str):
                     yield Record(lineno, None, _truncate(line.decode("utf-8", "replace").rstrip("\r\n")), parsed)
                     continue
@@ -363,34 +363,6 @@ def _drain_bytes(buffered: _Binary, chunk_bytes: int) -> int:
         if content != piece:
             break
     return size
-
-
-MAX_JSON_DEPTH = 1024  # orjson's nesting limit; a deeper line is a bad row, never parsed by recursion
-_TOO_DEEP = f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
-
-
-def _json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
-    """Parse what orjson refuses but is valid JSON (a number beyond a double's range), else the problem.
-
-    Bounded: a line orjson found too deep is never handed to ``json.loads`` (which recurses once
-    per level: 100,000 levels raised ``RecursionError`` out of the reader and stopped every
-    service of ``up``), nor is a line with more than ``MAX_JSON_DEPTH`` opening brackets, which
-    could be as deep; their problem is orjson's own."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise  # a whole-file problem: the guard names the byte offset
-    reason = str(exc)
-    if "depth limit" in reason or "recursion" in reason.lower():  # orjson's words for nesting over its limit
-        return _TOO_DEEP
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
-        return f"not valid JSON: {reason}"
-    try:
-        return (json.loads(text, parse_constant=reject_constant),)
-    except ValueError:
-        return f"not valid JSON: {reason}"
-    except RecursionError:  # up to MAX_JSON_DEPTH levels may still pass Python's recursion limit
-        return _TOO_DEEP
 
 
 def iter_records(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,9 @@ from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.bundles import install_bundle
+from mysimbdp.services.bundles import BundlePlan, install_bundle, plan_bundle
 
 log = get_logger("tenants")
-
-# Parts of a profile's directory that are data or caches, not the tenant's apps.
 
 
 def hash_key(api_key: str) -> str:
@@ -63,8 +60,9 @@ def broker_access(platform: Platform, tenant_id: str) -> dict[str, str] | None:
 
 
 def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) -> NewTenant:
-    """Register ``tenant_id``. With ``profile_path`` the profile's directory (its apps) is
-    copied into the platform home as the tenant's bundle; without, the default profile."""
+    """Register ``tenant_id``. With ``profile_path`` its bundle (the profile, its apps' entry
+    points and its ``bundle_files``, :mod:`mysimbdp.services.bundles`) is checked, then copied
+    into the platform home; without, the default profile. A refusal changes nothing."""
     if problem := tenant_id_problem(tenant_id):
         raise TenantError(problem)
     existing = {t.id for t in platform.meta.list_tenants()}
@@ -75,10 +73,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     bundle = platform.home.bundle(tenant_id)
     profile_yaml = dump_profile(profile)
     if profile_path is None:
-        if bundle.exists():
-            shutil.rmtree(bundle)
-        bundle.mkdir(parents=True)
-        (bundle / "profile.yaml").write_text(profile_yaml, encoding="utf-8")
+        install_bundle(f"tenant {tenant_id!r}", BundlePlan(), profile_yaml, bundle, platform.settings.bundle_max_bytes)
     else:
         _install(platform, tenant_id, profile, profile_path, bundle)
     platform.home.ensure_tenant(tenant_id)
@@ -92,7 +87,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
 
 def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> TenantRecord:
     """Give ``tenant_id`` a new profile and apps (a fixed app, a relaxed rule): the profile
-    is validated, then its directory replaces the tenant's bundle in one rename. Runs that
+    and its bundle are checked, then the new bundle replaces the old in one rename. Runs that
     started before keep the code they started with; the next run and the next stream app
     instance use the new bundle. The API key, data and history stay."""
     platform.meta.get_tenant(tenant_id)
@@ -133,21 +128,26 @@ def new_api_key() -> str:
 
 
 def check_network(platform: Platform, tenant_id: str, profile: Profile) -> None:
-    """Refuse a profile whose apps ask for ``network: any`` unless the operator lists the tenant."""
-    asking = profile.network_any_apps()
-    allowed = platform.settings.network_any_tenants
-    if asking and tenant_id not in allowed:
-        listed = ", ".join(sorted(allowed)) or "no tenant"
-        raise TenantError(
-            f"tenant {tenant_id!r}: {', '.join(asking)} asks for network: any, which the operator has not allowed "
-            f"(MYSIMBDP_APP_NETWORK_ANY lists {listed}); use network: store or none, or ask the operator"
-        )
+    """Refuse a profile whose apps ask for ``network: any`` unless the operator lists the tenant
+    in ``MYSIMBDP_APP_NETWORK_ANY``."""
+    allowed = platform.settings.app_network_any
+    if tenant_id in allowed or not (asking := profile.network_any_apps()):
+        return
+    listed = ", ".join(sorted(allowed)) or "no tenant"
+    raise TenantError(
+        f"tenant {tenant_id!r}: {' and '.join(asking)} {'asks' if len(asking) == 1 else 'ask'} for network: any, "
+        f"which the operator has not allowed (MYSIMBDP_APP_NETWORK_ANY lists {listed}); use network: store "
+        "(its store, and the broker for a stream app) or none, or ask the operator to list the tenant"
+    )
 
 
 def _install(platform: Platform, tenant_id: str, profile: Profile, profile_path: Path, bundle: Path) -> None:
+    """Check ``profile``'s bundle, then install it as the tenant's (nothing copied on refusal)."""
+    settings, who = platform.settings, f"tenant {tenant_id!r}"
+    plan = plan_bundle(who, profile, profile_path, settings.home, settings.bundle_max_bytes)
     text = profile_path.read_text(encoding="utf-8")  # the tenant's own file, comments and all
-    settings = platform.settings
-    install_bundle(tenant_id, profile, profile_path, text, bundle, settings.home, settings.bundle_max_bytes)
+    install_bundle(who, plan, text, bundle, settings.bundle_max_bytes)
+    log.info("tenant_bundle_installed", tenant=tenant_id, files=len(plan.files), size_bytes=plan.size_bytes)
 
 
 def remove_tenant(platform: Platform, tenant_id: str) -> None:
