@@ -6,10 +6,12 @@ admin connection, ``close()`` releases them. Everything else receives a ``Platfo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from types import TracebackType
 
+from mysimbdp.adapters.claims import ClaimOwner
 from mysimbdp.adapters.coredms import CoreDmsAdmin, open_admin
 from mysimbdp.adapters.filesystem import Home
 from mysimbdp.adapters.metastore import MetaStore
@@ -31,6 +33,8 @@ class Platform:
         self.meta = MetaStore(settings.meta_url)
         self._admin: CoreDmsAdmin | None = None
         self._sandbox: Status | None = None
+        self._claims: ClaimOwner | None = None
+        self._claims_lock = threading.Lock()
         self._started = False
 
     def start(self) -> Platform:
@@ -77,7 +81,20 @@ class Platform:
             grant = replace(grant, network="store")
         return Sandbox(self.sandbox_status, grant)
 
+    @property
+    def claim_owner(self) -> ClaimOwner:
+        """This platform's owner id for the inbox files it claims, alive while it is open
+        (made on first use; see :mod:`mysimbdp.adapters.claims`)."""
+        with self._claims_lock:
+            if self._claims is None:
+                self._claims = ClaimOwner(self.home.claims_dir)
+            return self._claims
+
     def close(self) -> None:
+        with self._claims_lock:
+            if self._claims is not None:
+                self._claims.close()
+                self._claims = None
         if self._admin is not None:
             self._admin.close()
             self._admin = None

@@ -63,7 +63,7 @@ def test_a_home_inside_the_profile_folder_is_refused_and_nothing_is_copied(tmp_p
     folder = tmp_path / "acme"
     profile = _profile(folder, '"**"')
     with _platform(folder / "home") as platform:
-        with pytest.raises(BundleRefused, match="rule bundle.home"):
+        with pytest.raises(BundleRefused, match=r"rule bundle\.home"):
             add_tenant(platform, "acme", profile)
         assert not platform.home.bundle("acme").exists()
         assert [t.id for t in platform.meta.list_tenants()] == []
@@ -75,7 +75,7 @@ def test_a_symlink_escaping_the_bundle_is_refused(platform: Platform, tmp_path: 
     folder = tmp_path / "acme"
     profile = _profile(folder, '"*.cfg"')
     os.symlink(platform.home.root / "meta.db", folder / "steal.cfg")
-    with pytest.raises(BundleRefused, match="rule bundle.symlink_outside"):
+    with pytest.raises(BundleRefused, match=r"rule bundle\.symlink_outside"):
         add_tenant(platform, "acme", profile)
     assert not platform.home.bundle("acme").exists()
     (folder / "steal.cfg").unlink()
@@ -89,7 +89,10 @@ def test_a_bundle_over_the_limit_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "acme"
     profile = _profile(folder, '"*.bin"')
     (folder / "model.bin").write_bytes(b"x" * 5000)
-    with _platform(tmp_path / "home", bundle_max_bytes=4096) as platform, pytest.raises(BundleRefused, match="rule bundle.too_large.*4096"):
+    with (
+        _platform(tmp_path / "home", bundle_max_bytes=4096) as platform,
+        pytest.raises(BundleRefused, match=r"rule bundle\.too_large.*4096"),
+    ):
         add_tenant(platform, "acme", profile)
 
 
@@ -102,7 +105,7 @@ def test_a_refused_update_keeps_the_old_bundle(platform: Platform, tmp_path: Pat
         update_tenant(platform, "acme", bad)
     assert _files(platform.home.bundle("acme")) == {"profile.yaml", "app.py"}
     missing = _profile(tmp_path / "v3", '"nothing-*.py"')
-    with pytest.raises(BundleRefused, match="rule bundle.missing.*matches no file"):
+    with pytest.raises(BundleRefused, match=r"rule bundle\.missing.*matches no file"):
         update_tenant(platform, "acme", missing)
 
 

@@ -32,6 +32,11 @@ class Home:
         return self.root / "runs" / run_id
 
     @property
+    def claims_dir(self) -> Path:
+        """The fetchers' lock files (:mod:`mysimbdp.adapters.claims`)."""
+        return self.root / "claims"
+
+    @property
     def coredms_dir(self) -> Path:
         return self.root / "coredms"
 

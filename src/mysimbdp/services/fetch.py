@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 import orjson
 
 from mysimbdp.adapters import filesystem
+from mysimbdp.adapters.claims import CLAIM_PREFIX, ClaimName, claim_name, dead_owner, parse_claim, remove_dead_locks
 from mysimbdp.adapters.sandbox import Grant
 from mysimbdp.adapters.scanjob import ScanFailure, ScanLimits, scan_contained
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
@@ -34,7 +35,6 @@ from mysimbdp.services.notify import notify
 log = get_logger("fetchdata")
 
 DAY_S = 86_400.0
-CLAIM_PREFIX = ".fetching-"
 SCAN_INTERRUPTED = "scan.interrupted"  # the platform stopped during the scan (reconcile)
 
 
@@ -63,19 +63,34 @@ def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading
     rejects the file with that rule, and nothing of it reaches this process. When ``cancel``
     is set meanwhile (the platform is stopping), the scan is killed, the file goes back to the
     inbox untouched and :class:`~mysimbdp.errors.RunCancelled` is raised."""
+    platform.tenant(tenant)  # an unknown tenant's file stays in its inbox, unclaimed
+    return fetch_claimed(platform, tenant, claim_file(platform, path), cancel=cancel)
+
+
+def claim_file(platform: Platform, path: Path) -> Path:
+    """Take ``path`` out of its inbox: one atomic rename to a hidden name that names this
+    platform's claim owner and a new file id. A second fetcher (another process, the CLI) gets
+    :class:`FileNotFoundError` instead of fetching it twice, and ``reconcile`` leaves the claim
+    alone while its owner lives."""
+    claimed = path.with_name(claim_name(platform.claim_owner.id, new_id("f"), path.name))
+    os.rename(path, claimed)
+    return claimed
+
+
+def fetch_claimed(
+    platform: Platform, tenant: str, claimed: Path, *, cancel: threading.Event | None = None
+) -> FetchDecision:
+    """The rest of :func:`fetch_file`, for a file this platform claimed."""
     started = time.monotonic()
     received = time.time()  # when the fetch took the file: the start of its record
-    _, profile = platform.tenant(tenant)
-    name = path.name
-    file_id = new_id("f")
-    # Claim the file with an atomic rename to a hidden name: a second fetcher (another
-    # process, the CLI) gets FileNotFoundError instead of fetching it twice.
-    claimed = path.with_name(f"{CLAIM_PREFIX}{file_id}-{name}")
-    os.rename(path, claimed)
+    taken = parse_claim(claimed.name)
+    assert taken is not None and taken.owner == platform.claim_owner.id, claimed
+    file_id, name = taken.file_id, taken.original
     try:
+        _, profile = platform.tenant(tenant)
         scanned = _scan(platform, tenant, claimed, name, profile, cancel)
     except BaseException:
-        os.rename(claimed, path)  # give it back untouched
+        os.rename(claimed, claimed.with_name(name))  # give it back untouched
         raise
     if isinstance(scanned, ScanFailure):
         return _reject_scan(platform, tenant, profile, file_id, claimed, (name, received, started), scanned)
@@ -293,36 +308,52 @@ def _reject(
 def reconcile(platform: Platform) -> int:
     """Finish or undo fetches interrupted by a crash; returns how many were repaired.
 
-    Run once when fetchdata starts, before any fetch. A file whose decision was recorded is
+    Run once when fetchdata starts, before any fetch. Only claims whose owner is dead are
+    touched (:mod:`mysimbdp.adapters.claims`): a live fetcher's (the CLI's, another
+    process's) is its own, however long it takes. A file whose decision was recorded is
     moved where its record says, never scanned again. A claimed file with no record was being
     scanned when the platform stopped: it goes back to the inbox once (recorded, rule
     ``scan.interrupted``), and is rejected if the platform stops while scanning it again."""
     repaired = 0
+    locks = platform.home.claims_dir
     for record in platform.meta.list_files(statuses=[FileStatus.RECEIVED]):
         staged, claimed = _staged_path(platform, record), Path(record.path)
-        if not staged.exists() and claimed.exists():  # accepted: the move into staging was cut short
-            filesystem.move(claimed, staged)
-        if staged.exists():
-            platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
-        else:
-            reason = f"tenant {record.tenant!r}: file {record.name!r}: fetch interrupted and the file is gone"
-            platform.meta.set_status(record.id, FileStatus.REJECTED, {"reconciled": True}, reasons=[reason])
-        repaired += 1
+        taken = parse_claim(claimed.name)
+        with dead_owner(locks, taken.owner if taken else "") as dead:
+            if not dead:  # its fetcher lives and is between the record and the move: its own
+                continue
+            if not staged.exists() and claimed.exists():  # accepted: the move into staging was cut short
+                filesystem.move(claimed, staged)
+            if staged.exists():
+                platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
+            else:
+                reason = f"tenant {record.tenant!r}: file {record.name!r}: fetch interrupted and the file is gone"
+                platform.meta.set_status(record.id, FileStatus.REJECTED, {"reconciled": True}, reasons=[reason])
+            repaired += 1
     for tenant in platform.home.tenants_with_inbox():
         for claimed in platform.home.area("inbox", tenant).glob(f"{CLAIM_PREFIX}*"):
-            file_id, _, original = claimed.name[len(CLAIM_PREFIX) :].partition("-")
-            decided = platform.meta.get_file(file_id)
-            if decided is not None and decided.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
-                filesystem.move(claimed, Path(decided.path))  # decided: the move was cut short
-            elif decided is None and original:
-                try:
-                    _interrupted(platform, tenant, file_id, claimed, original)
-                except TenantError:  # removed meanwhile: left in its inbox, as any file of an unknown tenant
-                    os.rename(claimed, claimed.with_name(original))
-            else:
-                os.rename(claimed, claimed.with_name(original or claimed.name.lstrip(".")))
-            repaired += 1
+            taken = parse_claim(claimed.name)
+            assert taken is not None
+            with dead_owner(locks, taken.owner) as dead:
+                if dead and claimed.exists():  # a live owner's claim is being scanned: left alone
+                    _undo_claim(platform, tenant, claimed, taken)
+                    repaired += 1
+    remove_dead_locks(locks)
     return repaired
+
+
+def _undo_claim(platform: Platform, tenant: str, claimed: Path, taken: ClaimName) -> None:
+    """Finish or undo the claim of a fetcher that died (its owner's lock is held meanwhile)."""
+    decided = platform.meta.get_file(taken.file_id)
+    if decided is not None and decided.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
+        filesystem.move(claimed, Path(decided.path))  # decided: the move was cut short
+    elif decided is None and taken.original:
+        try:
+            _interrupted(platform, tenant, taken.file_id, claimed, taken.original)
+        except TenantError:  # removed meanwhile: left in its inbox, as any file of an unknown tenant
+            os.rename(claimed, claimed.with_name(taken.original))
+    else:
+        os.rename(claimed, claimed.with_name(taken.original or claimed.name.lstrip(".")))
 
 
 def _interrupted(platform: Platform, tenant: str, file_id: str, claimed: Path, name: str) -> None:
