@@ -15,17 +15,17 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from mysimbdp._libc import die_with_parent, prctl
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
+from mysimbdp.sdk._ingest import run_context
+from mysimbdp.sdk._result import write_atomically
 from mysimbdp.sdk._spans import plan_spans
+from mysimbdp.sdk.batch import BatchContext, BlockTransform, Transform
 from mysimbdp.sdk.readers import Span
-
-if TYPE_CHECKING:
-    from mysimbdp.sdk.batch import BatchContext, BlockTransform, Transform
 
 __all__ = ["plan_spans", "run_parts"]
 
@@ -37,8 +37,6 @@ def _part_path(path: Path, part: int) -> Path:
 
 
 def _part_context(ctx: BatchContext, span: Span, part: int, parts: int) -> BatchContext:
-    from mysimbdp.sdk.batch import BatchContext
-
     cfg = ctx.config
     progress = cfg.progress if part == 0 else (_part_path(cfg.progress, part) if cfg.progress else None)
     config = dataclasses.replace(
@@ -93,9 +91,6 @@ def run_parts(
     ctx: BatchContext, transform: Transform, spans: list[Span], block_transform: BlockTransform | None = None
 ) -> int:
     """Run one part per span (this process takes the first); return the combined exit code."""
-    from mysimbdp.sdk._run import run_context
-    from mysimbdp.sdk.batch import _write_atomically
-
     parts = len(spans)
     children: list[int] = []
     parent_pid, prctl_fn = os.getpid(), prctl()
@@ -123,7 +118,7 @@ def run_parts(
         if ctx.config.progress is not None:
             _part_path(ctx.config.progress, part).unlink(missing_ok=True)
     merged = _merge(ctx, parts)
-    _write_atomically(ctx.config.result, orjson.dumps(merged))
+    write_atomically(ctx.config.result, orjson.dumps(merged))
     sys.stderr.write(
         f"mysimbdp batch: {ctx.config.input_name}: {parts} parts: {merged['rows_written']} written, "
         f"{merged['rows_rejected']} rejected, {merged['rows_skipped']} skipped of {merged['rows_total']} rows\n"

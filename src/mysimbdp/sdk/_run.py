@@ -17,9 +17,11 @@ from typing import NoReturn
 
 from mysimbdp import contract
 from mysimbdp._libc import keep_freed_memory
-from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
-from mysimbdp.errors import AppContractError, FileUnreadable, StoreError, StoreUnavailable
-from mysimbdp.sdk.batch import EXIT_FAILED, BatchContext, BatchResult, BlockTransform, Transform, _write_atomically
+from mysimbdp.domain.states import EXIT_DATAERR
+from mysimbdp.errors import AppContractError, FileUnreadable
+from mysimbdp.sdk._ingest import run_context
+from mysimbdp.sdk._result import BatchResult, write_atomically
+from mysimbdp.sdk.batch import BatchContext, BlockTransform, Transform
 
 __all__ = ["run", "run_batch", "run_context"]
 
@@ -32,7 +34,7 @@ def _contract_failure(env: Mapping[str, str], exc: Exception) -> int:
     if path := env.get(contract.RESULT):
         result = BatchResult(0, 0, 0, 0, 0, env.get(contract.DATASET, ""), str(exc))
         try:
-            _write_atomically(Path(path), result.to_json())
+            write_atomically(Path(path), result.to_json())
         except OSError as os_exc:
             sys.stderr.write(f"mysimbdp batch: cannot write the result to {path}: {os_exc}\n")
     return EXIT_DATAERR
@@ -76,30 +78,6 @@ def run(
         if len(spans) > 1:
             return run_parts(ctx, transform, spans, block_transform)
     return run_context(ctx, transform, block_transform)
-
-
-def run_context(ctx: BatchContext, transform: Transform, block_transform: BlockTransform | None = None) -> int:
-    """Ingest ``ctx``'s input (or its span), write its result; return the exit code."""
-    code = EXIT_OK
-    try:
-        with ctx:
-            ctx.ingest(transform, block_transform)
-            ctx.finish()
-    except StoreUnavailable as exc:
-        code = EXIT_TEMPFAIL
-        ctx.finish(error=f"store unavailable, retry later: {exc}")
-    except (FileUnreadable, AppContractError) as exc:
-        code = EXIT_DATAERR
-        ctx.finish(error=str(exc))
-    except StoreError as exc:
-        code = EXIT_FAILED
-        ctx.finish(error=str(exc))
-    except Exception as exc:
-        ctx.finish(error=f"{type(exc).__name__}: {exc}")
-        sys.stderr.write(ctx.summary() + "\n")
-        raise
-    sys.stderr.write(ctx.summary() + "\n")
-    return code
 
 
 def run_batch(

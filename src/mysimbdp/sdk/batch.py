@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar, overload
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -28,8 +26,10 @@ from mysimbdp.adapters.coredms import KeyFieldMissing, record_key, record_keys
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import AppContractError, FileUnreadable
+from mysimbdp.sdk._blocks import BlockRecords
 from mysimbdp.sdk._config import BatchConfig
 from mysimbdp.sdk._linemap import load_line_map, remap
+from mysimbdp.sdk._result import BatchResult, write_atomically
 from mysimbdp.sdk._writer import StoreWriter
 from mysimbdp.sdk.readers import Record, RecordReader, Span, good_record, raw_text
 
@@ -52,58 +52,6 @@ class Reject(Exception):
 
 
 DEFAULT_STORE_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """The result JSON of the contract (``$MYSIMBDP_RESULT``)."""
-
-    rows_written: int
-    rows_rejected: int
-    rows_skipped: int
-    rows_total: int
-    bytes_read: int
-    dataset: str
-    error: str | None = None
-    rows_stored: int = 0  # rows now in the store: newly written plus already there (a re-run)
-
-    def to_json(self) -> bytes:
-        data = asdict(self)
-        if self.error is None:
-            del data["error"]
-        return orjson.dumps(data)
-
-
-class _BlockRecords(Sequence[Record]):
-    """The records of a block's rows, built only when one is needed (to reject it)."""
-
-    def __init__(self, header: list[str], lines: list[int], rows: list[list[str]]) -> None:
-        self._header, self._lines, self._rows = header, lines, rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @property
-    def lines(self) -> list[int]:
-        return self._lines
-
-    def subset(self, indexes: list[int]) -> _BlockRecords:
-        return _BlockRecords(self._header, [self._lines[i] for i in indexes], [self._rows[i] for i in indexes])
-
-    @overload
-    def __getitem__(self, index: int) -> Record: ...
-    @overload
-    def __getitem__(self, index: slice) -> _BlockRecords: ...
-    def __getitem__(self, index: int | slice) -> Record | _BlockRecords:
-        if isinstance(index, slice):
-            return _BlockRecords(self._header, self._lines[index], self._rows[index])
-        return good_record(self._lines[index], dict(zip(self._header, self._rows[index], strict=False)))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class BatchContext:
@@ -291,7 +239,7 @@ class BatchContext:
                 except Exception:
                     docs = None
                 if docs is not None and len(docs) == len(rows) and set(map(type, docs)) <= _DICT_OR_NONE:
-                    block = _BlockRecords(header, lines, rows)
+                    block = BlockRecords(header, lines, rows)
                     if None in docs:  # skipped rows
                         indexes = [i for i, doc in enumerate(docs) if doc is not None]
                         self.rows_skipped += len(docs) - len(indexes)
@@ -379,7 +327,7 @@ class BatchContext:
                 other = orjson.loads(peer.read_bytes())
                 data = {name: data[name] + int(other.get(name, 0)) for name in data}
         with contextlib.suppress(OSError):  # progress is advisory; the result file is what counts
-            _write_atomically(path, orjson.dumps(data))
+            write_atomically(path, orjson.dumps(data))
 
     def finish(self, error: str | None = None) -> BatchResult:
         """Flush (unless ``error``), write the result file, close. Returns the result."""
@@ -398,7 +346,7 @@ class BatchContext:
         )
         if self._rejects is not None:
             self._rejects.flush()
-        _write_atomically(self.config.result, self.result.to_json())
+        write_atomically(self.config.result, self.result.to_json())
         self.close()
         return self.result
 

@@ -33,6 +33,7 @@ from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_
 from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit
 from mysimbdp.sdk._jsonarray import Binary as _Binary
 from mysimbdp.sdk._jsonline import json_fallback
+from mysimbdp.sdk._utf8 import unreadable_utf8
 
 _T = TypeVar("_T")
 CHUNK_BYTES = 1 << 20
@@ -82,38 +83,6 @@ _new_record = tuple.__new__
 
 def _truncate(text: str) -> str:
     return text if len(text) <= RAW_LIMIT_CHARS else text[:RAW_LIMIT_CHARS]
-
-
-def _utf8_problem(path: Path, chunk_bytes: int = CHUNK_BYTES) -> str | None:
-    """Where ``path`` stops being UTF-8 (byte offset, line and bytes), or None if it is valid."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    newlines = 0
-    with path.open("rb") as f:
-        while chunk := f.read(chunk_bytes):
-            pending = len(decoder.getstate()[0])
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                bad_at = offset - pending + exc.start
-                line = newlines + exc.object.count(b"\n", 0, exc.start) + 1
-                bad = exc.object[exc.start : exc.end]
-                return f"line {line}: not valid UTF-8 at byte {bad_at} ({bad!r}); save the file as UTF-8"
-            newlines += chunk.count(b"\n")
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            pending = len(decoder.getstate()[0])
-            return (
-                f"line {newlines + 1}: not valid UTF-8 at byte {offset - pending}: the file ends inside "
-                "a multi-byte character; save the file as UTF-8"
-            )
-    return None
-
-
-def _unreadable_utf8(path: Path, exc: UnicodeDecodeError) -> FileUnreadable:
-    return FileUnreadable(_utf8_problem(path) or f"not valid UTF-8: {exc}")
 
 
 @dataclass(frozen=True)
@@ -208,7 +177,7 @@ class RecordReader:
         try:
             yield from body(buffered)
         except UnicodeDecodeError as exc:
-            raise _unreadable_utf8(self.path, exc) from exc
+            raise unreadable_utf8(self.path, exc, CHUNK_BYTES) from exc
         finally:
             self._bytes_done = raw.tell()
             buffered.close()
