@@ -19,7 +19,7 @@ from mysimbdp.adapters.broker import Message
 from mysimbdp.adapters.coredms import DocumentStore, open_admin, open_store
 from mysimbdp.domain.envelope import Envelope, encode_batch
 from mysimbdp.errors import StoreUnavailable
-from mysimbdp.sdk import stream as sdk_stream
+from mysimbdp.sdk import stream_context as sdk_stream
 from mysimbdp.sdk.batch import Reject
 from mysimbdp.sdk.stream import StreamConfig, StreamContext
 
