@@ -16,7 +16,7 @@ import pytest
 
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.api import create_app
-from mysimbdp.api.access import KEY_COOKIE
+from mysimbdp.api.deps import KEY_COOKIE
 from mysimbdp.domain.records import QuarantinedRow, ScalingRecord
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one

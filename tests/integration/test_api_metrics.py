@@ -15,7 +15,7 @@ from prometheus_client.samples import Sample
 
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.api import create_app
-from mysimbdp.api.metrics import RUN_BUCKETS_S
+from mysimbdp.api.routes.metrics import RUN_BUCKETS_S
 from mysimbdp.domain.records import QuarantinedRow, ScalingRecord, StreamInstance
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
 from mysimbdp.domain.states import FileStatus

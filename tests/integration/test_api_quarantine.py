@@ -15,7 +15,7 @@ import pytest
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.api import create_app
-from mysimbdp.api.access import KEY_COOKIE
+from mysimbdp.api.deps import KEY_COOKIE
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.tenants import NewTenant, add_tenant

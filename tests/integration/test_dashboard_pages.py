@@ -13,7 +13,7 @@ import pytest
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.metachunks import ChunkCounts, ChunkStatus
 from mysimbdp.api import create_app
-from mysimbdp.api.access import KEY_COOKIE
+from mysimbdp.api.deps import KEY_COOKIE
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform
 from mysimbdp.services.ingest import ingest_one

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mysimbdp.adapters.broker import STREAM_RE
 from mysimbdp.adapters.metaquarantine import Entry, PurgeRecord
-from mysimbdp.api.access import AnyViewer, Viewer
-from mysimbdp.api.app import Refused, _context, _documented
-from mysimbdp.api.history import MAX_ID_LENGTH, NO_NUL, Limit, Offset, Page, TenantFilter
+from mysimbdp.api.deps import AnyViewer, Refused, Viewer, context_of, documented
+from mysimbdp.api.routes.history import MAX_ID_LENGTH, NO_NUL, Limit, Offset, Page, TenantFilter
 from mysimbdp.domain.replay import stream_of
 from mysimbdp.errors import BrokerError, BrokerUnavailable, MysimbdpError, StoreError, StoreUnavailable, TenantError
 from mysimbdp.services import quarantine as service
@@ -34,7 +33,7 @@ T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/quarantine", tags=["quarantine"])
 
-_ERRORS = _documented(
+_ERRORS = documented(
     {
         401: "No credentials, or an unknown key",
         403: "A tenant's key asked for another tenant (?tenant=)",
@@ -44,7 +43,7 @@ _ERRORS = _documented(
     }
 )
 
-_POST_ERRORS = {**_ERRORS, **_documented({400: "The body cannot be parsed (not UTF-8 JSON)"})}
+_POST_ERRORS = {**_ERRORS, **documented({400: "The body cannot be parsed (not UTF-8 JSON)"})}
 
 FileIdFilter = Annotated[str | None, Query(pattern=NO_NUL, max_length=MAX_ID_LENGTH, description="one file's id")]
 StreamFilter = Annotated[str | None, Query(pattern=f"^{STREAM_RE.pattern}$", description="one stream's messages")]
@@ -202,7 +201,7 @@ async def get_summary(
     tenant: TenantFilter = None,
 ) -> list[SourceOut]:
     sel = _selection(viewer, tenant, file_id, stream)
-    summaries = await _call(sel, service.summarize, _context(request).platform, sel)
+    summaries = await _call(sel, service.summarize, context_of(request).platform, sel)
     return [SourceOut.of(s) for s in summaries]
 
 
@@ -217,7 +216,7 @@ async def get_entries(
     offset: Offset = 0,
 ) -> Page[EntryOut]:
     sel = _selection(viewer, tenant, file_id, stream)
-    entries, total = await _call(sel, service.show, _context(request).platform, sel, limit=limit, offset=offset)
+    entries, total = await _call(sel, service.show, context_of(request).platform, sel, limit=limit, offset=offset)
     return Page[EntryOut](items=[EntryOut.of(e) for e in entries], total=total, limit=limit, offset=offset)
 
 
@@ -229,7 +228,7 @@ async def post_replay(
     a second replay is a no-op) or republish a stream's messages with their original ids.
     Answers once done; a run that failed is in ``errors`` and its entries stay."""
     sel = _selection(viewer, tenant, body.file_id, body.stream)
-    ctx = _context(request)
+    ctx = context_of(request)
     try:
         outcomes = await quarantine_replay.replay(ctx.platform, sel, broker=ctx.broker)
     except MysimbdpError as exc:
@@ -246,7 +245,7 @@ async def post_purge(request: Request, body: PurgeIn, viewer: AnyViewer, tenant:
         raise Refused(422, f"{sel}: give file_id, stream, or all: true for every entry", tenant=sel.tenant)
     key = "operator key" if viewer.is_operator else "tenant key"
     who = body.by or ("operator" if viewer.is_operator else f"tenant {sel.tenant}")
-    record = await _call(sel, service.purge, _context(request).platform, sel, purged_by=who, via=f"api ({key})")
+    record = await _call(sel, service.purge, context_of(request).platform, sel, purged_by=who, via=f"api ({key})")
     return PurgeOut.of(record)
 
 
@@ -260,6 +259,6 @@ async def get_purges(
 ) -> Page[PurgeOut]:
     sel = _selection(viewer, tenant, None, None)
     records, total = await _call(
-        sel, service.purges, _context(request).platform, sel.tenant, limit=limit, offset=offset
+        sel, service.purges, context_of(request).platform, sel.tenant, limit=limit, offset=offset
     )
     return Page[PurgeOut](items=[PurgeOut.of(r) for r in records], total=total, limit=limit, offset=offset)

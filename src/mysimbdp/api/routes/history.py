@@ -18,8 +18,7 @@ from mysimbdp.adapters.broker import STREAM_RE
 from mysimbdp.adapters.metachunks import ChunkRecord, ChunkRegistry, ChunkStatus
 from mysimbdp.adapters.metahistory import STREAM_PREFIX, MetaHistory
 from mysimbdp.adapters.metaquality import QualityLedger
-from mysimbdp.api.access import AnyViewer
-from mysimbdp.api.app import Refused, _context, _documented
+from mysimbdp.api.deps import AnyViewer, Refused, context_of, documented
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.domain.qualitycounts import FileQuality, QualityVerdict
 from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
@@ -36,7 +35,7 @@ T = TypeVar("T")
 
 router = APIRouter(prefix="/v1", tags=["history"])
 
-_ERRORS = _documented(
+_ERRORS = documented(
     {
         401: "No credentials, or an unknown key",
         403: "A tenant's key asked for another tenant (?tenant=)",
@@ -226,7 +225,7 @@ async def _read(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _history(request: Request) -> MetaHistory:
-    return MetaHistory(_context(request).platform.meta)
+    return MetaHistory(context_of(request).platform.meta)
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
@@ -280,7 +279,7 @@ def _detail(
     "/files/{file_id}",
     response_model=FileDetail,
     summary="One file: its record, quality, chunks, status history, runs and quarantined rows",
-    responses={**_ERRORS, **_documented({404: "No such file (or another tenant's)"})},
+    responses={**_ERRORS, **documented({404: "No such file (or another tenant's)"})},
 )
 async def get_file(
     request: Request,
@@ -289,7 +288,7 @@ async def get_file(
     tenant: TenantFilter = None,
 ) -> FileDetail:
     scope = viewer.scope(tenant)
-    meta = _context(request).platform.meta
+    meta = context_of(request).platform.meta
     detail = await _read(_detail, _history(request), meta.quality, meta.chunks, scope, file_id)
     if detail is None:
         who = "" if scope is None else f"tenant {scope!r}: "

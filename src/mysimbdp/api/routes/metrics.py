@@ -5,7 +5,7 @@ meta store holds (the same as ``mysimbdp report`` and the history API), whicheve
 recorded it. Labels are the tenant and small fixed sets (``kind``, ``outcome``, ``status``,
 ``state``, ``direction``) and the stream name (a tenant declares a few): never a file name,
 file id, run id or instance id, so the series stay bounded. Operator only (see
-:mod:`mysimbdp.api.access`).
+:mod:`mysimbdp.api.deps`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from mysimbdp.adapters.metahistory import MetaHistory
-from mysimbdp.api.access import OperatorViewer
-from mysimbdp.api.app import Refused, _context, _documented
+from mysimbdp.api.deps import OperatorViewer, Refused, context_of, documented
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
@@ -238,7 +237,7 @@ def _scrape(history: MetaHistory) -> bytes:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
-        **_documented(
+        **documented(
             {
                 401: "No credentials (and not loopback without an operator key), or an unknown key",
                 403: "A tenant's API key",
@@ -249,7 +248,7 @@ def _scrape(history: MetaHistory) -> bytes:
 )
 async def metrics(request: Request, viewer: OperatorViewer) -> Response:
     try:
-        body = await asyncio.to_thread(_scrape, MetaHistory(_context(request).platform.meta))
+        body = await asyncio.to_thread(_scrape, MetaHistory(context_of(request).platform.meta))
     except StoreUnavailable as exc:
         raise Refused(503, f"the meta store is unavailable: {exc}", {"Retry-After": "5"}) from exc
     except StoreError as exc:

@@ -2,7 +2,7 @@
 API key rotation; the tenant-app sandbox's status.
 
 Authenticated with the operator key (``MYSIMBDP_ADMIN_KEY``, compared in constant time), from
-the ``Authorization`` header or, for GET, the dashboard's cookie (:mod:`mysimbdp.api.access`).
+the ``Authorization`` header or, for GET, the dashboard's cookie (:mod:`mysimbdp.api.deps`).
 Without a key: 401; with a tenant's key: 403 (a tenant never steers instances); with no
 operator key configured the operator API is off: 403 for everyone, saying so.
 """
@@ -12,42 +12,25 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from mysimbdp.api import access
-from mysimbdp.api.app import AUTH_HEADERS, Refused, _context, _documented
+from mysimbdp.api.deps import OperatorKey, Refused, context_of, documented
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.errors import BrokerError, TenantError
 from mysimbdp.services import streams as stream_service
 from mysimbdp.services import tenants as tenant_service
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
-
-
-async def _operator(request: Request, key: Annotated[str | None, Depends(access.credentials)]) -> None:
-    if key is None:
-        raise Refused(401, "missing Authorization header: send 'Authorization: Bearer <operator key>'", AUTH_HEADERS)
-    viewer = await access.viewer_for_key(request, key)
-    if viewer is not None and viewer.is_operator:
-        return
-    if viewer is not None:
-        raise Refused(403, "a tenant's API key cannot use the operator API")
-    if not _context(request).platform.settings.admin_key:
-        raise Refused(403, "the operator API is off: start the platform with MYSIMBDP_ADMIN_KEY set")
-    raise Refused(401, "unknown operator key", AUTH_HEADERS)
-
-
-Operator = Depends(_operator)
 TenantPath = Annotated[str, Path(pattern=TENANT_ID_RE.pattern)]
 _AUTH_ERRORS = {
     401: "No operator key, or an unknown one",
     403: "A tenant's API key, or the operator API is off (no MYSIMBDP_ADMIN_KEY)",
     422: "Invalid request, or a stream the tenant's profile does not allow",
 }
-_ERRORS = _documented({**_AUTH_ERRORS, 404: "No such tenant"})
-_PUT_ERRORS = _documented({**_AUTH_ERRORS, 400: "The body is not JSON", 404: "No such tenant"})
-_STATUS_ERRORS = _documented({code: text for code, text in _AUTH_ERRORS.items() if code != 422})
+_ERRORS = documented({**_AUTH_ERRORS, 404: "No such tenant"})
+_PUT_ERRORS = documented({**_AUTH_ERRORS, 400: "The body is not JSON", 404: "No such tenant"})
+_STATUS_ERRORS = documented({code: text for code, text in _AUTH_ERRORS.items() if code != 422})
 
 
 class InstancesRequest(BaseModel):
@@ -66,38 +49,38 @@ async def _call(function: Any, *args: Any) -> Any:
 
 @router.put(
     "/tenants/{tenant}/streams/{stream}/instances",
-    dependencies=[Operator],
+    dependencies=[OperatorKey],
     summary="Start or scale",
     responses=_PUT_ERRORS,
 )
 async def start_instances(request: Request, tenant: TenantPath, stream: str, body: InstancesRequest) -> dict[str, Any]:
-    platform = _context(request).platform
+    platform = context_of(request).platform
     target = await _call(stream_service.start, platform, tenant, stream, body.app, body.instances)
     return {"tenant": target.tenant, "stream": target.stream, "app": target.app, "instances": target.instances}
 
 
 @router.delete(
-    "/tenants/{tenant}/streams/{stream}/instances", dependencies=[Operator], summary="Stop", responses=_ERRORS
+    "/tenants/{tenant}/streams/{stream}/instances", dependencies=[OperatorKey], summary="Stop", responses=_ERRORS
 )
 async def stop_instances(request: Request, tenant: TenantPath, stream: str) -> list[dict[str, Any]]:
-    stopped = await _call(stream_service.stop, _context(request).platform, tenant, stream, None)
+    stopped = await _call(stream_service.stop, context_of(request).platform, tenant, stream, None)
     return [{"tenant": t.tenant, "stream": t.stream, "app": t.app, "instances": t.instances} for t in stopped]
 
 
-@router.get("/streams", dependencies=[Operator], summary="Instances of every stream app", responses=_ERRORS)
+@router.get("/streams", dependencies=[OperatorKey], summary="Instances of every stream app", responses=_ERRORS)
 async def stream_status(
     request: Request, tenant: Annotated[str | None, Query(pattern=TENANT_ID_RE.pattern)] = None
 ) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = await _call(stream_service.status, _context(request).platform, tenant)
+    rows: list[dict[str, Any]] = await _call(stream_service.status, context_of(request).platform, tenant)
     return rows
 
 
-@router.get("/sandbox", dependencies=[Operator], summary="The tenant-app sandbox", responses=_STATUS_ERRORS)
+@router.get("/sandbox", dependencies=[OperatorKey], summary="The tenant-app sandbox", responses=_STATUS_ERRORS)
 async def sandbox(request: Request) -> dict[str, Any]:
     """Which sandbox confines tenant apps here (``mechanism``, ``landlock_abi``), or the
     ``warning`` an operator must see: apps running unconfined (``MYSIMBDP_SANDBOX=off``) or
     not running at all (no sandbox on this machine), as ``mysimbdp doctor`` shows it."""
-    status = _context(request).platform.sandbox_status
+    status = context_of(request).platform.sandbox_status
     return {**status.as_dict(), "summary": status.summary()}
 
 
@@ -106,12 +89,12 @@ class RotateKeyRequest(BaseModel):
 
 
 @router.post(
-    "/tenants/{tenant}/rotate-key", dependencies=[Operator], summary="Rotate an API key", responses=_PUT_ERRORS
+    "/tenants/{tenant}/rotate-key", dependencies=[OperatorKey], summary="Rotate an API key", responses=_PUT_ERRORS
 )
 async def rotate_key(request: Request, tenant: TenantPath, body: RotateKeyRequest) -> dict[str, Any]:
     """A new API key for the tenant (in this answer only); its current keys stop working
     after ``grace_s`` seconds (default 3600, at most 30 days; 0: at once)."""
-    context = _context(request)
+    context = context_of(request)
     rotated = await _call(tenant_service.rotate_key, context.platform, tenant, body.grace_s)
     context.forget_tenant(tenant)  # this API's cache learns the old keys' end at their next use
     return {"tenant": tenant, "api_key": rotated.api_key, "old_keys_expire_at": rotated.old_keys_expire_at}

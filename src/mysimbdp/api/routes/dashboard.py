@@ -3,7 +3,7 @@ key, that tenant only. Pages are rendered on the server (Jinja2, charts as inlin
 :mod:`charts`); one small script of our own refreshes the panel every few seconds without
 reloading the page. Assets are served from the package: nothing is fetched from elsewhere.
 
-Who sees what (:mod:`access`): the key from the login form is kept in an HttpOnly,
+Who sees what (:mod:`mysimbdp.api.deps`): the key from the login form is kept in an HttpOnly,
 SameSite=Strict cookie; with no key, the operator's view is open to loopback clients only,
 and only while no operator key (``MYSIMBDP_ADMIN_KEY``) is configured.
 """
@@ -22,15 +22,14 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from mysimbdp.api.access import KEY_COOKIE, OPERATOR, Viewer, is_loopback, viewer_for_key
-from mysimbdp.api.app import _context
 from mysimbdp.api.charts import line_chart
+from mysimbdp.api.deps import KEY_COOKIE, OPERATOR, Viewer, context_of, is_loopback, viewer_for_key
 from mysimbdp.errors import ConfigError
 from mysimbdp.services.overview import Overview, overview
 from mysimbdp.services.timeseries import parse_duration
 
 router = APIRouter(include_in_schema=False)
-STATIC = StaticFiles(directory=Path(__file__).parent / "static")
+STATIC = StaticFiles(directory=Path(__file__).parent.parent / "static")
 PERIODS = (("15m", 900), ("1h", 3600), ("6h", 21600), ("24h", 86400))
 REFRESH_MS = 2000
 
@@ -51,7 +50,7 @@ async def _viewer(request: Request) -> Viewer | None:
     key = request.cookies.get(KEY_COOKIE)
     if key:
         return await viewer_for_key(request, key)
-    if not _context(request).platform.settings.admin_key and is_loopback(request):
+    if not context_of(request).platform.settings.admin_key and is_loopback(request):
         return OPERATOR
     return None
 
@@ -82,7 +81,7 @@ def _charts(view: Overview) -> list[Markup]:
 async def _panel_context(request: Request, viewer: Viewer, since: str, tenant: str | None) -> dict[str, object]:
     label, seconds = _since(since)
     scope = viewer.tenant or tenant
-    platform = _context(request).platform
+    platform = context_of(request).platform
     view = await asyncio.to_thread(overview, platform, scope, since_s=seconds)
     return {
         "view": view,
