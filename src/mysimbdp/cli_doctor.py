@@ -32,6 +32,8 @@ def doctor(platform: Platform, as_json: bool) -> None:
                                          binary, and a running platform's broker
       MYSIMBDP_API_HOST, MYSIMBDP_API_PORT
                                          free to bind, or a running platform's /healthz
+      MYSIMBDP_SECRET_KEY, MYSIMBDP_SECRET_KEY_FILE
+                                         the key sealing secrets at rest: it seals and opens
 
     Exit code 0 when no check failed (warnings do not fail), 1 when one did."""
     from mysimbdp.services.doctor import run_checks  # its imports only when the command runs

@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 
 from mysimbdp.adapters.claims import ClaimOwner
 from mysimbdp.adapters.coredms import CoreDmsAdmin, open_admin
 from mysimbdp.adapters.filesystem import Home
 from mysimbdp.adapters.metastore import MetaStore
-from mysimbdp.adapters.sandbox import Grant, Sandbox, Status, probe
+from mysimbdp.adapters.sandbox import Grant, Sandbox, Status, probe, readable_by_apps
+from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.domain.profile import Profile, parse_profile
 from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import ConfigError, SandboxUnavailable
@@ -30,7 +32,10 @@ class Platform:
         self.settings = settings
         self.env = dict(env)  # the parent environment: only the runner's allow-list reaches apps
         self.home = Home(settings.home)
-        self.meta = MetaStore(settings.meta_url)
+        key_file = Path(settings.secret_key_file) if settings.secret_key_file else default_key_file(self.env)
+        # the key may lie neither in the home nor where every app may read (the runtime)
+        self.secrets = SecretBox(settings.secret_key, key_file, lambda: [settings.home, *readable_by_apps()])
+        self.meta = MetaStore(settings.meta_url, self.secrets)
         self._admin: CoreDmsAdmin | None = None
         self._sandbox: Status | None = None
         self._claims: ClaimOwner | None = None
@@ -110,12 +115,12 @@ class Platform:
     def running_broker_url(self) -> str:
         """The broker of the running platform, for another process (a worker, a replay):
         ``MYSIMBDP_BROKER_URL``, else the URL the embedded broker of ``mysimbdp up`` wrote
-        to ``HOME/broker/url`` (mode 0600) while it runs."""
+        to ``HOME/broker/url`` (mode 0600, sealed) while it runs."""
         if self.settings.broker_url:
             return self.settings.broker_url
         url_file = self.settings.home / "broker" / "url"
         try:
-            return url_file.read_text().strip()
+            return self.secrets.open(url_file.read_text().strip(), str(url_file))
         except OSError as exc:
             raise ConfigError(
                 f"no broker: {url_file} is missing ({exc.strerror}); start `mysimbdp up` with this home first, "
@@ -124,4 +129,6 @@ class Platform:
 
     def tenant(self, tenant_id: str) -> tuple[TenantRecord, Profile]:
         record = self.meta.get_tenant(tenant_id)
-        return record, parse_profile(record.profile_yaml, f"{record.bundle_dir}/profile.yaml")
+        profile = parse_profile(record.profile_yaml, f"{record.bundle_dir}/profile.yaml")
+        where = f"tenant {tenant_id!r}: webhook secret"
+        return record, profile.with_secrets(lambda sealed: self.secrets.open(sealed, where))

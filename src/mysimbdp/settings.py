@@ -62,6 +62,10 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8731
     admin_key: str = field(default="", repr=False)  # the operator API's bearer key; "" = operator API off
+    # the Fernet key(s) sealing platform secrets at rest (adapters/secretbox.py): comma-separated, the first
+    # seals; "" = the key file below
+    secret_key: str = field(default="", repr=False)
+    secret_key_file: str = ""  # "" = $XDG_CONFIG_HOME/mysimbdp/secret.key (else ~/.config/...), made on first use
     notify_retry_base_s: float = 1.0  # a failed webhook delivery is retried after 1 s, 2 s, 4 s … (at most 300 s)
     notify_max_attempts: int = 10  # then the delivery is recorded dead
     notify_timeout_s: float = 10.0  # one webhook attempt, end to end

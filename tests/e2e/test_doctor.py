@@ -13,7 +13,7 @@ import pytest
 from mysimbdp.adapters.sandbox import probe
 from tests.e2e.conftest import Cli, healthy, until, wait_for
 
-CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "python", "disk"]
+CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "secrets", "python", "disk"]
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from mysimbdp.adapters.broker import open_broker
+from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from tests.e2e.conftest import Cli, healthy, until
 
@@ -47,7 +48,9 @@ def test_instances_follow_the_operator_and_a_killed_one_comes_back(cli: Cli, hom
     up = cli.popen("up")
     try:
         url_file = home / "broker" / "url"
-        url = until(lambda: url_file.exists() and url_file.read_text().strip(), what="the embedded broker")
+        box = SecretBox("", default_key_file(os.environ))  # the platform's key, as `up` found it
+        url = until(lambda: url_file.exists() and box.open(url_file.read_text().strip(), "url"), what="the broker")
+        assert url.startswith("nats://")  # opened: the file holds it sealed
         cli.run("stream", "start", "--tenant", "acme", "--stream", "clicks", "--instances", "2", check=True)
         first, _second = until(lambda: _running(cli, 2), what="2 running instances")
         asyncio.run(_publish(url, 0, 1000))

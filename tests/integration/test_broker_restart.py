@@ -161,7 +161,7 @@ async def test_api_and_app_ride_out_a_broker_restart(
     platform: Platform, restartable: Restartable, tmp_path: Path
 ) -> None:
     tenant = add_tenant(platform, f"r{uuid.uuid4().hex[:8]}", None)
-    users = tenant_users(platform.settings)
+    users = tenant_users(platform.settings, platform.secrets)
     app_url = (users.tenant_url(tenant.record.id) if users else None) or restartable.url
     stream = f"s{uuid.uuid4().hex[:8]}"
     broker = open_broker(restartable.url)

@@ -18,6 +18,7 @@ import pytest
 
 from mysimbdp.adapters.runner import Limits, Outcome, build_env, run
 from mysimbdp.adapters.sandbox import MIN_LANDLOCK_ABI, Sandbox, app_grant, probe, url_ports
+from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.errors import SandboxUnavailable
 
 HOSTILE_APP = Path(__file__).parent.parent / "hostile_app.py"
@@ -62,6 +63,9 @@ class Machine:
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.unix.bind(self.unix_path)
         self.unix.listen(8)
+        box = SecretBox("", default_key_file(os.environ))
+        box.seal("made on first use")  # this user's default key file exists
+        self.key_file = box.key_file
 
     @property
     def store_url(self) -> str:
@@ -92,6 +96,7 @@ class Machine:
             ("unix", self.unix_path),  # a named unix socket (PostgreSQL's local socket is one)
             ("udp", f"127.0.0.1:{self.broker.getsockname()[1]}"),
             ("read", "/etc/shadow" if os.path.exists("/etc/shadow") else "/etc/passwd"),
+            ("read", str(self.key_file)),  # the key that seals the platform's secrets at rest
         ]
         if os.geteuid() == 0:
             probes.append(("setuid", "4242"))  # root's capabilities are dropped

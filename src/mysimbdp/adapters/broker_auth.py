@@ -1,7 +1,8 @@
 """Who may do what on the embedded broker: one platform user, one user per tenant.
 
 The embedded ``nats-server`` runs with an ``authorization`` block rendered from
-``HOME/broker/users.json`` (mode 0600): the platform's user may do everything; a tenant's
+``HOME/broker/users.json`` (mode 0600, the passwords sealed: :mod:`secretbox`), holding
+only bcrypt hashes of the passwords: the platform's user may do everything; a tenant's
 user may publish only under ``mysimbdp.<tenant>.>``, use the JetStream API of its own
 stream ``MYSIMBDP_<tenant>`` only (pull, ack, consumer info), and receive only on its own
 inbox prefix ``_INBOX_<tenant>``. So a tenant's credentials, given to its stream apps and
@@ -15,18 +16,35 @@ An external broker (``MYSIMBDP_BROKER_URL``) keeps its own users; the operator c
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
 from pathlib import Path
 from urllib.parse import quote
 
+import bcrypt
+
 from mysimbdp.adapters.broker import PREFIX
 from mysimbdp.adapters.broker_nats import stream_name
 from mysimbdp.adapters.broker_users import SecretFile
 from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.secretbox import SecretBox
 
 PLATFORM_USER = "mysimbdp"
+# bcrypt's cost for the hashes in nats.conf. nats-server checks a hash on every connection, so
+# the cost is paid per connect; the passwords are 24 random bytes (192 bits) from `secrets`,
+# which no cost factor makes stronger or weaker: the hash is there so that the config holds
+# no password, and a low cost keeps connecting fast.
+BCRYPT_COST = 6
+
+
+@functools.lru_cache(maxsize=4096)
+def _hashed(password: str) -> str:
+    """``password``'s bcrypt hash in the form nats-server knows (``$2a$``); the same hash
+    for the same password in one process, so a config written again changes only where a
+    user changed."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST, prefix=b"2a")).decode()
 
 
 def inbox_prefix(tenant: str) -> str:
@@ -40,10 +58,13 @@ def tenant_user(tenant: str) -> str:
 class BrokerUsers:
     """``HOME/broker/users.json``: the platform's password, the tenants', the port."""
 
-    def __init__(self, broker_dir: Path) -> None:
+    def __init__(self, broker_dir: Path, box: SecretBox | None = None) -> None:
         self.dir = broker_dir
         self.secrets = SecretFile(
-            broker_dir / "users.json", lambda: {"platform": secrets.token_urlsafe(24), "port": free_port()}
+            broker_dir / "users.json",
+            lambda: {"platform": secrets.token_urlsafe(24), "port": free_port()},
+            secrets=box,
+            sealed=("platform",),
         )
 
     @property
@@ -81,7 +102,7 @@ class BrokerUsers:
         data = self.secrets.load()
         tenants = self.secrets.tenants()
         users = [
-            f'    {{user: "{PLATFORM_USER}", password: "{data["platform"]}", '
+            f'    {{user: "{PLATFORM_USER}", password: "{_hashed(str(data["platform"]))}", '
             'permissions: {publish: ">", subscribe: ">"}}'
         ]
         for tenant, password in sorted(tenants.items()):
@@ -98,7 +119,7 @@ class BrokerUsers:
             ]
             allow = ", ".join(f'"{subject}"' for subject in publish)
             users.append(
-                f'    {{user: "{tenant_user(tenant)}", password: "{password}", permissions: '
+                f'    {{user: "{tenant_user(tenant)}", password: "{_hashed(password)}", permissions: '
                 f'{{publish: {{allow: [{allow}]}}, subscribe: {{allow: ["{inbox_prefix(tenant)}.>"]}}}}}}'
             )
         config = self.dir / "nats.conf"

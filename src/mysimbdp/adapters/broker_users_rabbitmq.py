@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from mysimbdp.adapters.broker import PREFIX
 from mysimbdp.adapters.broker_users import SecretFile
+from mysimbdp.adapters.secretbox import SecretBox
 from mysimbdp.errors import BrokerError
 from mysimbdp.settings import mask_url
 
@@ -92,10 +93,11 @@ class ManagementApi:
 class RabbitUsers:
     """The tenants' users on the RabbitMQ broker at ``broker_url`` (the platform's URL)."""
 
-    def __init__(self, broker_url: str, broker_dir: Path, admin_url: str = "") -> None:
+    def __init__(self, broker_url: str, broker_dir: Path, admin_url: str = "", box: SecretBox | None = None) -> None:
         self.broker_url = broker_url
         self.api = ManagementApi(admin_url or default_admin_url(broker_url))
-        self.secrets = SecretFile(broker_dir / "rabbitmq-users.json")
+        # the passwords are sealed with ``box``; RabbitMQ keeps only its own hash of each
+        self.secrets = SecretFile(broker_dir / "rabbitmq-users.json", secrets=box)
         path = urlsplit(broker_url).path
         self.vhost = unquote(path[1:]) if len(path) > 1 else "/"
 

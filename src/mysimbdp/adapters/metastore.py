@@ -6,6 +6,7 @@ Every status change of a file is appended to ``file_events`` in the same transac
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from mysimbdp.adapters.metanotify import NotificationOutbox
 from mysimbdp.adapters.metaquality import QualityLedger
 from mysimbdp.adapters.metaquarantine import QuarantineLedger
 from mysimbdp.adapters.metastreams import StreamRegistry
+from mysimbdp.adapters.secretbox import SecretBox
 from mysimbdp.adapters.sql import SqlConnection
 from mysimbdp.domain.qualitycounts import FileQuality
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
@@ -57,10 +59,14 @@ def _file(row: Sequence[Any]) -> FileRecord:
 
 
 class MetaStore:
-    """Typed access to the platform's records. ``start()`` connects and creates tables."""
+    """Typed access to the platform's records. ``start()`` connects and creates tables.
 
-    def __init__(self, url: str) -> None:
+    With ``secrets``, a tenant's ``coredms_url`` (a PostgreSQL role's password) is sealed in
+    the table and opened when read; without (a tool reading records), it is kept as given."""
+
+    def __init__(self, url: str, secrets: SecretBox | None = None) -> None:
         self._db = SqlConnection(url)
+        self._secrets = secrets
         self.streams = StreamRegistry(self._db)
         self.chunks = ChunkRegistry(self._db)
         self.notifications = NotificationOutbox(self._db)
@@ -93,7 +99,7 @@ class MetaStore:
                     tenant.created_at,
                     tenant.profile_yaml,
                     tenant.bundle_dir,
-                    tenant.coredms_url,
+                    self._secrets.seal(tenant.coredms_url) if self._secrets else tenant.coredms_url,
                 ),
             )
             self._db.execute(
@@ -108,11 +114,18 @@ class MetaStore:
         )
         if row is None:
             raise TenantError(f"tenant {tenant_id!r} does not exist; add it with 'mysimbdp tenant add'")
-        return TenantRecord(*row)
+        return self._tenant(row)
 
     def list_tenants(self) -> list[TenantRecord]:
         rows = self._db.query("SELECT id, created_at, profile_yaml, bundle_dir, coredms_url FROM tenants ORDER BY id")
-        return [TenantRecord(*row) for row in rows]
+        return [self._tenant(row) for row in rows]
+
+    def _tenant(self, row: Sequence[Any]) -> TenantRecord:
+        tenant = TenantRecord(*row)
+        if self._secrets is None:
+            return tenant
+        url = self._secrets.open(tenant.coredms_url, f"tenant {tenant.id!r}: coredms URL")
+        return dataclasses.replace(tenant, coredms_url=url)
 
     def remove_tenant(self, tenant_id: str) -> None:
         with self._db.transaction():

@@ -44,7 +44,7 @@ from mysimbdp.adapters._confine import (
 )
 from mysimbdp.errors import SandboxUnavailable
 
-__all__ = ["MIN_LANDLOCK_ABI", "Grant", "Sandbox", "Status", "app_grant", "probe"]
+__all__ = ["MIN_LANDLOCK_ABI", "Grant", "Sandbox", "Status", "app_grant", "probe", "readable_by_apps"]
 
 MIN_LANDLOCK_ABI = 6  # TCP ports (4) and signal scoping (6): every rule above holds
 MECHANISM = "landlock+seccomp"
@@ -163,8 +163,8 @@ class Grant:
         """Refuse a grant that would hand an app the platform home (a runtime directory that
         contains it, e.g. a home inside the virtual environment)."""
         home = self.home.resolve()
-        for path in [*RUNTIME_DIRS, *_python_dirs()]:
-            if home.is_relative_to(Path(path).resolve()):
+        for path in readable_by_apps():
+            if home.is_relative_to(path.resolve()):
                 raise SandboxUnavailable(
                     f"tenant {self.tenant!r}: the platform home {home} lies inside {path}, which every app may "
                     "read; move the home (--home) out of the runtime's directories"
@@ -254,6 +254,11 @@ def url_ports(url: str) -> list[int]:
         _, colon, port = host.rpartition(":") if not host.endswith("]") else ("", "", "")
         ports.append(int(port) if colon and port.isdigit() else default)
     return ports
+
+
+def readable_by_apps() -> list[Path]:
+    """The directories every tenant app may read (the runtime): nothing secret may lie in them."""
+    return [Path(path) for path in [*RUNTIME_DIRS, *sorted(_python_dirs()), *ETC_FILES]]
 
 
 def _python_dirs() -> set[str]:

@@ -8,6 +8,7 @@ See ``docs/profile-reference.md`` for every field.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -222,11 +223,16 @@ def _webhook_url(value: str) -> str:
     return value
 
 
+SEALED_PREFIX = "fernet:"  # a secret sealed by the platform (adapters/secretbox.py), as stored
+
+
 class Webhook(_Model):
     """One receiver of a tenant's failure notifications, signed with ``secret``."""
 
     url: Annotated[str, AfterValidator(_webhook_url)]
-    secret: Annotated[str, Field(min_length=16, max_length=512, repr=False)]  # a literal: the HMAC-SHA256 key
+    # a literal: the HMAC-SHA256 key (at most 512 characters); stored profiles hold it sealed
+    # ("fernet:...", adapters/secretbox.py), which is longer
+    secret: Annotated[str, Field(min_length=16, max_length=1024, repr=False)]
     events: Annotated[list[NotifyEvent], Field(min_length=1)] = list(NotifyEvent)
     quarantine_ratio_high: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05  # quarantined / total above: notify
 
@@ -235,6 +241,8 @@ class Webhook(_Model):
     def _secret_literal(cls, value: str) -> str:
         if value.startswith("${"):
             raise ValueError("references like ${NAME} are not expanded; write the secret itself")
+        if len(value) > 512 and not value.startswith(SEALED_PREFIX):
+            raise ValueError(f"at most 512 characters, got {len(value)}")
         return value
 
     @field_validator("events")
@@ -295,6 +303,12 @@ class Profile(_Model):
                 apps = [a.model_dump(exclude_unset=True) if isinstance(a, BaseModel) else a for a in apps]
                 data[kind] = [{"network": data["network"], **a} if isinstance(a, dict) else a for a in apps]
         return data
+
+    def with_secrets(self, change: Callable[[str], str]) -> Profile:
+        """This profile with every webhook secret passed through ``change`` (sealed before the
+        profile is stored, opened after it is read back)."""
+        hooks = [hook.model_copy(update={"secret": change(hook.secret)}) for hook in self.notifications.webhooks]
+        return self.model_copy(update={"notifications": self.notifications.model_copy(update={"webhooks": hooks})})
 
     def apps(self) -> list[tuple[str, BatchApp | StreamApp]]:
         """Every app with its kind (``batch app`` / ``stream app``), in profile order."""

@@ -54,16 +54,16 @@ class BrokerAccess:
 async def databroker(platform: Platform) -> AsyncIterator[BrokerAccess]:
     """The broker for this run: ``MYSIMBDP_BROKER_URL``, else an embedded NATS server started
     under ``HOME/broker`` (users and permissions from :mod:`broker_auth`) for as long as the
-    block runs; its platform URL is in ``HOME/broker/url`` (mode 0600) meanwhile."""
+    block runs; its platform URL is in ``HOME/broker/url`` (mode 0600, sealed) meanwhile."""
     if platform.settings.broker_url:
-        yield BrokerAccess(platform.settings.broker_url, tenant_users(platform.settings))
+        yield BrokerAccess(platform.settings.broker_url, tenant_users(platform.settings, platform.secrets))
         return
-    users = BrokerUsers(platform.settings.home / "broker")
+    users = BrokerUsers(platform.settings.home / "broker", platform.secrets)
     server = EmbeddedNats(users.dir, port=users.port, config=users.write_config())
     await asyncio.to_thread(server.start)
     url_file = users.dir / "url"
-    url_file.write_text(users.platform_url() + "\n")
-    url_file.chmod(0o600)
+    url_file.touch(mode=0o600)
+    url_file.write_text(platform.secrets.seal(users.platform_url()) + "\n")  # for workers; sealed
     log.info("embedded_broker_started", url=server.url, store=str(server.store_dir))
     try:
         yield BrokerAccess(users.platform_url(), users)

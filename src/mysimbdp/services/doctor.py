@@ -224,6 +224,14 @@ def _api(platform: Platform) -> Check:
     return Check("api", "ok", f"{host}:{port}: a running platform answers {address}/healthz", data)
 
 
+def _secrets(platform: Platform) -> Check:
+    """The key that seals the platform's secrets: usable (a seal that opens), and where it is."""
+    box = platform.secrets
+    box.open(box.seal("doctor"), "doctor")  # raises ConfigError naming the variable and the remedy
+    data = {"source": box.source}
+    return Check("secrets", "ok", f"sealed at rest with the key from {box.source}", data)
+
+
 def _python(_: Platform) -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
     state = "ok" if sys.version_info >= MIN_PYTHON else "fail"
@@ -244,6 +252,7 @@ CHECKS: tuple[tuple[str, Callable[[Platform], Check]], ...] = (
     ("coredms", _coredms),
     ("broker", _broker),
     ("api", _api),
+    ("secrets", _secrets),
     ("python", _python),
     ("disk", _disk),
 )

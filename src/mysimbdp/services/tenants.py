@@ -37,7 +37,7 @@ class NewTenant:
 def broker_access(platform: Platform, tenant_id: str) -> dict[str, str] | None:
     """What a tenant's producers need to publish straight to the broker, with the tenant's
     own broker user; None for an external NATS (its users are the operator's)."""
-    users = tenant_users(platform.settings)
+    users = tenant_users(platform.settings, platform.secrets)
     if users is None:
         return None
     url = users.tenant_url(tenant_id) or users.add_tenant(tenant_id)
@@ -71,7 +71,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     profile = DEFAULT_PROFILE if profile_path is None else load_profile(profile_path)
     check_network(platform, tenant_id, profile)
     bundle = platform.home.bundle(tenant_id)
-    profile_yaml = dump_profile(profile)
+    profile_yaml = _stored(platform, profile)
     if profile_path is None:
         install_bundle(f"tenant {tenant_id!r}", BundlePlan(), profile_yaml, bundle, platform.settings.bundle_max_bytes)
     else:
@@ -94,7 +94,7 @@ def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> Ten
     profile = load_profile(profile_path)
     check_network(platform, tenant_id, profile)
     _install(platform, tenant_id, profile, profile_path, platform.home.bundle(tenant_id))
-    platform.meta.set_profile(tenant_id, dump_profile(profile))
+    platform.meta.set_profile(tenant_id, _stored(platform, profile))
     log.info("tenant_updated", tenant=tenant_id, profile=str(profile_path))
     return platform.meta.get_tenant(tenant_id)
 
@@ -145,9 +145,15 @@ def _install(platform: Platform, tenant_id: str, profile: Profile, profile_path:
     """Check ``profile``'s bundle, then install it as the tenant's (nothing copied on refusal)."""
     settings, who = platform.settings, f"tenant {tenant_id!r}"
     plan = plan_bundle(who, profile, profile_path, settings.home, settings.bundle_max_bytes)
-    text = profile_path.read_text(encoding="utf-8")  # the tenant's own file, comments and all
+    # the tenant's own file, comments and all; with webhooks, the stored form (their secrets sealed)
+    text = _stored(platform, profile) if profile.notifications.webhooks else profile_path.read_text(encoding="utf-8")
     install_bundle(who, plan, text, bundle, settings.bundle_max_bytes)
     log.info("tenant_bundle_installed", tenant=tenant_id, files=len(plan.files), size_bytes=plan.size_bytes)
+
+
+def _stored(platform: Platform, profile: Profile) -> str:
+    """``profile`` as the meta store and the bundle keep it: its webhook secrets sealed."""
+    return dump_profile(profile.with_secrets(platform.secrets.seal))
 
 
 def remove_tenant(platform: Platform, tenant_id: str) -> None:
@@ -156,6 +162,6 @@ def remove_tenant(platform: Platform, tenant_id: str) -> None:
     platform.coredms_admin.deprovision(tenant_id)
     platform.meta.remove_tenant(tenant_id)
     platform.home.remove_tenant_dirs(tenant_id)
-    if (users := tenant_users(platform.settings)) is not None:
+    if (users := tenant_users(platform.settings, platform.secrets)) is not None:
         users.remove_tenant(tenant_id)
     log.info("tenant_removed", tenant=tenant_id)
