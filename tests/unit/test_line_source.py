@@ -8,8 +8,9 @@ import random
 
 import pytest
 
+from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.sdk._csv import LineSource
-from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, over_limit
+from mysimbdp.sdk._jsonarray import over_limit
 
 
 def _one_by_one(data: bytes, limit: int | None, chunk: int) -> tuple[list[str], list[tuple[int, str, str]]]:

@@ -16,9 +16,8 @@ from mysimbdp.adapters.metastore import _FILE_COLUMNS, MetaStore, _file
 from mysimbdp.adapters.metastreams import counts_of
 from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
+from mysimbdp.domain.sources import STREAM_PREFIX  # quarantine rows of stream apps: "stream:<stream>:<instance>"
 from mysimbdp.domain.states import RunStatus
-
-STREAM_PREFIX = "stream:"  # quarantine rows of stream apps: file_id "stream:<stream>:<instance>"
 
 _RUN_COLUMNS = (
     "id, file_id, tenant, app, attempt, started_at, status, ended_at, exit_code, "

@@ -18,7 +18,7 @@ import orjson
 from mysimbdp.adapters.sql import SqlConnection
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import QuarantinedRow
-from mysimbdp.domain.replay import STREAM_PREFIX
+from mysimbdp.domain.sources import STREAM_PREFIX
 
 __all__ = ["Entry", "PurgeRecord", "QuarantineLedger", "SourceCount"]
 

@@ -25,9 +25,8 @@ import orjson
 
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, decode_batch, encode_batch
 from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.sources import RAW_LIMIT_CHARS, STREAM_PREFIX
 
-RAW_LIMIT_CHARS = 10 * 1024  # what the SDK keeps of a bad row's text (sdk._jsonarray.RAW_LIMIT_CHARS)
-STREAM_PREFIX = "stream:"
 MESSAGE_LEVEL = ("message ", "delivered too often")  # the SDK's reasons for a whole broker message
 _VALUE_RE = re.compile(r"\bvalue (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 _MESSAGE_RE = re.compile(r"^message .+?: ")

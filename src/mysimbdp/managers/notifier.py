@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.egress import parse_allow_list, refusal
 from mysimbdp.domain.profile import Profile
 from mysimbdp.errors import MysimbdpError
@@ -45,7 +45,7 @@ CONNECT_TIMEOUT_S = 3.0
 def retry_delay_s(attempt: int, base_s: float) -> float:
     """The wait after failed attempt ``attempt`` (1, 2 …): base, 2·base, 4·base … at most
     ``MAX_BACKOFF_S``, ±10 % so many deliveries to one receiver do not retry in step."""
-    return float(min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1)) * random.uniform(0.9, 1.1))  # noqa: S311
+    return backoff_s(attempt, base_s, cap_s=MAX_BACKOFF_S, jitter=0.1)
 
 
 class Notifier:

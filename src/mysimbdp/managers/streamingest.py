@@ -32,9 +32,11 @@ from mysimbdp import contract
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.sandbox import Sandbox, app_grant
+from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import NotifyEvent, Profile, StreamApp
 from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
+from mysimbdp.domain.sources import stream_source
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger, log_context
 from mysimbdp.platform import Platform
@@ -118,7 +120,7 @@ class StreamIngestManager:
                 self._record(slot, "stopped", detail, outcome)
                 continue
             restarts = slot.record.restarts + 1
-            delay = min(MAX_BACKOFF_S, 2.0 ** (restarts - 1))
+            delay = backoff_s(restarts, 1.0, cap_s=MAX_BACKOFF_S)
             slot.next_start_at = time.monotonic() + delay
             state = "crash_loop" if restarts >= CRASH_LOOP_RESTARTS else "backoff"
             slot.record = replace(slot.record, restarts=restarts)
@@ -281,7 +283,7 @@ class StreamIngestManager:
 
 def _quarantined(rec: StreamInstance, number: int, line: bytes) -> QuarantinedRow:
     """One ``rejects.jsonl`` entry (``{"id", "stream", "raw", "reason"}``, see the SDK) as a quarantined row."""
-    file_id = f"stream:{rec.stream}:{rec.id}"
+    file_id = stream_source(rec.stream, rec.id)
     try:
         item = orjson.loads(line)
         reason = f"message {item['id']}: {item['reason']}"

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, over_limit
+from mysimbdp.sdk._jsonarray import over_limit
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader

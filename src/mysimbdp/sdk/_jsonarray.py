@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
+from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
 
-RAW_LIMIT_CHARS = 10 * 1024
 Binary: TypeAlias = "io.BufferedReader[io.FileIO] | io.BufferedReader[io.RawIOBase]"
 
 

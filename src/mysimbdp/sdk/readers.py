@@ -28,10 +28,11 @@ import orjson
 
 from mysimbdp.domain.envelope import json_kind
 from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
-from mysimbdp.sdk._jsonarray import RAW_LIMIT_CHARS, JsonArray, over_limit
 from mysimbdp.sdk._jsonarray import Binary as _Binary
+from mysimbdp.sdk._jsonarray import JsonArray, over_limit
 from mysimbdp.sdk._jsonline import json_fallback
 from mysimbdp.sdk._utf8 import unreadable_utf8
 

@@ -20,6 +20,7 @@ from mysimbdp.domain.envelope import MessageInvalid, decode_batch
 from mysimbdp.domain.quality import RowChecker, compile_rules
 from mysimbdp.domain.qualitycounts import RuleTally
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
+from mysimbdp.domain.sources import stream_source
 from mysimbdp.errors import MysimbdpError, StoreUnavailable
 from mysimbdp.sdk._writer import write_finding_bad
 from mysimbdp.sdk.batch import Reject
@@ -96,7 +97,7 @@ class StreamContext:
         self._period = StreamCounters()  # since the last report
         self._period_started = time.time()
         self._latencies_ms: list[float] = []  # publish -> committed, one per broker message
-        self._source = f"stream:{config.stream}"
+        self._source = stream_source(config.stream)
         self._checker = compile_rules(config.quality_rules) if config.quality_rules else None
         self.quality = RuleTally()  # this period's records checked and failed per rule
         self._prefetch: asyncio.Future[list[Message]] | None = None  # the next pull, under way

@@ -7,7 +7,6 @@ result JSON is read and its rejects are copied into the meta store's quarantine.
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import orjson
 from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
 from mysimbdp.adapters.sandbox import app_grant
+from mysimbdp.domain.backoff import backoff_s as backoff
 from mysimbdp.domain.profile import BatchApp, NotifyEvent, Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
@@ -31,8 +31,8 @@ QUARANTINE_BATCH = 1000
 
 
 def backoff_s(attempt: int, base_s: float) -> float:
-    """Exponential backoff with jitter: base, 2·base, 4·base … (±25 %)."""
-    return float(base_s * 2 ** (attempt - 1) * random.uniform(0.75, 1.25))  # noqa: S311
+    """A file run's wait after a transient failure: base, 2·base, 4·base … (±25 %)."""
+    return backoff(attempt, base_s, jitter=0.25)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mysimbdp.adapters.filesystem import drop_into_inbox
 from mysimbdp.domain.records import FileRecord
+from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.managers import BrokerAccess, run_services
@@ -137,7 +138,7 @@ def _batch_summary(platform: Platform, tenant: str, started: float) -> TenantSum
     first = min((f.received_at for f in files), default=started)
     seconds = max((f.updated_at for f in files), default=started) - first
     quarantined = platform.meta.count_quarantine(tenant) - platform.meta.count_quarantine(
-        tenant, file_id_prefix="stream:"
+        tenant, file_id_prefix=STREAM_PREFIX
     )
     return TenantSummary(tenant, files, quarantined, seconds)
 

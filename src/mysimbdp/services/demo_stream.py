@@ -33,6 +33,7 @@ from mysimbdp.adapters.broker import Broker, open_broker
 from mysimbdp.adapters.coredms import open_store
 from mysimbdp.domain.profile import StreamApp
 from mysimbdp.domain.records import ScalingRecord
+from mysimbdp.domain.sources import stream_source
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.managers import BrokerAccess
 from mysimbdp.platform import Platform
@@ -93,7 +94,7 @@ class StreamDemo:
         finally:
             await broker.close()
         summary.stored = self._count(tenant, summary.dataset)
-        summary.quarantined = self.platform.meta.count_quarantine(tenant, file_id_prefix=f"stream:{stream}:")
+        summary.quarantined = self.platform.meta.count_quarantine(tenant, file_id_prefix=stream_source(stream, ""))
         summary.decisions = [
             d for d in self.platform.meta.streams.decisions(tenant, since=started) if d.stream == stream
         ]
@@ -151,7 +152,7 @@ class StreamDemo:
         bad = {
             q.reason.split(":", 1)[0].removeprefix("message ")
             for q in self.platform.meta.list_quarantine(tenant, limit=100_000)
-            if q.file_id.startswith(f"stream:{stream}:")
+            if q.file_id.startswith(stream_source(stream, ""))
         }
         return [line for line in lines if str(orjson.loads(line).get("id")) not in bad]
 

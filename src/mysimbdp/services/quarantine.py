@@ -11,6 +11,7 @@ from mysimbdp.adapters.broker import tenant_stream_problem
 from mysimbdp.adapters.metaquarantine import Entry, PurgeRecord
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.replay import stream_of, summarize_reasons
+from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
@@ -84,7 +85,7 @@ def check(platform: Platform, sel: Selection) -> FileRecord | None:
     platform.tenant(sel.tenant)
     if sel.stream is not None and (problem := tenant_stream_problem(sel.stream)):
         raise UnknownSource(f"tenant {sel.tenant!r}: {problem}")
-    if sel.file_id is None or sel.file_id.startswith("stream:"):
+    if sel.file_id is None or sel.file_id.startswith(STREAM_PREFIX):
         return None
     record = platform.meta.get_file(sel.file_id)
     if record is None or record.tenant != sel.tenant:

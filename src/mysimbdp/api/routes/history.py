@@ -16,12 +16,13 @@ from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import STREAM_RE
 from mysimbdp.adapters.metachunks import ChunkRecord, ChunkRegistry, ChunkStatus
-from mysimbdp.adapters.metahistory import STREAM_PREFIX, MetaHistory
+from mysimbdp.adapters.metahistory import MetaHistory
 from mysimbdp.adapters.metaquality import QualityLedger
 from mysimbdp.api.deps import AnyViewer, Refused, context_of, documented
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.domain.qualitycounts import FileQuality, QualityVerdict
 from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
+from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
 
