@@ -23,7 +23,8 @@ from mysimbdp.adapters.claims import parse_claim
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform
-from mysimbdp.services.fetch import claim_file, fetch_claimed, reconcile
+from mysimbdp.services.fetch import claim_file, fetch_claimed
+from mysimbdp.services.reconcile import reconcile
 from mysimbdp.services.tenants import add_tenant
 from mysimbdp.settings import Settings
 

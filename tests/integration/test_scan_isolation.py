@@ -18,12 +18,14 @@ import orjson
 import psutil
 import pytest
 
+from mysimbdp.adapters.claims import CLAIM_PREFIX
 from mysimbdp.adapters.runner import Limits, Outcome, run_sync
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import RunCancelled
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.platform import Platform
-from mysimbdp.services.fetch import CLAIM_PREFIX, FetchDecision, fetch_file, reconcile
+from mysimbdp.services.fetch import FetchDecision, fetch_file
+from mysimbdp.services.reconcile import reconcile
 from mysimbdp.services.tenants import add_tenant
 from mysimbdp.settings import Settings
 

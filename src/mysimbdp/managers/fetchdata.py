@@ -28,7 +28,8 @@ from mysimbdp.adapters.filesystem import Seen, inbox_candidates, is_settled
 from mysimbdp.errors import MysimbdpError, RunCancelled, TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
-from mysimbdp.services.fetch import FetchDecision, fetch_file, reconcile
+from mysimbdp.services.fetch import FetchDecision, fetch_file
+from mysimbdp.services.reconcile import reconcile
 
 log = get_logger("fetchdata")
 
