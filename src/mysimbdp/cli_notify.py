@@ -10,7 +10,7 @@ import click
 import orjson
 
 from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
-from mysimbdp.domain.profile import NotifyEvent
+from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.platform import Platform
 from mysimbdp.settings import mask_url
 

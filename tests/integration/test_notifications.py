@@ -26,7 +26,7 @@ from mysimbdp.adapters import runner
 from mysimbdp.adapters.embedded_nats import free_port
 from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
 from mysimbdp.cli_notify import notifications
-from mysimbdp.domain.profile import NotifyEvent
+from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.records import StreamInstance, StreamTarget
 from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus

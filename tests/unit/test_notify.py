@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from mysimbdp.adapters.metanotify import Delivery
-from mysimbdp.domain.profile import NotifyEvent, Webhook, parse_profile
+from mysimbdp.domain.notifications import NotifyEvent, Webhook
+from mysimbdp.domain.profile import parse_profile
 from mysimbdp.errors import ProfileError
 from mysimbdp.managers.notifier import MAX_BACKOFF_S, retry_delay_s
 from mysimbdp.services.notify import build_payload, excerpt, lowest_ratio_threshold, sign, signed_headers, subscribed

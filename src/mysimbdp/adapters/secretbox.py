@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from mysimbdp.domain.profile import SEALED_PREFIX
+from mysimbdp.domain.notifications import SEALED_PREFIX
 from mysimbdp.errors import ConfigError
 
 __all__ = ["SEALED_PREFIX", "SecretBox", "default_key_file", "is_sealed"]

@@ -12,13 +12,11 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -28,7 +26,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.bundle import AppCommand, BundleGlobs, entry_points
+from mysimbdp.domain.model import StrictModel
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
+from mysimbdp.domain.notifications import Notifications
 from mysimbdp.domain.patterns import compile_pattern
 from mysimbdp.errors import ProfileError
 
@@ -56,10 +56,6 @@ class FieldType(StrEnum):
     DATETIME = "datetime"  # ISO 8601 date-time
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -72,14 +68,14 @@ def _dataset_name(value: str) -> str:
 DatasetName = Annotated[str, AfterValidator(_dataset_name)]
 
 
-class Limits(_Model):
+class Limits(StrictModel):
     max_file_size_bytes: PositiveInt = 100 * 1024 * 1024
     max_files_per_day: PositiveInt = 10_000
     max_bytes_per_day: PositiveInt = 10 * 1024**3
     max_line_length_bytes: PositiveInt = 1024 * 1024
 
 
-class RowRule(_Model):
+class RowRule(StrictModel):
     """A data-quality rule on one field of every row."""
 
     field: str
@@ -101,7 +97,7 @@ class RowRule(_Model):
         return value
 
 
-class Quality(_Model):
+class Quality(StrictModel):
     max_bad_row_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     rules: list[RowRule] = []
 
@@ -120,7 +116,7 @@ class AppNetwork(StrEnum):
 _NETWORKS = frozenset(member.value for member in AppNetwork)
 
 
-class BatchApp(_Model):
+class BatchApp(StrictModel):
     """One clientbatchingestapp: the argv to run and the files it serves."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$")]
@@ -145,7 +141,7 @@ class BatchApp(_Model):
         return fnmatch.fnmatch(file_name, self.file_pattern)
 
 
-class BigFiles(_Model):
+class BigFiles(StrictModel):
     """When a file is split into chunks ingested in parallel (micro-batches) instead of one run.
 
     A file is chunked when it is larger than ``threshold_bytes``, or when its expected run time
@@ -158,7 +154,7 @@ class BigFiles(_Model):
     max_run_s: Annotated[float, Field(gt=0)] = 600.0
 
 
-class StreamLimits(_Model):
+class StreamLimits(StrictModel):
     """What the API takes from a tenant's producers."""
 
     max_message_bytes: PositiveInt = 256 * 1024  # one item (document or envelope)
@@ -168,7 +164,7 @@ class StreamLimits(_Model):
     burst_messages: PositiveInt = 20_000  # bucket size
 
 
-class Scaling(_Model):
+class Scaling(StrictModel):
     """When the monitor asks for more or fewer instances of a stream app."""
 
     window_s: Annotated[float, Field(gt=0)] = 30.0
@@ -180,7 +176,7 @@ class Scaling(_Model):
     step: Annotated[int, Field(ge=1, le=16)] = 1
 
 
-class StreamApp(_Model):
+class StreamApp(StrictModel):
     """One clientstreamingestapp: the argv to run and the streams it consumes."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$")]
@@ -206,65 +202,7 @@ class StreamApp(_Model):
         return self
 
 
-class NotifyEvent(StrEnum):
-    """What a tenant's webhooks can be told (``docs/notifications.md``)."""
-
-    FILE_REJECTED = "file_rejected"
-    RUN_FAILED = "run_failed"
-    QUARANTINE_RATIO_EXCEEDED = "quarantine_ratio_exceeded"
-    APP_CRASH_LOOP = "app_crash_loop"
-    SCALING_AT_MAX = "scaling_at_max"
-
-
-def _webhook_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"url {value!r} must be an http:// or https:// URL with a host")
-    return value
-
-
-SEALED_PREFIX = "fernet:"  # a secret sealed by the platform (adapters/secretbox.py), as stored
-
-
-class Webhook(_Model):
-    """One receiver of a tenant's failure notifications, signed with ``secret``."""
-
-    url: Annotated[str, AfterValidator(_webhook_url)]
-    # a literal: the HMAC-SHA256 key (at most 512 characters); stored profiles hold it sealed
-    # ("fernet:...", adapters/secretbox.py), which is longer
-    secret: Annotated[str, Field(min_length=16, max_length=1024, repr=False)]
-    events: Annotated[list[NotifyEvent], Field(min_length=1)] = list(NotifyEvent)
-    quarantine_ratio_high: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05  # quarantined / total above: notify
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_literal(cls, value: str) -> str:
-        if value.startswith("${"):
-            raise ValueError("references like ${NAME} are not expanded; write the secret itself")
-        if len(value) > 512 and not value.startswith(SEALED_PREFIX):
-            raise ValueError(f"at most 512 characters, got {len(value)}")
-        return value
-
-    @field_validator("events")
-    @classmethod
-    def _events_unique(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
-        if len(value) != len(set(value)):
-            raise ValueError("each event may appear once")
-        return value
-
-
-class Notifications(_Model):
-    webhooks: Annotated[list[Webhook], Field(max_length=8)] = []
-
-    @model_validator(mode="after")
-    def _unique_urls(self) -> Notifications:
-        urls = [hook.url for hook in self.webhooks]
-        if len(urls) != len(set(urls)):
-            raise ValueError(f"webhooks: each url may appear once, got {urls}")
-        return self
-
-
-class Profile(_Model):
+class Profile(StrictModel):
     """A tenant's whole service profile."""
 
     description: str = ""

@@ -34,7 +34,8 @@ from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.sandbox import Sandbox, app_grant
 from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import NotifyEvent, Profile, StreamApp
+from mysimbdp.domain.notifications import NotifyEvent
+from mysimbdp.domain.profile import Profile, StreamApp
 from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
 from mysimbdp.domain.sources import stream_source
 from mysimbdp.errors import MysimbdpError

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from mysimbdp.adapters.broker import REPORTS_STREAM, Broker
-from mysimbdp.domain.profile import NotifyEvent, StreamApp
+from mysimbdp.domain.notifications import NotifyEvent
+from mysimbdp.domain.profile import StreamApp
 from mysimbdp.domain.records import ScalingRecord, StreamTarget
 from mysimbdp.domain.scaling import Decision, Report, decide
 from mysimbdp.errors import MysimbdpError

@@ -20,7 +20,8 @@ from mysimbdp import contract
 from mysimbdp.adapters import filesystem, runner
 from mysimbdp.adapters.sandbox import app_grant
 from mysimbdp.domain.backoff import backoff_s as backoff
-from mysimbdp.domain.profile import BatchApp, NotifyEvent, Profile
+from mysimbdp.domain.notifications import NotifyEvent
+from mysimbdp.domain.profile import BatchApp, Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
 from mysimbdp.logs import log_context

@@ -22,7 +22,8 @@ from mysimbdp.adapters.sandbox import Grant
 from mysimbdp.adapters.scanjob import ScanFailure, ScanLimits, scan_contained
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import EXTENSIONS, NotifyEvent, Profile
+from mysimbdp.domain.notifications import NotifyEvent
+from mysimbdp.domain.profile import EXTENSIONS, Profile
 from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app

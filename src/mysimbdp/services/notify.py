@@ -18,7 +18,8 @@ import orjson
 
 from mysimbdp.adapters.metanotify import Delivery
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import NotifyEvent, Profile, Webhook
+from mysimbdp.domain.notifications import NotifyEvent, Webhook
+from mysimbdp.domain.profile import Profile
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform
 
