@@ -3,7 +3,8 @@
 One probe is ``(kind, target)``; its result is a document ``{probe, target, reached, detail}``.
 
 - ``python hostile_app.py batch``: a clientbatchingestapp (the SDK's ``run_batch``); each input
-  row ``{probe, target}`` is one probe, its result the stored document;
+  row ``{probe, target}`` is one probe, its result the stored document; a row with
+  ``quarantine_first`` is rejected (quarantined) on its first run and probes when replayed;
 - ``python hostile_app.py stream``: a clientstreamingestapp; each message's data is one probe;
 - ``python hostile_app.py direct PROBES_JSON``: the probes of a JSON list, results printed as JSON.
 
@@ -107,6 +108,10 @@ def probe(kind: str, target: str) -> dict[str, Any]:
 
 
 def _from_record(record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("quarantine_first") and "MYSIMBDP_LINE_MAP" not in os.environ:  # not a replay yet
+        from mysimbdp import sdk
+
+        raise sdk.Reject("held for the quarantine replay, where it probes")
     return probe(str(record["probe"]), str(record["target"]))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,27 +80,6 @@ def write_tenant(tmp_path: Path) -> Callable[..., Path]:
         return bundle / "profile.yaml"
 
     return write
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
-    """Poll ``predicate`` every 0.1 s until it holds; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout_s} s")
-
-
-def until(check: Callable[[], Any], timeout_s: float = 90.0, what: str = "condition") -> Any:
-    """Poll ``check`` every 0.2 s until it returns something true, and return that; fail
-    naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def healthy(http: Any) -> bool:

@@ -18,7 +18,8 @@ import pytest
 from mysimbdp.adapters.metachunks import ChunkStatus
 from mysimbdp.adapters.metastore import MetaStore
 from tests.conftest import broker_url_for
-from tests.e2e.conftest import Cli, wait_for
+from tests.e2e.conftest import Cli
+from tests.helpers import until
 
 PROFILE = """
 formats: [csv, jsonl]
@@ -99,7 +100,7 @@ def test_a_big_file_is_ingested_in_chunks_by_separate_workers_through_the_broker
     up = cli.popen("up")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        wait_for(lambda: (cli.home / "broker" / "url").exists() or platform_broker != "nats-embedded", 60, "broker")
+        until(lambda: (cli.home / "broker" / "url").exists() or platform_broker != "nats-embedded", 60, "broker")
         workers = [cli.popen("worker", "--slots", "1") for _ in range(2)]
         summary = cli.json("ingest", str(data), "--tenant", "acme", "--json")
     finally:
@@ -133,7 +134,7 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
     up = cli.popen("up")
     first = second = None
     try:
-        wait_for(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        until(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
         first = cli.popen("worker", "--slots", "1")
         cli.run("ingest", str(data), "--tenant", "acme", check=True)
         file_id = ""
@@ -145,12 +146,12 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
             running = [c for c in meta.chunks.of_file(file_id) if c.status is ChunkStatus.RUNNING] if file_id else []
             return any(time.time() - c.started_at > 1.0 for c in running)
 
-        wait_for(half_way, 60, "a chunk half-way")
+        until(half_way, 60, "a chunk half-way")
         killed = next(c for c in meta.chunks.of_file(file_id) if c.status is ChunkStatus.RUNNING)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         second = cli.popen("worker", "--slots", "2")
-        wait_for(lambda: meta.get_file(file_id).status == "ingested", 120, "file ingested")  # type: ignore[union-attr]
+        until(lambda: meta.get_file(file_id).status == "ingested", 120, "file ingested")  # type: ignore[union-attr]
     finally:
         _stop(*[p for p in (first, second) if p is not None], up)
     again = meta.chunks.get(file_id, killed.index)
@@ -190,18 +191,18 @@ def test_a_big_file_being_chunked_does_not_hold_up_small_files(
     cli.env.update(MYSIMBDP_MAX_WORKERS="1", MYSIMBDP_WORKERS="1")
     up = cli.popen("up")
     try:
-        wait_for(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        until(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
         cli.run("ingest", str(big), "--tenant", "acme", check=True)
 
         def chunks_running() -> bool:
             files = meta.list_files(tenant="acme")
             return bool(files) and any(c.status is ChunkStatus.RUNNING for c in meta.chunks.of_file(files[0].id))
 
-        wait_for(chunks_running, 60, "the big file's chunks running")
+        until(chunks_running, 60, "the big file's chunks running")
         summary = cli.json("ingest", str(small), "--tenant", "acme", "--json")
         (big_record,) = [f for f in meta.list_files(tenant="acme") if f.name == "readings.csv"]
         assert summary["status"] == "ingested" and summary["rows_written"] == 2
         assert big_record.status == "running", "the small file had to wait for the big one"
-        wait_for(lambda: meta.get_file(big_record.id).status == "ingested", 120, "big file ingested")  # type: ignore[union-attr]
+        until(lambda: meta.get_file(big_record.id).status == "ingested", 120, "big file ingested")  # type: ignore[union-attr]
     finally:
         _stop(up)

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from tests.conftest import POSTGRES_URL, require_service
-from tests.e2e.conftest import Cli, wait_for
+from tests.e2e.conftest import Cli
+from tests.helpers import until
 
 ROWS = 200_000
 
@@ -48,7 +49,7 @@ def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli
     _big_csv(cli.home / "inbox" / "acme" / ".big.csv.part")
     up = cli.popen("up")
     (cli.home / "inbox" / "acme" / ".big.csv.part").rename(cli.home / "inbox" / "acme" / "big.csv")
-    wait_for(lambda: _running_progress(cli.home) >= 20_000, what="app half-way")
+    until(lambda: _running_progress(cli.home) >= 20_000, what="app half-way")
     up.send_signal(signal.SIGKILL)
     up.wait(timeout=30)
     partial = _count(cli, "acme", "big")
@@ -57,7 +58,7 @@ def test_sigkill_of_the_platform_mid_file_then_restart_stores_every_row_once(cli
     assert [f["status"] for f in files] == ["running"], "the killed run left its lease behind"
     up = cli.popen("up")
     try:
-        wait_for(
+        until(
             lambda: orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)[0]["status"] == "ingested",
             what="re-run finished",
         )
@@ -106,7 +107,7 @@ def test_store_outage_mid_run_is_retried_and_marks_no_data_bad(
     outage_done = threading.Event()
 
     def outage() -> None:
-        wait_for(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
+        until(lambda: _running_progress(cli.home) >= 10_000, what="app half-way")
         if backend == "postgres":
             require_service("PostgreSQL", "127.0.0.1", 5432)
             _postgres_outage(f"{pg_prefix}_acme")

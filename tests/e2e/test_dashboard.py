@@ -18,7 +18,8 @@ import pytest
 
 from mysimbdp.adapters.embedded_nats import free_port
 from tests.conftest import IN_CI
-from tests.e2e.conftest import Cli, until
+from tests.e2e.conftest import Cli
+from tests.helpers import until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
 ARTIFACTS = Path(os.environ.get("MYSIMBDP_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from mysimbdp.adapters.sandbox import probe
-from tests.e2e.conftest import Cli, healthy, until, wait_for
+from tests.e2e.conftest import Cli, healthy
+from tests.helpers import until
 
 CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "secrets", "python", "disk"]
 
@@ -74,7 +75,7 @@ def test_without_a_sandbox_doctor_fails_and_up_starts_nothing(cli: Cli) -> None:
     running = cli.popen("up")
     try:
         log = cli.home.parent / "up.log"
-        wait_for(lambda: log.exists() and '"sandbox_off"' in log.read_text(), timeout_s=60, what="sandbox_off")
+        until(lambda: log.exists() and '"sandbox_off"' in log.read_text(), timeout_s=60, what="sandbox_off")
         with httpx.Client(base_url=f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}", timeout=5) as http:
             until(lambda: healthy(http), what="/healthz")
         until(lambda: (cli.home / "broker" / "url").exists(), what="HOME/broker/url")

@@ -1,5 +1,6 @@
-"""A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run, and chunk runs of a
-file big enough to be split) and its stream app (an instance of the stream manager) probe
+"""A hostile tenant inside ``mysimbdp up``: its batch app (a whole-file run, chunk runs of a
+file big enough to be split, and a quarantine replay run by the CLI) and its stream app (an
+instance of the stream manager) probe
 everything a tenant must not reach, and store what they reached as documents. With the sandbox
 on nothing is reached, while a normal tenant's file is ingested beside it; with
 ``MYSIMBDP_SANDBOX=off`` every probe reaches its target (so the test can fail). Over SQLite
@@ -19,7 +20,8 @@ import orjson
 import pytest
 
 from tests.conftest import RABBITMQ_ADMIN_URL, broker_url_for
-from tests.e2e.conftest import Cli, healthy, until
+from tests.e2e.conftest import Cli, healthy
+from tests.helpers import until
 
 HOSTILE_APP = Path(__file__).parent.parent / "hostile_app.py"
 PROFILE = """
@@ -32,6 +34,12 @@ batch_apps:
     command: ["{python}", "{bundle}/hostile_app.py", "batch"]
     file_pattern: "chunked*"
     dataset: chunk_probes
+    timeout_s: 120
+    memory_mb: 512
+  - name: replayed
+    command: ["{python}", "{bundle}/hostile_app.py", "batch"]
+    file_pattern: "replay*"
+    dataset: replay_probes
     timeout_s: 120
     memory_mb: 512
   - name: hostile
@@ -144,11 +152,21 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
                 orjson.dumps({"id": f"p{n}", "data": {"probe": kind, "target": target}})
                 for n, (kind, target) in enumerate(probes)
             )
+            held = b"\n".join(
+                orjson.dumps({"probe": kind, "target": target, "quarantine_first": True}) for kind, target in probes
+            )
+            (tmp_path / "replay.jsonl").write_bytes(held + b"\n")
+            cli.run("ingest", str(tmp_path / "replay.jsonl"), "--tenant", "evil", check=True)  # all quarantined
+            replayed = cli.json("quarantine", "replay", "--tenant", "evil", "--json")  # the CLI runs the app
+            assert [(o["kind"], o["replayed"]) for o in replayed] == [("batch", len(probes))], replayed
             posted = http.post("/v1/streams/probes/messages", content=messages, headers=NDJSON)
             assert posted.status_code == 202, posted.text
             batch = until(lambda: len(d := _documents(http, "probes")) == len(probes) and d, what="batch probes")
             chunked = until(
                 lambda: len(d := _documents(http, "chunk_probes")) == len(probes) and d, what="chunk probes"
+            )
+            replay = until(
+                lambda: len(d := _documents(http, "replay_probes")) == len(probes) and d, what="replay probes"
             )
             stream = until(
                 lambda: len(d := _documents(http, "stream_probes")) == len(probes) and d, what="stream probes"
@@ -162,7 +180,7 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
     finally:
         up.terminate()
         assert up.wait(timeout=60) == 0
-    for app, results in (("batch", batch), ("chunk", chunked), ("stream", stream)):
+    for app, results in (("batch", batch), ("chunk", chunked), ("replay", replay), ("stream", stream)):
         reached = {(r["probe"], r["target"]): r["reached"] for r in results}
         if sandbox == "on":
             assert not any(reached.values()), f"{app} app reached {[k for k, v in reached.items() if v]}"

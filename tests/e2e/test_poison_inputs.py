@@ -18,6 +18,7 @@ import orjson
 from mysimbdp.platform import Platform
 from mysimbdp.settings import Settings
 from tests.e2e.conftest import Cli
+from tests.helpers import until as wait_until
 
 POISON_PROFILE = """
 formats: [jsonl]
@@ -47,14 +48,14 @@ class Watch:
             return False
 
     def until(self, check: Callable[[], Any], what: str, timeout_s: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """:func:`tests.helpers.until`, noting every poll at which ``/healthz`` did not answer."""
+
+        def watched() -> Any:
             if self.up and not self.healthy():
                 self.unanswered.append(f"/healthz unanswered while waiting for {what}")
-            if value := check():
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}")
+            return check()
+
+        return wait_until(watched, timeout_s, what=what, every_s=0.2)
 
     def start(self, cli: Cli) -> Any:
         up = cli.popen("up")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.conftest import Cli, wait_for
+from tests.e2e.conftest import Cli
+from tests.helpers import until
 
 
 def test_more_files_than_the_daily_quota_are_rejected(
@@ -42,11 +43,11 @@ def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None
             files = orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)
             return [f["name"] for f in files if f["status"] == "ingested"]
 
-        wait_for(lambda: ingested() == ["now.csv"], 60.0, "now.csv ingested")
+        until(lambda: ingested() == ["now.csv"], 60.0, "now.csv ingested")
         time.sleep(1.0)
         assert ingested() == ["now.csv"], "a .part file is still being written"
         os.rename(part, inbox / "later.csv")
-        wait_for(lambda: sorted(ingested()) == ["later.csv", "now.csv"], 60.0, "both ingested")
+        until(lambda: sorted(ingested()) == ["later.csv", "now.csv"], 60.0, "both ingested")
         assert cli.run("query", "--tenant", "acme", "--dataset", "later", "--count").stdout.strip() == "2"
         # with the platform up, `ingest --wait` hands the file over and follows it
         extra = cli.home.parent / "extra.csv"
@@ -94,7 +95,7 @@ def test_a_tenant_with_one_file_is_not_starved_by_a_tenant_with_many(cli: Cli) -
             files = orjson.loads(cli.run("files", "--limit", "100", "--json").stdout)
             return len(files) == 13 and all(f["status"] == "ingested" for f in files)
 
-        wait_for(all_done, timeout_s=120)
+        until(all_done, timeout_s=120)
     finally:
         up.terminate()
         assert up.wait(timeout=60) == 0

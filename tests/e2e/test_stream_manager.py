@@ -18,7 +18,8 @@ import orjson
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
-from tests.e2e.conftest import Cli, healthy, until
+from tests.e2e.conftest import Cli, healthy
+from tests.helpers import until
 
 
 async def _publish(url: str, start: int, count: int, per_message: int = 100) -> None:

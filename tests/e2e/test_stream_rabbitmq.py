@@ -16,8 +16,9 @@ import orjson
 from mysimbdp.adapters.broker_users_rabbitmq import ManagementApi, rabbit_user
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from tests.conftest import RABBITMQ_ADMIN_URL
-from tests.e2e.conftest import Cli, healthy, until
+from tests.e2e.conftest import Cli, healthy
 from tests.e2e.test_stream_manager import NDJSON, _count_of
+from tests.helpers import until
 
 
 async def _publish_as_tenant(access: dict[str, str], start: int, count: int) -> None:

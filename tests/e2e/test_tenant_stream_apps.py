@@ -19,7 +19,8 @@ import httpx
 
 from mysimbdp.domain.envelope import parse_post
 from mysimbdp.sdk import Reject
-from tests.e2e.conftest import Cli, healthy, until
+from tests.e2e.conftest import Cli, healthy
+from tests.helpers import until
 
 SENSORS = Path(__file__).resolve().parents[2] / "examples" / "tenants" / "sensors"
 LINES = 60  # of each stream sample: enough for every kind of outcome, quick to consume

@@ -32,6 +32,8 @@ from mysimbdp.settings import Settings
 from tests.conftest import IN_CI, RABBITMQ_ADMIN_URL, _reachable, broker_url_for
 from tests.integration.test_stream_app import _start, _stop, _wait_count
 
+pytestmark = pytest.mark.stops_brokers  # stops and starts the machine's NATS and RabbitMQ
+
 
 class Restartable(Protocol):
     url: str

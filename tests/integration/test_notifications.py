@@ -39,6 +39,7 @@ from mysimbdp.services import tenants as tenant_service
 from mysimbdp.services.ingest import ingest_one
 from mysimbdp.services.notify import notify
 from mysimbdp.settings import Settings
+from tests.helpers import until_async
 
 SECRET = "receiver-shared-secret-1"
 OTHER_SECRET = "other-tenant-secret-22"
@@ -167,14 +168,6 @@ async def notifier(platform: Platform) -> AsyncIterator[Notifier]:
     await asyncio.wait_for(task, 10)
 
 
-async def until(condition: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return value
-
-
 def _final(platform: Platform, tenant: str) -> list[Delivery]:
     rows = platform.meta.notifications.recent(tenant)
     return rows if rows and all(d.status is not DeliveryStatus.PENDING for d in rows) else []
@@ -237,7 +230,7 @@ async def test_delivery_is_signed_and_recorded(
     its own HMAC code verifies the signature, and the delivery is recorded delivered."""
     add_tenant("acme", receiver.url("/hooks/acme"))
     assert notify(platform, "acme", NotifyEvent.RUN_FAILED, file="a.csv", app="generic", attempts=4) == 1
-    (delivery,) = await until(lambda: _final(platform, "acme"))
+    (delivery,) = await until_async(lambda: _final(platform, "acme"))
     (got,) = receiver.requests
     assert got.path == "/hooks/acme"
     assert verify(SECRET, got)
@@ -271,12 +264,12 @@ async def test_a_down_receiver_gets_retries_with_growing_delays_then_the_deliver
         (row,) = platform.meta.notifications.recent("acme")
         return row if row.attempts >= n and row.next_attempt_at < time.time() + 10 else None
 
-    refused = await until(lambda: attempted(2))
+    refused = await until_async(lambda: attempted(2))
     assert refused.attempts == 2 and refused.status is DeliveryStatus.PENDING and refused.last_status_code is None
     assert "ConnectError" in refused.last_error
     server = Receiver(port=port, status=500)
     try:
-        (dead,) = await until(lambda: _final(platform, "acme"))
+        (dead,) = await until_async(lambda: _final(platform, "acme"))
     finally:
         server.close()
     assert dead.status is DeliveryStatus.DEAD
@@ -301,7 +294,7 @@ async def test_a_dead_webhook_does_not_stop_ingestion(
     record = await ingest_one(platform, "acme", data, wait=True)
     assert record is not None and record.status is FileStatus.INGESTED
     assert (record.rows_written, record.rows_rejected) == (3, 1)
-    (delivery,) = await until(lambda: _final(platform, "acme"))
+    (delivery,) = await until_async(lambda: _final(platform, "acme"))
     assert delivery.status is DeliveryStatus.DEAD and delivery.attempts == 6
     payload = orjson.loads(delivery.payload)
     assert payload["event"] == "quarantine_ratio_exceeded" and payload["scope"] == "file"
@@ -322,7 +315,7 @@ async def test_a_failed_run_is_notified_once_after_its_last_attempt(
     data.write_text("sku,qty\na1,1\n")
     record = await ingest_one(platform, "acme", data, wait=True)
     assert record is not None and record.status is FileStatus.FAILED
-    await until(lambda: _final(platform, "acme"))
+    await until_async(lambda: _final(platform, "acme"))
     (got,) = receiver.requests
     assert verify(SECRET, got)
     body = got.json
@@ -347,7 +340,7 @@ async def test_a_rejected_file_gives_exactly_one_file_rejected_to_its_own_tenant
     (inbox / "orders.csv").write_text("sku,price\na1,3\n")
     decisions = await FetchData(platform).scan_once()
     assert [d.status for d in decisions] == [FileStatus.REJECTED]
-    await until(lambda: _final(platform, "acme"))
+    await until_async(lambda: _final(platform, "acme"))
     await asyncio.sleep(0.2)  # nothing else arrives
     (got,) = receiver.requests
     assert got.path == "/acme" and verify(SECRET, got)
@@ -471,7 +464,9 @@ async def _one_delivery(
     task = asyncio.create_task(running.run(stop))
     try:
         assert notify(platform, "acme", NotifyEvent.RUN_FAILED, file="a.csv") == 1
-        found = await until(lambda: next((d for d in platform.meta.notifications.recent("acme") if done(d)), None))
+        found = await until_async(
+            lambda: next((d for d in platform.meta.notifications.recent("acme") if done(d)), None)
+        )
         return cast(Delivery, found)
     finally:
         stop.set()

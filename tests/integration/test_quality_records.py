@@ -10,9 +10,8 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from mysimbdp.platform import Platform
 from mysimbdp.services.fetch import FetchDecision, fetch_file
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
+from tests.helpers import until_async
 
 PROFILE = """
 formats: [csv]
@@ -220,14 +220,6 @@ def test_the_stream_contract_passes_the_rules_only_to_apps_that_check_quality(
     assert off[contract.QUALITY] == ""
 
 
-async def _until(condition: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-    return value
-
-
 @pytest.fixture
 async def running(platform: Platform, broker: Broker, broker_url: str) -> AsyncIterator[None]:
     """The stream ingest manager and the stream monitor, as inside ``up``."""
@@ -261,8 +253,8 @@ async def test_a_stream_app_quarantines_failing_records_and_its_windows_are_kept
     def windows_checked() -> int:
         return sum(w.rows_checked for w in platform.meta.quality.windows(name))
 
-    await _until(lambda: windows_checked() >= 5, "the windows' quality counts")
-    await _until(lambda: len(platform.meta.list_quarantine(name)) >= 2, "2 quarantined records")
+    await until_async(lambda: windows_checked() >= 5, what="the windows' quality counts")
+    await until_async(lambda: len(platform.meta.list_quarantine(name)) >= 2, what="2 quarantined records")
     quarantined = {q.reason.split(":", 1)[0]: q for q in platform.meta.list_quarantine(name)}
     assert set(quarantined) == {"message r1", "message r3"}
     assert quarantined["message r1"].reason == "message r1: rule qty.min: field 'qty': value -4 is below the min of 0"

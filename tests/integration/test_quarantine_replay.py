@@ -32,6 +32,7 @@ from mysimbdp.services.quarantine import Selection
 from mysimbdp.services.quarantine_replay import replay
 from mysimbdp.services.tenants import add_tenant, update_tenant
 from mysimbdp.settings import Settings
+from tests.helpers import until_async
 
 PROFILE = """
 formats: [csv]
@@ -320,14 +321,6 @@ async def streaming(platform: Platform, broker_url: str) -> AsyncIterator[Broker
         await broker.close()
 
 
-async def _until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_a_stream_message_quarantined_by_its_transform_is_stored_once_after_the_fix(
     platform: Platform, tmp_path: Path, streaming: Broker
 ) -> None:
@@ -340,21 +333,23 @@ async def test_a_stream_message_quarantined_by_its_transform_is_stored_once_afte
     envelopes = [Envelope(f"{run}-e{n}", {"n": n, "boom": n == 3}) for n in range(1, 6)]
     await streaming.publish("shop", "clicks", [encode_batch("shop", "clicks", envelopes)], [batch_id(envelopes)])
     sel = Selection("shop", stream="clicks")
-    await _until(lambda: len(_documents(platform, "shop", "clicks")) == 4, "the good records")
-    await _until(lambda: platform.meta.quarantine.count("shop", stream="clicks") == 1, "the quarantined record")
+    await until_async(lambda: len(_documents(platform, "shop", "clicks")) == 4, what="the good records")
+    await until_async(
+        lambda: platform.meta.quarantine.count("shop", stream="clicks") == 1, what="the quarantined record"
+    )
     (entry,), _ = quarantine.show(platform, sel, limit=10, offset=0)
     assert entry.reason.startswith(f"message {run}-e3: transform raised ValueError")
 
     shop.fix("stream_app.py", STREAM_V2)
     platform.meta.streams.set_target("shop", "clicks", "clicker", 0)  # restart on the fixed code
     running = lambda: [i for i in platform.meta.streams.instances("shop") if i.state == "running"]  # noqa: E731
-    await _until(lambda: not running(), "the old instance to stop")
+    await until_async(lambda: not running(), what="the old instance to stop")
     platform.meta.streams.set_target("shop", "clicks", "clicker", 1)
 
     (outcome,) = await replay(platform, sel, broker=streaming)
     assert (outcome.kind, outcome.replayed, outcome.records, outcome.errors) == ("stream", 1, 1, [])
     assert platform.meta.quarantine.count("shop", stream="clicks") == 0
-    await _until(lambda: len(_documents(platform, "shop", "clicks")) == 5, "the replayed record")
+    await until_async(lambda: len(_documents(platform, "shop", "clicks")) == 5, what="the replayed record")
     docs = _documents(platform, "shop", "clicks")
     assert [d for d in docs if d["n"] == 3] == [{"n": 3, "boom": True, "fixed": True}]
     assert await replay(platform, sel, broker=streaming) == []

@@ -19,6 +19,7 @@ import pytest
 
 from mysimbdp.adapters.runner import Limits, Outcome, build_env, run
 from mysimbdp.adapters.sandbox import Grant, Sandbox, probe
+from tests.helpers import until
 
 PY = sys.executable
 
@@ -53,17 +54,8 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def _read_pid(path: Path, timeout_s: float = 10.0) -> int:
-    assert _wait_until(lambda: path.exists() and path.read_text().strip() != "", timeout_s), f"{path} never written"
+    until(lambda: path.exists() and path.read_text().strip() != "", timeout_s, what=f"{path} to be written")
     return int(path.read_text())
 
 
@@ -116,7 +108,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert outcome.exit_code is None and outcome.signal == signal.SIGTERM
     assert outcome.describe() == "timed out after 3.0 s (process group killed)"
     grandchild = _read_pid(pid_file, timeout_s=0)
-    assert _wait_until(lambda: _gone(grandchild), 5.0), "the grandchild survived the timeout"
+    until(lambda: _gone(grandchild), 20.0, what="the grandchild to be gone after the timeout")
 
 
 def test_app_ignoring_sigterm_is_sigkilled_after_grace(tmp_path: Path) -> None:
@@ -237,7 +229,7 @@ def test_cancelling_the_run_kills_the_group(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     grandchild = _read_pid(pid_file, timeout_s=0)
-    assert _wait_until(lambda: _gone(started[0]) and _gone(grandchild), 5.0), "a process survived the cancellation"
+    until(lambda: _gone(started[0]) and _gone(grandchild), 20.0, what="every process to be gone after the cancellation")
 
 
 def test_app_dies_when_the_platform_is_sigkilled(tmp_path: Path) -> None:
@@ -266,7 +258,7 @@ def test_app_dies_when_the_platform_is_sigkilled(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
-    assert _wait_until(lambda: _gone(app), 5.0), "the app outlived its SIGKILLed platform"
+    until(lambda: _gone(app), 20.0, what="the app to end with its SIGKILLed platform")
 
 
 def test_nonexistent_executable_is_a_failed_run(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from mysimbdp.services.fetch import FetchDecision, fetch_file
 from mysimbdp.services.reconcile import reconcile
 from mysimbdp.services.tenants import add_tenant
 from mysimbdp.settings import Settings
+from tests.helpers import until
 
 PROFILE = """
 formats: [jsonl]
@@ -104,10 +105,7 @@ def test_run_sync_feeds_stdin_and_kills_the_whole_group_on_timeout(tmp_path: Pat
 
     # SIGKILL was sent to the group; the kernel ends the process when it next runs, so look
     # again for a while (a `sleep 60` that was not killed stays alive far past this)
-    deadline = time.monotonic() + 20
-    while not gone() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(), f"the grandchild {grandchild} outlived its group's kill"
+    until(gone, 20, what=f"the grandchild {grandchild} to end with its group's kill", every_s=0.05)
 
 
 def test_run_sync_cancelled_kills_the_child_and_raises(tmp_path: Path) -> None:

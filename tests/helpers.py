@@ -1,0 +1,40 @@
+"""What many tests share: waiting for a condition, with a bound and a message.
+
+A test that waits polls its condition until it holds; past the bound it fails naming what it
+waited for. The bound is a safety net for a broken build, never an assertion of speed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["until", "until_async"]
+
+T = TypeVar("T")
+
+
+def until(check: Callable[[], T], timeout_s: float = 90.0, what: str = "condition", every_s: float = 0.1) -> T:
+    """Call ``check`` every ``every_s`` until it returns something true, and return that;
+    raise :class:`AssertionError` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if value := check():
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
+async def until_async(
+    check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition", every_s: float = 0.05
+) -> Any:
+    """:func:`until` for a coroutine: sleeps with ``asyncio.sleep`` so the loop runs meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if value := check():
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(every_s)
