@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.broker.nats import free_port
 
 
 @dataclass
@@ -40,6 +40,11 @@ class Cli:
             return orjson.loads(proc.stdout)
         except orjson.JSONDecodeError as exc:
             raise AssertionError(f"not JSON ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+
+    def up_log(self, tail_chars: int = 4000) -> str:
+        """The end of what the processes of :meth:`popen` wrote to stderr (for a failure's message)."""
+        path = self.home.parent / "up.log"
+        return path.read_text(errors="replace")[-tail_chars:] if path.exists() else "(no up.log)"
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         with open(self.home.parent / "up.log", "ab") as log:  # the child keeps its own descriptor

@@ -59,7 +59,13 @@ class Watch:
 
     def start(self, cli: Cli) -> Any:
         up = cli.popen("up")
-        self.until(self.healthy, "the API")
+        try:
+            self.until(lambda: self.healthy() or up.poll() is not None, "the API")
+            assert up.poll() is None, f"`up` exited with {up.returncode}"
+        except AssertionError as exc:
+            up.kill()
+            up.wait()
+            raise AssertionError(f"{exc}; its log ends:\n{cli.up_log()}") from exc
         self.up = True
         return up
 
