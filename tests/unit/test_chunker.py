@@ -17,8 +17,8 @@ from mysimbdp import contract
 from mysimbdp.adapters.chunker import BLOCK_BYTES, Chunk, chunk_span, plan_chunks
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
+from mysimbdp.formats.readers import BOM, Record, RecordReader
 from mysimbdp.sdk._config import BatchConfig
-from mysimbdp.sdk.readers import BOM, Record, RecordReader
 
 CSV, JSONL, JSON = FileFormat.CSV, FileFormat.JSONL, FileFormat.JSON
 EXAMPLES = 150

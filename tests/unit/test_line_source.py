@@ -9,8 +9,8 @@ import random
 import pytest
 
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
-from mysimbdp.sdk._csv import LineSource
-from mysimbdp.sdk._jsonarray import over_limit
+from mysimbdp.formats.csvlines import LineSource
+from mysimbdp.formats.jsonarray import over_limit
 
 
 def _one_by_one(data: bytes, limit: int | None, chunk: int) -> tuple[list[str], list[tuple[int, str, str]]]:

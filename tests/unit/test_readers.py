@@ -7,7 +7,7 @@ import pytest
 
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk.readers import Record, RecordReader, Span, good_record, iter_records, raw_text
+from mysimbdp.formats.readers import Record, RecordReader, Span, good_record, iter_records, raw_text
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> Path:

@@ -21,8 +21,8 @@ from mysimbdp.domain.replay import (
     summarize_reasons,
 )
 from mysimbdp.errors import AppContractError
-from mysimbdp.sdk._linemap import load_line_map, remap
-from mysimbdp.sdk.readers import Record, RecordReader, RowBlock
+from mysimbdp.formats.linemap import load_line_map, remap
+from mysimbdp.formats.readers import Record, RecordReader, RowBlock
 
 
 def _read_back(tmp_path: Path, fmt: FileFormat, text: str, line_map: dict[int, int]) -> list[Record]:

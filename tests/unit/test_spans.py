@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from mysimbdp.domain.profile import FileFormat
-from mysimbdp.sdk._spans import plan_spans
-from mysimbdp.sdk.readers import RecordReader
+from mysimbdp.formats.readers import RecordReader
+from mysimbdp.formats.spans import plan_spans
 
 
 def _csv(path: Path, rows: int, newline: str = "\n", extra: str = "") -> Path:

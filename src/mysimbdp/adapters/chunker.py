@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mysimbdp.domain.profile import FileFormat
-from mysimbdp.sdk.readers import BOM, Span, read_header
+from mysimbdp.formats.readers import BOM, Span, read_header
 
 __all__ = ["BLOCK_BYTES", "Chunk", "chunk_span", "plan_chunks"]
 

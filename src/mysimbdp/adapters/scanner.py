@@ -20,8 +20,8 @@ from mysimbdp.domain.filecheck import FileFacts
 from mysimbdp.domain.profile import EXTENSIONS, FileFormat, Profile
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk._csv import csv_header, csv_rows, has_lone_cr, raise_if_fatal
-from mysimbdp.sdk.readers import RecordReader
+from mysimbdp.formats.csvlines import csv_header, csv_rows, has_lone_cr, raise_if_fatal
+from mysimbdp.formats.readers import RecordReader
 
 CHUNK_BYTES = 1 << 20
 MAX_SAMPLES = 5

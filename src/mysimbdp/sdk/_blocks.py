@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import overload
 
-from mysimbdp.sdk.readers import Record, good_record
+from mysimbdp.formats.readers import Record, good_record
 
 __all__ = ["BlockRecords"]
 

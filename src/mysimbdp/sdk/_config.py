@@ -12,7 +12,7 @@ from mysimbdp import contract
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.profile import FileFormat, Quality
 from mysimbdp.errors import AppContractError, FileUnreadable
-from mysimbdp.sdk.readers import Span, read_header
+from mysimbdp.formats.readers import Span, read_header
 
 REQUIRED = (
     contract.INPUT,

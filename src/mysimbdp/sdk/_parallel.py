@@ -21,11 +21,11 @@ import orjson
 
 from mysimbdp._libc import die_with_parent, prctl
 from mysimbdp.domain.states import EXIT_DATAERR, EXIT_OK, EXIT_TEMPFAIL
+from mysimbdp.formats.readers import Span
+from mysimbdp.formats.spans import plan_spans
 from mysimbdp.sdk._ingest import run_context
 from mysimbdp.sdk._result import write_atomically
-from mysimbdp.sdk._spans import plan_spans
 from mysimbdp.sdk.batch import BatchContext, BlockTransform, Transform
-from mysimbdp.sdk.readers import Span
 
 __all__ = ["plan_spans", "run_parts"]
 

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, open_store
-from mysimbdp.sdk.readers import Record
+from mysimbdp.formats.readers import Record
 
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 

@@ -22,16 +22,16 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters.coredms import KeyFieldMissing, record_key, record_keys
+from mysimbdp.domain.keys import record_key, record_keys
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.quality import compile_rules
-from mysimbdp.errors import AppContractError, FileUnreadable
+from mysimbdp.errors import AppContractError, FileUnreadable, KeyFieldMissing
+from mysimbdp.formats.linemap import load_line_map, remap
+from mysimbdp.formats.readers import Record, RecordReader, Span, good_record, raw_text
 from mysimbdp.sdk._blocks import BlockRecords
 from mysimbdp.sdk._config import BatchConfig
-from mysimbdp.sdk._linemap import load_line_map, remap
 from mysimbdp.sdk._result import BatchResult, write_atomically
 from mysimbdp.sdk._writer import StoreWriter
-from mysimbdp.sdk.readers import Record, RecordReader, Span, good_record, raw_text
 
 Transform = Callable[[dict[str, Any]], dict[str, Any] | None]
 # CSV: (header, a block of rows as field lists) -> one document or None per row, in order

@@ -15,13 +15,14 @@ from typing import IO, Any, cast
 import orjson
 
 from mysimbdp.adapters.broker import REPORTS_STREAM, Broker, Message
-from mysimbdp.adapters.coredms import DocumentStore, KeyFieldMissing, record_keys
+from mysimbdp.adapters.coredms import DocumentStore
 from mysimbdp.domain.envelope import MessageInvalid, decode_batch
+from mysimbdp.domain.keys import record_keys
 from mysimbdp.domain.quality import RowChecker, compile_rules
 from mysimbdp.domain.qualitycounts import RuleTally
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS, Report
 from mysimbdp.domain.sources import stream_source
-from mysimbdp.errors import MysimbdpError, StoreUnavailable
+from mysimbdp.errors import KeyFieldMissing, MysimbdpError, StoreUnavailable
 from mysimbdp.sdk._writer import write_finding_bad
 from mysimbdp.sdk.batch import Reject
 from mysimbdp.sdk.stream_config import StreamConfig

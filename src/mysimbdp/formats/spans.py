@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mysimbdp.domain.profile import FileFormat
-from mysimbdp.sdk._csv import has_lone_cr
-from mysimbdp.sdk.readers import Span, read_header
+from mysimbdp.formats.csvlines import has_lone_cr
+from mysimbdp.formats.readers import Span, read_header
 
 MIN_SPAN_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20

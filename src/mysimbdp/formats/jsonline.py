@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.sdk._jsonarray import reject_constant
+from mysimbdp.formats.jsonarray import reject_constant
 
 __all__ = ["MAX_JSON_DEPTH", "json_fallback"]
 

@@ -18,7 +18,7 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.errors import AppContractError
-from mysimbdp.sdk.readers import Record, RowBlock
+from mysimbdp.formats.readers import Record, RowBlock
 
 __all__ = ["load_line_map", "remap"]
 

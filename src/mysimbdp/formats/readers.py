@@ -30,11 +30,11 @@ from mysimbdp.domain.envelope import json_kind
 from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk._csv import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
-from mysimbdp.sdk._jsonarray import Binary as _Binary
-from mysimbdp.sdk._jsonarray import JsonArray, over_limit
-from mysimbdp.sdk._jsonline import json_fallback
-from mysimbdp.sdk._utf8 import unreadable_utf8
+from mysimbdp.formats.csvlines import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal
+from mysimbdp.formats.jsonarray import Binary as _Binary
+from mysimbdp.formats.jsonarray import JsonArray, over_limit
+from mysimbdp.formats.jsonline import json_fallback
+from mysimbdp.formats.utf8 import unreadable_utf8
 
 _T = TypeVar("_T")
 CHUNK_BYTES = 1 << 20

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.sdk._jsonarray import over_limit
+from mysimbdp.formats.jsonarray import over_limit
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
