@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
-from mysimbdp.platform import Platform
-from mysimbdp.services import streams as stream_service
+from mysimbdp.cli.context import with_platform
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
 
 
 @click.group("stream")
@@ -27,12 +30,13 @@ def _tenant_option(f: click.decorators.FC) -> click.decorators.FC:
 @click.option("--stream", "stream_name", required=True, help="The tenant's stream (as in POST /v1/streams/NAME).")
 @click.option("--app", "app_name", help="Stream app from the profile. [default: the first whose patterns match]")
 @click.option("--instances", type=click.IntRange(min=0), help="How many. [default: the app's min_instances, >= 1]")
-@click.pass_obj
+@with_platform
 def stream_start(
     platform: Platform, tenant_id: str, stream_name: str, app_name: str | None, instances: int | None
 ) -> None:
     """Run INSTANCES instances of the stream app consuming STREAM."""
-    platform.start()
+    from mysimbdp.services import streams as stream_service
+
     target = stream_service.start(platform, tenant_id, stream_name, app_name, instances)
     click.echo(f"{target.tenant}/{target.stream}: app {target.app}: {target.instances} instance(s) requested")
 
@@ -41,10 +45,11 @@ def stream_start(
 @_tenant_option
 @click.option("--stream", "stream_name", help="Only this stream. [default: all of the tenant's]")
 @click.option("--app", "app_name", help="Only this app.")
-@click.pass_obj
+@with_platform
 def stream_stop(platform: Platform, tenant_id: str, stream_name: str | None, app_name: str | None) -> None:
     """Stop the tenant's stream app instances (each finishes and acks its batch first)."""
-    platform.start()
+    from mysimbdp.services import streams as stream_service
+
     stopped = stream_service.stop(platform, tenant_id, stream_name, app_name)
     for target in stopped:
         click.echo(f"{target.tenant}/{target.stream}: app {target.app}: stopping")
@@ -55,10 +60,11 @@ def stream_stop(platform: Platform, tenant_id: str, stream_name: str | None, app
 @stream.command("status")
 @click.option("--tenant", "tenant_id", help="Only this tenant.")
 @click.option("--json", "as_json", is_flag=True, help="Every target with its instances as JSON.")
-@click.pass_obj
+@with_platform
 def stream_status(platform: Platform, tenant_id: str | None, as_json: bool) -> None:
     """Each stream's requested and running instances (pid, state, restarts, last exit)."""
-    platform.start()
+    from mysimbdp.services import streams as stream_service
+
     rows = stream_service.status(platform, tenant_id)
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -81,11 +87,10 @@ def stream_status(platform: Platform, tenant_id: str | None, as_json: bool) -> N
     help="Seconds back from now.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Each decision with its inputs as JSON.")
-@click.pass_obj
+@with_platform
 def stream_decisions(platform: Platform, tenant_id: str | None, since_s: float, as_json: bool) -> None:
     """The scaling decisions the monitor carried out: when, from how many instances to how
     many, why, and the window's figures it decided on."""
-    platform.start()
     if tenant_id is not None:
         platform.tenant(tenant_id)
     decisions = platform.meta.streams.decisions(tenant_id, since=time.time() - since_s)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
-import orjson
 
+from mysimbdp.cli.context import with_platform
 from mysimbdp.errors import ConfigError
-from mysimbdp.platform import Platform
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
 
 
 def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -36,13 +38,16 @@ def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
     "30s, 10m, 1h, 2d (at most 30d), or 0 for at once.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the new key and the old keys' end as JSON.")
-@click.pass_obj
+@with_platform
 def rotate_key(platform: Platform, tenant_id: str, grace_s: float, as_json: bool) -> None:
     """Issue TENANT_ID a new API key (shown once); its current keys stop working after GRACE.
     Also on the operator API: POST /v1/admin/tenants/ID/rotate-key {"grace_s": 3600}."""
+    from datetime import UTC, datetime
+
+    import orjson
+
     from mysimbdp.services.tenants import rotate_key as rotate
 
-    platform.start()
     rotated = rotate(platform, tenant_id, grace_s)
     ends = datetime.fromtimestamp(rotated.old_keys_expire_at, UTC).isoformat(timespec="seconds")
     if as_json:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
-from mysimbdp.domain.notifications import NotifyEvent
-from mysimbdp.platform import Platform
-from mysimbdp.settings import mask_url
+from mysimbdp.cli.context import LazyChoice, with_platform
+
+if TYPE_CHECKING:
+    from mysimbdp.adapters.metanotify import Delivery
+    from mysimbdp.platform import Platform
 
 
 @click.group("notifications")
@@ -20,11 +21,20 @@ def notifications() -> None:
     """Webhook notifications (docs/notifications.md): sent by a running `mysimbdp up`."""
 
 
+def _events() -> list[str]:
+    from mysimbdp.domain.notifications import NotifyEvent  # pydantic: only when an event is given or shown
+
+    return [str(e) for e in NotifyEvent]
+
+
 def _when(at: float | None) -> str | None:
     return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _as_json(d: Delivery) -> dict[str, Any]:
+    from mysimbdp.adapters.metanotify import DeliveryStatus
+    from mysimbdp.settings import mask_url
+
     return {
         "id": d.id,
         "event": d.event,
@@ -41,6 +51,9 @@ def _as_json(d: Delivery) -> dict[str, Any]:
 
 
 def _line(d: Delivery, now: float) -> str:
+    from mysimbdp.adapters.metanotify import DeliveryStatus
+    from mysimbdp.settings import mask_url
+
     tries = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
     if d.status is DeliveryStatus.DELIVERED:
         outcome = f"delivered ({tries}, HTTP {d.last_status_code})"
@@ -56,14 +69,13 @@ def _line(d: Delivery, now: float) -> str:
 
 @notifications.command("list")
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
-@click.option("--event", type=click.Choice([str(e) for e in NotifyEvent]), help="Only this event.")
+@click.option("--event", type=LazyChoice(_events), help="Only this event.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Each delivery with its payload as JSON.")
-@click.pass_obj
+@with_platform
 def notifications_list(platform: Platform, tenant_id: str, event: str | None, limit: int, as_json: bool) -> None:
     """The tenant's latest webhook deliveries: event, receiver, status (pending, delivered,
     dead, refused), attempts and the last error."""
-    platform.start()
     platform.tenant(tenant_id)  # an unknown tenant is an error, not an empty list
     deliveries = platform.meta.notifications.recent(tenant_id, limit=limit, event=event)
     if as_json:

@@ -14,10 +14,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from mysimbdp.adapters.metachunks import chunks_summary
-from mysimbdp.domain.records import FileRecord, TenantRecord
-from mysimbdp.platform import Platform
 
 if TYPE_CHECKING:
+    from mysimbdp.domain.records import FileRecord, TenantRecord
+    from mysimbdp.platform import Platform
     from mysimbdp.services.demo import TenantSummary
     from mysimbdp.services.demo_stream import StreamSummary
     from mysimbdp.services.ingest import Progress as IngestProgress

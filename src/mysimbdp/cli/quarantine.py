@@ -3,24 +3,21 @@ messages, replayed after a fix or deleted for good (``services.quarantine``)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from mysimbdp import _render
-from mysimbdp.platform import Platform
-from mysimbdp.services import quarantine as service
-from mysimbdp.services import quarantine_replay as replay_service
-from mysimbdp.services.quarantine import Selection
-from mysimbdp.services.quarantine_replay import ProgressFn, ReplayOutcome, ReplayProgress
+from mysimbdp.cli.context import with_platform
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
+    from mysimbdp.services.quarantine import PurgeRecord, Selection
+    from mysimbdp.services.quarantine_replay import ProgressFn, ReplayOutcome, ReplayProgress
 
 RAW_EXCERPT_CHARS = 80
 
@@ -40,8 +37,9 @@ def _selection(f: click.decorators.FC) -> click.decorators.FC:
     return click.option("--tenant", "tenant_id", required=True, help="Tenant id.")(f)
 
 
-def _select(platform: Platform, tenant_id: str, file_id: str | None, stream: str | None) -> Selection:
-    platform.start()
+def _select(tenant_id: str, file_id: str | None, stream: str | None) -> Selection:
+    from mysimbdp.services.quarantine import Selection
+
     if file_id is not None and stream is not None:
         raise click.UsageError("give --file or --stream, not both")
     return Selection(tenant_id, file_id, stream)
@@ -55,10 +53,15 @@ def quarantine() -> None:
 
 @quarantine.command("list")
 @_selection
-@click.pass_obj
+@with_platform
 def quarantine_list(platform: Platform, tenant_id: str, file_id: str | None, stream: str | None, as_json: bool) -> None:
     """How many entries each file and stream has, and why (the most frequent reasons)."""
-    summaries = service.summarize(platform, _select(platform, tenant_id, file_id, stream))
+    from rich.table import Table
+
+    from mysimbdp.cli import render
+    from mysimbdp.services import quarantine as service
+
+    summaries = service.summarize(platform, _select(tenant_id, file_id, stream))
     if as_json:
         _emit_json(
             [
@@ -83,19 +86,24 @@ def quarantine_list(platform: Platform, tenant_id: str, file_id: str | None, str
     for s in summaries:
         reasons = "\n".join(f"{n} × {r}" for r, n in s.reasons)
         table.add_row(s.kind, s.source, s.name, str(s.entries), _when(s.last_at), reasons)
-    _render.out.print(table)
+    render.out.print(table)
 
 
 @quarantine.command("show")
 @_selection
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Entries per page.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Entries to skip.")
-@click.pass_obj
+@with_platform
 def quarantine_show(
     platform: Platform, tenant_id: str, file_id: str | None, stream: str | None, as_json: bool, limit: int, offset: int
 ) -> None:
     """The entries themselves: source, line, reason and the raw text, a page at a time."""
-    entries, total = service.show(platform, _select(platform, tenant_id, file_id, stream), limit=limit, offset=offset)
+    from rich.table import Table
+
+    from mysimbdp.cli import render
+    from mysimbdp.services import quarantine as service
+
+    entries, total = service.show(platform, _select(tenant_id, file_id, stream), limit=limit, offset=offset)
     if as_json:
         items = [
             {"file_id": e.file_id, "line": e.line, "reason": e.reason, "raw": e.raw, "run_id": e.run_id, "at": e.at}
@@ -107,7 +115,7 @@ def quarantine_show(
     for e in entries:
         raw = e.raw if len(e.raw) <= RAW_EXCERPT_CHARS else e.raw[:RAW_EXCERPT_CHARS] + "…"
         table.add_row(e.file_id, str(e.line), e.reason, raw)
-    _render.out.print(table)
+    render.out.print(table)
     shown = f"{offset + 1}-{offset + len(entries)}" if entries else "none"
     click.echo(f"entries {shown} of {total}" + (f"; next: --offset {offset + limit}" if offset + limit < total else ""))
 
@@ -118,6 +126,10 @@ def _replay_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mysimbdp.cli import render
+
     columns = (
         TextColumn("[bold]replay[/] {task.description}"),
         BarColumn(),
@@ -125,7 +137,7 @@ def _replay_progress(enabled: bool) -> Iterator[ProgressFn | None]:
         TextColumn("entries"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=_render.err, transient=False) as bar:
+    with Progress(*columns, console=render.err, transient=False) as bar:
         task = bar.add_task("", total=None)
 
         def update(p: ReplayProgress) -> None:
@@ -136,7 +148,7 @@ def _replay_progress(enabled: bool) -> Iterator[ProgressFn | None]:
 
 @quarantine.command("replay")
 @_selection
-@click.pass_obj
+@with_platform
 def quarantine_replay(
     platform: Platform, tenant_id: str, file_id: str | None, stream: str | None, as_json: bool
 ) -> None:
@@ -149,7 +161,11 @@ def quarantine_replay(
     broker (needs `mysimbdp up` or MYSIMBDP_BROKER_URL) for its stream app to store.
     Exit code 1 when a replay run failed (its entries stay).
     """
-    sel = _select(platform, tenant_id, file_id, stream)
+    import asyncio
+
+    from mysimbdp.services import quarantine_replay as replay_service
+
+    sel = _select(tenant_id, file_id, stream)
     with _replay_progress(not as_json) as on_progress:
         outcomes = asyncio.run(replay_service.replay(platform, sel, on_progress=on_progress))
     if as_json:
@@ -188,7 +204,7 @@ def _print_outcomes(outcomes: list[ReplayOutcome]) -> None:
 @click.option("--all", "purge_all", is_flag=True, help="Every entry of the tenant (without --file or --stream).")
 @click.option("--by", "purged_by", default=None, help="Who purges, as recorded. [default: the OS user]")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.pass_obj
+@with_platform
 def quarantine_purge(
     platform: Platform,
     tenant_id: str,
@@ -200,7 +216,9 @@ def quarantine_purge(
     yes: bool,
 ) -> None:
     """Delete entries for good (they can no longer be replayed); who and when is recorded."""
-    sel = _select(platform, tenant_id, file_id, stream)
+    from mysimbdp.services import quarantine as service
+
+    sel = _select(tenant_id, file_id, stream)
     if (file_id is None and stream is None) != purge_all:
         raise click.UsageError("give --file FILE_ID, --stream NAME, or --all for every entry of the tenant")
     if not yes and not as_json:
@@ -212,7 +230,7 @@ def quarantine_purge(
         click.echo(f"{sel}: {record.entries} entries purged by {record.purged_by} at {_when(record.at)} (UTC)")
 
 
-def _purge_json(record: service.PurgeRecord) -> dict[str, Any]:
+def _purge_json(record: PurgeRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "tenant": record.tenant,
@@ -229,10 +247,11 @@ def _purge_json(record: service.PurgeRecord) -> dict[str, Any]:
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@with_platform
 def quarantine_purges(platform: Platform, tenant_id: str, limit: int, as_json: bool) -> None:
     """The purges of the tenant's entries, newest first: who, when, what, how many."""
-    platform.start()
+    from mysimbdp.services import quarantine as service
+
     records, total = service.purges(platform, tenant_id, limit=limit)
     if as_json:
         _emit_json({"items": [_purge_json(r) for r in records], "total": total})

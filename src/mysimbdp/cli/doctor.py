@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import orjson
 
-from mysimbdp.platform import Platform
+from mysimbdp.cli.context import with_platform
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
 
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help='Print {"checks": [{name, state, detail, data}], "ok"}.')
-@click.pass_obj
+@with_platform(start=False)
 def doctor(platform: Platform, as_json: bool) -> None:
     """Check this machine and these settings before `up`: the tenant-app sandbox (Landlock
     ABI, or why apps cannot run), the meta store, coredms, the broker, the API address,
@@ -36,6 +39,8 @@ def doctor(platform: Platform, as_json: bool) -> None:
                                          the key sealing secrets at rest: it seals and opens
 
     Exit code 0 when no check failed (warnings do not fail), 1 when one did."""
+    import orjson
+
     from mysimbdp.services.doctor import run_checks  # its imports only when the command runs
 
     try:

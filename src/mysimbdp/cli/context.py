@@ -1,0 +1,98 @@
+"""What every command shares: the settings read by the ``main`` group, the Platform made
+from them on first use (``with_platform``), JSON output and the exit codes.
+
+Imports only click and the standard library at the top, so that ``--help`` stays fast; the
+platform and its adapters are imported when a command first asks for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+import click
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
+    from mysimbdp.settings import Settings
+
+EXIT_REJECTED = 3
+EXIT_FAILED = 4
+
+
+@dataclass
+class CliState:
+    """The ``main`` group's ``ctx.obj``: the settings, and the Platform once a command needs it."""
+
+    settings: Settings
+    platform: Platform | None = None
+
+    def get_platform(self, ctx: click.Context) -> Platform:
+        """Configure logging and build the Platform (no IO yet), once; it is closed with ``ctx``."""
+        if self.platform is None:
+            from mysimbdp import logs
+            from mysimbdp._libc import keep_freed_memory
+            from mysimbdp.platform import Platform
+
+            logs.configure(self.settings.log_level, self.settings.log_format)
+            keep_freed_memory()
+            self.platform = Platform(self.settings, os.environ)
+            ctx.find_root().call_on_close(self.platform.close)
+        return self.platform
+
+
+F = Callable[..., Any]
+
+
+@overload
+def with_platform(f: F, /) -> F: ...
+@overload
+def with_platform(*, start: bool = True) -> Callable[[F], F]: ...
+def with_platform(f: F | None = None, /, *, start: bool = True) -> F | Callable[[F], F]:
+    """Pass the Platform as the command's first argument, started on first use (so `--help`
+    touches nothing on disk and imports none of it). ``start=False``: built but not started
+    (``doctor`` opens what it checks itself)."""
+
+    def decorate(command: F) -> F:
+        @click.pass_context
+        @functools.wraps(command)
+        def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+            obj = ctx.obj  # a CliState under `main`; a Platform when a test invokes a group itself
+            platform: Platform = obj.get_platform(ctx) if isinstance(obj, CliState) else obj
+            if start:
+                platform.start()
+            return command(platform, *args, **kwargs)
+
+        return wrapper
+
+    return decorate if f is None else decorate(f)
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as indented JSON (anything else as its ``str``)."""
+    import orjson
+
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+class LazyChoice(click.Choice[str]):
+    """A ``click.Choice`` whose values come from ``load()`` when first needed (parsing the
+    option, or this command's ``--help``), so that listing commands imports none of them."""
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: tuple[str, ...]) -> None:
+        self._choices = tuple(value)

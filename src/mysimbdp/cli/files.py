@@ -1,0 +1,139 @@
+"""``mysimbdp ingest|query|report|files``: a tenant's data in, back out, and what happened to it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, emit_json, with_platform
+
+if TYPE_CHECKING:
+    from mysimbdp.platform import Platform
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tenant", "tenant_id", required=True, help="The tenant the file belongs to.")
+@click.option("--wait", is_flag=True, help="Follow the file to its final state with a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (implies --wait).")
+@with_platform
+def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: bool) -> None:
+    """Put FILE into the tenant's inbox and ingest it.
+
+    With a running platform (`mysimbdp up`) the file is handed over to it; without one,
+    this command fetches, validates, stages and runs it itself. Exit code 0 when the file
+    was ingested (fully, or partly with quarantined rows the profile tolerates), 3 when it
+    was rejected, 4 when its ingestion failed.
+    """
+    import asyncio
+
+    from mysimbdp.cli import render
+    from mysimbdp.domain.states import FileStatus
+    from mysimbdp.services.ingest import ingest_one
+
+    wait = wait or as_json
+    with render.ingest_progress(enabled=wait and not as_json, name=file.name) as on_progress:
+        record = asyncio.run(ingest_one(platform, tenant_id, file, wait=wait, on_progress=on_progress))
+    if record is None:
+        click.echo(f"{file.name}: handed to the running platform (use --wait to follow it)")
+        return
+    summary = render.file_summary(platform, record)
+    if as_json:
+        emit_json(summary)
+    else:
+        render.print_file_summary(summary)
+    if record.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
+        sys.exit(EXIT_REJECTED)
+    if record.status is not FileStatus.INGESTED:
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--dataset", required=True, help="Dataset name (default profile: the file's stem).")
+@click.option("--count", is_flag=True, help="Print the number of documents only.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Print up to N documents as JSON Lines.",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@with_platform
+def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: int | None, offset: int) -> None:
+    """Read a tenant's dataset back: the count, or documents as JSON Lines."""
+    import orjson
+
+    from mysimbdp.adapters.coredms import open_store
+
+    if count == (limit is not None):
+        raise click.UsageError("give exactly one of --count or --limit N")
+    record = platform.meta.get_tenant(tenant_id)
+    store = open_store(record.coredms_url)
+    try:
+        if count:
+            click.echo(store.count(dataset))
+        else:
+            for doc in store.documents(dataset, limit=limit or 0, offset=offset):
+                click.echo(orjson.dumps(doc).decode())
+    finally:
+        store.close()
+
+
+@click.command()
+@click.option("--tenant", "tenant_id", default=None, help="One tenant only.")
+@click.option("--since", default=None, help="Only what came in this long ago or later, e.g. 90s, 15m, 1h, 2d.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of throughput and latency over time (per tenant).",
+)
+@with_platform
+def report(platform: Platform, tenant_id: str | None, since: str | None, as_json: bool, plot: Path | None) -> None:
+    """Per-tenant and platform-wide ingestion statistics: files by outcome, rows, bytes,
+    failures with their rules, run time and rows/s; stream records, messages, errors and
+    latency from the stream apps' reports."""
+    import time
+
+    from mysimbdp.cli import render
+    from mysimbdp.services.report import platform_report
+    from mysimbdp.services.timeseries import first_activity, parse_duration, tenant_series
+
+    if tenant_id:
+        platform.meta.get_tenant(tenant_id)
+    now = time.time()
+    start = now - parse_duration(since) if since else 0.0
+    data = platform_report(platform, tenant_id, start)
+    if as_json:
+        emit_json(data)
+    else:
+        render.report(data)
+    if plot is not None:
+        ids = [tenant_id] if tenant_id else [t.id for t in platform.meta.list_tenants()]
+        first = first_activity(platform, ids, start) or now - 60  # the chart starts where activity does
+        from mysimbdp.services.plots import plot_series  # matplotlib: only for a plot
+
+        series = [tenant_series(platform, t, since=first, until=now) for t in ids]
+        plot_series(series, plot, title=f"mysimbdp ingestion, {'tenant ' + tenant_id if tenant_id else 'all tenants'}")
+        click.echo(f"plot written to {plot}", err=True)
+
+
+@click.command()
+@click.option("--tenant", "tenant_id", default=None, help="One tenant only.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_platform
+def files(platform: Platform, tenant_id: str | None, limit: int, as_json: bool) -> None:
+    """The ingestion history: files with status, rows and reasons (newest last)."""
+    from mysimbdp.cli import render
+
+    records = platform.meta.list_files(tenant=tenant_id, limit=1_000_000)[-limit:]
+    if as_json:
+        emit_json([render.file_summary(platform, r) for r in records])
+    else:
+        render.file_table(records)

@@ -1,0 +1,113 @@
+"""``mysimbdp up|worker|demo``: the long-running services, and the demo on top of them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from mysimbdp.cli.context import EXIT_FAILED, with_platform
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from mysimbdp.platform import Platform
+
+
+def _run_until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve(stop)`` until SIGINT or SIGTERM sets ``stop``."""
+    import asyncio
+    import signal
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    asyncio.run(main_loop())
+
+
+@click.command()
+@with_platform
+def up(platform: Platform) -> None:
+    """Run the platform's services until Ctrl-C or SIGTERM, then drain.
+
+    The databroker (an embedded NATS JetStream server under HOME/broker unless
+    MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager, chunk workers for
+    big files (MYSIMBDP_WORKERS slots, default the CPU count) and the stream ingest manager.
+    Each inbox file's scan runs in a limited process: over MYSIMBDP_SCAN_TIMEOUT_S (default
+    300) or MYSIMBDP_SCAN_MEMORY_BYTES (default 1 GiB) the file is rejected. On stop,
+    running scans are killed (their files stay in the inbox), running batch apps get up to
+    30 s to finish (the rest are requeued) and stream app instances finish and ack their batch."""
+    from mysimbdp.managers import run_services  # the servers' imports: only when serving
+
+    status = platform.require_sandbox()
+    click.echo(f"mysimbdp up: home {platform.settings.home}; {status.summary()}; Ctrl-C to stop", err=True)
+    _run_until_signal(lambda stop: run_services(platform, stop))
+
+
+@click.command()
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks to run at once.  [default: the CPU count]",
+)
+@with_platform
+def worker(platform: Platform, slots: int | None) -> None:
+    """Run big files' chunks: take chunk tasks from the broker until Ctrl-C or SIGTERM.
+
+    Start one per machine beside `mysimbdp up` (same --home, or the same MYSIMBDP_META_URL,
+    MYSIMBDP_COREDMS_URL and shared home directory) to ingest big files faster. The broker is
+    MYSIMBDP_BROKER_URL, else the embedded one of the running platform (HOME/broker/url).
+    A worker stopped or killed mid-chunk loses nothing: the chunk runs again."""
+    import os
+
+    from mysimbdp.managers.chunkworker import serve_worker
+
+    count = slots or os.cpu_count() or 1
+    status = platform.require_sandbox()
+    click.echo(
+        f"mysimbdp worker: home {platform.settings.home}, {count} slots; {status.summary()}; Ctrl-C to stop", err=True
+    )
+    _run_until_signal(lambda stop: serve_worker(platform, stop, slots=count))
+
+
+@click.command()
+@click.option(
+    "--examples",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("examples/tenants"),
+    show_default=True,
+    help="Directory of example tenants (each with profile.yaml and data/).",
+)
+@click.option("--fresh/--keep", default=True, show_default=True, help="Start from an empty home.")
+@with_platform
+def demo(platform: Platform, examples: Path, fresh: bool) -> None:
+    """The main job on the embedded default: register the example tenants, ingest their
+    sample files through fetchdata and the batch manager, post their stream samples to the
+    REST API, then pause each stream app while its devices re-send everything 40 times and
+    start it again (the monitor scales the instances up to drain the backlog and back down);
+    print a summary of both."""
+    import asyncio
+
+    from mysimbdp.cli import render
+    from mysimbdp.domain.states import FileStatus
+    from mysimbdp.services import demo as demo_service  # the servers' imports: only when serving
+
+    status = platform.require_sandbox()
+    click.echo(f"demo: {status.summary()}")
+    if fresh:
+        platform.close()
+        demo_service.fresh_home(platform.settings.home)
+        platform.start()
+    result = asyncio.run(demo_service.run_demo(platform, examples))
+    render.demo_summary(result.batch)
+    render.demo_stream_summary(result.stream)
+    if any(f.status is FileStatus.FAILED for s in result.batch for f in s.files):
+        sys.exit(EXIT_FAILED)
