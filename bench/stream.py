@@ -50,9 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from mysimbdp.adapters.broker import Broker, open_broker  # noqa: E402
-from mysimbdp.adapters.broker_nats import durable_name, stream_name  # noqa: E402
+from mysimbdp.adapters.broker.nats import durable_name, free_port, stream_name  # noqa: E402
 from mysimbdp.adapters.coredms import open_admin, open_store, sqlite_path  # noqa: E402
-from mysimbdp.adapters.embedded_nats import free_port  # noqa: E402
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch  # noqa: E402
 
 BARE_APP = """

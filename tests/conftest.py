@@ -221,7 +221,7 @@ def rabbitmq_url() -> Iterator[str]:
     every exchange, queue and permission in it, and the tenant users left with none)."""
     from urllib.parse import quote
 
-    from mysimbdp.adapters.broker_users_rabbitmq import ManagementApi
+    from mysimbdp.adapters.broker.rabbitmq import ManagementApi
 
     require_service("RabbitMQ", "127.0.0.1", 5672)
     require_service("RabbitMQ's management API (rabbitmq-plugins enable rabbitmq_management)", "127.0.0.1", 15672)
@@ -244,7 +244,7 @@ def rabbitmq_url() -> Iterator[str]:
 def embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An embedded NATS JetStream server per test module (JetStream drops re-used message ids
     for 2 minutes; one server per module keeps modules from seeing each other's)."""
-    from mysimbdp.adapters.embedded_nats import EmbeddedNats
+    from mysimbdp.adapters.broker.nats import EmbeddedNats
 
     with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
         yield server.url

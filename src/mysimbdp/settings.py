@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
+from mysimbdp.adapters.broker.base import BACKENDS
 from mysimbdp.domain.egress import parse_allow_list
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.errors import ConfigError
@@ -93,7 +94,7 @@ class Settings:
                 raise ConfigError(
                     f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or postgresql://user@host:port/db"
                 )
-        if self.broker_url and urlsplit(self.broker_url).scheme not in ("nats", "tls", "amqp", "amqps"):
+        if self.broker_url and urlsplit(self.broker_url).scheme not in BACKENDS:
             raise ConfigError(
                 f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
                 "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.broker.nats import free_port
 from tests.conftest import IN_CI
 from tests.e2e.conftest import Cli
 from tests.helpers import until

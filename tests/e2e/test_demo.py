@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.broker.nats import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
 

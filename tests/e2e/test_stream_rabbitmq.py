@@ -13,7 +13,7 @@ import aio_pika
 import httpx
 import orjson
 
-from mysimbdp.adapters.broker_users_rabbitmq import ManagementApi, rabbit_user
+from mysimbdp.adapters.broker.rabbitmq import ManagementApi, rabbit_user
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from tests.conftest import RABBITMQ_ADMIN_URL
 from tests.e2e.conftest import Cli, healthy

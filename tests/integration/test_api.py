@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from mysimbdp.adapters.broker import Broker, open_broker
+from mysimbdp.adapters.broker.nats import EmbeddedNats
 from mysimbdp.adapters.coredms import open_store
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.api import create_app
 from mysimbdp.api.ratelimit import RateLimiter, TokenBucket, retry_after_s
 from mysimbdp.domain.envelope import Envelope, decode_batch

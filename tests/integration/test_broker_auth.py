@@ -13,8 +13,7 @@ import nats.errors
 import pytest
 
 from mysimbdp.adapters.broker import Broker, open_broker
-from mysimbdp.adapters.broker_auth import BrokerUsers
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
+from mysimbdp.adapters.broker.nats import BrokerUsers, EmbeddedNats
 from mysimbdp.errors import BrokerError
 
 

@@ -21,10 +21,9 @@ from typing import Protocol
 import httpx
 import pytest
 
-from mysimbdp.adapters.broker import open_broker
-from mysimbdp.adapters.broker_users import tenant_users
+from mysimbdp.adapters.broker import open_broker, tenant_users
+from mysimbdp.adapters.broker.nats import EmbeddedNats
 from mysimbdp.adapters.coredms import open_store
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.api.app import create_app
 from mysimbdp.platform import Platform
 from mysimbdp.services.tenants import add_tenant

@@ -13,8 +13,7 @@ import aio_pika.exceptions
 import pytest
 
 from mysimbdp.adapters.broker import Broker, open_broker
-from mysimbdp.adapters.broker_rabbitmq import dead_letter_queue, exchange_name
-from mysimbdp.adapters.broker_users_rabbitmq import RabbitUsers, rabbit_user
+from mysimbdp.adapters.broker.rabbitmq import RabbitUsers, dead_letter_queue, exchange_name, rabbit_user
 from mysimbdp.errors import BrokerError
 from tests.conftest import RABBITMQ_ADMIN_URL
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.broker.nats import free_port
 from mysimbdp.platform import Platform
 from mysimbdp.services.doctor import CONNECT_TIMEOUT_S, Check, run_checks
 from mysimbdp.settings import Settings

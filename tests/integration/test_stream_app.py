@@ -18,8 +18,8 @@ import pytest
 
 from mysimbdp import contract
 from mysimbdp.adapters.broker import Broker, open_broker
+from mysimbdp.adapters.broker.nats import EmbeddedNats
 from mysimbdp.adapters.coredms import open_admin, open_store
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from mysimbdp.errors import BrokerUnavailable
 from tests.conftest import broker_url_for

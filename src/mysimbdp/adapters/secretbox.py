@@ -5,7 +5,7 @@ What is sealed: the tenants' broker passwords and the embedded broker's own pass
 PostgreSQL role passwords (the meta store's ``tenants.coredms_url``) and the webhook secrets
 of stored profiles (the meta store's ``profile_yaml`` and the bundle's ``profile.yaml``). Each
 is needed again in plain (to connect, to sign), so it is encrypted, not hashed; the embedded
-broker's config holds bcrypt hashes only (:mod:`mysimbdp.adapters.broker_auth`). API keys are
+broker's config holds bcrypt hashes only (:mod:`mysimbdp.adapters.broker.nats.users`). API keys are
 sha256 hashes (:mod:`mysimbdp.services.tenants`).
 
 Fernet (``cryptography``, the Python Cryptographic Authority's package): AES-128-CBC with an

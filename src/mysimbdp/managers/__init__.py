@@ -8,10 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from mysimbdp.adapters.broker import open_broker
-from mysimbdp.adapters.broker_auth import BrokerUsers
-from mysimbdp.adapters.broker_users import TenantUsers, tenant_users
-from mysimbdp.adapters.embedded_nats import EmbeddedNats
+from mysimbdp.adapters.broker import TenantUsers, open_broker, tenant_users
+from mysimbdp.adapters.broker.nats import BrokerUsers, EmbeddedNats
 from mysimbdp.logs import get_logger
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.chunkworker import ChunkTasks, ChunkWorker
@@ -53,7 +51,7 @@ class BrokerAccess:
 @asynccontextmanager
 async def databroker(platform: Platform) -> AsyncIterator[BrokerAccess]:
     """The broker for this run: ``MYSIMBDP_BROKER_URL``, else an embedded NATS server started
-    under ``HOME/broker`` (users and permissions from :mod:`broker_auth`) for as long as the
+    under ``HOME/broker`` (users and permissions from :mod:`broker.nats.users`) for as long as the
     block runs; its platform URL is in ``HOME/broker/url`` (mode 0600, sealed) meanwhile."""
     if platform.settings.broker_url:
         yield BrokerAccess(platform.settings.broker_url, tenant_users(platform.settings, platform.secrets))

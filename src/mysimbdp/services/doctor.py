@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mysimbdp.adapters.broker.nats import nats_server_binary
 from mysimbdp.adapters.coredms import sqlite_path
-from mysimbdp.adapters.embedded_nats import nats_server_binary
 from mysimbdp.adapters.sandbox import url_ports
 from mysimbdp.errors import ConfigError, MysimbdpError
 from mysimbdp.platform import Platform

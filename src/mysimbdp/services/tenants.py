@@ -8,10 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mysimbdp.adapters.broker import PREFIX
-from mysimbdp.adapters.broker_auth import inbox_prefix
-from mysimbdp.adapters.broker_rabbitmq import exchange_name
-from mysimbdp.adapters.broker_users import tenant_users
+from mysimbdp.adapters.broker import PREFIX, tenant_users
+from mysimbdp.adapters.broker.nats import inbox_prefix
+from mysimbdp.adapters.broker.rabbitmq import exchange_name
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.domain.profile import DEFAULT_PROFILE, Profile, dump_profile, load_profile
 from mysimbdp.domain.records import TenantRecord

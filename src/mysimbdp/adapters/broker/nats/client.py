@@ -24,8 +24,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, Message, subject
-from mysimbdp.adapters.broker_nats_pull import Puller
+from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
+from mysimbdp.adapters.broker.nats.pull import Puller
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.settings import mask_url
 
@@ -64,7 +64,7 @@ class NatsBroker:
 
     def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> None:
         self.url = url
-        # ``?inbox=PREFIX``: the reply subjects this user may receive on (broker_auth)
+        # ``?inbox=PREFIX``: the reply subjects this user may receive on (nats.users)
         parts = urlsplit(url)
         self._server = urlunsplit(parts._replace(query=""))
         self._inbox = dict(parse_qsl(parts.query)).get("inbox", "_INBOX")

@@ -50,7 +50,7 @@ class EmbeddedNats:
     def __init__(self, store_dir: Path, port: int | None = None, config: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
-        self.config = config  # a nats.conf (e.g. the authorization block of broker_auth)
+        self.config = config  # a nats.conf (e.g. the authorization block of nats.users)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -1,7 +1,7 @@
 """The databroker on RabbitMQ (``aio-pika``, one robust connection per broker object).
 
 Every name a tenant's stream uses starts with ``mysimbdp.<tenant>``, so one permission regex
-per tenant user (:mod:`broker_users_rabbitmq`) keeps tenants apart: a durable direct exchange
+per tenant user (:mod:`.users`) keeps tenants apart: a durable direct exchange
 ``mysimbdp.<tenant>``; per stream a durable quorum queue named and bound by
 ``mysimbdp.<tenant>.<stream>``, with a delivery limit after which a message is dead-lettered
 (through the same exchange) to the tenant's queue ``mysimbdp.<tenant>._dead`` instead of
@@ -31,7 +31,7 @@ from aio_pika.abc import (
     ConsumerTag,
 )
 
-from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S, PREFIX, Message, subject
+from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, PREFIX, Message, subject
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.settings import mask_url
 

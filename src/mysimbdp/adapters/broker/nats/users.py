@@ -25,10 +25,9 @@ from urllib.parse import quote
 
 import bcrypt
 
-from mysimbdp.adapters.broker import PREFIX
-from mysimbdp.adapters.broker_nats import stream_name
-from mysimbdp.adapters.broker_users import SecretFile
-from mysimbdp.adapters.embedded_nats import free_port
+from mysimbdp.adapters.broker.base import PREFIX, SecretFile
+from mysimbdp.adapters.broker.nats.client import stream_name
+from mysimbdp.adapters.broker.nats.server import free_port
 from mysimbdp.adapters.secretbox import SecretBox
 
 PLATFORM_USER = "mysimbdp"
@@ -55,7 +54,7 @@ def tenant_user(tenant: str) -> str:
     return f"t_{tenant}"
 
 
-class BrokerUsers:
+class NatsUsers:
     """``HOME/broker/users.json``: the platform's password, the tenants', the port."""
 
     def __init__(self, broker_dir: Path, box: SecretBox | None = None) -> None:
@@ -133,3 +132,6 @@ class BrokerUsers:
         pid_file = self.dir / "nats.pid"
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+
+
+BrokerUsers = NatsUsers  # its former name, which the managers and the tests still use

@@ -44,7 +44,7 @@ class Puller:
     def __init__(self, nc: NatsClient, stream: str, durable: str) -> None:
         self._nc = nc
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._inbox = nc.new_inbox()  # under the connection's inbox prefix (broker_auth)
+        self._inbox = nc.new_inbox()  # under the connection's inbox prefix (nats.users)
         self._sub: Subscription | None = None
         self._received: list[Msg] = []  # delivered to us, not handed out yet
         self._request = 0  # the number of the request in flight
