@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mysimbdp.adapters.metachunks import ChunkStatus
 from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from tests.conftest import broker_url_for
 from tests.e2e.conftest import Cli
 from tests.helpers import until

@@ -17,14 +17,13 @@ from mysimbdp.adapters.coredms import (
     CoreDmsAdmin,
     DocumentInvalid,
     DocumentStore,
-    KeyFieldMissing,
     open_admin,
     open_store,
-    record_key,
     sqlite_path,
 )
-from mysimbdp.adapters.coredms_sqlite import SqliteStore
-from mysimbdp.errors import StoreError, StoreUnavailable
+from mysimbdp.adapters.coredms.sqlite import SqliteStore
+from mysimbdp.domain.keys import record_key
+from mysimbdp.errors import KeyFieldMissing, StoreError, StoreUnavailable
 from tests.conftest import POSTGRES_URL
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mysimbdp.adapters.broker import Broker
-from mysimbdp.adapters.metachunks import ChunkCounts, ChunkStatus
+from mysimbdp.adapters.metastore.chunks import ChunkCounts, ChunkStatus
 from mysimbdp.api import create_app
 from mysimbdp.api.deps import KEY_COOKIE
 from mysimbdp.domain.states import FileStatus

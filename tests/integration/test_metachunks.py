@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from mysimbdp.adapters.metachunks import ChunkCounts, ChunkStatus, chunks_summary
 from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.adapters.metastore.chunks import ChunkCounts, ChunkStatus, chunks_summary
 
 SPANS = [(0, 100, 1), (100, 250, 8), (250, 400, 15)]
 

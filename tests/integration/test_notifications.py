@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker.nats import free_port
-from mysimbdp.adapters.metanotify import Delivery, DeliveryStatus
+from mysimbdp.adapters.metastore.notifications import Delivery, DeliveryStatus
 from mysimbdp.cli.notify import notifications
 from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.records import StreamInstance, StreamTarget

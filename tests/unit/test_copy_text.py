@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mysimbdp.adapters.coredms import record_key, record_keys
-from mysimbdp.adapters.coredms_postgres import _copy_chunks, _escape
+from mysimbdp.adapters.coredms.postgres import _copy_chunks, _escape
+from mysimbdp.domain.keys import record_key, record_keys
 
 
 def _escaped_one_by_one(records: list[tuple[str, bytes]], source: str | None) -> bytes:

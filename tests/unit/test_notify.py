@@ -11,7 +11,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.notifications import NotifyEvent, Webhook
 from mysimbdp.domain.profile import parse_profile
 from mysimbdp.errors import ProfileError

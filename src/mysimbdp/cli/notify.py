@@ -12,7 +12,7 @@ import orjson
 from mysimbdp.cli.context import LazyChoice, with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.adapters.metanotify import Delivery
+    from mysimbdp.adapters.metastore.notifications import Delivery
     from mysimbdp.platform import Platform
 
 
@@ -32,7 +32,7 @@ def _when(at: float | None) -> str | None:
 
 
 def _as_json(d: Delivery) -> dict[str, Any]:
-    from mysimbdp.adapters.metanotify import DeliveryStatus
+    from mysimbdp.adapters.metastore.notifications import DeliveryStatus
     from mysimbdp.settings import mask_url
 
     return {
@@ -51,7 +51,7 @@ def _as_json(d: Delivery) -> dict[str, Any]:
 
 
 def _line(d: Delivery, now: float) -> str:
-    from mysimbdp.adapters.metanotify import DeliveryStatus
+    from mysimbdp.adapters.metastore.notifications import DeliveryStatus
     from mysimbdp.settings import mask_url
 
     tries = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"

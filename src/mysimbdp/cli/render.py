@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mysimbdp.adapters.metachunks import chunks_summary
+from mysimbdp.adapters.metastore.chunks import chunks_summary
 
 if TYPE_CHECKING:
     from mysimbdp.domain.records import FileRecord, TenantRecord

@@ -69,6 +69,7 @@ class QuarantinedRow:
     line: int
     raw: str
     reason: str
+    at: float = 0.0  # when it was quarantined: set by the meta store, read back from it
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from mysimbdp.adapters.broker import CHUNKS_STREAM, Broker, Message, open_broker
-from mysimbdp.adapters.metachunks import ChunkRecord
+from mysimbdp.adapters.metastore.chunks import ChunkRecord
 from mysimbdp.errors import BrokerError, MysimbdpError
 from mysimbdp.logs import get_logger, log_context
 from mysimbdp.platform import Platform

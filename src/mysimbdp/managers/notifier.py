@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.egress import parse_allow_list, refusal
 from mysimbdp.domain.profile import Profile

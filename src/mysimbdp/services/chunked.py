@@ -28,7 +28,7 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters.chunker import plan_chunks
-from mysimbdp.adapters.metachunks import FINAL_CHUNK_STATES, ChunkCounts, ChunkRecord, ChunkStatus
+from mysimbdp.adapters.metastore.chunks import FINAL_CHUNK_STATES, ChunkCounts, ChunkRecord, ChunkStatus
 from mysimbdp.domain.chunking import ChunkDecision
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat

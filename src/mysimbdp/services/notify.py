@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent, Webhook
 from mysimbdp.domain.profile import Profile

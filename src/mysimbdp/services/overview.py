@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mysimbdp.adapters.metachunks import ChunkStatus
-from mysimbdp.adapters.metanotify import Delivery
+from mysimbdp.adapters.metastore.chunks import ChunkStatus
+from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.records import ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.platform import Platform

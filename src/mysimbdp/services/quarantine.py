@@ -8,8 +8,8 @@ import getpass
 from dataclasses import dataclass
 
 from mysimbdp.adapters.broker import tenant_stream_problem
-from mysimbdp.adapters.metaquarantine import Entry, PurgeRecord
-from mysimbdp.domain.records import FileRecord
+from mysimbdp.adapters.metastore.quarantine import PurgeRecord
+from mysimbdp.domain.records import FileRecord, QuarantinedRow
 from mysimbdp.domain.replay import stream_of, summarize_reasons
 from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.errors import MysimbdpError
@@ -124,7 +124,7 @@ def summarize(platform: Platform, sel: Selection) -> list[SourceSummary]:
     return summaries
 
 
-def show(platform: Platform, sel: Selection, *, limit: int, offset: int) -> tuple[list[Entry], int]:
+def show(platform: Platform, sel: Selection, *, limit: int, offset: int) -> tuple[list[QuarantinedRow], int]:
     """A page of the selection's entries (file and line order) and how many there are."""
     check(platform, sel)
     return platform.meta.quarantine.entries(

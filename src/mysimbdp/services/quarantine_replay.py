@@ -43,12 +43,10 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters.broker import Broker, open_broker
-from mysimbdp.adapters.metahistory import MetaHistory
-from mysimbdp.adapters.metaquarantine import Entry
 from mysimbdp.adapters.runner import Outcome
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat, Profile
-from mysimbdp.domain.records import FileRecord, RunRecord, TenantRecord
+from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.replay import BatchPlan, StreamMessage, plan_batch, plan_stream, released, stream_of
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FINAL_FILE_STATES, RunStatus
 from mysimbdp.errors import BrokerError, StoreError
@@ -236,7 +234,7 @@ async def _run_plan(
     as_replayed = replace(record, path=str(replay_input), format=plan.input_format.value)
     env = app_env(platform, tenant, profile, as_replayed, run_id, run_dir)
     env.update({contract.LINE_MAP: str(line_map), contract.PARALLELISM: "1"})
-    attempt = 1 + len(MetaHistory(platform.meta).file_runs(record.id))
+    attempt = 1 + len(platform.meta.history.file_runs(record.id))
     platform.meta.start_run(RunRecord(run_id, record.id, tenant.id, app.name, attempt, time.time()))
     outcome.runs.append(run_id)
     follower = asyncio.create_task(progress.follow(record.id, run_dir / "progress.json"))
@@ -333,7 +331,7 @@ async def _replay_stream(
     position: tuple[str, int] | None = None
     while page := ledger.after(tenant_id, **only, position=position, limit=MESSAGES_PER_PUBLISH):
         position = (page[-1].file_id, page[-1].line)
-        messages: list[tuple[Entry, StreamMessage]] = []
+        messages: list[tuple[QuarantinedRow, StreamMessage]] = []
         for entry in page:
             planned = plan_stream(tenant_id, stream, (entry.file_id, entry.line), entry.raw, entry.reason)
             if isinstance(planned, str):

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import astuple
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import STREAM_RE
-from mysimbdp.adapters.metachunks import ChunkRecord, ChunkRegistry, ChunkStatus
-from mysimbdp.adapters.metahistory import MetaHistory
-from mysimbdp.adapters.metaquality import QualityLedger
+from mysimbdp.adapters.metastore.chunks import ChunkRecord, ChunkRegistry, ChunkStatus
+from mysimbdp.adapters.metastore.history import MetaHistory
+from mysimbdp.adapters.metastore.quality import QualityLedger
 from mysimbdp.api.deps import AnyViewer, Refused, context_of, documented
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.domain.qualitycounts import FileQuality, QualityVerdict
-from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
+from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, ScalingRecord
 from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
@@ -123,8 +124,8 @@ class QuarantinedOut(BaseModel):
     at: float
 
     @classmethod
-    def of(cls, row: tuple[str, str, str, int, str, str, float]) -> QuarantinedOut:
-        tenant, file_id, run_id, line, raw, reason, at = row
+    def of(cls, row: QuarantinedRow) -> QuarantinedOut:
+        tenant, file_id, run_id, line, raw, reason, at = astuple(row)
         stream = file_id.split(":")[1] if file_id.startswith(STREAM_PREFIX) else None
         kind: Literal["batch", "stream"] = "batch" if stream is None else "stream"
         return cls(
@@ -226,7 +227,7 @@ async def _read(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _history(request: Request) -> MetaHistory:
-    return MetaHistory(context_of(request).platform.meta)
+    return context_of(request).platform.meta.history
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]

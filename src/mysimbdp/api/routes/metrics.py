@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from mysimbdp.adapters.metahistory import MetaHistory
+from mysimbdp.adapters.metastore.history import MetaHistory
 from mysimbdp.api.deps import OperatorViewer, Refused, context_of, documented
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
 from mysimbdp.domain.states import FileStatus
@@ -248,7 +248,7 @@ def _scrape(history: MetaHistory) -> bytes:
 )
 async def metrics(request: Request, viewer: OperatorViewer) -> Response:
     try:
-        body = await asyncio.to_thread(_scrape, MetaHistory(context_of(request).platform.meta))
+        body = await asyncio.to_thread(_scrape, context_of(request).platform.meta.history)
     except StoreUnavailable as exc:
         raise Refused(503, f"the meta store is unavailable: {exc}", {"Retry-After": "5"}) from exc
     except StoreError as exc:

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mysimbdp.adapters.broker import STREAM_RE
-from mysimbdp.adapters.metaquarantine import Entry, PurgeRecord
+from mysimbdp.adapters.metastore.quarantine import PurgeRecord
 from mysimbdp.api.deps import AnyViewer, Refused, Viewer, context_of, documented
 from mysimbdp.api.routes.history import MAX_ID_LENGTH, NO_NUL, Limit, Offset, Page, TenantFilter
+from mysimbdp.domain.records import QuarantinedRow
 from mysimbdp.domain.replay import stream_of
 from mysimbdp.errors import BrokerError, BrokerUnavailable, MysimbdpError, StoreError, StoreUnavailable, TenantError
 from mysimbdp.services import quarantine as service
@@ -93,7 +94,7 @@ class EntryOut(BaseModel):
     at: float
 
     @classmethod
-    def of(cls, e: Entry) -> EntryOut:
+    def of(cls, e: QuarantinedRow) -> EntryOut:
         return cls(
             tenant=e.tenant,
             file_id=e.file_id,

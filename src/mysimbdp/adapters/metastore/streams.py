@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.domain.records import ScalingRecord, StreamInstance, StreamTarget
 from mysimbdp.domain.scaling import Report
 

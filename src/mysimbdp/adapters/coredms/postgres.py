@@ -20,7 +20,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from mysimbdp.adapters.coredms import DocumentInvalid, namespace, table_name
+from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, table_name
 from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
 from mysimbdp.settings import mask_url
 
@@ -314,3 +314,15 @@ class PostgresAdmin:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def open_store(scoped_url: str, *, busy_timeout_s: float) -> PostgresStore:
+    """The tenant's schema, connected as its role (``busy_timeout_s``: the connect timeout)."""
+    store = PostgresStore(scoped_url, connect_timeout_s=busy_timeout_s)
+    store.open()
+    return store
+
+
+def open_admin(url: str, *, pg_prefix: str) -> PostgresAdmin:
+    """The admin for ``url``, naming schemas and roles ``<pg_prefix>_<tenant>``."""
+    return PostgresAdmin(url, pg_prefix=pg_prefix)

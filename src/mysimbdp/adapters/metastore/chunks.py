@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.adapters.metastore.sql import SqlConnection
 
 
 class ChunkStatus(StrEnum):

@@ -1,6 +1,8 @@
 """Read-only history of the meta store, for the history API and ``/metrics``.
 
-Portable SQL (SQLite and PostgreSQL) over :meth:`MetaStore.query`; nothing here writes.
+Portable SQL (SQLite and PostgreSQL) over the meta store's :class:`SqlConnection`; nothing
+here writes. Quarantined rows are the quarantine ledger's (``metastore.quarantine``), asked
+here so that the history API has one object to ask. Reached as ``MetaStore.history``.
 Every listing takes ``tenant`` (None: every tenant) and pages newest first. Aggregates
 return plain tuples keyed by tenant (and a small fixed label set), never by file.
 """
@@ -12,25 +14,15 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.metastore import _FILE_COLUMNS, MetaStore, _file
-from mysimbdp.adapters.metastreams import counts_of
-from mysimbdp.domain.records import FileRecord, RunRecord, ScalingRecord
+from mysimbdp.adapters.metastore.files import FILE_COLUMNS, file_record
+from mysimbdp.adapters.metastore.quarantine import QuarantineLedger
+from mysimbdp.adapters.metastore.runs import RUN_COLUMNS, run_record
+from mysimbdp.adapters.metastore.sql import SqlConnection
+from mysimbdp.adapters.metastore.streams import counts_of
+from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, ScalingRecord
 from mysimbdp.domain.scaling import LATENCY_BOUNDS_MS
-from mysimbdp.domain.sources import STREAM_PREFIX  # quarantine rows of stream apps: "stream:<stream>:<instance>"
-from mysimbdp.domain.states import RunStatus
 
-_RUN_COLUMNS = (
-    "id, file_id, tenant, app, attempt, started_at, status, ended_at, exit_code, "
-    "rows_written, rows_rejected, bytes_read, peak_rss_bytes, error, stderr_tail"
-)
-_IS_STREAM = f"substr(file_id, 1, {len(STREAM_PREFIX)}) = '{STREAM_PREFIX}'"
-_KINDS = {"batch": f"NOT ({_IS_STREAM})", "stream": _IS_STREAM}
-
-
-def _run(row: Sequence[Any]) -> RunRecord:
-    values = list(row)
-    values[6] = RunStatus(values[6]) if values[6] else None
-    return RunRecord(*values)
+__all__ = ["MetaHistory"]
 
 
 def _where(clauses: list[tuple[str, Any]], tenant: str | None) -> tuple[str, list[Any]]:
@@ -45,16 +37,17 @@ def _where(clauses: list[tuple[str, Any]], tenant: str | None) -> tuple[str, lis
 class MetaHistory:
     """What happened, per tenant: files, their events and runs, quarantine, decisions."""
 
-    def __init__(self, meta: MetaStore) -> None:
-        self._meta = meta
+    def __init__(self, db: SqlConnection, quarantine: QuarantineLedger) -> None:
+        self._db = db
+        self._quarantine = quarantine
 
     def _page(
         self, table: str, columns: str, where: str, params: list[Any], order: str, limit: int, offset: int
     ) -> tuple[list[tuple[Any, ...]], int]:
-        rows = self._meta.query(
+        rows = self._db.query(
             f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset)
         )
-        total = self._meta.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0]
+        total = self._db.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0]
         return rows, int(total)
 
     # -- files ---------------------------------------------------------------------------
@@ -63,30 +56,30 @@ class MetaHistory:
     ) -> tuple[list[FileRecord], int]:
         """Files newest first (received at or after ``since``), and how many match in all."""
         where, params = _where([("status = ?", status), ("received_at >= ?", since)], tenant)
-        rows, total = self._page("files", _FILE_COLUMNS, where, params, "received_at DESC, id DESC", limit, offset)
-        return [_file(row) for row in rows], total
+        rows, total = self._page("files", FILE_COLUMNS, where, params, "received_at DESC, id DESC", limit, offset)
+        return [file_record(row) for row in rows], total
 
     def file(self, tenant: str | None, file_id: str) -> FileRecord | None:
         """One file, None when it does not exist or belongs to another tenant than ``tenant``."""
         where, params = _where([("id = ?", file_id)], tenant)
-        rows = self._meta.query(f"SELECT {_FILE_COLUMNS} FROM files {where}", params)
-        return _file(rows[0]) if rows else None
+        rows = self._db.query(f"SELECT {FILE_COLUMNS} FROM files {where}", params)
+        return file_record(rows[0]) if rows else None
 
     def events(self, file_id: str) -> list[tuple[float, str, dict[str, Any]]]:
-        rows = self._meta.query("SELECT at, status, detail FROM file_events WHERE file_id = ? ORDER BY at", (file_id,))
+        rows = self._db.query("SELECT at, status, detail FROM file_events WHERE file_id = ? ORDER BY at", (file_id,))
         return [(float(at), str(status), orjson.loads(detail)) for at, status, detail in rows]
 
     def file_runs(self, file_id: str) -> list[RunRecord]:
-        rows = self._meta.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE file_id = ? ORDER BY started_at", (file_id,))
-        return [_run(row) for row in rows]
+        rows = self._db.query(f"SELECT {RUN_COLUMNS} FROM runs WHERE file_id = ? ORDER BY started_at", (file_id,))
+        return [run_record(row) for row in rows]
 
     # -- runs ----------------------------------------------------------------------------
     def runs(
         self, tenant: str | None, *, status: str | None = None, file_id: str | None = None, limit: int, offset: int
     ) -> tuple[list[RunRecord], int]:
         where, params = _where([("status = ?", status), ("file_id = ?", file_id)], tenant)
-        rows, total = self._page("runs", _RUN_COLUMNS, where, params, "started_at DESC, id DESC", limit, offset)
-        return [_run(row) for row in rows], total
+        rows, total = self._page("runs", RUN_COLUMNS, where, params, "started_at DESC, id DESC", limit, offset)
+        return [run_record(row) for row in rows], total
 
     # -- quarantine ----------------------------------------------------------------------
     def quarantine(
@@ -97,23 +90,10 @@ class MetaHistory:
         file_id: str | None = None,
         limit: int,
         offset: int,
-    ) -> tuple[list[tuple[str, str, str, int, str, str, float]], int]:
-        """Quarantined rows ``(tenant, file_id, run_id, line, raw, reason, at)``, newest first;
-        ``kind`` "batch" (files) or "stream" (stream apps)."""
-        where, params = _where([("file_id = ?", file_id)], tenant)
-        if kind is not None:
-            where = f"{where} AND {_KINDS[kind]}" if where else f"WHERE {_KINDS[kind]}"
-        rows, total = self._page(
-            "quarantine",
-            "tenant, file_id, run_id, line, raw, reason, at",
-            where,
-            params,
-            "at DESC, file_id, line",
-            limit,
-            offset,
-        )
-        typed = [(str(t), str(f), str(r), int(n), str(raw), str(why), float(at)) for t, f, r, n, raw, why, at in rows]
-        return typed, total
+    ) -> tuple[list[QuarantinedRow], int]:
+        """Quarantined rows newest first, and how many match; ``kind`` "batch" (files) or
+        "stream" (stream apps)."""
+        return self._quarantine.newest(tenant, kind=kind, file_id=file_id, limit=limit, offset=offset)
 
     # -- scaling decisions ---------------------------------------------------------------
     def decisions(
@@ -130,11 +110,11 @@ class MetaHistory:
 
     # -- aggregates for /metrics ---------------------------------------------------------
     def tenants(self) -> list[str]:
-        return [str(row[0]) for row in self._meta.query("SELECT id FROM tenants ORDER BY id")]
+        return [str(row[0]) for row in self._db.query("SELECT id FROM tenants ORDER BY id")]
 
     def files_by_status(self) -> list[tuple[str, str, int, int, int]]:
         """``(tenant, status, files, bytes, rows written)`` per tenant and file status."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, status, COUNT(*), COALESCE(SUM(size_bytes), 0), COALESCE(SUM(rows_written), 0) "
             "FROM files GROUP BY tenant, status ORDER BY tenant, status"
         )
@@ -142,17 +122,13 @@ class MetaHistory:
 
     def quarantine_counts(self) -> list[tuple[str, str, int]]:
         """``(tenant, kind, rows)``: quarantined rows of files ("batch") and of stream apps."""
-        rows = self._meta.query(
-            f"SELECT tenant, CASE WHEN {_IS_STREAM} THEN 'stream' ELSE 'batch' END AS kind, COUNT(*) "
-            "FROM quarantine GROUP BY tenant, kind ORDER BY tenant, kind"
-        )
-        return [(str(t), str(k), int(n)) for t, k, n in rows]
+        return self._quarantine.counts_by_kind()
 
     def run_durations(self, bounds_s: Sequence[float]) -> list[tuple[str, str, int, float, list[int]]]:
         """Finished runs ``(tenant, status, count, sum of seconds, cumulative count per bound)``."""
         duration = "(ended_at - started_at)"
         buckets = ", ".join(f"SUM(CASE WHEN {duration} <= ? THEN 1 ELSE 0 END)" for _ in bounds_s)
-        rows = self._meta.query(
+        rows = self._db.query(
             f"SELECT tenant, status, COUNT(*), COALESCE(SUM({duration}), 0){', ' if buckets else ''}{buckets} "
             "FROM runs WHERE ended_at IS NOT NULL AND status IS NOT NULL "
             "GROUP BY tenant, status ORDER BY tenant, status",
@@ -162,7 +138,7 @@ class MetaHistory:
 
     def stream_totals(self) -> list[tuple[str, str, int, int, int, int]]:
         """``(tenant, stream, reports, messages, records, bytes)`` summed over the instances' reports."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, stream, COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(records), 0), "
             "COALESCE(SUM(bytes), 0) FROM stream_reports GROUP BY tenant, stream ORDER BY tenant, stream"
         )
@@ -171,7 +147,7 @@ class MetaHistory:
     def latest_reports(self) -> list[tuple[str, str, float, float, float, int, float]]:
         """Per tenant stream, its newest report: ``(tenant, stream, at, latency avg ms, p95 ms,
         backlog, p50 ms)``."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT r.tenant, r.stream, r.at, r.latency_avg_ms, r.latency_p95_ms, r.backlog, r.latency_p50_ms "
             "FROM stream_reports r "
             "JOIN (SELECT tenant, stream, MAX(at) AS at FROM stream_reports GROUP BY tenant, stream) m "
@@ -185,7 +161,7 @@ class MetaHistory:
     def message_latencies(self) -> list[tuple[str, str, int, float, list[int]]]:
         """Per tenant stream, the instances' per-message latency histograms added up:
         ``(tenant, stream, messages, sum of ms, cumulative count per LATENCY_BOUNDS_MS)``."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, stream, latency_n, latency_sum_ms, latency_counts FROM stream_reports "
             "WHERE latency_n > 0 ORDER BY tenant, stream"
         )
@@ -206,7 +182,7 @@ class MetaHistory:
         """Per tenant stream, the reports' p95 latencies as a histogram: ``(tenant, stream,
         reports, sum of p95 ms, cumulative count per bound)``."""
         buckets = ", ".join("SUM(CASE WHEN latency_p95_ms <= ? THEN 1 ELSE 0 END)" for _ in bounds_ms)
-        rows = self._meta.query(
+        rows = self._db.query(
             f"SELECT tenant, stream, COUNT(*), COALESCE(SUM(latency_p95_ms), 0){', ' if buckets else ''}{buckets} "
             "FROM stream_reports GROUP BY tenant, stream ORDER BY tenant, stream",
             tuple(bounds_ms),
@@ -215,7 +191,7 @@ class MetaHistory:
 
     def instances(self) -> list[tuple[str, str, str, int]]:
         """``(tenant, stream, state, instances)`` of the stream apps' instances not stopped."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, stream, state, COUNT(*) FROM stream_instances WHERE state <> 'stopped' "
             "GROUP BY tenant, stream, state ORDER BY tenant, stream, state"
         )
@@ -223,14 +199,14 @@ class MetaHistory:
 
     def targets(self) -> list[tuple[str, str, int]]:
         """``(tenant, stream, instances)``: the target instance count, summed over the stream's apps."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, stream, SUM(instances) FROM stream_targets GROUP BY tenant, stream ORDER BY tenant, stream"
         )
         return [(str(t), str(s), int(n)) for t, s, n in rows]
 
     def decision_counts(self) -> list[tuple[str, str, str, int]]:
         """``(tenant, stream, direction, decisions)``, direction "up" or "down"."""
-        rows = self._meta.query(
+        rows = self._db.query(
             "SELECT tenant, stream, CASE WHEN to_instances > from_instances THEN 'up' ELSE 'down' END AS direction, "
             "COUNT(*) FROM stream_decisions GROUP BY tenant, stream, direction ORDER BY tenant, stream, direction"
         )

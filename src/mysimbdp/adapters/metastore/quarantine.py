@@ -1,9 +1,13 @@
-"""The quarantine ledger's queries for listing, replaying and purging, and the purge record.
+"""The quarantine ledger (``quarantine``, ``quarantine_purges``): recording rejected rows and
+messages, listing, replaying and purging them, and the purge record.
 
-Portable SQL (SQLite and PostgreSQL) over the meta store's :class:`SqlConnection`, as
-``metastreams`` and ``metanotify`` are. Every query names the tenant: a selection is one
-tenant's entries of one file, of one stream (``file_id`` ``stream:<stream>:<instance>``),
-or all of them. Reached as ``MetaStore.quarantine``.
+The one place that reads and writes the quarantine; its rows are
+:class:`~mysimbdp.domain.records.QuarantinedRow`. Portable SQL (SQLite and PostgreSQL)
+over the meta store's :class:`SqlConnection`, as ``metastore.streams`` and
+``metastore.notifications`` are. Every query of the tenant side names the tenant: a
+selection is one tenant's entries of one file, of one stream (``file_id``
+``stream:<stream>:<instance>``), or all of them; the history API's listing and the
+``/metrics`` counts take ``tenant`` None for every tenant. Reached as ``MetaStore.quarantine``.
 """
 
 from __future__ import annotations
@@ -15,27 +19,14 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import QuarantinedRow
 from mysimbdp.domain.sources import STREAM_PREFIX
 
-__all__ = ["Entry", "PurgeRecord", "QuarantineLedger", "SourceCount"]
+__all__ = ["PurgeRecord", "QuarantineLedger", "SourceCount"]
 
 REASON_SAMPLE = 1000  # reasons read per source to summarise them
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One quarantined row or message."""
-
-    tenant: str
-    file_id: str
-    run_id: str
-    line: int
-    raw: str
-    reason: str
-    at: float
 
 
 @dataclass(frozen=True)
@@ -62,8 +53,10 @@ class PurgeRecord:
     reasons: list[tuple[str, int]]  # the most frequent kinds of reason of what was purged
 
 
-_ENTRY_COLUMNS = "tenant, file_id, run_id, line, raw, reason, at"
+_ROW_COLUMNS = "tenant, file_id, run_id, line, raw, reason, at"
 _PURGE_COLUMNS = "id, tenant, selection, entries, purged_by, via, at, reasons"
+_IS_STREAM = f"substr(file_id, 1, {len(STREAM_PREFIX)}) = '{STREAM_PREFIX}'"
+_KINDS = {"batch": f"NOT ({_IS_STREAM})", "stream": _IS_STREAM}
 
 
 def _where(tenant: str, file_id: str | None, stream: str | None) -> tuple[str, list[Any]]:
@@ -76,9 +69,9 @@ def _where(tenant: str, file_id: str | None, stream: str | None) -> tuple[str, l
     return "WHERE tenant = ?", [tenant]
 
 
-def _entry(row: Sequence[Any]) -> Entry:
+def _row(row: Sequence[Any]) -> QuarantinedRow:
     tenant, file_id, run_id, line, raw, reason, at = row
-    return Entry(str(tenant), str(file_id), str(run_id), int(line), str(raw), str(reason), float(at))
+    return QuarantinedRow(str(tenant), str(file_id), str(run_id), int(line), str(raw), str(reason), float(at))
 
 
 def _purge(row: Sequence[Any]) -> PurgeRecord:
@@ -88,10 +81,42 @@ def _purge(row: Sequence[Any]) -> PurgeRecord:
 
 
 class QuarantineLedger:
+    """Quarantined rows of files and messages of stream apps, and who purged which."""
+
     def __init__(self, db: SqlConnection) -> None:
         self._db = db
 
+    # -- recording --------------------------------------------------------------------------
+    def add(self, rows: Sequence[QuarantinedRow]) -> None:
+        """Record rejected rows; a row already recorded for the same file and line is kept."""
+        now = time.time()
+        self._db.executemany(
+            "INSERT INTO quarantine (tenant, file_id, run_id, line, raw, reason, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(r.tenant, r.file_id, r.run_id, r.line, r.raw, r.reason, now) for r in rows],
+        )
+
     # -- reading ----------------------------------------------------------------------------
+    def oldest(
+        self, tenant: str, limit: int = 100, offset: int = 0, *, file_id: str | None = None
+    ) -> list[QuarantinedRow]:
+        """A tenant's quarantined rows (of one file if ``file_id``), oldest first."""
+        where, params = _where(tenant, file_id, None)
+        rows = self._db.query(
+            f"SELECT {_ROW_COLUMNS} FROM quarantine {where} ORDER BY at, file_id, line LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_row(row) for row in rows]
+
+    def count_prefixed(self, tenant: str, file_id_prefix: str) -> int:
+        """The tenant's quarantined rows of files whose id starts with ``file_id_prefix``
+        (``""``: all of them; e.g. ``stream:`` for what stream apps quarantined)."""
+        row = self._db.one(
+            "SELECT COUNT(*) FROM quarantine WHERE tenant = ? AND substr(file_id, 1, ?) = ?",
+            (tenant, len(file_id_prefix), file_id_prefix),
+        )
+        return int(row[0]) if row else 0
+
     def sources(self, tenant: str, *, file_id: str | None = None, stream: str | None = None) -> list[SourceCount]:
         """Entries per ``file_id`` of the selection, the oldest source first."""
         where, params = _where(tenant, file_id, stream)
@@ -116,14 +141,14 @@ class QuarantineLedger:
 
     def entries(
         self, tenant: str, *, file_id: str | None = None, stream: str | None = None, limit: int, offset: int
-    ) -> tuple[list[Entry], int]:
+    ) -> tuple[list[QuarantinedRow], int]:
         """A page of the selection's entries in file and line order, and how many there are."""
         where, params = _where(tenant, file_id, stream)
         rows = self._db.query(
-            f"SELECT {_ENTRY_COLUMNS} FROM quarantine {where} ORDER BY file_id, line LIMIT ? OFFSET ?",
+            f"SELECT {_ROW_COLUMNS} FROM quarantine {where} ORDER BY file_id, line LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        return [_entry(row) for row in rows], self.count(tenant, file_id=file_id, stream=stream)
+        return [_row(row) for row in rows], self.count(tenant, file_id=file_id, stream=stream)
 
     def after(
         self,
@@ -133,7 +158,7 @@ class QuarantineLedger:
         stream: str | None = None,
         position: tuple[str, int] | None = None,
         limit: int,
-    ) -> list[Entry]:
+    ) -> list[QuarantinedRow]:
         """The next ``limit`` entries of the selection after ``position`` (``(file_id, line)``),
         in file and line order: a replay's pages, stable while entries are removed."""
         where, params = _where(tenant, file_id, stream)
@@ -141,9 +166,41 @@ class QuarantineLedger:
             where += " AND (file_id > ? OR (file_id = ? AND line > ?))"
             params += [position[0], position[0], position[1]]
         rows = self._db.query(
-            f"SELECT {_ENTRY_COLUMNS} FROM quarantine {where} ORDER BY file_id, line LIMIT ?", (*params, limit)
+            f"SELECT {_ROW_COLUMNS} FROM quarantine {where} ORDER BY file_id, line LIMIT ?", (*params, limit)
         )
-        return [_entry(row) for row in rows]
+        return [_row(row) for row in rows]
+
+    # -- every tenant's (the history API, /metrics) -------------------------------------------
+    def newest(
+        self,
+        tenant: str | None,
+        *,
+        kind: str | None = None,
+        file_id: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[QuarantinedRow], int]:
+        """Quarantined rows newest first (of ``tenant``, or of every tenant), and how many
+        match; ``kind`` "batch" (files) or "stream" (stream apps)."""
+        pairs = [("tenant = ?", tenant), ("file_id = ?", file_id)]
+        kept = [(sql, value) for sql, value in pairs if value is not None]
+        clauses = [sql for sql, _ in kept] + ([_KINDS[kind]] if kind is not None else [])
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        params = [value for _, value in kept]
+        rows = self._db.query(
+            f"SELECT {_ROW_COLUMNS} FROM quarantine {where} ORDER BY at DESC, file_id, line LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        total = self._db.one(f"SELECT COUNT(*) FROM quarantine {where}", params)
+        return [_row(row) for row in rows], int(total[0]) if total else 0
+
+    def counts_by_kind(self) -> list[tuple[str, str, int]]:
+        """``(tenant, kind, rows)``: quarantined rows of files ("batch") and of stream apps."""
+        rows = self._db.query(
+            f"SELECT tenant, CASE WHEN {_IS_STREAM} THEN 'stream' ELSE 'batch' END AS kind, COUNT(*) "
+            "FROM quarantine GROUP BY tenant, kind ORDER BY tenant, kind"
+        )
+        return [(str(t), str(k), int(n)) for t, k, n in rows]
 
     # -- replay -----------------------------------------------------------------------------
     def settle(self, tenant: str, file_id: str, released: Sequence[int], again: Sequence[QuarantinedRow]) -> None:

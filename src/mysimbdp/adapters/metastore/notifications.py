@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.adapters.metastore.sql import SqlConnection
 
 _COLUMNS = (
     "id, tenant, event, url, payload, status, attempts, created_at, next_attempt_at, delivered_at, "

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.sql import SqlConnection
+from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.domain.qualitycounts import FileQuality, QualityVerdict, WindowQuality
 from mysimbdp.domain.scaling import Report
 

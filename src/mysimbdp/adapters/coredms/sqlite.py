@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import orjson
 
-from mysimbdp.adapters.coredms import DocumentInvalid, namespace, table_name
+from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, sqlite_path, table_name
 from mysimbdp.errors import StoreError, StoreUnavailable
 
 _SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
@@ -292,3 +292,15 @@ class SqliteAdmin:
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own connection."""
+
+
+def open_store(scoped_url: str, *, busy_timeout_s: float) -> SqliteStore:
+    """The tenant's database file of a ``sqlite:///PATH`` URL, opened."""
+    store = SqliteStore(sqlite_path(scoped_url), busy_timeout_s=busy_timeout_s)
+    store.open()
+    return store
+
+
+def open_admin(url: str, *, pg_prefix: str) -> SqliteAdmin:
+    """The admin of the directory of a ``sqlite:///DIR`` URL (``pg_prefix`` is PostgreSQL's)."""
+    return SqliteAdmin(sqlite_path(url))
