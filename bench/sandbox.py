@@ -33,8 +33,8 @@ import batch
 from _platform import machine
 
 from mysimbdp import logs
-from mysimbdp.adapters.runner import Limits, build_env, run
-from mysimbdp.adapters.sandbox import Sandbox, app_grant, probe
+from mysimbdp.adapters.process.runner import Limits, build_env, run
+from mysimbdp.adapters.process.sandbox import Sandbox, app_grant, probe
 
 OUT = Path(__file__).resolve().parent / "out" / "sandbox.json"
 APPS = {"python -c pass": "pass", "import mysimbdp.sdk": "import mysimbdp.sdk"}

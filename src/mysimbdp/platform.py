@@ -12,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from mysimbdp.adapters.claims import ClaimOwner
 from mysimbdp.adapters.coredms import CoreDmsAdmin, open_admin
-from mysimbdp.adapters.filesystem import Home
+from mysimbdp.adapters.files.claims import ClaimOwner
+from mysimbdp.adapters.files.home import Home
 from mysimbdp.adapters.metastore import MetaStore
-from mysimbdp.adapters.sandbox import Grant, Sandbox, Status, probe, readable_by_apps
+from mysimbdp.adapters.process.sandbox import Grant, Sandbox, Status, probe, readable_by_apps
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.domain.profile import Profile, parse_profile
 from mysimbdp.domain.records import TenantRecord
@@ -89,7 +89,7 @@ class Platform:
     @property
     def claim_owner(self) -> ClaimOwner:
         """This platform's owner id for the inbox files it claims, alive while it is open
-        (made on first use; see :mod:`mysimbdp.adapters.claims`)."""
+        (made on first use; see :mod:`mysimbdp.adapters.files.claims`)."""
         with self._claims_lock:
             if self._claims is None:
                 self._claims = ClaimOwner(self.home.claims_dir)

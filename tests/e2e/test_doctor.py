@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from mysimbdp.adapters.sandbox import probe
+from mysimbdp.adapters.process.sandbox import probe
 from tests.e2e.conftest import Cli, healthy
 from tests.helpers import until
 

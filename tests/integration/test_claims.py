@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.adapters.claims import parse_claim
+from mysimbdp.adapters.files.claims import parse_claim
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.platform import Platform

@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 from mysimbdp import contract
-from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.coredms import open_admin, open_store
+from mysimbdp.adapters.process import runner
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch, parse_post
 from mysimbdp.domain.profile import load_profile
 from mysimbdp.sdk import Reject

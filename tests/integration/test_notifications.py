@@ -22,9 +22,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker.nats import free_port
 from mysimbdp.adapters.metastore.notifications import Delivery, DeliveryStatus
+from mysimbdp.adapters.process import runner
 from mysimbdp.cli.notify import notifications
 from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.records import StreamInstance, StreamTarget

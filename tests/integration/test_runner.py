@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mysimbdp.adapters.runner import Limits, Outcome, build_env, run
-from mysimbdp.adapters.sandbox import Grant, Sandbox, probe
+from mysimbdp.adapters.process.runner import Limits, Outcome, build_env, run
+from mysimbdp.adapters.process.sandbox import Grant, Sandbox, probe
 from tests.helpers import until
 
 PY = sys.executable
@@ -239,8 +239,8 @@ def test_app_dies_when_the_platform_is_sigkilled(tmp_path: Path) -> None:
         f"""
         import asyncio, os, sys
         from pathlib import Path
-        from mysimbdp.adapters.runner import Limits, build_env, run
-        from mysimbdp.adapters.sandbox import Grant, Sandbox, probe
+        from mysimbdp.adapters.process.runner import Limits, build_env, run
+        from mysimbdp.adapters.process.sandbox import Grant, Sandbox, probe
 
         def started(pid):
             Path({str(pid_file)!r} + ".tmp").write_text(str(pid))

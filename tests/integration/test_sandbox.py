@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.adapters.runner import Limits, Outcome, build_env, run
-from mysimbdp.adapters.sandbox import MIN_LANDLOCK_ABI, Sandbox, app_grant, probe, url_ports
+from mysimbdp.adapters.process.runner import Limits, Outcome, build_env, run
+from mysimbdp.adapters.process.sandbox import MIN_LANDLOCK_ABI, Sandbox, app_grant, probe, url_ports
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.errors import SandboxUnavailable
 

@@ -18,8 +18,8 @@ import orjson
 import psutil
 import pytest
 
-from mysimbdp.adapters.claims import CLAIM_PREFIX
-from mysimbdp.adapters.runner import Limits, Outcome, run_sync
+from mysimbdp.adapters.files.claims import CLAIM_PREFIX
+from mysimbdp.adapters.process.runner import Limits, Outcome, run_sync
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import RunCancelled
 from mysimbdp.managers.fetchdata import FetchData

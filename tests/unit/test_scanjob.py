@@ -6,8 +6,7 @@ import signal
 
 import pytest
 
-from mysimbdp.adapters.runner import Outcome
-from mysimbdp.adapters.scanjob import (
+from mysimbdp.adapters.files.scanjob import (
     SCAN_CRASHED,
     SCAN_OUT_OF_MEMORY,
     SCAN_TIMEOUT,
@@ -17,6 +16,7 @@ from mysimbdp.adapters.scanjob import (
     facts_to_json,
     result_of,
 )
+from mysimbdp.adapters.process.runner import Outcome
 from mysimbdp.domain.filecheck import FileFacts
 from mysimbdp.domain.profile import FileFormat
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.adapters import scanner
-from mysimbdp.adapters.scanner import scan_file
+from mysimbdp.adapters.files import scanner
+from mysimbdp.adapters.files.scanner import scan_file
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, check_file
 from mysimbdp.domain.profile import FieldType, FileFormat, Limits, Profile, Quality, RowRule
 

@@ -5,7 +5,7 @@ Event-driven through ``watchfiles`` (inotify) with a polling fallback every
 
 Fetches run in worker threads of fetchdata's own pool, one file at a time per tenant and at
 most ``max_workers`` at once, and each file's scan runs in a limited process of its own
-(:mod:`mysimbdp.adapters.scanjob`): one tenant's slow or poison file holds up only that
+(:mod:`mysimbdp.adapters.files.scanjob`): one tenant's slow or poison file holds up only that
 tenant's next file, never another tenant's, the loop or the API. On stop, running scans are
 killed and their files go back to the inbox untouched, so SIGTERM is answered at once.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import watchfiles
 
-from mysimbdp.adapters.filesystem import Seen, inbox_candidates, is_settled
+from mysimbdp.adapters.files.home import Seen, inbox_candidates, is_settled
 from mysimbdp.errors import MysimbdpError, RunCancelled, TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.platform import Platform

@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters import runner
 from mysimbdp.adapters.broker import Broker
-from mysimbdp.adapters.sandbox import Sandbox, app_grant
+from mysimbdp.adapters.process import runner
+from mysimbdp.adapters.process.sandbox import Sandbox, app_grant
 from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters import filesystem, runner
-from mysimbdp.adapters.sandbox import app_grant
+from mysimbdp.adapters.files import home as filesystem
+from mysimbdp.adapters.process import runner
+from mysimbdp.adapters.process.sandbox import app_grant
 from mysimbdp.domain.backoff import backoff_s as backoff
 from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.profile import BatchApp, Profile

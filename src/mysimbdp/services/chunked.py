@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters.chunker import plan_chunks
+from mysimbdp.adapters.files.chunker import plan_chunks
 from mysimbdp.adapters.metastore.chunks import FINAL_CHUNK_STATES, ChunkCounts, ChunkRecord, ChunkStatus
 from mysimbdp.domain.chunking import ChunkDecision
 from mysimbdp.domain.ids import new_id

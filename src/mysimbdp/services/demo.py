@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mysimbdp.adapters.filesystem import drop_into_inbox
+from mysimbdp.adapters.files.home import drop_into_inbox
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.domain.states import FileStatus

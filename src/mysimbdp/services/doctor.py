@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from mysimbdp.adapters.broker.nats import nats_server_binary
 from mysimbdp.adapters.coredms import sqlite_path
-from mysimbdp.adapters.sandbox import url_ports
+from mysimbdp.adapters.process.sandbox import url_ports
 from mysimbdp.errors import ConfigError, MysimbdpError
 from mysimbdp.platform import Platform
 from mysimbdp.settings import mask_url

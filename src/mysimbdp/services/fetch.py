@@ -16,10 +16,10 @@ from pathlib import Path, PurePath
 
 import orjson
 
-from mysimbdp.adapters import filesystem
-from mysimbdp.adapters.claims import claim_name, parse_claim
-from mysimbdp.adapters.sandbox import Grant
-from mysimbdp.adapters.scanjob import ScanFailure, ScanLimits, scan_contained
+from mysimbdp.adapters.files import home as filesystem
+from mysimbdp.adapters.files.claims import claim_name, parse_claim
+from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits, scan_contained
+from mysimbdp.adapters.process.sandbox import Grant
 from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent
@@ -58,7 +58,7 @@ def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading
     """Validate ``path`` (a complete file in ``tenant``'s inbox) and move it on.
 
     The file's content is read only by its scan, in a limited process of its own (see
-    :mod:`mysimbdp.adapters.scanjob`): a scan that times out, runs out of memory or crashes
+    :mod:`mysimbdp.adapters.files.scanjob`): a scan that times out, runs out of memory or crashes
     rejects the file with that rule, and nothing of it reaches this process. When ``cancel``
     is set meanwhile (the platform is stopping), the scan is killed, the file goes back to the
     inbox untouched and :class:`~mysimbdp.errors.RunCancelled` is raised."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.filesystem import drop_into_inbox
+from mysimbdp.adapters.files.home import drop_into_inbox
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus

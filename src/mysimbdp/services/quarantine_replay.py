@@ -43,7 +43,7 @@ import orjson
 
 from mysimbdp import contract
 from mysimbdp.adapters.broker import Broker, open_broker
-from mysimbdp.adapters.runner import Outcome
+from mysimbdp.adapters.process.runner import Outcome
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat, Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord

@@ -1,7 +1,7 @@
 """reconcile: finish or undo the fetches a crash cut short, and only those.
 
 Run once when fetchdata starts, before its first fetch. Which fetches are cut short is told
-by their claims' owners (:mod:`mysimbdp.adapters.claims`): a claim or a 'received' record
+by their claims' owners (:mod:`mysimbdp.adapters.files.claims`): a claim or a 'received' record
 whose owner still holds its lock belongs to a live fetcher (the CLI's ``ingest``, another
 process) and is left alone.
 """
@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from mysimbdp.adapters import filesystem
-from mysimbdp.adapters.claims import CLAIM_PREFIX, ClaimName, dead_owner, parse_claim, remove_dead_locks
+from mysimbdp.adapters.files import home as filesystem
+from mysimbdp.adapters.files.claims import CLAIM_PREFIX, ClaimName, dead_owner, parse_claim, remove_dead_locks
 from mysimbdp.domain.qualitycounts import file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
@@ -34,7 +34,7 @@ def reconcile(platform: Platform) -> int:
     """Finish or undo fetches interrupted by a crash; returns how many were repaired.
 
     Run once when fetchdata starts, before any fetch. Only claims whose owner is dead are
-    touched (:mod:`mysimbdp.adapters.claims`): a live fetcher's (the CLI's, another
+    touched (:mod:`mysimbdp.adapters.files.claims`): a live fetcher's (the CLI's, another
     process's) is its own, however long it takes. A file whose decision was recorded is
     moved where its record says, never scanned again. A claimed file with no record was being
     scanned when the platform stopped: it goes back to the inbox once (recorded, rule

@@ -1,11 +1,11 @@
 """A file's scan in a process of its own: tenant data never hangs, crashes or fills fetchdata.
 
-:func:`mysimbdp.adapters.scanner.scan_file` reads everything a tenant sends (format, header,
+:func:`mysimbdp.adapters.files.scanner.scan_file` reads everything a tenant sends (format, header,
 every row against the profile's rules). Run inside fetchdata, one poison file stopped ``up``
 for every tenant: a line nested 100,000 deep raised ``RecursionError`` out of the scan, and a
 catastrophic pattern held it at 100 % CPU so that ``/healthz`` and SIGTERM went unanswered.
-Here the scan runs as ``python -m mysimbdp.adapters.scanjob`` through the one runner
-(:func:`mysimbdp.adapters.runner.run_sync`): a wall-clock timeout, a CPU limit following it,
+Here the scan runs as ``python -m mysimbdp.adapters.files.scanjob`` through the one runner
+(:func:`mysimbdp.adapters.process.runner.run_sync`): a wall-clock timeout, a CPU limit following it,
 an address-space limit, its own process group, and the kernel's sandbox where the machine
 has one (it may read the file and the runtime, write nothing, connect nowhere).
 
@@ -30,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.runner import Limits, Outcome, build_env, run_sync
-from mysimbdp.adapters.sandbox import Sandbox
-from mysimbdp.adapters.scanner import scan_file
+from mysimbdp.adapters.files.scanner import scan_file
+from mysimbdp.adapters.process.runner import Limits, Outcome, build_env, run_sync
+from mysimbdp.adapters.process.sandbox import Sandbox
 from mysimbdp.domain.filecheck import FileFacts
 from mysimbdp.domain.profile import FileFormat, Profile
 
@@ -105,7 +105,7 @@ def scan_contained(
         "quality": profile.quality.model_dump(mode="json"),
     }
     outcome = run_sync(
-        [sys.executable, "-P", "-m", "mysimbdp.adapters.scanjob"],
+        [sys.executable, "-P", "-m", "mysimbdp.adapters.files.scanjob"],
         env=build_env({}, parent_env),
         cwd=path.parent,
         limits=limits.limits(),

@@ -1,7 +1,7 @@
-"""Process-level mechanics of the subprocess runner; private to :mod:`mysimbdp.adapters.runner`.
+"""Process-level mechanics of the subprocess runner; private to :mod:`mysimbdp.adapters.process.runner`.
 
 Nothing but ``runner.py`` imports this module: callers start apps through
-:func:`mysimbdp.adapters.runner.run`, which stays the one subprocess runner. What lives
+:func:`mysimbdp.adapters.process.runner.run`, which stays the one subprocess runner. What lives
 here is how one started process is handled, not what a run is:
 
 * :func:`child_setup` builds the function the child runs between ``fork`` and ``exec``
@@ -30,7 +30,7 @@ from typing import IO
 import psutil
 
 from mysimbdp._libc import die_with_parent, prctl
-from mysimbdp.adapters._confine import Confinement, confine_self
+from mysimbdp.adapters.process._confine import Confinement, confine_self
 
 __all__ = ["Child", "Tail", "child_setup", "decode_status"]
 
@@ -207,7 +207,7 @@ def child_setup(
     confinement: Confinement | None = None,
 ) -> Callable[[], None]:
     """The function the child runs between fork and exec: rlimits, the parent-death signal,
-    then the sandbox (``confinement``, see :mod:`mysimbdp.adapters.sandbox`), last, so that
+    then the sandbox (``confinement``, see :mod:`mysimbdp.adapters.process.sandbox`), last, so that
     nothing after it needs more than the app is granted.
 
     ``None`` leaves that resource at the platform's own limit. Everything is computed here,

@@ -23,7 +23,7 @@ Platform work on tenant data that could hang or crash (a file's scan) runs throu
 :func:`run_sync`: the same limits and group kill, blocking, for a worker thread.
 
 Those process-level mechanics (child setup, exit watch, group signals, memory samples,
-bounded tails) live in the private :mod:`mysimbdp.adapters._process`; callers import this
+bounded tails) live in the private :mod:`mysimbdp.adapters.process._process`; callers import this
 module only.
 """
 
@@ -39,9 +39,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mysimbdp.adapters._process import Child, child_setup, decode_status
-from mysimbdp.adapters._syncchild import SYNC_POLL_S, rss_bytes, stop_group_now
-from mysimbdp.adapters.sandbox import Sandbox
+from mysimbdp.adapters.process._process import Child, child_setup, decode_status
+from mysimbdp.adapters.process._syncchild import SYNC_POLL_S, rss_bytes, stop_group_now
+from mysimbdp.adapters.process.sandbox import Sandbox
 from mysimbdp.errors import RunCancelled
 from mysimbdp.logs import get_logger
 

@@ -1,4 +1,4 @@
-"""Helpers of :func:`mysimbdp.adapters.runner.run_sync` for a child it started; private to the runner.
+"""Helpers of :func:`mysimbdp.adapters.process.runner.run_sync` for a child it started; private to the runner.
 
 Nothing here starts a process: the runner does. What lives here is how a blocking caller
 stops a started child's process group without reaping it first (so its group id cannot be

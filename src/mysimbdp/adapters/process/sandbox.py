@@ -1,7 +1,7 @@
 """The tenant-app sandbox: what an app may reach, enforced by the kernel, never by convention.
 
 Every app run (whole-file, chunk, replay, stream instance) gets a :class:`Sandbox` from its
-caller and the one runner (:mod:`mysimbdp.adapters.runner`) applies it between ``fork`` and
+caller and the one runner (:mod:`mysimbdp.adapters.process.runner`) applies it between ``fork`` and
 ``exec``. Inside, the app may reach only:
 
 * read and execute: the runtime (``/usr``, ``/lib*``, ``/bin``, the Python installation and
@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import mysimbdp
-from mysimbdp.adapters._confine import (
+from mysimbdp.adapters.process._confine import (
     FS_EXEC,
     FS_WRITE,
     Confinement,

@@ -33,7 +33,7 @@ class Home:
 
     @property
     def claims_dir(self) -> Path:
-        """The fetchers' lock files (:mod:`mysimbdp.adapters.claims`)."""
+        """The fetchers' lock files (:mod:`mysimbdp.adapters.files.claims`)."""
         return self.root / "claims"
 
     @property
