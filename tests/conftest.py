@@ -24,7 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from mysimbdp.adapters.broker import Broker
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the xdist worker running this process ("gw0", ...); "" in a run without workers
@@ -183,10 +183,10 @@ def _uses_a_machine_broker(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     """Every test on the machine's NATS or RabbitMQ joins one xdist group, so that under
     ``--dist loadgroup`` they all run on one worker, one after another, as in a serial run:
-    ``test_broker_restart.py`` stops and starts those brokers (it would cut off any other test
-    using them), and RabbitMQ users are not per vhost, so two workers' tenant ``acme`` would
-    reset each other's broker password, and a run's cleanup deletes the ``mysimbdp.*`` users
-    left without permissions. Tests on an embedded NATS run anywhere.
+    ``adapters/broker/test_restart.py`` (marker ``stops_brokers``) stops and starts those
+    brokers (it would cut off any other test using them), and RabbitMQ users are not per
+    vhost, so two workers' tenant ``acme`` would reset each other's broker password, and a
+    run's cleanup deletes the ``mysimbdp.*`` users left without permissions. Tests on an embedded NATS run anywhere.
 
     xdist tells the controller a test's group by appending ``@group`` to its node id; a pytest
     that ignores that (9.2, pytest-xdist issue #1386) would drop the groups without a word, so
@@ -209,7 +209,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.stash.get(UNGROUPED, False):
         pytest.fail(
             "pytest-xdist did not put this test in the machine-brokers group (pytest-xdist issue"
-            " #1386, pytest 9.2): it could run while test_broker_restart.py stops the brokers;"
+            " #1386, pytest 9.2): it could run while adapters/broker/test_restart.py stops the brokers;"
             " see the pytest pin in pyproject.toml",
             pytrace=False,
         )
@@ -279,7 +279,7 @@ OPERATOR_KEY = "op-secret"
 @pytest.fixture
 def operator_platform(home: Path, meta_url: str, coredms_url: str, pg_prefix: str) -> Iterator[Platform]:
     """A started platform on the parametrized backend, its operator key ``OPERATOR_KEY``."""
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
     from mysimbdp.settings import Settings  # imported here: a fresh machine collects tests without services
 
     settings = Settings(

@@ -1,4 +1,5 @@
-"""What many tests share: waiting for a condition, with a bound and a message.
+"""What many tests share: where the project's files are, and waiting for a condition, with a
+bound and a message.
 
 A test that waits polls its condition until it holds; past the bound it fails naming what it
 waited for. The bound is a safety net for a broken build, never an assertion of speed."""
@@ -8,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["until", "until_async"]
+__all__ = ["ROOT", "TESTS", "until", "until_async"]
+
+TESTS = Path(__file__).resolve().parent  # tests/ (hostile_app.py lies here)
+ROOT = TESTS.parent  # the project: examples/, docs/
 
 T = TypeVar("T")
 

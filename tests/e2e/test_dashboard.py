@@ -19,10 +19,10 @@ import pytest
 from mysimbdp.adapters.broker.nats import free_port
 from tests.conftest import IN_CI
 from tests.e2e.conftest import Cli
-from tests.helpers import until
+from tests.helpers import ROOT, until
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
-ARTIFACTS = Path(os.environ.get("MYSIMBDP_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+EXAMPLES = ROOT / "examples" / "tenants"
+ARTIFACTS = Path(os.environ.get("MYSIMBDP_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 FIELDS = ("files_ingested", "files_rejected", "rows", "quarantined")
 
 

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from mysimbdp.adapters.broker.nats import free_port
+from tests.helpers import ROOT
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+EXAMPLES = ROOT / "examples" / "tenants"
 
 
 def test_the_demo_ingests_both_ways_and_scales_the_stream_apps(tmp_path: Path) -> None:

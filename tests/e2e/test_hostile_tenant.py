@@ -21,9 +21,9 @@ import pytest
 
 from tests.conftest import RABBITMQ_ADMIN_URL, broker_url_for
 from tests.e2e.conftest import Cli, healthy
-from tests.helpers import until
+from tests.helpers import TESTS, until
 
-HOSTILE_APP = Path(__file__).parent.parent / "hostile_app.py"
+HOSTILE_APP = TESTS / "hostile_app.py"
 PROFILE = """
 formats: [jsonl]
 dataset: probes

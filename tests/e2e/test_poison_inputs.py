@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.settings import Settings
 from tests.e2e.conftest import Cli
 from tests.helpers import until as wait_until

@@ -62,7 +62,7 @@ def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None
 def _stage_inboxes(cli: Cli, tenants: tuple[str, ...]) -> None:
     """Fetch (check and stage) every file in the tenants' inboxes, in order, as fetchdata does."""
     from mysimbdp.domain.states import FileStatus
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
     from mysimbdp.services.fetch import fetch_file
     from mysimbdp.settings import Settings
 

@@ -20,9 +20,9 @@ import httpx
 from mysimbdp.domain.envelope import parse_post
 from mysimbdp.sdk import Reject
 from tests.e2e.conftest import Cli, healthy
-from tests.helpers import until
+from tests.helpers import ROOT, until
 
-SENSORS = Path(__file__).resolve().parents[2] / "examples" / "tenants" / "sensors"
+SENSORS = ROOT / "examples" / "tenants" / "sensors"
 LINES = 60  # of each stream sample: enough for every kind of outcome, quick to consume
 NDJSON = {"Content-Type": "application/x-ndjson"}
 # stream -> (the app profile.yaml names for it, its program in the bundle, its dataset)

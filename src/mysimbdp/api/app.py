@@ -20,7 +20,7 @@ from mysimbdp.adapters.broker import Broker
 from mysimbdp.api.deps import EXCEPTION_HANDLERS, Context
 from mysimbdp.api.ratelimit import Clock, RateLimiter
 from mysimbdp.api.routes import admin, dashboard, history, messages, metrics, quarantine
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 
 __all__ = ["create_app"]
 

@@ -40,7 +40,7 @@ from mysimbdp.domain.profile import Profile, StreamApp
 from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.tenants import hash_key
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import click
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
     from mysimbdp.settings import Settings
 
 EXIT_REJECTED = 3
@@ -35,7 +35,7 @@ class CliState:
         if self.platform is None:
             from mysimbdp import logs
             from mysimbdp._libc import keep_freed_memory
-            from mysimbdp.platform import Platform
+            from mysimbdp.runtime.platform import Platform
 
             logs.configure(self.settings.log_level, self.settings.log_format)
             keep_freed_memory()

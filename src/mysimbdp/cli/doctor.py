@@ -10,7 +10,7 @@ import click
 from mysimbdp.cli.context import with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 

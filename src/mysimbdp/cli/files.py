@@ -11,7 +11,7 @@ import click
 from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, emit_json, with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 @click.command()
@@ -67,12 +67,10 @@ def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: 
     """Read a tenant's dataset back: the count, or documents as JSON Lines."""
     import orjson
 
-    from mysimbdp.adapters.coredms import open_store
-
     if count == (limit is not None):
         raise click.UsageError("give exactly one of --count or --limit N")
     record = platform.meta.get_tenant(tenant_id)
-    store = open_store(record.coredms_url)
+    store = platform.tenant_store(record)
     try:
         if count:
             click.echo(store.count(dataset))

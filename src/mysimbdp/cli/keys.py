@@ -10,7 +10,7 @@ from mysimbdp.cli.context import with_platform
 from mysimbdp.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:

@@ -13,7 +13,7 @@ from mysimbdp.cli.context import LazyChoice, with_platform
 
 if TYPE_CHECKING:
     from mysimbdp.adapters.metastore.notifications import Delivery
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 @click.group("notifications")

@@ -15,7 +15,7 @@ import orjson
 from mysimbdp.cli.context import with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
     from mysimbdp.services.quarantine import PurgeRecord, Selection
     from mysimbdp.services.quarantine_replay import ProgressFn, ReplayOutcome, ReplayProgress
 

@@ -17,9 +17,9 @@ from mysimbdp.adapters.metastore.chunks import chunks_summary
 
 if TYPE_CHECKING:
     from mysimbdp.domain.records import FileRecord, TenantRecord
-    from mysimbdp.platform import Platform
-    from mysimbdp.services.demo import TenantSummary
-    from mysimbdp.services.demo_stream import StreamSummary
+    from mysimbdp.runtime.demo import TenantSummary
+    from mysimbdp.runtime.demo_stream import StreamSummary
+    from mysimbdp.runtime.platform import Platform
     from mysimbdp.services.ingest import Progress as IngestProgress
     from mysimbdp.services.ingest import ProgressFn
 

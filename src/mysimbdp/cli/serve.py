@@ -14,7 +14,7 @@ from mysimbdp.cli.context import EXIT_FAILED, with_platform
 if TYPE_CHECKING:
     import asyncio
 
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 def _run_until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -44,7 +44,7 @@ def up(platform: Platform) -> None:
     300) or MYSIMBDP_SCAN_MEMORY_BYTES (default 1 GiB) the file is rejected. On stop,
     running scans are killed (their files stay in the inbox), running batch apps get up to
     30 s to finish (the rest are requeued) and stream app instances finish and ack their batch."""
-    from mysimbdp.managers import run_services  # the servers' imports: only when serving
+    from mysimbdp.runtime.up import run_services  # the servers' imports: only when serving
 
     status = platform.require_sandbox()
     click.echo(f"mysimbdp up: home {platform.settings.home}; {status.summary()}; Ctrl-C to stop", err=True)
@@ -98,7 +98,7 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
 
     from mysimbdp.cli import render
     from mysimbdp.domain.states import FileStatus
-    from mysimbdp.services import demo as demo_service  # the servers' imports: only when serving
+    from mysimbdp.runtime import demo as demo_service  # the servers' imports: only when serving
 
     status = platform.require_sandbox()
     click.echo(f"demo: {status.summary()}")

@@ -13,7 +13,7 @@ import orjson
 from mysimbdp.cli.context import with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 @click.group("stream")

@@ -11,7 +11,7 @@ import click
 from mysimbdp.cli.context import emit_json, with_platform
 
 if TYPE_CHECKING:
-    from mysimbdp.platform import Platform
+    from mysimbdp.runtime.platform import Platform
 
 
 @click.group()

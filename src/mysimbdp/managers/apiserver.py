@@ -17,7 +17,7 @@ from mysimbdp.adapters.broker import Broker
 from mysimbdp.api import create_app
 from mysimbdp.errors import ConfigError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.settings import Settings
 
 log = get_logger("api")

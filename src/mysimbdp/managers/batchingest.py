@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from mysimbdp.domain.chunking import decide_chunking
+from mysimbdp.domain.components import BATCH_MANAGER
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat, Profile
 from mysimbdp.domain.records import FileRecord
@@ -27,13 +28,13 @@ from mysimbdp.domain.scheduling import AppKey, pick_files
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.chunked import ChunkPublisher
 from mysimbdp.services.run_batch import run_file
 
 log = get_logger("batchingestmanager")
 
-COMPONENT = "batchingestmanager"
+COMPONENT = BATCH_MANAGER  # its heartbeat's name (domain/components.py)
 
 
 class BatchIngestManager:

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.broker import CHUNKS_STREAM, Broker, Message, open_broker
+from mysimbdp.adapters.broker import CHUNKS_STREAM, Broker, Message
 from mysimbdp.adapters.metastore.chunks import ChunkRecord
 from mysimbdp.errors import BrokerError, MysimbdpError
 from mysimbdp.logs import get_logger, log_context
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.chunked import run_chunk_task
 
 log = get_logger("chunkworker")
@@ -138,7 +138,7 @@ class ChunkWorker:
 
 async def serve_worker(platform: Platform, stop: asyncio.Event, *, slots: int) -> None:
     """``mysimbdp worker``: connect to the platform's broker and run chunks until ``stop``."""
-    broker = open_broker(platform.running_broker_url())
+    broker = platform.broker(platform.running_broker_url())
     await broker.connect()
     try:
         await ChunkWorker(platform, broker, slots=slots).run(stop)

@@ -25,15 +25,16 @@ from pathlib import Path
 import watchfiles
 
 from mysimbdp.adapters.files.home import Seen, inbox_candidates, is_settled
+from mysimbdp.domain.components import FETCHDATA
 from mysimbdp.errors import MysimbdpError, RunCancelled, TenantError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import FetchDecision, fetch_file
 from mysimbdp.services.reconcile import reconcile
 
 log = get_logger("fetchdata")
 
-COMPONENT = "fetchdata"
+COMPONENT = FETCHDATA  # its heartbeat's name (domain/components.py)
 
 
 class FetchData:

@@ -25,17 +25,18 @@ import httpx
 
 from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.backoff import backoff_s
+from mysimbdp.domain.components import NOTIFIER
 from mysimbdp.domain.egress import parse_allow_list, refusal
 from mysimbdp.domain.profile import Profile
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import signed_headers
 from mysimbdp.settings import mask_url
 
 log = get_logger("notifier")
 
-COMPONENT = "notifier"
+COMPONENT = NOTIFIER  # its heartbeat's name (domain/components.py)
 MAX_IN_FLIGHT = 16
 PER_RECEIVER = 2  # attempts at once to one (tenant, url)
 MAX_BACKOFF_S = 300.0

@@ -33,6 +33,7 @@ from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.process import runner
 from mysimbdp.adapters.process.sandbox import Sandbox, app_grant
 from mysimbdp.domain.backoff import backoff_s
+from mysimbdp.domain.components import STREAM_MANAGER
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.profile import Profile, StreamApp
@@ -40,12 +41,12 @@ from mysimbdp.domain.records import QuarantinedRow, StreamInstance, StreamTarget
 from mysimbdp.domain.sources import stream_source
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger, log_context
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import excerpt, notify
 
 log = get_logger("streamingestmanager")
 
-COMPONENT = "streamingestmanager"
+COMPONENT = STREAM_MANAGER  # its heartbeat's name (domain/components.py)
 MAX_BACKOFF_S = 60.0
 CRASH_LOOP_RESTARTS = 5
 STOP_GRACE_S = 10.0

@@ -28,7 +28,7 @@ from mysimbdp.domain.records import ScalingRecord, StreamTarget
 from mysimbdp.domain.scaling import Decision, Report, decide
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import lowest_ratio_threshold, notify
 
 log = get_logger("streamingestmonitor")

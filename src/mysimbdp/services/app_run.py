@@ -26,7 +26,7 @@ from mysimbdp.domain.profile import BatchApp, Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FileStatus, RunStatus
 from mysimbdp.logs import log_context
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import notify
 
 QUARANTINE_BATCH = 1000

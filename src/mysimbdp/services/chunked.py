@@ -27,7 +27,6 @@ from pathlib import Path
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters.files.chunker import plan_chunks
 from mysimbdp.adapters.metastore.chunks import FINAL_CHUNK_STATES, ChunkCounts, ChunkRecord, ChunkStatus
 from mysimbdp.domain.chunking import ChunkDecision
 from mysimbdp.domain.ids import new_id
@@ -36,7 +35,7 @@ from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
     app_env,
     backoff_s,
@@ -65,8 +64,11 @@ async def ingest_chunked(
     """Ingest ``record`` (claimed under ``run_id``) chunk by chunk; return its final record."""
     chunks = platform.meta.chunks.of_file(record.id)
     if not chunks:
+        # numpy (the planner's quote scan) only where a file is chunked: not at every CLI start
+        from mysimbdp.adapters.files import chunker
+
         planned = await asyncio.to_thread(
-            plan_chunks, Path(record.path), FileFormat(record.format), decision.chunk_bytes
+            chunker.plan_chunks, Path(record.path), FileFormat(record.format), decision.chunk_bytes
         )
         platform.meta.chunks.plan(record.tenant, record.id, [(c.start, c.end, c.first_line) for c in planned])
         chunks = platform.meta.chunks.of_file(record.id)

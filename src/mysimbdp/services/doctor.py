@@ -24,7 +24,7 @@ from mysimbdp.adapters.broker.nats import nats_server_binary
 from mysimbdp.adapters.coredms import sqlite_path
 from mysimbdp.adapters.process.sandbox import url_ports
 from mysimbdp.errors import ConfigError, MysimbdpError
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.settings import mask_url
 
 __all__ = ["CONNECT_TIMEOUT_S", "Check", "run_checks"]

@@ -29,7 +29,7 @@ from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import notify
 
 log = get_logger("fetchdata")

@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 
 from mysimbdp.adapters.files.home import drop_into_inbox
+from mysimbdp.domain.components import BATCH_MANAGER as MANAGER
+from mysimbdp.domain.components import FETCHDATA as FETCHER
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus
 from mysimbdp.errors import MysimbdpError
-from mysimbdp.managers.batchingest import COMPONENT as MANAGER
-from mysimbdp.managers.fetchdata import COMPONENT as FETCHER
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import fetch_file
 from mysimbdp.services.run_batch import run_file
 

@@ -21,7 +21,7 @@ from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent, Webhook
 from mysimbdp.domain.profile import Profile
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 
 log = get_logger("notify")
 

@@ -14,7 +14,7 @@ from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.records import ScalingRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.report import platform_report
 from mysimbdp.services.timeseries import TenantSeries, quantile, tenant_series
 

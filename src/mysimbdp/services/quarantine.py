@@ -14,7 +14,7 @@ from mysimbdp.domain.replay import stream_of, summarize_reasons
 from mysimbdp.domain.sources import STREAM_PREFIX
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 
 __all__ = [
     "PurgeRecord",

@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from mysimbdp import contract
-from mysimbdp.adapters.broker import Broker, open_broker
+from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.process.runner import Outcome
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.profile import FileFormat, Profile
@@ -51,7 +51,7 @@ from mysimbdp.domain.replay import BatchPlan, StreamMessage, plan_batch, plan_st
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FINAL_FILE_STATES, RunStatus
 from mysimbdp.errors import BrokerError, StoreError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import app_env, read_rejects, record_run, run_app
 from mysimbdp.services.quarantine import Selection, check
 
@@ -306,7 +306,7 @@ async def _platform_broker(platform: Platform, broker: Broker | None) -> AsyncIt
         yield broker
         return
     url = platform.running_broker_url()  # replaying stream messages republishes them through it
-    connected = open_broker(url)
+    connected = platform.broker(url)
     await connected.connect()
     try:
         yield connected

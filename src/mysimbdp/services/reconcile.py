@@ -20,7 +20,7 @@ from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import reject_file, staged_path, unscanned_facts
 
 __all__ = ["SCAN_INTERRUPTED", "reconcile"]

@@ -13,7 +13,7 @@ from mysimbdp.domain.qualitycounts import FileQuality, WindowQuality, summarize
 from mysimbdp.domain.records import TenantStats
 from mysimbdp.domain.scaling import Report
 from mysimbdp.domain.states import FileStatus, RunStatus
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.timeseries import quantile
 
 

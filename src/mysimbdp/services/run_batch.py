@@ -17,7 +17,7 @@ from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
     AppRun,
     app_env,

@@ -10,7 +10,7 @@ from mysimbdp.adapters.broker import tenant_stream_problem
 from mysimbdp.domain.profile import StreamApp
 from mysimbdp.domain.records import StreamTarget
 from mysimbdp.errors import BrokerError, TenantError
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 
 
 def _app(platform: Platform, tenant: str, stream: str, app_name: str | None) -> StreamApp:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mysimbdp.adapters.broker import PREFIX, tenant_users
+from mysimbdp.adapters.broker import PREFIX
 from mysimbdp.adapters.broker.nats import inbox_prefix
 from mysimbdp.adapters.broker.rabbitmq import exchange_name
 from mysimbdp.domain.naming import tenant_id_problem
@@ -16,7 +16,7 @@ from mysimbdp.domain.profile import DEFAULT_PROFILE, Profile, dump_profile, load
 from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.bundles import BundlePlan, install_bundle, plan_bundle
 
 log = get_logger("tenants")
@@ -36,7 +36,7 @@ class NewTenant:
 def broker_access(platform: Platform, tenant_id: str) -> dict[str, str] | None:
     """What a tenant's producers need to publish straight to the broker, with the tenant's
     own broker user; None for an external NATS (its users are the operator's)."""
-    users = tenant_users(platform.settings, platform.secrets)
+    users = platform.broker_users()
     if users is None:
         return None
     url = users.tenant_url(tenant_id) or users.add_tenant(tenant_id)
@@ -161,6 +161,6 @@ def remove_tenant(platform: Platform, tenant_id: str) -> None:
     platform.coredms_admin.deprovision(tenant_id)
     platform.meta.remove_tenant(tenant_id)
     platform.home.remove_tenant_dirs(tenant_id)
-    if (users := tenant_users(platform.settings, platform.secrets)) is not None:
+    if (users := platform.broker_users()) is not None:
         users.remove_tenant(tenant_id)
     log.info("tenant_removed", tenant=tenant_id)

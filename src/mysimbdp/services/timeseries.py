@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from mysimbdp.domain.records import RunRecord
 from mysimbdp.domain.scaling import Report
 from mysimbdp.errors import ConfigError
-from mysimbdp.platform import Platform
+from mysimbdp.runtime.platform import Platform
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -11,14 +11,24 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 from mysimbdp.errors import StoreError, StoreUnavailable
 
 Params = Sequence[Any]
+
+
+def _psycopg() -> ModuleType:
+    """psycopg, imported only for a PostgreSQL meta store: it costs ~55 ms at every start of
+    a CLI command on the SQLite default (``docs/performance.md``, "CLI start")."""
+    import psycopg
+
+    return psycopg
 
 
 class SqlConnection:
@@ -31,20 +41,22 @@ class SqlConnection:
         self._lock = threading.RLock()
 
     def connect(self) -> None:
-        try:
-            if self.dialect == "sqlite":
+        if self.dialect == "sqlite":
+            try:
                 path = Path(urlsplit(self.url).path)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                self._conn = conn
-            else:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        except sqlite3.Error as exc:
-            raise StoreError(f"meta store {self.url}: cannot open: {exc}") from exc
-        except psycopg.OperationalError as exc:
+            except sqlite3.Error as exc:
+                raise StoreError(f"meta store {self.url}: cannot open: {exc}") from exc
+            self._conn = conn
+            return
+        pg = _psycopg()
+        try:
+            self._conn = pg.connect(self.url, autocommit=True, connect_timeout=10)
+        except pg.OperationalError as exc:
             raise StoreUnavailable(f"meta store: cannot connect: {exc}") from exc
 
     def close(self) -> None:
@@ -114,8 +126,13 @@ class SqlConnection:
             raise StoreError(f"meta store: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"meta store: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            self._conn = None
-            raise StoreUnavailable(f"meta store unavailable: {exc}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"meta store: {exc}") from exc
+        except Exception as exc:
+            if self.dialect != "postgres":
+                raise
+            pg = _psycopg()  # loaded already: this connection is psycopg's
+            if isinstance(exc, pg.OperationalError):
+                self._conn = None
+                raise StoreUnavailable(f"meta store unavailable: {exc}") from exc
+            if isinstance(exc, pg.Error):
+                raise StoreError(f"meta store: {exc}") from exc
+            raise

@@ -17,14 +17,15 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import tenant_stream_problem
-from mysimbdp.adapters.coredms import open_store
 from mysimbdp.api.deps import Authenticated, Refused, context_of, documented
 from mysimbdp.api.ratelimit import retry_after_s
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, encode_batch, parse_post
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.profile import StreamLimits
+from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import BrokerError, BrokerUnavailable, StoreError, StoreUnavailable
 from mysimbdp.logs import get_logger
+from mysimbdp.runtime.platform import Platform
 
 __all__ = ["BROKER_RETRY_AFTER_S", "MEDIA_TYPES", "Accepted", "Health", "router"]
 
@@ -161,8 +162,8 @@ async def post_messages(stream: str, request: Request, caller: Authenticated) ->
     return Accepted(tenant=tenant, stream=stream, dataset=dataset, ids=[e.id for e in envelopes])
 
 
-def _read_documents(coredms_url: str, dataset: str, limit: int, offset: int) -> list[dict[str, Any]]:
-    with closing(open_store(coredms_url)) as store:
+def _read_documents(platform: Platform, tenant: TenantRecord, dataset: str, limit: int, offset: int) -> list[Any]:
+    with closing(platform.tenant_store(tenant)) as store:
         return store.documents(dataset, limit=limit, offset=offset)
 
 
@@ -173,6 +174,7 @@ def _read_documents(coredms_url: str, dataset: str, limit: int, offset: int) -> 
     responses=documented({**_ERRORS, 503: "The document store is unavailable"}),
 )
 async def get_documents(
+    request: Request,
     dataset: str,
     caller: Authenticated,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -182,7 +184,8 @@ async def get_documents(
     if problem := dataset_problem(dataset):
         raise Refused(422, f"tenant {caller.tenant!r}: {problem}", tenant=caller.tenant, dataset=dataset)
     try:
-        docs = await asyncio.to_thread(_read_documents, caller.record.coredms_url, dataset, limit, offset)
+        platform = context_of(request).platform
+        docs = await asyncio.to_thread(_read_documents, platform, caller.record, dataset, limit, offset)
     except StoreUnavailable as exc:
         raise Refused(503, f"{where}: {exc}", {"Retry-After": "5"}, tenant=caller.tenant, dataset=dataset) from exc
     except StoreError as exc:
