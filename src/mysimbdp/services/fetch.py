@@ -181,6 +181,24 @@ def unscanned_facts(name: str, size_bytes: int) -> FileFacts:
     )
 
 
+def unscanned_record(
+    file_id: str, tenant: str, facts: FileFacts, status: FileStatus, path: Path, received_at: float
+) -> FileRecord:
+    """The record of a file that has only its :func:`unscanned_facts` (no sha256, no rows)."""
+    return FileRecord(
+        id=file_id,
+        tenant=tenant,
+        name=facts.name,
+        sha256="",
+        size_bytes=facts.size_bytes,
+        format=str(facts.format or ""),
+        status=status,
+        received_at=received_at,
+        updated_at=time.time(),
+        path=str(path),
+    )
+
+
 def _reject_scan(
     platform: Platform,
     tenant: str,
@@ -195,18 +213,7 @@ def _reject_scan(
     facts = unscanned_facts(name, claimed.stat().st_size)
     message = f"tenant {tenant!r}: file {name!r}: rule {failure.rule}: its scan {failure.value}; {failure.remedy}"
     log.warning("file_scan_failed", tenant=tenant, file_id=file_id, file=name, rule=failure.rule, value=failure.value)
-    record = FileRecord(
-        id=file_id,
-        tenant=tenant,
-        name=name,
-        sha256="",
-        size_bytes=facts.size_bytes,
-        format=str(facts.format or ""),
-        status=FileStatus.RECEIVED,
-        received_at=received,
-        updated_at=time.time(),
-        path=str(claimed),
-    )
+    record = unscanned_record(file_id, tenant, facts, FileStatus.RECEIVED, claimed, received)
     threshold = profile.quality.max_bad_row_ratio
     quality = file_quality(file_id, tenant, received, facts, threshold, [failure.rule])
     return reject_file(

@@ -16,12 +16,11 @@ from pathlib import Path
 from mysimbdp.adapters.files import home as filesystem
 from mysimbdp.adapters.files.claims import CLAIM_PREFIX, ClaimName, dead_owner, parse_claim, remove_dead_locks
 from mysimbdp.domain.qualitycounts import file_quality
-from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.fetch import reject_file, staged_path, unscanned_facts
+from mysimbdp.services.fetch import reject_file, staged_path, unscanned_facts, unscanned_record
 
 __all__ = ["SCAN_INTERRUPTED", "reconcile"]
 
@@ -87,18 +86,7 @@ def _interrupted(platform: Platform, tenant: str, file_id: str, claimed: Path, n
     again = earlier is not None and any(f"rule {SCAN_INTERRUPTED}:" in reason for reason in earlier.reasons)
     facts = unscanned_facts(name, claimed.stat().st_size)
     now = time.time()
-    record = FileRecord(
-        id=file_id,
-        tenant=tenant,
-        name=name,
-        sha256="",
-        size_bytes=facts.size_bytes,
-        format=str(facts.format or ""),
-        status=FileStatus.REJECTED,
-        received_at=now,
-        updated_at=now,
-        path=str(claimed),
-    )
+    record = unscanned_record(file_id, tenant, facts, FileStatus.REJECTED, claimed, now)
     where = f"tenant {tenant!r}: file {name!r}: rule {SCAN_INTERRUPTED}: the platform stopped while scanning it"
     if earlier is not None and again:
         message = (
