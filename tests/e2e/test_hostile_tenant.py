@@ -85,6 +85,12 @@ def unix_listener(tmp_path: Path) -> Iterator[str]:
         sock.close()
 
 
+def _held(cli: Cli) -> int:
+    """How many of the replay file's rows the quarantine holds (its run imports them when done)."""
+    summaries = cli.json("quarantine", "list", "--tenant", "evil", "--json")
+    return sum(s["entries"] for s in summaries if s["name"] == "replay.jsonl")
+
+
 def _probes(cli: Cli, up_pid: int, unix_path: str) -> list[tuple[str, str]]:
     home = cli.home
     other_db = next(iter((home / "coredms").glob("other/*.db")), None) if (home / "coredms").is_dir() else None
@@ -157,6 +163,7 @@ def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_other_tenants(
             )
             (tmp_path / "replay.jsonl").write_bytes(held + b"\n")
             cli.run("ingest", str(tmp_path / "replay.jsonl"), "--tenant", "evil", check=True)  # all quarantined
+            until(lambda: _held(cli) == len(probes), what="the replay file's rows in the quarantine")
             replayed = cli.json("quarantine", "replay", "--tenant", "evil", "--json")  # the CLI runs the app
             assert [(o["kind"], o["replayed"]) for o in replayed] == [("batch", len(probes))], replayed
             posted = http.post("/v1/streams/probes/messages", content=messages, headers=NDJSON)
