@@ -14,6 +14,7 @@ from typing import get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from mysimbdp.adapters.broker.base import BACKENDS
+from mysimbdp.adapters.coredms import BACKENDS as STORE_BACKENDS
 from mysimbdp.domain.egress import parse_allow_list
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.errors import ConfigError
@@ -90,7 +91,7 @@ class Settings:
             object.__setattr__(self, "coredms_url", f"sqlite:///{home / 'coredms'}")
         for name in ("meta_url", "coredms_url"):
             scheme = urlsplit(getattr(self, name)).scheme
-            if scheme not in ("sqlite", "postgresql", "postgres"):
+            if scheme not in STORE_BACKENDS:  # the meta store speaks the same two: SQLite, PostgreSQL
                 raise ConfigError(
                     f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or postgresql://user@host:port/db"
                 )
