@@ -214,6 +214,11 @@ class SecretFile:
     def tenants(self) -> dict[str, str]:
         return _tenants(self.load())
 
+    @staticmethod
+    def tenants_of(data: dict[str, object]) -> dict[str, str]:
+        """The tenants' passwords in ``data`` (what :meth:`load` gave: one read, one decryption)."""
+        return _tenants(data)
+
     def set_tenant(self, tenant: str, password: str) -> None:
         data = self.load()
         _tenants(data)[tenant] = password

@@ -75,11 +75,12 @@ class NatsUsers:
         return f"nats://{PLATFORM_USER}:{quote(str(data['platform']), safe='')}@127.0.0.1:{data['port']}"
 
     def tenant_url(self, tenant: str) -> str | None:
-        password = self.secrets.tenants().get(tenant)
+        data = self.secrets.load()  # once: every load reads the file and opens every password
+        password = SecretFile.tenants_of(data).get(tenant)
         if password is None:
             return None
-        user = tenant_user(tenant)
-        return f"nats://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}?inbox={inbox_prefix(tenant)}"
+        user, port = tenant_user(tenant), data["port"]
+        return f"nats://{user}:{quote(password, safe='')}@127.0.0.1:{port}?inbox={inbox_prefix(tenant)}"
 
     def add_tenant(self, tenant: str) -> str:
         """Give ``tenant`` a user (idempotent); reload a running server. Returns its URL."""
@@ -99,7 +100,7 @@ class NatsUsers:
     def write_config(self) -> Path:
         """Render ``nats.conf`` (the authorization block) from the users."""
         data = self.secrets.load()
-        tenants = self.secrets.tenants()
+        tenants = SecretFile.tenants_of(data)
         users = [
             f'    {{user: "{PLATFORM_USER}", password: "{_hashed(str(data["platform"]))}", '
             'permissions: {publish: ">", subscribe: ">"}}'
