@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from mysimbdp.domain.profile import FieldType, FileFormat
+from mysimbdp.domain.formats import FieldType, FileFormat
 
 if TYPE_CHECKING:
     from mysimbdp.sdk import BatchContext

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mysimbdp.domain.profile import BigFiles, FileFormat
+from mysimbdp.domain.formats import FileFormat
+from mysimbdp.domain.profile import BigFiles
 
 CHUNKABLE = frozenset({FileFormat.CSV, FileFormat.JSONL})
 

@@ -12,29 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.formats import EXTENSIONS, FileFormat
 from mysimbdp.domain.naming import file_name_problems
-from mysimbdp.domain.profile import EXTENSIONS, FileFormat, Profile
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What scanning a file found; the input of ``check_file``."""
-
-    name: str
-    size_bytes: int
-    sha256: str
-    format: FileFormat | None  # from the extension; None if unknown
-    is_binary: bool  # NUL bytes or mostly control characters
-    utf8_error: str | None  # e.g. "invalid UTF-8 at byte 1234"
-    has_bom: bool
-    max_line_bytes: int  # the longest line's length in bytes, without its line end
-    longest_line: int  # its 1-based line number
-    columns: list[str] | None
-    rows_total: int
-    rows_bad: int
-    bad_by_rule: dict[str, int]  # "ragged", "parse", "line_length", "<field>.<check>"
-    samples: tuple[str, ...]  # up to 5 bad-row examples "line 12: <reason>"
-    unreadable: str | None  # why the row pass failed (FileUnreadable message)
+from mysimbdp.domain.profile import Profile
 
 
 @dataclass(frozen=True)

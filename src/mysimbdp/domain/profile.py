@@ -26,35 +26,12 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mysimbdp.domain.bundle import AppCommand, BundleGlobs, entry_points
+from mysimbdp.domain.formats import FieldType, FileFormat
 from mysimbdp.domain.model import StrictModel
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
 from mysimbdp.domain.notifications import Notifications
 from mysimbdp.domain.patterns import compile_pattern
 from mysimbdp.errors import ProfileError
-
-
-class FileFormat(StrEnum):
-    CSV = "csv"
-    JSONL = "jsonl"
-    JSON = "json"  # one JSON array of objects
-
-
-EXTENSIONS: dict[str, FileFormat] = {
-    ".csv": FileFormat.CSV,
-    ".jsonl": FileFormat.JSONL,
-    ".ndjson": FileFormat.JSONL,
-    ".json": FileFormat.JSON,
-}
-
-
-class FieldType(StrEnum):
-    STR = "str"
-    INT = "int"
-    FLOAT = "float"
-    BOOL = "bool"
-    DATE = "date"  # ISO 8601 date
-    DATETIME = "datetime"  # ISO 8601 date-time
-
 
 PositiveInt = Annotated[int, Field(gt=0)]
 

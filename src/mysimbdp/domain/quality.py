@@ -1,5 +1,8 @@
 """Row data-quality rules: compile a profile's ``RowRule`` list once, check every row fast.
 
+The checker takes any :class:`RowRuleLike`: the profile's pydantic ``RowRule`` where a
+profile is at hand, or a :class:`PlainRule` built from its JSON in a child process.
+
 Values are strings (CSV) or typed (JSON). A value is missing when its key is absent, it is
 None, or it is a blank string. A missing required field fails ``required``; a missing
 optional field is not checked further. Every failure of a row is returned, not the first.
@@ -7,21 +10,87 @@ optional field is not checked further. Every failure of a row is returned, not t
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from mysimbdp.domain.formats import FieldType
 from mysimbdp.domain.patterns import Pattern, compile_pattern
-from mysimbdp.domain.profile import FieldType, RowRule
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _SHOWN_CHARS = 80
+
+
+class RowRuleLike(Protocol):
+    """A row rule as the checker reads it: the profile's ``RowRule`` or a :class:`PlainRule`."""
+
+    @property
+    def field(self) -> str: ...
+    @property
+    def type(self) -> FieldType | None: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+    @property
+    def pattern(self) -> str | None: ...
+    @property
+    def allowed(self) -> list[str] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlainRule:
+    """A row rule already validated with its profile, as plain data: what the scan child and
+    tenants' apps get (they check rows without importing the profile's pydantic models)."""
+
+    field: str
+    type: FieldType | None = None
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    allowed: list[str] | None = None
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> PlainRule:
+        """The rule from its JSON form (a ``RowRule.model_dump(mode="json")``)."""
+        kind = doc.get("type")
+        allowed = doc.get("allowed")
+        return cls(
+            field=str(doc["field"]),
+            type=FieldType(kind) if kind is not None else None,
+            required=bool(doc.get("required", False)),
+            min=doc.get("min"),
+            max=doc.get("max"),
+            pattern=doc.get("pattern"),
+            allowed=list(allowed) if allowed is not None else None,
+        )
+
+
+def plain_rules(docs: Sequence[Mapping[str, Any]]) -> tuple[PlainRule, ...]:
+    return tuple(PlainRule.of(doc) for doc in docs)
+
+
+def rules_of_quality_json(text: str) -> tuple[PlainRule, ...]:
+    """The row rules of a profile's ``quality`` section in its JSON form (the apps'
+    ``MYSIMBDP_QUALITY``); ``ValueError`` saying what is wrong with anything else."""
+    try:
+        doc = json.loads(text)
+        rules = doc.get("rules") or []
+        if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
+            raise TypeError("'rules' is not a list of objects")
+        return plain_rules(rules)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a quality section ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +250,7 @@ class RowChecker:
         return bool(self._checks)
 
 
-def _compile(rule: RowRule) -> _FieldCheck:
+def _compile(rule: RowRuleLike) -> _FieldCheck:
     convert, type_name = (None, "") if rule.type is None else _CONVERTERS[rule.type]
     return _FieldCheck(
         field=rule.field,
@@ -196,6 +265,6 @@ def _compile(rule: RowRule) -> _FieldCheck:
     )
 
 
-def compile_rules(rules: Sequence[RowRule]) -> RowChecker:
+def compile_rules(rules: Sequence[RowRuleLike]) -> RowChecker:
     """Compile ``rules`` once; the checker is then applied to every row."""
     return RowChecker([_compile(rule) for rule in rules])

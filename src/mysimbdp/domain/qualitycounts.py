@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from mysimbdp.domain.filecheck import FileFacts
+from mysimbdp.domain.facts import FileFacts
 from mysimbdp.domain.quality import RuleFailure
 from mysimbdp.domain.scaling import Report
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import orjson
 
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, decode_batch, encode_batch
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS, STREAM_PREFIX
 
 MESSAGE_LEVEL = ("message ", "delivered too often")  # the SDK's reasons for a whole broker message

@@ -13,7 +13,8 @@ from __future__ import annotations
 import fnmatch
 from pathlib import PurePath
 
-from mysimbdp.domain.profile import EXTENSIONS, BatchApp, FileFormat, Profile, StreamApp
+from mysimbdp.domain.formats import EXTENSIONS, FileFormat
+from mysimbdp.domain.profile import BatchApp, Profile, StreamApp
 
 __all__ = ["no_batch_app", "routes", "routing_warnings"]
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from mysimbdp.domain.envelope import json_kind
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.formats.csvlines import LineSource, csv_header, csv_line, csv_rows, raise_if_fatal

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.formats.csvlines import has_lone_cr
 from mysimbdp.formats.readers import Span, read_header
 

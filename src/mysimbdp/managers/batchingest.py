@@ -21,8 +21,9 @@ from typing import Any
 
 from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.components import BATCH_MANAGER
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import FileFormat, Profile
+from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.scheduling import AppKey, pick_files
 from mysimbdp.domain.states import FileStatus

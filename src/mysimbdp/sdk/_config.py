@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from mysimbdp import contract
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.naming import dataset_problem
-from mysimbdp.domain.profile import FileFormat, Quality
+from mysimbdp.domain.quality import RowRuleLike, rules_of_quality_json
 from mysimbdp.errors import AppContractError, FileUnreadable
 from mysimbdp.formats.readers import Span, read_header
 
@@ -41,7 +40,7 @@ class BatchConfig:
     file_id: str = ""
     input_name: str = ""
     key_fields: tuple[str, ...] = ()
-    quality: Quality = field(default_factory=Quality)
+    quality_rules: tuple[RowRuleLike, ...] = ()  # the profile's row rules
     max_line_bytes: int | None = None
     progress: Path | None = None
     line_map: Path | None = None  # a replay: its input's lines -> the original file's (LINE_MAP)
@@ -65,11 +64,11 @@ class BatchConfig:
                 problems.append(f"{contract.INPUT_FORMAT}={raw_format!r} is not one of {choices}")
         if (dataset := env.get(contract.DATASET)) and (problem := dataset_problem(dataset)):
             problems.append(f"{contract.DATASET}: {problem}")
-        quality = Quality()
+        quality_rules: tuple[RowRuleLike, ...] = ()
         if raw_quality := env.get(contract.QUALITY):
             try:
-                quality = Quality.model_validate_json(raw_quality)
-            except ValidationError as exc:
+                quality_rules = rules_of_quality_json(raw_quality)
+            except ValueError as exc:
                 problems.append(f"{contract.QUALITY} is not a valid quality section: {exc}")
         max_line: int | None = None
         if raw_max := env.get(contract.MAX_LINE_BYTES):
@@ -98,7 +97,7 @@ class BatchConfig:
             file_id=env.get(contract.FILE_ID, ""),
             input_name=env.get(contract.INPUT_NAME) or Path(env[contract.INPUT]).name,
             key_fields=keys,
-            quality=quality,
+            quality_rules=quality_rules,
             max_line_bytes=max_line,
             progress=Path(progress) if progress else None,
             line_map=Path(line_map) if line_map else None,

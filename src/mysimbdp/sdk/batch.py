@@ -22,8 +22,8 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from mysimbdp import contract
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.keys import record_key, record_keys
-from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.errors import AppContractError, FileUnreadable, KeyFieldMissing
 from mysimbdp.formats.linemap import load_line_map, remap
@@ -79,7 +79,7 @@ class BatchContext:
         self._size_bytes = 0
         self._bytes_done = 0
         self._next_progress = 0.0
-        self._checker = compile_rules(config.quality.rules) if config.quality.rules else None
+        self._checker = compile_rules(config.quality_rules) if config.quality_rules else None
         self.span: Span | None = config.span  # read only this part of the input (a chunk, a parallel part)
         self.peer_progress: tuple[Path, ...] = ()  # other parts' progress files, summed into ours
         self._started = time.monotonic()

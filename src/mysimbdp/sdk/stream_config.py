@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mysimbdp import contract
 from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S
-from mysimbdp.domain.profile import Quality, RowRule
+from mysimbdp.domain.quality import RowRuleLike, rules_of_quality_json
 from mysimbdp.errors import AppContractError
 
 __all__ = ["REQUIRED", "StreamConfig"]
@@ -40,7 +40,7 @@ class StreamConfig:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     report_period_s: float = 5.0
     key_fields: tuple[str, ...] = ()
-    quality_rules: tuple[RowRule, ...] = ()  # checked on each record's data before the transform
+    quality_rules: tuple[RowRuleLike, ...] = ()  # checked on each record's data before the transform
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamConfig:
@@ -61,11 +61,11 @@ class StreamConfig:
                     raise ValueError(seconds[name])
             except ValueError:
                 problems.append(f"{name}={env.get(name)!r} is not a positive number of seconds")
-        rules: tuple[RowRule, ...] = ()
+        rules: tuple[RowRuleLike, ...] = ()
         if raw_quality := env.get(contract.QUALITY):
             try:
-                rules = tuple(Quality.model_validate_json(raw_quality).rules)
-            except ValueError as exc:  # pydantic's ValidationError is one
+                rules = rules_of_quality_json(raw_quality)
+            except ValueError as exc:
                 problems.append(f"{contract.QUALITY} is not a valid quality section: {exc}")
         if problems:
             raise AppContractError("stream app contract environment: " + "; ".join(problems))

@@ -29,8 +29,8 @@ import orjson
 from mysimbdp import contract
 from mysimbdp.adapters.metastore.chunks import FINAL_CHUNK_STATES, ChunkCounts, ChunkRecord, ChunkStatus
 from mysimbdp.domain.chunking import ChunkDecision
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import MysimbdpError

@@ -20,10 +20,12 @@ from mysimbdp.adapters.files import home as filesystem
 from mysimbdp.adapters.files.claims import claim_name, parse_claim
 from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits, scan_contained
 from mysimbdp.adapters.process.sandbox import Grant
-from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, Violation, check_file
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.filecheck import QuotaUsage, Violation, check_file
+from mysimbdp.domain.formats import EXTENSIONS
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.notifications import NotifyEvent
-from mysimbdp.domain.profile import EXTENSIONS, Profile
+from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app

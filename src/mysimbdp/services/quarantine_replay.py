@@ -44,8 +44,9 @@ import orjson
 from mysimbdp import contract
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.adapters.process.runner import Outcome
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.profile import FileFormat, Profile
+from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
 from mysimbdp.domain.replay import BatchPlan, StreamMessage, plan_batch, plan_stream, released, stream_of
 from mysimbdp.domain.states import EXIT_TEMPFAIL, FINAL_FILE_STATES, RunStatus

@@ -13,7 +13,7 @@ import shutil
 import time
 
 from mysimbdp.domain.chunking import decide_chunking
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.logs import get_logger

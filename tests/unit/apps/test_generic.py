@@ -16,7 +16,7 @@ from mysimbdp.apps.generic import (
     to_int,
     to_str,
 )
-from mysimbdp.domain.profile import FieldType
+from mysimbdp.domain.formats import FieldType
 
 
 @pytest.mark.parametrize(

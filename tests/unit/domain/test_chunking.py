@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mysimbdp.domain.chunking import decide_chunking
-from mysimbdp.domain.profile import BigFiles, FileFormat
+from mysimbdp.domain.formats import FileFormat
+from mysimbdp.domain.profile import BigFiles
 
 MB = 1024 * 1024
 RULES = BigFiles(threshold_bytes=100 * MB, chunk_bytes=10 * MB, bandwidth_bytes_per_s=1 * MB, max_run_s=300)

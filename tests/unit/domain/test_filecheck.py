@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 
-from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, check_file
-from mysimbdp.domain.profile import FileFormat, Limits, Profile, Quality
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.filecheck import QuotaUsage, check_file
+from mysimbdp.domain.formats import FileFormat
+from mysimbdp.domain.profile import Limits, Profile, Quality
 
 PROFILE = Profile(
     formats=[FileFormat.CSV, FileFormat.JSONL],

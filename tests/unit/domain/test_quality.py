@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from mysimbdp.domain.profile import FieldType, RowRule
+from mysimbdp.domain.formats import FieldType
+from mysimbdp.domain.profile import RowRule
 from mysimbdp.domain.quality import RuleFailure, compile_rules
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from mysimbdp.domain.envelope import Envelope, decode_batch, encode_batch
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.replay import (
     RAW_LIMIT_CHARS,
     message_id,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mysimbdp.domain.profile import DEFAULT_PROFILE, FileFormat, Profile, parse_profile
+from mysimbdp.domain.formats import FileFormat
+from mysimbdp.domain.profile import DEFAULT_PROFILE, Profile, parse_profile
 from mysimbdp.domain.routing import no_batch_app, routes, routing_warnings
 from mysimbdp.errors import ProfileError
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from mysimbdp.domain.profile import FileFormat, Profile, load_profile
+from mysimbdp.domain.formats import FileFormat
+from mysimbdp.domain.profile import Profile, load_profile
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.sdk import Reject
 from tests.helpers import ROOT

@@ -16,7 +16,8 @@ from unittest import mock
 import pytest
 
 from mysimbdp.domain.envelope import parse_post
-from mysimbdp.domain.profile import EXTENSIONS, load_profile
+from mysimbdp.domain.formats import EXTENSIONS
+from mysimbdp.domain.profile import load_profile
 from mysimbdp.domain.quality import compile_rules
 from mysimbdp.domain.routing import routing_warnings
 from mysimbdp.sdk import Reject

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.formats.readers import Record, RecordReader, Span, good_record, iter_records, raw_text
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.formats.readers import RecordReader
 from mysimbdp.formats.spans import plan_spans
 

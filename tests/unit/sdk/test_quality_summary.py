@@ -14,9 +14,10 @@ import pytest
 from mysimbdp import contract
 from mysimbdp.adapters.broker import Message
 from mysimbdp.domain.envelope import Envelope, encode_batch
-from mysimbdp.domain.filecheck import FileFacts
-from mysimbdp.domain.profile import FieldType, FileFormat, RowRule
-from mysimbdp.domain.quality import RuleFailure, compile_rules
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.formats import FieldType, FileFormat
+from mysimbdp.domain.profile import RowRule
+from mysimbdp.domain.quality import PlainRule, RuleFailure, compile_rules
 from mysimbdp.domain.qualitycounts import (
     FileQuality,
     QualityVerdict,
@@ -174,11 +175,14 @@ def _env(tmp_path: Path, quality: str | None) -> dict[str, str]:
 def test_stream_config_reads_the_rules_and_names_a_bad_quality_variable(tmp_path: Path) -> None:
     """``MYSIMBDP_QUALITY`` gives the rules; none or "" gives none; invalid JSON is a contract error naming it."""
     quality = orjson.dumps({"rules": [r.model_dump() for r in RULES]}).decode()
-    assert StreamConfig.from_env(_env(tmp_path, quality)).quality_rules == tuple(RULES)
+    rules = StreamConfig.from_env(_env(tmp_path, quality)).quality_rules
+    assert rules == tuple(PlainRule(**r.model_dump()) for r in RULES)  # plain data: no pydantic in the app
     assert StreamConfig.from_env(_env(tmp_path, "")).quality_rules == ()
     assert StreamConfig.from_env(_env(tmp_path, None)).quality_rules == ()
     with pytest.raises(AppContractError, match="MYSIMBDP_QUALITY is not a valid quality section"):
         StreamConfig.from_env(_env(tmp_path, '{"rules": [{"field": 1}]'))
+    with pytest.raises(AppContractError, match=r"MYSIMBDP_QUALITY is not a valid quality section.*'number'"):
+        StreamConfig.from_env(_env(tmp_path, '{"rules": [{"field": "t", "type": "number"}]}'))
 
 
 def _context(tmp_path: Path, rules: list[RowRule]) -> StreamContext:

@@ -48,7 +48,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.formats.readers import BOM, Span, read_header
 
 __all__ = ["BLOCK_BYTES", "Chunk", "chunk_span", "plan_chunks"]

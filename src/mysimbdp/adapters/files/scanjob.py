@@ -4,7 +4,7 @@
 every row against the profile's rules). Run inside fetchdata, one poison file stopped ``up``
 for every tenant: a line nested 100,000 deep raised ``RecursionError`` out of the scan, and a
 catastrophic pattern held it at 100 % CPU so that ``/healthz`` and SIGTERM went unanswered.
-Here the scan runs as ``python -m mysimbdp.adapters.files.scanjob`` through the one runner
+Here the scan runs as ``python -m mysimbdp.adapters.files.scanchild`` through the one runner
 (:func:`mysimbdp.adapters.process.runner.run_sync`): a wall-clock timeout, a CPU limit following it,
 an address-space limit, its own process group, and the kernel's sandbox where the machine
 has one (it may read the file and the runtime, write nothing, connect nowhere).
@@ -19,22 +19,24 @@ caller rejects the file with.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
-from mysimbdp.adapters.files.scanner import scan_file
+from mysimbdp.adapters.files.scanchild import EXIT_NO_MEMORY
+from mysimbdp.adapters.files.scanner import ScanRules
 from mysimbdp.adapters.process.runner import Limits, Outcome, build_env, run_sync
 from mysimbdp.adapters.process.sandbox import Sandbox
-from mysimbdp.domain.filecheck import FileFacts
-from mysimbdp.domain.profile import FileFormat, Profile
+from mysimbdp.domain.facts import FileFacts, facts_from_json
+
+if TYPE_CHECKING:
+    from mysimbdp.domain.profile import Profile
 
 __all__ = [
     "SCAN_CRASHED",
@@ -42,8 +44,6 @@ __all__ = [
     "SCAN_TIMEOUT",
     "ScanFailure",
     "ScanLimits",
-    "facts_from_json",
-    "facts_to_json",
     "result_of",
     "scan_contained",
 ]
@@ -51,7 +51,6 @@ __all__ = [
 SCAN_TIMEOUT = "scan.timeout"
 SCAN_OUT_OF_MEMORY = "scan.out_of_memory"
 SCAN_CRASHED = "scan.crashed"
-EXIT_NO_MEMORY = 3  # the child ran out of its address space (MemoryError)
 _STDERR_LINE_CHARS = 300
 
 
@@ -101,11 +100,10 @@ def scan_contained(
     request = {
         "path": str(path),
         "name": name,
-        "limits": profile.limits.model_dump(mode="json"),
-        "quality": profile.quality.model_dump(mode="json"),
+        "rules": ScanRules.of(profile).to_json(),
     }
     outcome = run_sync(
-        [sys.executable, "-P", "-m", "mysimbdp.adapters.files.scanjob"],
+        [sys.executable, "-P", "-m", "mysimbdp.adapters.files.scanchild"],
         env=build_env({}, parent_env),
         cwd=path.parent,
         limits=limits.limits(),
@@ -146,32 +144,3 @@ _REPORT = "check the file's format; if it is valid, report it to the operator wi
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:_STDERR_LINE_CHARS] if lines else ""
-
-
-def facts_to_json(facts: FileFacts) -> bytes:
-    return orjson.dumps(asdict(facts))
-
-
-def facts_from_json(text: str | bytes) -> FileFacts:
-    """The inverse of :func:`facts_to_json`; ``ValueError``/``KeyError``/``TypeError`` on anything else."""
-    doc: dict[str, Any] = orjson.loads(text)
-    doc["format"] = FileFormat(doc["format"]) if doc["format"] is not None else None
-    doc["samples"] = tuple(doc["samples"])
-    return FileFacts(**doc)
-
-
-def main() -> int:
-    """The child: read the request from stdin, scan, print the facts."""
-    request = orjson.loads(sys.stdin.buffer.read())
-    profile = Profile.model_validate({"limits": request["limits"], "quality": request["quality"]})
-    try:
-        facts = scan_file(Path(request["path"]), request["name"], profile)
-    except MemoryError:
-        os.write(2, b"MemoryError: the scan ran out of its memory limit\n")
-        os._exit(EXIT_NO_MEMORY)  # nothing more can be allocated: no cleanup
-    sys.stdout.buffer.write(facts_to_json(facts))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,15 +13,20 @@ import codecs
 import csv
 import hashlib
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
 
-from mysimbdp.domain.filecheck import FileFacts
-from mysimbdp.domain.profile import EXTENSIONS, FileFormat, Profile
-from mysimbdp.domain.quality import compile_rules
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.formats import EXTENSIONS, FileFormat
+from mysimbdp.domain.quality import RowRuleLike, compile_rules, plain_rules
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.formats.csvlines import csv_header, csv_rows, has_lone_cr, raise_if_fatal
 from mysimbdp.formats.readers import RecordReader
+
+if TYPE_CHECKING:
+    from mysimbdp.domain.profile import Profile
 
 CHUNK_BYTES = 1 << 20
 MAX_SAMPLES = 5
@@ -30,6 +35,40 @@ MAX_SAMPLES = 5
 BINARY_CONTROL_RATIO = 0.10
 _CONTROL = frozenset(range(32)) - {8, 9, 10, 12, 13} | {127}
 _NOT_CONTROL = bytes(b for b in range(256) if b not in _CONTROL)
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """The profile's rules a scan applies, as plain data: the scan child gets them as JSON
+    and checks rows without importing the profile's models (pydantic)."""
+
+    max_line_length_bytes: int
+    row_rules: tuple[RowRuleLike, ...] = ()
+
+    @classmethod
+    def of(cls, profile: Profile) -> ScanRules:
+        return cls(profile.limits.max_line_length_bytes, tuple(profile.quality.rules))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_line_length_bytes": self.max_line_length_bytes,
+            "row_rules": [
+                {
+                    "field": r.field,
+                    "type": None if r.type is None else str(r.type),
+                    "required": r.required,
+                    "min": r.min,
+                    "max": r.max,
+                    "pattern": r.pattern,
+                    "allowed": r.allowed,
+                }
+                for r in self.row_rules
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ScanRules:
+        return cls(int(doc["max_line_length_bytes"]), plain_rules(doc["row_rules"]))
 
 
 @dataclass
@@ -152,13 +191,13 @@ def _problem_rule(problem: str) -> str:
     return "parse"
 
 
-def _scan_rows(path: Path, fmt: FileFormat, profile: Profile) -> _Rows:
+def _scan_rows(path: Path, fmt: FileFormat, rules: ScanRules) -> _Rows:
     rows = _Rows()
     by_rule = rows.by_rule
     samples = rows.samples
     where = "element" if fmt is FileFormat.JSON else "line"
-    checker = compile_rules(profile.quality.rules)
-    reader = RecordReader(path, fmt, max_line_bytes=profile.limits.max_line_length_bytes)
+    checker = compile_rules(rules.row_rules)
+    reader = RecordReader(path, fmt, max_line_bytes=rules.max_line_length_bytes)
     try:
         for record in reader:
             rows.total += 1
@@ -182,7 +221,7 @@ def _scan_rows(path: Path, fmt: FileFormat, profile: Profile) -> _Rows:
     return rows
 
 
-def _scan_csv_shape(path: Path, profile: Profile) -> _Rows:
+def _scan_csv_shape(path: Path, rules: ScanRules) -> _Rows:
     """The row pass of a CSV when no row rules apply and no line is over the limit.
 
     Reads as ``RecordReader`` does (same dialect, BOM, line numbers and ``FileUnreadable``
@@ -192,7 +231,7 @@ def _scan_csv_shape(path: Path, profile: Profile) -> _Rows:
     total = 0
     try:
         with path.open(encoding="utf-8-sig", newline="") as text:
-            reader = csv_rows(text, profile.limits.max_line_length_bytes)
+            reader = csv_rows(text, rules.max_line_length_bytes)
             rows.columns = header = csv_header(reader)
             width = len(header)
             prev = reader.line_num
@@ -218,7 +257,7 @@ def _scan_csv_shape(path: Path, profile: Profile) -> _Rows:
     return rows
 
 
-def _scan_csv_plain(path: Path, profile: Profile) -> _Rows:
+def _scan_csv_plain(path: Path, rules: ScanRules) -> _Rows:
     """The row pass of a CSV with no quote character and no lone CR, where every line break
     ends a record: a line's field count is its comma count + 1, counted in C for whole
     chunks (``map(bytes.count, ...)``). Gives the same facts as ``_scan_csv_shape``."""
@@ -243,7 +282,7 @@ def _scan_csv_plain(path: Path, profile: Profile) -> _Rows:
             if not chunk and not carry and lines == [b""]:
                 lines = []
             if header is None and lines:
-                skipped, header = _plain_header(lines, profile, rows)
+                skipped, header = _plain_header(lines, rules, rows)
                 if header is None and rows.unreadable is not None:
                     return rows
                 if header is not None:
@@ -258,25 +297,25 @@ def _scan_csv_plain(path: Path, profile: Profile) -> _Rows:
             if not chunk:
                 break
     if header is None:
-        _plain_header([], profile, rows)
+        _plain_header([], rules, rows)
     return rows
 
 
-def _plain_header(lines: list[bytes], profile: Profile, rows: _Rows) -> tuple[int, list[str] | None]:
+def _plain_header(lines: list[bytes], rules: ScanRules, rows: _Rows) -> tuple[int, list[str] | None]:
     """The header among ``lines`` (after blank ones) parsed as the reader would, and how many
     blank lines came first; ``rows.unreadable`` is set when ``lines`` is [] at the end."""
     for index, line in enumerate(lines):
         if line.strip(b"\r"):
             text = line.decode("utf-8").rstrip("\r")
             try:
-                rows.columns = csv_header(csv_rows([text], profile.limits.max_line_length_bytes))
+                rows.columns = csv_header(csv_rows([text], rules.max_line_length_bytes))
             except FileUnreadable as exc:
                 rows.unreadable = str(exc)
                 return index, None
             return index, rows.columns
     if not lines:  # the end of the file, and no header: the reader's own message
         try:
-            csv_header(csv_rows([], profile.limits.max_line_length_bytes))
+            csv_header(csv_rows([], rules.max_line_length_bytes))
         except FileUnreadable as exc:
             rows.unreadable = str(exc)
     return len(lines), None
@@ -303,7 +342,7 @@ def _bad_row(rows: _Rows, rule: str, sample: str) -> None:
         rows.samples.append(sample)
 
 
-def scan_file(path: Path, name: str, profile: Profile) -> FileFacts:
+def scan_file(path: Path, name: str, rules: ScanRules) -> FileFacts:
     """Scan ``path`` (the tenant called it ``name``) for ``check_file``."""
     seen = _scan_bytes(path)
     fmt = _format_of(name)
@@ -311,12 +350,12 @@ def scan_file(path: Path, name: str, profile: Profile) -> FileFacts:
     if seen.size > 0 and not seen.is_binary and seen.utf8_error is None and fmt is not None:
         # Pass 1's longest line counts a BOM and a lone "\r" in, so it is never shorter than
         # the reader's: when it is within the limit, no row is bad for its length.
-        lean = fmt is FileFormat.CSV and not profile.quality.rules
-        if lean and seen.longest <= profile.limits.max_line_length_bytes:
+        lean = fmt is FileFormat.CSV and not rules.row_rules
+        if lean and seen.longest <= rules.max_line_length_bytes:
             plain = not seen.has_quote and not seen.lone_cr
-            rows = _scan_csv_plain(path, profile) if plain else _scan_csv_shape(path, profile)
+            rows = _scan_csv_plain(path, rules) if plain else _scan_csv_shape(path, rules)
         else:
-            rows = _scan_rows(path, fmt, profile)
+            rows = _scan_rows(path, fmt, rules)
     return FileFacts(
         name=name,
         size_bytes=seen.size,

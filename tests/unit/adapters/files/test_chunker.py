@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mysimbdp import contract
 from mysimbdp.adapters.files.chunker import BLOCK_BYTES, Chunk, chunk_span, plan_chunks
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.formats import FileFormat
 from mysimbdp.errors import FileUnreadable
 from mysimbdp.formats.readers import BOM, Record, RecordReader
 from mysimbdp.sdk._config import BatchConfig

@@ -12,13 +12,11 @@ from mysimbdp.adapters.files.scanjob import (
     SCAN_TIMEOUT,
     ScanFailure,
     ScanLimits,
-    facts_from_json,
-    facts_to_json,
     result_of,
 )
 from mysimbdp.adapters.process.runner import Outcome
-from mysimbdp.domain.filecheck import FileFacts
-from mysimbdp.domain.profile import FileFormat
+from mysimbdp.domain.facts import FileFacts, facts_from_json, facts_to_json
+from mysimbdp.domain.formats import FileFormat
 
 LIMITS = ScanLimits(timeout_s=3.0, memory_bytes=256 * 2**20)
 FACTS = FileFacts(
@@ -80,3 +78,17 @@ def test_the_limits_of_a_scan() -> None:
     """The process gets the wall clock, a CPU limit just after it, the memory, and no file writes."""
     limits = ScanLimits(timeout_s=2.5, memory_bytes=2**30).limits()
     assert (limits.timeout_s, limits.cpu_s, limits.memory_bytes, limits.file_size_bytes) == (2.5, 4, 2**30, 1)
+
+
+def test_the_scan_child_imports_no_profile_models_runner_or_logging() -> None:
+    """The scan child's start is the cost of every fetched file: it loads only the scanner."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mysimbdp.adapters.files.scanchild as child; "
+        "print(sorted(m for m in ('pydantic', 'structlog', 'mysimbdp.domain.profile', "
+        "'mysimbdp.adapters.process.runner', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

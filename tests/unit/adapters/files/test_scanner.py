@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from mysimbdp.adapters.files import scanner
-from mysimbdp.adapters.files.scanner import scan_file
-from mysimbdp.domain.filecheck import FileFacts, QuotaUsage, check_file
-from mysimbdp.domain.profile import FieldType, FileFormat, Limits, Profile, Quality, RowRule
+from mysimbdp.adapters.files.scanner import ScanRules, scan_file
+from mysimbdp.domain.facts import FileFacts
+from mysimbdp.domain.filecheck import QuotaUsage, check_file
+from mysimbdp.domain.formats import FieldType, FileFormat
+from mysimbdp.domain.profile import Limits, Profile, Quality, RowRule
 
 PROFILE = Profile(
     limits=Limits(max_file_size_bytes=100_000, max_line_length_bytes=200),
@@ -25,7 +27,10 @@ NO_QUOTA = QuotaUsage(files_today=0, bytes_today=0)
 def scan(tmp_path: Path, name: str, data: bytes | str, profile: Profile = PROFILE) -> FileFacts:
     path = tmp_path / "stored.bin"
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return scan_file(path, name, profile)
+    facts = scan_file(path, name, ScanRules.of(profile))
+    # The scan child gets the rules as JSON (plain rules, no pydantic): the same facts either way.
+    assert scan_file(path, name, ScanRules.from_json(ScanRules.of(profile).to_json())) == facts
+    return facts
 
 
 def rules(facts: FileFacts, profile: Profile = PROFILE) -> list[str]:
