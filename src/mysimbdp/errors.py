@@ -90,3 +90,14 @@ class SandboxUnavailable(MysimbdpError):
 class RunCancelled(MysimbdpError):
     """A blocking run of platform work (``runner.run_sync``, e.g. a file's scan) was cancelled
     because the platform is stopping; its process group was killed and its input is untouched."""
+
+
+class UploadRefused(MysimbdpError):
+    """An upload (``POST /v1/files``, tus ``/v1/uploads/``) broke a rule before its file was
+    fetched: its name, the size limit or a daily quota while reading, a body that ended early or
+    stalled, a tus offset or checksum, an unknown or expired upload. Nothing of it was kept.
+    ``rule`` is the rule's id; ``fields`` (e.g. ``limit_bytes``) go into the API's answer."""
+
+    def __init__(self, rule: str, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.rule, self.fields = rule, fields

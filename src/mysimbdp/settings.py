@@ -81,6 +81,10 @@ class Settings:
     # over either, the file is rejected (rules scan.timeout, scan.out_of_memory), never retried.
     scan_timeout_s: float = 300.0  # wall clock of one scan (its CPU limit follows it)
     scan_memory_bytes: int = 1024**3  # address space of one scan (RLIMIT_AS)
+    # HTTP uploads (POST /v1/files, tus /v1/uploads/): a body that sends nothing for upload_idle_timeout_s is
+    # answered 408 and nothing is kept; an unfinished tus upload is removed upload_expire_s after its creation
+    upload_idle_timeout_s: float = 30.0
+    upload_expire_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         home = self.home.resolve()
@@ -117,6 +121,11 @@ class Settings:
         if self.bundle_max_bytes < 1024:
             raise ConfigError(
                 f"MYSIMBDP_BUNDLE_MAX_BYTES={self.bundle_max_bytes}: must be at least 1024 (bytes; default 67108864)"
+            )
+        if self.upload_idle_timeout_s <= 0 or self.upload_expire_s <= 0:
+            raise ConfigError(
+                f"MYSIMBDP_UPLOAD_IDLE_TIMEOUT_S={self.upload_idle_timeout_s}, MYSIMBDP_UPLOAD_EXPIRE_S="
+                f"{self.upload_expire_s}: both must be above 0 (seconds; defaults 30 and 86400)"
             )
         if self.notify_max_attempts < 1:
             raise ConfigError(f"notify_max_attempts: must be at least 1, got {self.notify_max_attempts}")

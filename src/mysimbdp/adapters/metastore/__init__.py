@@ -7,7 +7,7 @@ transaction.
 ``MetaStore`` is the facade callers hold. Each group of tables has a module of its own,
 reached as an attribute: ``tenants`` and ``keys`` (``metastore.tenants``), ``files``
 (``metastore.files``: files and their events), ``runs``, ``chunks``, ``streams``,
-``quality``, ``quarantine``, ``notifications``, ``heartbeats`` and ``history`` (read-only,
+``quality``, ``quarantine``, ``notifications``, ``heartbeats``, ``uploads`` and ``history`` (read-only,
 for the history API and ``/metrics``). The methods below are the facade's short forms of
 the common calls. The modules import one another, never this one.
 """
@@ -29,6 +29,7 @@ from mysimbdp.adapters.metastore.runs import RunLedger
 from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.adapters.metastore.streams import StreamRegistry
 from mysimbdp.adapters.metastore.tenants import KeyRing, TenantRegistry
+from mysimbdp.adapters.metastore.uploads import UploadLedger
 from mysimbdp.adapters.secretbox import SecretBox
 from mysimbdp.domain.qualitycounts import FileQuality
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
@@ -55,6 +56,7 @@ class MetaStore:
         self.notifications = NotificationOutbox(self._db)
         self.quarantine = QuarantineLedger(self._db)
         self.heartbeats = Heartbeats(self._db)
+        self.uploads = UploadLedger(self._db)
         self.history = MetaHistory(self._db, self.quarantine)
 
     @property

@@ -101,4 +101,12 @@ CREATE TABLE IF NOT EXISTS quarantine_purges (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, selection TEXT NOT NULL, entries BIGINT NOT NULL,
     purged_by TEXT NOT NULL, via TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, reasons TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS quarantine_purges_tenant ON quarantine_purges (tenant, at);
+CREATE TABLE IF NOT EXISTS upload_keys (
+    tenant TEXT NOT NULL, key TEXT NOT NULL, file_id TEXT NOT NULL, status_code INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, key));
+CREATE TABLE IF NOT EXISTS tus_uploads (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, length_bytes BIGINT NOT NULL,
+    path TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+    file_id TEXT NOT NULL DEFAULT '', status_code INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tus_uploads_tenant ON tus_uploads (tenant, expires_at);
 """
