@@ -43,6 +43,7 @@ __all__ = [
     "partial_path",
     "receive",
     "replayed_answer",
+    "status_code_of",
 ]
 
 PARTIAL_PREFIX = ".upload-"
@@ -81,10 +82,19 @@ class Allowance:
     size_limit_bytes: int  # the profile's max_file_size_bytes
     daily_limit_bytes: int  # the profile's max_bytes_per_day
     used_today_bytes: int  # accepted in the last 24 h + held by unfinished tus uploads
+    upload_length_bytes: int | None = None  # a tus upload's declared Upload-Length
 
     def check(self, total_bytes: int, what: str) -> None:
         """Refuse ``total_bytes`` (``what``: 'the body read so far', 'Content-Length', …) over a limit."""
         where = f"tenant {self.tenant!r}: file {self.name!r}"
+        if self.upload_length_bytes is not None and total_bytes > self.upload_length_bytes:
+            raise UploadRefused(
+                "upload_length",
+                f"{where}: rule upload_length: {what} reaches {total_bytes} bytes, over its Upload-Length of "
+                f"{self.upload_length_bytes} bytes",
+                value_bytes=total_bytes,
+                limit_bytes=self.upload_length_bytes,
+            )
         if total_bytes > self.size_limit_bytes:
             raise UploadRefused(
                 "size",
@@ -133,23 +143,37 @@ def partial_path(platform: Platform, tenant: str) -> Path:
 
 class Receiver:
     """Bytes of one upload going to ``path`` from ``offset`` on, counted against ``limits``
-    and hashed (sha256 of what this receiver wrote; ``sha1`` too for tus checksums). At most
-    :data:`_WRITE_BYTES` are held in memory; writes happen in a worker thread."""
+    and hashed on the way (``hashes``: hashlib names; sha256 for a whole file, a tus checksum's
+    algorithm for one PATCH). At most :data:`_WRITE_BYTES` are held in memory; writes happen in
+    a worker thread. ``fd``: the file already open (and locked) by the caller, else :meth:`open`."""
 
-    def __init__(self, path: Path, limits: Allowance, *, offset: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        limits: Allowance,
+        *,
+        offset: int = 0,
+        fd: int | None = None,
+        hashes: tuple[str, ...] = ("sha256",),
+    ) -> None:
         self.path, self.limits, self.offset = path, limits, offset
         self.received_bytes = 0  # by this receiver
-        self.sha256, self.sha1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
+        self._hashes = {name: hashlib.new(name, usedforsecurity=False) for name in hashes}
         self._held: list[bytes] = []
         self._held_bytes = 0
-        self._fd: int | None = None
+        self._fd = fd
 
     async def open(self) -> None:
-        """Create the partial file (offset 0) or open it to append at ``offset``."""
-        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if self.offset == 0 else 0)
-        self._fd = await asyncio.to_thread(os.open, self.path, flags, 0o600)
-        if self.offset:
-            await asyncio.to_thread(os.lseek, self._fd, self.offset, os.SEEK_SET)
+        """Create the partial file (it must not exist)."""
+        self._fd = await asyncio.to_thread(
+            os.open, self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+
+    def digest(self, name: str) -> bytes:
+        return self._hashes[name].digest()
+
+    def hexdigest(self, name: str) -> str:
+        return self._hashes[name].hexdigest()
 
     async def write(self, chunk: bytes) -> None:
         """Take ``chunk``, or refuse it (:class:`UploadRefused`) when it goes over a limit."""
@@ -157,8 +181,8 @@ class Receiver:
             return
         self.limits.check(self.offset + self.received_bytes + len(chunk), "the body read so far")
         self.received_bytes += len(chunk)
-        self.sha256.update(chunk)
-        self.sha1.update(chunk)
+        for hashed in self._hashes.values():
+            hashed.update(chunk)
         self._held.append(chunk)
         self._held_bytes += len(chunk)
         if self._held_bytes >= _WRITE_BYTES:
@@ -169,14 +193,18 @@ class Receiver:
             return
         data, self._held, self._held_bytes = b"".join(self._held), [], 0
         assert self._fd is not None
-        await asyncio.to_thread(_write_all, self._fd, data)
+        await asyncio.to_thread(_write_all, self._fd, self.offset + self.received_bytes - len(data), data)
 
-    async def close(self) -> None:
-        """Write what is held, fsync and close: every byte counted is on disk."""
-        await self._flush()
+    async def close(self, *, keep: bool = True) -> None:
+        """Write what is held (or, ``keep=False``, cut the file back to ``offset``: a tus chunk
+        whose checksum failed), fsync and close: every byte counted is on disk."""
+        if keep:
+            await self._flush()
+        else:
+            self._held, self._held_bytes, self.received_bytes = [], 0, 0
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            await asyncio.to_thread(_sync_close, fd)
+            await asyncio.to_thread(_sync_close, fd, None if keep else self.offset)
 
     async def discard(self) -> None:
         """Close and remove the partial file (an upload refused or cut off: nothing kept)."""
@@ -186,24 +214,18 @@ class Receiver:
             os.close(fd)
         await asyncio.to_thread(self.path.unlink, missing_ok=True)
 
-    async def truncate_back(self) -> None:
-        """Undo this receiver's bytes (a tus chunk whose checksum failed): back to ``offset``."""
-        self._held, self._held_bytes = [], 0
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-        await asyncio.to_thread(os.truncate, self.path, self.offset)
-        self.received_bytes = 0
 
-
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, at: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
 
 
-def _sync_close(fd: int) -> None:
+def _sync_close(fd: int, truncate_to: int | None) -> None:
     try:
+        if truncate_to is not None:
+            os.ftruncate(fd, truncate_to)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -230,11 +252,11 @@ async def receive(chunks: AsyncIterator[bytes], receiver: Receiver, idle_timeout
         await receiver.write(chunk)
 
 
-def hand_to_fetch(platform: Platform, tenant: str, partial: Path, name: str) -> FetchDecision:
-    """Claim the complete ``partial`` file under ``name`` and fetch it (blocking: the scan runs
-    in its own process). A platform stopping meanwhile gives the file back to the inbox under
-    ``name``, where fetchdata takes it at its next start."""
-    claimed = partial.with_name(claim_name(platform.claim_owner.id, new_id("f"), name))
+def hand_to_fetch(platform: Platform, tenant: str, partial: Path, name: str, file_id: str = "") -> FetchDecision:
+    """Claim the complete ``partial`` file under ``name`` (as file ``file_id``, a new id by
+    default) and fetch it (blocking: the scan runs in its own process). A platform stopping
+    meanwhile gives the file back to the inbox under ``name``, where fetchdata takes it."""
+    claimed = partial.with_name(claim_name(platform.claim_owner.id, file_id or new_id("f"), name))
     os.rename(partial, claimed)
     return fetch_claimed(platform, tenant, claimed)
 
@@ -287,6 +309,11 @@ def answer_for(platform: Platform, decision: FetchDecision) -> Answer:
             )
     code = 201 if decision.status is FileStatus.STAGED else 422
     return Answer(code, decision.file_id, str(decision.status), decision.reasons, decision.name, size, sha256)
+
+
+def status_code_of(status: FileStatus) -> int:
+    """The upload answer of a file in ``status``: 422 rejected, 200 duplicate, else 201."""
+    return {FileStatus.REJECTED: 422, FileStatus.DUPLICATE: 200}.get(status, 201)
 
 
 def replayed_answer(platform: Platform, file_id: str, status_code: int) -> Answer | None:

@@ -54,7 +54,7 @@ from mysimbdp.services.upload import (
     replayed_answer,
 )
 
-__all__ = ["RULE_STATUS", "BodyCounter", "FileUploaded", "refusal", "router", "store_refusal"]
+__all__ = ["RULE_STATUS", "BodyCounter", "FileUploaded", "declared_length", "refusal", "router", "store_refusal"]
 
 MULTIPART_ROOM_BYTES = 64 * 1024  # a multipart body's Content-Length may exceed the file by this much
 MAX_KEY_LENGTH = 200
@@ -122,11 +122,13 @@ def store_refusal(exc: StoreUnavailable) -> Refused:
 
 
 class BodyCounter:
-    """A request's body as a stream, counting its bytes; a client gone midway is refused
-    (rule ``disconnected``)."""
+    """A request's body as a stream, counting its bytes: a client gone midway (rule
+    ``disconnected``) and a body that ends before or after its Content-Length (rule
+    ``content_length``) are refused. ``kept``: what a refusal says became of the bytes."""
 
-    def __init__(self, request: Request, where: str) -> None:
-        self.request, self.where, self.total_bytes = request, where, 0
+    def __init__(self, request: Request, where: str, kept: str = "nothing was kept") -> None:
+        self.request, self.where, self.kept, self.total_bytes = request, where, kept, 0
+        self.declared_bytes = declared_length(request)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -137,9 +139,17 @@ class BodyCounter:
             raise UploadRefused(
                 "disconnected",
                 f"{self.where}: rule disconnected: the client closed the connection after {self.total_bytes} "
-                "bytes of the body; nothing was kept",
+                f"bytes of the body; {self.kept}",
                 received_bytes=self.total_bytes,
             ) from exc
+        if self.declared_bytes is not None and self.total_bytes != self.declared_bytes:
+            raise UploadRefused(
+                "content_length",
+                f"{self.where}: rule content_length: the body is {self.total_bytes} bytes, its Content-Length said "
+                f"{self.declared_bytes}; {self.kept}",
+                value_bytes=self.total_bytes,
+                declared_bytes=self.declared_bytes,
+            )
 
 
 def declared_length(request: Request) -> int | None:
@@ -162,14 +172,6 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance) 
     await receiver.open()
     try:
         await receive(chunks, receiver, platform.settings.upload_idle_timeout_s)
-        if declared is not None and counter.total_bytes != declared:
-            raise UploadRefused(
-                "content_length",
-                f"{where}: rule content_length: the body is {counter.total_bytes} bytes, its Content-Length said "
-                f"{declared}; nothing was kept",
-                value_bytes=counter.total_bytes,
-                declared_bytes=declared,
-            )
         await receiver.close()
     except BaseException:
         await receiver.discard()
@@ -179,7 +181,7 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance) 
         tenant=caller.tenant,
         file=name,
         size_bytes=receiver.received_bytes,
-        sha256=receiver.sha256.hexdigest(),
+        sha256=receiver.hexdigest("sha256"),
     )
     decision = await asyncio.to_thread(hand_to_fetch, platform, caller.tenant, receiver.path, name)
     return await asyncio.to_thread(answer_for, platform, decision)
