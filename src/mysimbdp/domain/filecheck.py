@@ -187,3 +187,21 @@ def check_file(tenant: str, facts: FileFacts, profile: Profile, usage: QuotaUsag
     """Every profile rule ``facts`` break, in ``RULES`` order; empty when the file is accepted."""
     check = _Check(tenant, facts, profile, usage)
     return [violation for rule in RULES for violation in rule(check)]
+
+
+def compression_violation(tenant: str, name: str, rule: str, text: str) -> Violation:
+    """A compressed file that was not decompressed (rule ``compression``, ``uncompressed_size``,
+    ``expansion_ratio`` or ``decompress.*``): its limits are checked while decompressing, in
+    :mod:`mysimbdp.adapters.files.decompress`, not on facts."""
+    return Violation(rule, f"tenant {tenant!r}: file {name!r}: rule {rule}: {text}")
+
+
+def unsupported_compression(tenant: str, name: str, kind: str, supported: tuple[str, ...]) -> Violation:
+    """A file compressed (or archived) in a way the platform does not decompress."""
+    return compression_violation(
+        tenant,
+        name,
+        "compression",
+        f"the file is {kind}-compressed, which is not supported (supported: {', '.join(supported)}); "
+        "send it uncompressed or compressed with one of those",
+    )

@@ -50,6 +50,10 @@ class Limits(StrictModel):
     max_files_per_day: PositiveInt = 10_000
     max_bytes_per_day: PositiveInt = 10 * 1024**3
     max_line_length_bytes: PositiveInt = 1024 * 1024
+    # A compressed file (gzip, bzip2, zstd): max_file_size_bytes holds its compressed size; these
+    # hold what it decompresses to, checked while decompressing (a bomb stops at the limit).
+    max_uncompressed_bytes: PositiveInt = 1024**3
+    max_expansion_ratio: Annotated[float, Field(ge=1.0)] = 100.0
 
 
 class RowRule(StrictModel):
@@ -187,6 +191,7 @@ class Profile(StrictModel):
         FileFormat.CSV,
         FileFormat.JSONL,
         FileFormat.JSON,
+        FileFormat.PARQUET,
     ]
     encoding: Annotated[str, Field(pattern=r"^(utf-8|utf8)$")] = "utf-8"
     limits: Limits = Limits()

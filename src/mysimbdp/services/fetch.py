@@ -18,6 +18,7 @@ import orjson
 
 from mysimbdp.adapters.files import home as filesystem
 from mysimbdp.adapters.files.claims import claim_name, parse_claim
+from mysimbdp.adapters.files.decompress import Unpacked
 from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits, scan_contained
 from mysimbdp.adapters.process.sandbox import Grant
 from mysimbdp.domain.facts import FileFacts
@@ -30,9 +31,11 @@ from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app
 from mysimbdp.domain.states import FileStatus
+from mysimbdp.formats.compression import plain_name
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import notify
+from mysimbdp.services.unpack import unpack
 
 log = get_logger("fetchdata")
 
@@ -87,22 +90,40 @@ def fetch_claimed(
     taken = parse_claim(claimed.name)
     assert taken is not None and taken.owner == platform.claim_owner.id, claimed
     file_id, name = taken.file_id, taken.original
+    plain = plain_name(name)  # its format, app and dataset come from the name without ".gz"
+    unpacked: Unpacked | Violation | None = None
     try:
         _, profile = platform.tenant(tenant)
-        scanned = _scan(platform, tenant, claimed, name, profile, cancel)
+        unpacked = unpack(platform, tenant, claimed, name, profile, cancel)
+        if isinstance(unpacked, Violation):
+            return _reject_unscanned(platform, tenant, profile, file_id, claimed, (name, received, started), unpacked)
+        scanned = _scan(platform, tenant, unpacked.path if unpacked else claimed, plain, profile, cancel)
     except BaseException:
+        if isinstance(unpacked, Unpacked):
+            unpacked.path.unlink(missing_ok=True)
         os.rename(claimed, claimed.with_name(name))  # give it back untouched
         raise
+    packed: dict[str, object] = {}
+    if unpacked is not None:  # the record holds what was sent: the compressed size and sha256
+        packed = {"compression": str(unpacked.compression), "uncompressed_bytes": unpacked.bytes_out}
     if isinstance(scanned, ScanFailure):
-        return _reject_scan(platform, tenant, profile, file_id, claimed, (name, received, started), scanned)
+        if unpacked is not None:
+            unpacked.path.unlink(missing_ok=True)
+        failure = scanned
+        message = f"tenant {tenant!r}: file {name!r}: rule {failure.rule}: its scan {failure.value}; {failure.remedy}"
+        log.warning("file_scan_failed", tenant=tenant, file_id=file_id, file=name, rule=failure.rule)
+        violation = Violation(failure.rule, message)
+        return _reject_unscanned(platform, tenant, profile, file_id, claimed, (name, received, started), violation)
     facts = scanned
+    if unpacked is not None:
+        facts = dataclasses.replace(facts, name=name, size_bytes=unpacked.bytes_in, sha256=unpacked.sha256)
     path = claimed
     now = time.time()
     files_today, bytes_today = platform.meta.quota_usage(tenant, now - DAY_S)
     violations = check_file(tenant, facts, profile, QuotaUsage(files_today, bytes_today))
-    app = profile.app_for(name, facts.format)
+    app = profile.app_for(plain, facts.format)
     if app is None:
-        reason = no_batch_app(profile, name, facts.format)
+        reason = no_batch_app(profile, plain, facts.format)
         violations.append(Violation("app", f"tenant {tenant!r}: file {name!r}: rule app: {reason}"))
     record = FileRecord(
         id=file_id,
@@ -116,19 +137,27 @@ def fetch_claimed(
         updated_at=now,
         path=str(path),
         app=app.name if app else "",
-        dataset=profile.dataset_for(app, name) if app else "",
+        dataset=profile.dataset_for(app, plain) if app else "",
         rows_total=facts.rows_total,
     )
     threshold = profile.quality.max_bad_row_ratio
     quality = file_quality(file_id, tenant, received, facts, threshold, [v.rule for v in violations])
+    earlier = None if violations else platform.meta.accepted_with_sha(tenant, facts.sha256)
+    if unpacked is not None and not violations and earlier is None:
+        staged = _stage(platform, dataclasses.replace(record, path=str(unpacked.path)), facts, started, quality, packed)
+        claimed.unlink()  # spent: its plain copy is staged (reconcile removes it after a crash here)
+        return staged
+    if unpacked is not None:
+        unpacked.path.unlink(missing_ok=True)  # rejected: the file as sent is kept, not its plain copy
     if not violations:
-        earlier = platform.meta.accepted_with_sha(tenant, facts.sha256)
         if earlier is not None:
             message = (
                 f"tenant {tenant!r}: file {name!r}: rule duplicate: same content (sha256 "
                 f"{facts.sha256[:12]}…) as file {earlier.id} ({earlier.name!r}), {earlier.status}"
             )
-            return reject_file(platform, record, FileStatus.DUPLICATE, [message], facts, started, quality=quality)
+            return reject_file(
+                platform, record, FileStatus.DUPLICATE, [message], facts, started, quality=quality, detail=packed
+            )
         return _stage(platform, record, facts, started, quality)
     return reject_file(
         platform,
@@ -139,6 +168,7 @@ def fetch_claimed(
         started,
         [v.rule for v in violations],
         quality=quality,
+        detail=packed,
     )
 
 
@@ -168,7 +198,7 @@ def unscanned_facts(name: str, size_bytes: int) -> FileFacts:
         name=name,
         size_bytes=size_bytes,
         sha256="",
-        format=EXTENSIONS.get(PurePath(name).suffix.lower()),
+        format=EXTENSIONS.get(PurePath(plain_name(name)).suffix.lower()),
         is_binary=False,
         utf8_error=None,
         has_bom=False,
@@ -201,35 +231,39 @@ def unscanned_record(
     )
 
 
-def _reject_scan(
+def _reject_unscanned(
     platform: Platform,
     tenant: str,
     profile: Profile,
     file_id: str,
     claimed: Path,
     taken: tuple[str, float, float],  # (name, received at, started at)
-    failure: ScanFailure,
+    violation: Violation,
 ) -> FetchDecision:
-    """Reject a file whose scan timed out, ran out of memory or crashed: final, never retried."""
+    """Reject a file whose scan or decompression timed out, ran out of memory, crashed or
+    found a bomb or a corrupt stream: final, never retried."""
     name, received, started = taken
     facts = unscanned_facts(name, claimed.stat().st_size)
-    message = f"tenant {tenant!r}: file {name!r}: rule {failure.rule}: its scan {failure.value}; {failure.remedy}"
-    log.warning("file_scan_failed", tenant=tenant, file_id=file_id, file=name, rule=failure.rule, value=failure.value)
     record = unscanned_record(file_id, tenant, facts, FileStatus.RECEIVED, claimed, received)
     threshold = profile.quality.max_bad_row_ratio
-    quality = file_quality(file_id, tenant, received, facts, threshold, [failure.rule])
+    quality = file_quality(file_id, tenant, received, facts, threshold, [violation.rule])
     return reject_file(
-        platform, record, FileStatus.REJECTED, [message], facts, started, [failure.rule], quality=quality
+        platform, record, FileStatus.REJECTED, [violation.message], facts, started, [violation.rule], quality=quality
     )
 
 
 def staged_path(platform: Platform, record: FileRecord) -> Path:
     """Where an accepted file waits: ``staging/<tenant>/<file id><extension>``."""
-    return platform.home.area("staging", record.tenant) / f"{record.id}{_extension(record.name)}"
+    return platform.home.area("staging", record.tenant) / f"{record.id}{_extension(plain_name(record.name))}"
 
 
 def _stage(
-    platform: Platform, record: FileRecord, facts: FileFacts, started: float, quality: FileQuality
+    platform: Platform,
+    record: FileRecord,
+    facts: FileFacts,
+    started: float,
+    quality: FileQuality,
+    detail: dict[str, object] | None = None,
 ) -> FetchDecision:
     staged = staged_path(platform, record)
     platform.meta.insert_file(record, quality=quality)
@@ -242,6 +276,7 @@ def _stage(
             "app": record.app,
             "dataset": record.dataset,
             "rows": facts.rows_total,
+            **(detail or {}),
         },
         path=str(staged),
     )
@@ -269,6 +304,7 @@ def reject_file(
     rules: list[str] | None = None,
     *,
     quality: FileQuality,
+    detail: dict[str, object] | None = None,
 ) -> FetchDecision:
     area = platform.home.area("rejected", record.tenant)
     target = area / f"{record.id}{_extension(record.name)}"
@@ -287,7 +323,7 @@ def reject_file(
     }
     platform.meta.insert_file(
         dataclasses.replace(record, status=status, reasons=tuple(reasons), path=str(target)),
-        {"reasons": reasons, "rules": reason_doc["rules"]},
+        {"reasons": reasons, "rules": reason_doc["rules"], **(detail or {})},
         quality=quality,
     )
     # The reason first, then the move: a crash between them leaves the claim, which

@@ -62,6 +62,7 @@ def reconcile(platform: Platform) -> int:
                 if dead and claimed.exists():  # a live owner's claim is being scanned: left alone
                     _undo_claim(platform, tenant, claimed, taken)
                     repaired += 1
+        repaired += _remove_partial_outputs(platform, tenant)
     remove_dead_locks(locks)
     return repaired
 
@@ -71,6 +72,8 @@ def _undo_claim(platform: Platform, tenant: str, claimed: Path, taken: ClaimName
     decided = platform.meta.get_file(taken.file_id)
     if decided is not None and decided.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
         filesystem.move(claimed, Path(decided.path))  # decided: the move was cut short
+    elif decided is not None and decided.status is not FileStatus.RECEIVED and Path(decided.path) != claimed:
+        claimed.unlink()  # a compressed file whose plain copy was staged: spent, not fetched again
     elif decided is None and taken.original:
         try:
             _interrupted(platform, tenant, taken.file_id, claimed, taken.original)
@@ -78,6 +81,22 @@ def _undo_claim(platform: Platform, tenant: str, claimed: Path, taken: ClaimName
             os.rename(claimed, claimed.with_name(taken.original))
     else:
         os.rename(claimed, claimed.with_name(taken.original or claimed.name.lstrip(".")))
+
+
+def _remove_partial_outputs(platform: Platform, tenant: str) -> int:
+    """Remove what a dead fetcher's decompression left in staging (``staging/<tenant>/<claim
+    name>``, hidden): a partial output has no record (its claim went back to the inbox above,
+    or was rejected), and a complete one with a record was staged by the first loop."""
+    removed = 0
+    staging = platform.home.area("staging", tenant)
+    for partial in staging.glob(f"{CLAIM_PREFIX}*") if staging.is_dir() else ():
+        taken = parse_claim(partial.name)
+        with dead_owner(platform.home.claims_dir, taken.owner if taken else "") as dead:
+            if dead and partial.exists():
+                partial.unlink()
+                log.warning("partial_output_removed", tenant=tenant, path=str(partial))
+                removed += 1
+    return removed
 
 
 def _interrupted(platform: Platform, tenant: str, file_id: str, claimed: Path, name: str) -> None:
