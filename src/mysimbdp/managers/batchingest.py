@@ -32,6 +32,7 @@ from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.chunked import ChunkPublisher
 from mysimbdp.services.run_batch import run_file
+from mysimbdp.services.unpack import staged_size
 
 log = get_logger("batchingestmanager")
 
@@ -186,4 +187,4 @@ class BatchIngestManager:
 
 def _chunked(f: FileRecord, profile: Profile) -> bool:
     """Whether ``run_file`` will ingest ``f`` in chunks (the same pure decision)."""
-    return decide_chunking(f.size_bytes, FileFormat(f.format), profile.big_files).chunked
+    return decide_chunking(staged_size(f), FileFormat(f.format), profile.big_files).chunked

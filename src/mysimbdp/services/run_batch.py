@@ -30,6 +30,7 @@ from mysimbdp.services.app_run import (
 )
 from mysimbdp.services.chunked import ChunkPublisher, ingest_chunked
 from mysimbdp.services.notify import excerpt
+from mysimbdp.services.unpack import staged_size
 
 log = get_logger("batchingestmanager")
 
@@ -46,7 +47,7 @@ async def run_file(
     if app is None:
         message = f"tenant {record.tenant!r}: file {record.name!r}: app {record.app!r} is no longer in the profile"
         return finish_file(platform, record, FileStatus.FAILED, run_dir, reasons=[message])
-    decision = decide_chunking(record.size_bytes, FileFormat(record.format), profile.big_files)
+    decision = decide_chunking(staged_size(record), FileFormat(record.format), profile.big_files)
     if decision.chunked:
         return await ingest_chunked(platform, record, run_id, decision, publish=publish)
     attempt = record.attempts + 1

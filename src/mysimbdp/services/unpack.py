@@ -16,11 +16,12 @@ from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits
 from mysimbdp.adapters.process.sandbox import Grant
 from mysimbdp.domain.filecheck import Violation, compression_violation, unsupported_compression
 from mysimbdp.domain.profile import Profile
+from mysimbdp.domain.records import FileRecord
 from mysimbdp.formats.compression import HEAD_BYTES, SUPPORTED, detect, unsupported
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 
-__all__ = ["unpack"]
+__all__ = ["staged_size", "unpack"]
 
 log = get_logger("fetchdata")
 
@@ -64,3 +65,13 @@ def unpack(
         log.warning("file_decompress_failed", tenant=tenant, file=name, rule=result.rule, value=result.value)
         return compression_violation(tenant, name, result.rule, f"{result.value}; {result.remedy}")
     return result
+
+
+def staged_size(record: FileRecord) -> int:
+    """The size of ``record``'s staged file, which the big-file rules judge: the plain copy of
+    a compressed file (its record holds the compressed size, as sent); the recorded size when
+    the file is not there to tell."""
+    try:
+        return Path(record.path).stat().st_size
+    except OSError:
+        return record.size_bytes
