@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.profile import BigFiles
 
-CHUNKABLE = frozenset({FileFormat.CSV, FileFormat.JSONL})
+CHUNKABLE = frozenset({FileFormat.CSV, FileFormat.JSONL, FileFormat.PARQUET})  # Parquet: by row groups
 
 
 @dataclass(frozen=True, slots=True)

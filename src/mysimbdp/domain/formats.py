@@ -15,6 +15,7 @@ class FileFormat(StrEnum):
     CSV = "csv"
     JSONL = "jsonl"
     JSON = "json"  # one JSON array of objects
+    PARQUET = "parquet"  # Apache Parquet (read with pyarrow: formats.parquet)
 
 
 EXTENSIONS: dict[str, FileFormat] = {
@@ -22,6 +23,7 @@ EXTENSIONS: dict[str, FileFormat] = {
     ".jsonl": FileFormat.JSONL,
     ".ndjson": FileFormat.JSONL,
     ".json": FileFormat.JSON,
+    ".parquet": FileFormat.PARQUET,
 }
 
 

@@ -191,6 +191,7 @@ class Profile(StrictModel):
         FileFormat.CSV,
         FileFormat.JSONL,
         FileFormat.JSON,
+        FileFormat.PARQUET,
     ]
     encoding: Annotated[str, Field(pattern=r"^(utf-8|utf8)$")] = "utf-8"
     limits: Limits = Limits()

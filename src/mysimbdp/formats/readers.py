@@ -1,4 +1,4 @@
-"""Streaming record readers for CSV, JSON Lines and JSON-array files, in bounded memory.
+"""Streaming record readers for CSV, JSON Lines, JSON-array and Parquet files, in bounded memory.
 
 Tenant apps (through the SDK) and the platform's file scanner read files the same way:
 
@@ -34,6 +34,7 @@ from mysimbdp.formats.csvlines import LineSource, csv_header, csv_line, csv_rows
 from mysimbdp.formats.jsonarray import Binary as _Binary
 from mysimbdp.formats.jsonarray import JsonArray, over_limit
 from mysimbdp.formats.jsonline import json_fallback
+from mysimbdp.formats.parquet import ParquetRows
 from mysimbdp.formats.utf8 import unreadable_utf8
 
 _T = TypeVar("_T")
@@ -61,7 +62,8 @@ class Record(NamedTuple):
     """One row of a file: its data, or why it could not be read. Immutable; a named tuple
     because one is built per row of every file (cheaper than a frozen dataclass)."""
 
-    line: int  # CSV/JSONL: 1-based physical line where the row starts; JSON array: element index
+    line: int  # CSV/JSONL: 1-based physical line where the row starts; JSON array: element index;
+    # Parquet: the row's 1-based number in the file (see formats.parquet)
     data: dict[str, Any] | None  # None when the row could not be parsed
     raw: str  # the row's text when ``problem`` is set (at most 10 KiB), else ""
     problem: str | None  # why the row is bad, None for a good row
@@ -145,10 +147,14 @@ class RecordReader:
         self._raw: io.FileIO | None = None
         self._bytes_done = 0
         self._columns: list[str] | None = None
+        self._parquet: ParquetRows | None = None
 
     @property
     def bytes_read(self) -> int:
-        """Bytes consumed from the file so far (read ahead by at most one chunk)."""
+        """Bytes consumed from the file so far (read ahead by at most one chunk; Parquet:
+        the row groups read)."""
+        if self._parquet is not None:
+            return self._parquet.bytes_read
         raw = self._raw
         start = self.span.start if self.span is not None else 0
         if raw is not None and not raw.closed:
@@ -157,10 +163,13 @@ class RecordReader:
 
     @property
     def columns(self) -> list[str] | None:
-        """The CSV header, or the keys of the first JSON object, once iteration started."""
+        """The CSV header, the keys of the first JSON object, or the Parquet schema's
+        columns, once iteration started."""
         return self._columns
 
     def __iter__(self) -> Iterator[Record]:
+        if self.fmt is FileFormat.PARQUET:
+            return self._parquet_records()
         if self.fmt is FileFormat.CSV:
             return self._guard(self._csv)
         if self.fmt is FileFormat.JSONL:
@@ -260,6 +269,18 @@ class RecordReader:
                     prev = base + reader.line_num
         finally:
             text.detach()  # leave the file open for bytes_read; the guard closes it
+
+    # Parquet (rows come typed and whole: no line limit, no bad row) ---------------------
+
+    def _parquet_records(self) -> Iterator[Record]:
+        span = self.span
+        self._parquet = rows = ParquetRows(self.path, *((span.start, span.end) if span is not None else (0, None)))
+        good = good_record
+        for first, batch in rows.batches():
+            self._columns = rows.columns
+            for line, data in enumerate(batch, first):
+                yield good(line, data)
+        self._columns = rows.columns
 
     # JSON Lines --------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Big files as micro-batches: split into line-aligned chunks that workers ingest in parallel.
+"""Big files as micro-batches: split into line-aligned chunks (a Parquet file: ranges of row
+groups) that workers ingest in parallel.
 
 The batch ingest manager calls :func:`ingest_chunked` for a file the profile's ``big_files``
 rules call big (``domain.chunking``). It plans the chunks once (``adapters.chunker``; a
@@ -12,7 +13,8 @@ is ingested when every chunk is done, failed when one failed for good.
 A chunk run is an ordinary run of the tenant's app on bytes ``[start, end)`` of the file
 (``MYSIMBDP_INPUT_START/END/FIRST_LINE``). Line numbers are those of the whole file, so the
 default record key (file sha256, line) is the same as in one run: a chunk run again after a
-crash rewrites the same keys, and nothing is stored twice.
+crash rewrites the same keys, and nothing is stored twice. A Parquet chunk's bytes hold whole
+row groups and its rows are numbered as in the whole file (``formats.parquet``): the same holds.
 """
 
 from __future__ import annotations
@@ -125,9 +127,10 @@ def _write_progress(platform: Platform, chunks: Sequence[ChunkRecord], path: Pat
 def _finish(platform: Platform, record: FileRecord, run_id: str, chunks: Sequence[ChunkRecord]) -> FileRecord:
     failed = [c for c in chunks if c.status is ChunkStatus.FAILED]
     status = FileStatus.FAILED if failed else FileStatus.INGESTED
+    unit = "row" if record.format == FileFormat.PARQUET else "line"
     reasons = [
         f"tenant {record.tenant!r}: file {record.name!r}: chunk {c.index + 1}/{len(chunks)} "
-        f"(bytes {c.start}-{c.end}, from line {c.first_line}), attempt {c.attempts}: {c.error}"
+        f"(bytes {c.start}-{c.end}, from {unit} {c.first_line}), attempt {c.attempts}: {c.error}"
         for c in failed
     ]
     counts = {

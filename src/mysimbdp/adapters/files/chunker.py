@@ -8,6 +8,9 @@ records of reading the whole file: the same data, the same bad rows, the same li
 Where a record ends:
 
 - JSON Lines: at every "\\n". A JSON array is never cut: it is one chunk.
+- Parquet: at the first byte of a row group (its footer says where each starts), so a chunk
+  is a range of whole row groups and ``first_line`` the number of its first row; a file whose
+  groups do not lie in their order, or with one group, is one chunk (``plan_parquet``).
 - CSV (RFC 4180 as Python's csv module reads it): at a "\\n" with an even number of quote
   characters before it in the file. An escaped quote ("") counts two and keeps the parity.
 
@@ -49,9 +52,10 @@ import numpy as np
 import numpy.typing as npt
 
 from mysimbdp.domain.formats import FileFormat
+from mysimbdp.formats.parquet import read_layout
 from mysimbdp.formats.readers import BOM, Span, read_header
 
-__all__ = ["BLOCK_BYTES", "Chunk", "chunk_span", "plan_chunks"]
+__all__ = ["BLOCK_BYTES", "Chunk", "chunk_span", "plan_chunks", "plan_parquet"]
 
 BLOCK_BYTES = 4 << 20
 MIN_BLOCK_BYTES = 4  # a block holds a whole BOM
@@ -94,12 +98,32 @@ def plan_chunks(path: Path, fmt: FileFormat, chunk_bytes: int, *, block_bytes: i
     size = path.stat().st_size
     if fmt is FileFormat.JSON or size <= chunk_bytes:
         return [Chunk(0, 0, size, 1)]
+    if fmt is FileFormat.PARQUET:
+        return plan_parquet(path, chunk_bytes)
     with path.open("rb") as fh:
         cuts = _Cutter(fh, fmt, chunk_bytes, size).cuts(block_bytes)
     bounds = [(0, 1), *cuts, (size, 0)]
     return [
         Chunk(index, start, end, first_line)
         for index, ((start, first_line), (end, _)) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def plan_parquet(path: Path, chunk_bytes: int) -> list[Chunk]:
+    """Chunks of whole row groups, each but the last holding at least ``chunk_bytes`` of
+    them (compressed); raises ``FileUnreadable`` when the footer cannot be read."""
+    layout = read_layout(path)
+    bounds = [(0, 1)]  # (start, first row) of each chunk
+    taken = 0
+    for group in layout.groups if layout.ordered else ():
+        if taken >= chunk_bytes and group.rows:
+            bounds.append((group.start, group.rows_before + 1))
+            taken = 0
+        taken += group.size_bytes
+    ends = [start for start, _ in bounds[1:]] + [layout.size_bytes]
+    return [
+        Chunk(index, start, end, first_row)
+        for index, ((start, first_row), end) in enumerate(zip(bounds, ends, strict=True))
     ]
 
 
