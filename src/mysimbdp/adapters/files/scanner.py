@@ -5,6 +5,8 @@ validity (the absolute offset of the first bad byte), BOM and the longest line. 
 only on non-empty UTF-8 text in a known format: the streaming ``RecordReader`` with the
 profile's line limit, and the profile's row rules, counting bad rows by rule. A CSV with
 no row rules and no line over the limit takes a lean pass that only counts fields per row.
+A Parquet file (by its extension, or by its ``PAR1`` magic when the name says nothing) is
+scanned by ``scanparquet`` instead: no text facts, its schema and rows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
+from mysimbdp.adapters.files.scanparquet import looks_like_parquet, scan_parquet
 from mysimbdp.domain.facts import FileFacts
 from mysimbdp.domain.formats import EXTENSIONS, FileFormat
 from mysimbdp.domain.quality import RowRuleLike, compile_rules, plain_rules
@@ -344,8 +347,10 @@ def _bad_row(rows: _Rows, rule: str, sample: str) -> None:
 
 def scan_file(path: Path, name: str, rules: ScanRules) -> FileFacts:
     """Scan ``path`` (the tenant called it ``name``) for ``check_file``."""
-    seen = _scan_bytes(path)
     fmt = _format_of(name)
+    if fmt is FileFormat.PARQUET or (fmt is None and looks_like_parquet(path)):
+        return scan_parquet(path, name, rules.row_rules)  # no text facts, pyarrow only here
+    seen = _scan_bytes(path)
     rows = _Rows()
     if seen.size > 0 and not seen.is_binary and seen.utf8_error is None and fmt is not None:
         # Pass 1's longest line counts a BOM and a lone "\r" in, so it is never shorter than
