@@ -2,10 +2,11 @@
 
 Run by the default profile as ``python -m mysimbdp.apps.generic``. JSON values keep their
 JSON types; Parquet values come typed from the SDK's reader, one row group at a time, in
-their JSON forms (``formats.parquet``; docs/tenant-guide.md "Parquet files"). A CSV column's type (int, float, bool or str) is inferred from the first
-1,000 rows, empty values aside; every empty value is stored as null. A later value that
-does not fit its column's type is widened for that value only (int -> float -> str,
-bool -> str), never rejected.
+their JSON forms (``formats.parquet``; docs/tenant-guide.md "Parquet files"). A CSV
+column's type (int, float, bool or str) is inferred from the first 1,000 rows, empty
+values aside; every empty value is stored as null. A later value that does not fit its
+column's type is widened for that value only (int -> float -> str, bool -> str), never
+rejected.
 """
 
 from __future__ import annotations
