@@ -66,7 +66,8 @@ def _unreplayable(fmt: FileFormat, line: int, raw: str) -> str | None:
 def plan_batch(fmt: FileFormat, header: str | None, entries: Iterable[tuple[int, str]]) -> BatchPlan:
     """The replay input of ``entries`` (``(original line, raw text)``) of a ``fmt`` file;
     ``header`` is the CSV header line (None: the CSV file's header is unknown)."""
-    out_format = FileFormat.JSONL if fmt is FileFormat.JSON else fmt
+    # a JSON array's elements and Parquet rows (quarantined as compact JSON) replay as JSON Lines
+    out_format = FileFormat.JSONL if fmt in (FileFormat.JSON, FileFormat.PARQUET) else fmt
     parts: list[str] = []
     line_map: dict[int, int] = {}
     skipped: list[tuple[int, str]] = []

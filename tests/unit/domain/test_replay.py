@@ -155,3 +155,12 @@ def test_small_helpers() -> None:
     assert stream_of("stream:clicks:i-1") == "clicks" and stream_of("f_123") is None
     assert released([1, 2, 3, 4], [2, 4]) == [1, 3]
     assert orjson.loads(plan_batch(FileFormat.JSONL, None, [(4, "{}")]).line_map_json()) == {"1": 4}
+
+
+def test_parquet_rows_replay_as_json_lines_under_their_row_numbers() -> None:
+    """Quarantined Parquet rows (their raw is compact JSON) make a JSON Lines replay input,
+    each line mapped to the row's number in the original file."""
+    plan = plan_batch(FileFormat.PARQUET, None, [(10, '{"id":9,"qty":9}'), (20, '{"id":19,"qty":9}')])
+    assert plan.input_format is FileFormat.JSONL
+    assert plan.text == '{"id":9,"qty":9}\n{"id":19,"qty":9}\n'
+    assert plan.line_map == {1: 10, 2: 20}
