@@ -83,7 +83,7 @@ def main(
 ) -> None:
     """mysimbdp: a multi-tenant data ingestion platform.
 
-    Tenants drop CSV / JSON Lines / JSON files into their inbox (or use `ingest`); the
+    Tenants drop CSV / JSON Lines / JSON / Parquet files into their inbox (or use `ingest`); the
     platform checks each against the tenant's profile, stages or rejects it, and runs the
     tenant's own batch app on it, which writes into the tenant's part of coredms.
 
