@@ -217,6 +217,12 @@ class BatchContext:
         if self.config.input_format is FileFormat.CSV:
             self._ingest_blocks(transform, block_transform)
             return
+        if self.config.input_format is FileFormat.PARQUET:  # typed rows: keyed and encoded a block at a time
+            records = self.records()
+            while block := list(itertools.islice(records, self.batch_size)):
+                docs, good = self._apply_block(block, transform, checked=True)
+                self._write_block(docs, good, [record.line for record in good])
+            return
         process = self.process  # bound once: this loop runs for every row
         for record in self.records():
             process(record, transform)
@@ -251,9 +257,12 @@ class BatchContext:
             self._write_block(docs, good, [record.line for record in good])
         self._bytes_done = max(reader.bytes_read, self._size_bytes)
 
-    def _apply_block(self, records: list[Record], transform: Transform) -> tuple[list[Any], list[Record]]:
-        """``_apply`` over a block after the quality rules: the documents and their records."""
-        checker = self._checker
+    def _apply_block(
+        self, records: list[Record], transform: Transform, *, checked: bool = False
+    ) -> tuple[list[Any], list[Record]]:
+        """``_apply`` over a block after the quality rules (unless ``checked``: already applied):
+        the documents and their records."""
+        checker = None if checked else self._checker
         apply = self._apply
         docs: list[Any] = []
         kept: list[Record] = []
