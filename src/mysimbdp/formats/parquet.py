@@ -145,8 +145,17 @@ class ParquetRows:
         self.columns: list[str] | None = None
         self.bytes_read = 0  # compressed bytes of the groups read so far
 
+    def count(self) -> int:
+        """Decode every page of the groups (as :meth:`batches` would, so a corrupt group raises
+        the same ``FileUnreadable``) and return the rows the footer gives: what a scan
+        without row rules needs, without building a Python value per cell."""
+        return sum(len(rows) for _, rows in self._batches(convert=False))
+
     def batches(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """``(number of the batch's first row, its rows)`` for each batch, in file order."""
+        return self._batches(convert=True)
+
+    def _batches(self, *, convert: bool) -> Iterator[tuple[int, Any]]:
         parquet = _open(self.path)
         layout = _layout_of(self.path, parquet)
         self.columns = list(layout.columns)
@@ -158,7 +167,7 @@ class ParquetRows:
                 for batch in parquet.iter_batches(
                     batch_size=self.batch_rows, row_groups=[group.index], use_threads=False
                 ):
-                    rows = _rows_of(batch)
+                    rows = _rows_of(batch) if convert else batch
                     yield first, rows
                     first += len(rows)
             except (OSError, ValueError) as exc:

@@ -18,7 +18,7 @@ from mysimbdp.domain.facts import FileFacts
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.quality import RowRuleLike, compile_rules
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.formats.parquet import MAGIC
+from mysimbdp.formats.parquet import MAGIC, ParquetRows
 from mysimbdp.formats.readers import RecordReader
 
 __all__ = ["looks_like_parquet", "scan_parquet"]
@@ -60,7 +60,15 @@ def scan_parquet(path: Path, name: str, row_rules: Sequence[RowRuleLike]) -> Fil
     samples: list[str] = []
     unreadable: str | None = None
     reader = RecordReader(path, FileFormat.PARQUET)
-    if size > 0:
+    columns: list[str] | None = None
+    if size > 0 and checker is None:  # the row count, every page decoded, no Python values
+        rows = ParquetRows(path)
+        try:
+            total = rows.count()
+        except FileUnreadable as exc:
+            unreadable = str(exc)
+        columns = rows.columns
+    elif size > 0:
         try:
             for record in reader:
                 total += 1
@@ -72,6 +80,7 @@ def scan_parquet(path: Path, name: str, row_rules: Sequence[RowRuleLike]) -> Fil
                         samples.append(f"row {record.line}: " + "; ".join(f.message for f in failures))
         except FileUnreadable as exc:
             unreadable = str(exc)
+        columns = reader.columns
     return FileFacts(
         name=name,
         size_bytes=size,
@@ -82,7 +91,7 @@ def scan_parquet(path: Path, name: str, row_rules: Sequence[RowRuleLike]) -> Fil
         has_bom=False,
         max_line_bytes=0,
         longest_line=0,
-        columns=reader.columns,
+        columns=columns,
         rows_total=total,
         rows_bad=bad,
         bad_by_rule=by_rule,

@@ -84,3 +84,18 @@ def test_a_truncated_or_corrupt_footer_is_rejected_by_rule_unreadable(tmp_path: 
     profile = Profile()
     (message,) = _violations(_scan(path, profile), profile)
     assert message.startswith("tenant 'acme': file 'readings.parquet': rule unreadable: not a readable Parquet file: ")
+
+
+def test_a_corrupt_row_group_is_rejected_with_or_without_row_rules(tmp_path: Path) -> None:
+    """Without row rules the scan decodes every page too (only the Python values are skipped),
+    so garbage in a group's pages is rule unreadable, naming the group, either way."""
+    path = _write(tmp_path)
+    data = bytearray(path.read_bytes())
+    group = pq.ParquetFile(path).metadata.row_group(1)
+    start = min(group.column(j).data_page_offset for j in range(group.num_columns))
+    data[start : start + 40] = b"\xfe" * 40
+    path.write_bytes(bytes(data))
+    with_rules = Profile(quality=Quality(rules=[RowRule(field="qty", type=FieldType.INT)]))
+    for profile in (Profile(), with_rules):
+        (message,) = _violations(_scan(path, profile), profile)
+        assert "rule unreadable: not a readable Parquet file (row group 1, rows 31-60): " in message
