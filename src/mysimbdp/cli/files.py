@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,21 +31,28 @@ def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: 
     """
     import asyncio
 
-    from mysimbdp.cli import render
+    from mysimbdp.cli.summary import file_summary, print_file_summary
     from mysimbdp.domain.states import FileStatus
-    from mysimbdp.services.ingest import ingest_one
+    from mysimbdp.services.ingest import ProgressFn, ingest_one
 
     wait = wait or as_json
-    with render.ingest_progress(enabled=wait and not as_json, name=file.name) as on_progress:
+    progress: contextlib.AbstractContextManager[ProgressFn | None]
+    if wait and not as_json and sys.stderr.isatty():
+        from mysimbdp.cli import render  # rich: only for the progress bar on a terminal
+
+        progress = render.ingest_progress(name=file.name)
+    else:
+        progress = contextlib.nullcontext(None)
+    with progress as on_progress:
         record = asyncio.run(ingest_one(platform, tenant_id, file, wait=wait, on_progress=on_progress))
     if record is None:
         click.echo(f"{file.name}: handed to the running platform (use --wait to follow it)")
         return
-    summary = render.file_summary(platform, record)
+    summary = file_summary(platform, record)
     if as_json:
         emit_json(summary)
     else:
-        render.print_file_summary(summary)
+        print_file_summary(summary)
     if record.status in (FileStatus.REJECTED, FileStatus.DUPLICATE):
         sys.exit(EXIT_REJECTED)
     if record.status is not FileStatus.INGESTED:
@@ -129,9 +137,10 @@ def report(platform: Platform, tenant_id: str | None, since: str | None, as_json
 def files(platform: Platform, tenant_id: str | None, limit: int, as_json: bool) -> None:
     """The ingestion history: files with status, rows and reasons (newest last)."""
     from mysimbdp.cli import render
+    from mysimbdp.cli.summary import file_summary
 
     records = platform.meta.list_files(tenant=tenant_id, limit=1_000_000)[-limit:]
     if as_json:
-        emit_json([render.file_summary(platform, r) for r in records])
+        emit_json([file_summary(platform, r) for r in records])
     else:
         render.file_table(records)

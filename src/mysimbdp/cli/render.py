@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,13 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mysimbdp.adapters.metastore.chunks import chunks_summary
-
 if TYPE_CHECKING:
     from mysimbdp.domain.records import FileRecord, TenantRecord
     from mysimbdp.runtime.demo import TenantSummary
     from mysimbdp.runtime.demo_stream import StreamSummary
-    from mysimbdp.runtime.platform import Platform
     from mysimbdp.services.ingest import Progress as IngestProgress
     from mysimbdp.services.ingest import ProgressFn
 
@@ -41,11 +37,8 @@ def tenant_list(tenants: Sequence[TenantRecord]) -> None:
 
 
 @contextmanager
-def ingest_progress(*, enabled: bool, name: str) -> Iterator[ProgressFn | None]:
+def ingest_progress(*, name: str) -> Iterator[ProgressFn | None]:
     """A progress bar on stderr (bytes, rows/s) fed by the ingest follower."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -69,67 +62,6 @@ def ingest_progress(*, enabled: bool, name: str) -> Iterator[ProgressFn | None]:
             )
 
         yield update
-
-
-def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
-    events = platform.meta.file_events(record.id)
-    first = record.received_at  # when fetchdata took the file, before its scan
-    running = next((at for at, status, _ in events if status == "running"), None)
-    last = events[-1][0] if events else record.updated_at
-    samples = [
-        {"line": q.line, "reason": q.reason}
-        for q in platform.meta.list_quarantine(record.tenant, limit=5, file_id=record.id)
-    ]
-    quality = platform.meta.quality.file(record.id)  # None for a file fetched before it was kept
-    return {
-        "file_id": record.id,
-        "tenant": record.tenant,
-        "name": record.name,
-        "status": str(record.status),
-        "dataset": record.dataset,
-        "app": record.app,
-        "rows_total": record.rows_total,
-        "rows_written": record.rows_written,
-        "rows_rejected": record.rows_rejected,
-        "rows_skipped": record.rows_skipped,
-        "bytes": record.size_bytes,
-        "sha256": record.sha256,
-        "attempts": record.attempts,
-        "reasons": list(record.reasons),
-        "quarantine_sample": samples,
-        "quality": quality.to_json() if quality is not None else None,
-        "chunks": chunks_summary(platform.meta.chunks.of_file(record.id)),
-        "path": record.path,
-        "durations_s": {
-            "fetch": round((running or last) - first, 3) if running else None,
-            "run": round(last - running, 3) if running else None,
-            "total": round(last - first, 3),
-        },
-    }
-
-
-def print_file_summary(s: dict[str, Any]) -> None:
-    style = {"ingested": "green", "rejected": "red", "duplicate": "yellow", "failed": "red"}.get(s["status"], "")
-    out.print(f"[{style}]{s['name']}: {s['status']}[/] (file {s['file_id']}, tenant {s['tenant']})")
-    if chunks := s.get("chunks"):
-        states = ", ".join(f"{chunks[k]} {k}" for k in ("done", "running", "queued", "retry", "failed") if chunks[k])
-        out.print(f"  ingested in {chunks['total']} chunks in parallel: {states}")
-    if s["status"] == "ingested":
-        total = s["durations_s"]["total"] or 0
-        out.print(
-            f"  dataset {s['dataset']}: {s['rows_written']} rows written, {s['rows_rejected']} quarantined, "
-            f"{s['rows_skipped']} skipped; {s['bytes']} bytes in {total:.2f} s"
-        )
-        for q in s["quarantine_sample"]:
-            out.print(f"  quarantined line {q['line']}: {q['reason']}")
-    if (quality := s.get("quality")) and quality["rows_failed"]:
-        rules = ", ".join(f"{rule}={rows}" for rule, rows in quality["failed_by_rule"].items())
-        out.print(
-            f"  quality: {quality['rows_failed']} of {quality['rows_checked']} rows failed "
-            f"(ratio {quality['ratio']:.3f}, limit {quality['max_bad_row_ratio']:.3f}): {rules}"
-        )
-    for reason in s["reasons"]:
-        out.print(f"  - {reason}")
 
 
 def file_table(records: Sequence[FileRecord]) -> None:
