@@ -46,13 +46,15 @@ DatasetName = Annotated[str, AfterValidator(_dataset_name)]
 
 
 class Limits(StrictModel):
-    max_file_size_bytes: PositiveInt = 100 * 1024 * 1024
+    # The defaults fit big files: a file up to the daily byte quota is taken, and one over
+    # big_files.threshold_bytes (512 MiB) is chunked, not rejected (docs/profile-reference.md).
+    max_file_size_bytes: PositiveInt = 10 * 1024**3
     max_files_per_day: PositiveInt = 10_000
     max_bytes_per_day: PositiveInt = 10 * 1024**3
     max_line_length_bytes: PositiveInt = 1024 * 1024
     # A compressed file (gzip, bzip2, zstd): max_file_size_bytes holds its compressed size; these
     # hold what it decompresses to, checked while decompressing (a bomb stops at the limit).
-    max_uncompressed_bytes: PositiveInt = 1024**3
+    max_uncompressed_bytes: PositiveInt = 10 * 1024**3
     max_expansion_ratio: Annotated[float, Field(ge=1.0)] = 100.0
 
 

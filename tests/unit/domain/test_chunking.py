@@ -48,3 +48,42 @@ def test_a_file_that_fits_in_one_chunk_is_not_split() -> None:
     decision = decide_chunking(2 * MB, FileFormat.CSV, rules)
     assert not decision.chunked
     assert "fits in one chunk" in decision.reason
+
+
+@pytest.mark.parametrize("fmt", [FileFormat.CSV, FileFormat.JSONL, FileFormat.PARQUET])
+def test_the_default_profile_chunks_a_multi_gigabyte_file_instead_of_rejecting_it(fmt: FileFormat) -> None:
+    """A default tenant's 3 GB file passes the size and daily byte rules and is chunked (the
+    defaults once capped files at 100 MiB, under the 512 MiB chunking threshold)."""
+    from dataclasses import replace
+
+    from mysimbdp.domain.facts import FileFacts
+    from mysimbdp.domain.filecheck import QuotaUsage, check_file
+    from mysimbdp.domain.profile import DEFAULT_PROFILE
+
+    size = 3 * 10**9
+    facts = FileFacts(
+        name=f"readings.{fmt}",
+        size_bytes=size,
+        sha256="ab" * 32,
+        format=fmt,
+        is_binary=False,
+        utf8_error=None,
+        has_bom=False,
+        max_line_bytes=100,
+        longest_line=1,
+        columns=["id"],
+        rows_total=30_000_000,
+        rows_bad=0,
+        bad_by_rule={},
+        samples=(),
+        unreadable=None,
+    )
+    assert check_file("acme", facts, DEFAULT_PROFILE, QuotaUsage(files_today=0, bytes_today=0)) == []
+    limits = DEFAULT_PROFILE.limits
+    assert limits.max_file_size_bytes >= size and limits.max_bytes_per_day >= size
+    assert limits.max_uncompressed_bytes >= limits.max_file_size_bytes
+    assert limits.max_file_size_bytes > DEFAULT_PROFILE.big_files.threshold_bytes
+    assert decide_chunking(size, fmt, DEFAULT_PROFILE.big_files).chunked
+    over = replace(facts, size_bytes=limits.max_file_size_bytes + 1)
+    # one byte over the size limit is over the daily byte quota too (the two are equal)
+    assert [v.rule for v in check_file("acme", over, DEFAULT_PROFILE, QuotaUsage(0, 0))] == ["size", "daily_bytes"]
