@@ -69,11 +69,16 @@ class PlainRule:
             field=str(doc["field"]),
             type=FieldType(kind) if kind is not None else None,
             required=bool(doc.get("required", False)),
-            min=doc.get("min"),
-            max=doc.get("max"),
+            min=_number(doc.get("min")),
+            max=_number(doc.get("max")),
             pattern=doc.get("pattern"),
             allowed=list(allowed) if allowed is not None else None,
         )
+
+
+def _number(value: Any) -> float | None:
+    """A bound as the profile's model keeps it: a float (JSON may give ``8`` for ``8.0``)."""
+    return None if value is None else float(value)
 
 
 def plain_rules(docs: Sequence[Mapping[str, Any]]) -> tuple[PlainRule, ...]:

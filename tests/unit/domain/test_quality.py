@@ -122,3 +122,14 @@ def test_a_catastrophic_pattern_on_a_long_value_is_answered_at_once() -> None:
     check = compile_rules([RowRule(field="name", pattern="(a+)+$")])
     assert [f.rule for f in check.check({"name": "a" * 100_000 + "!"})] == ["name.pattern"]
     assert check.check({"name": "a" * 100_000}) == []
+
+
+def test_plain_rules_from_json_check_rows_as_the_profile_rules_do() -> None:
+    """The apps' and the scan child's rules come as JSON, where a bound may be ``8`` (not 8.0)."""
+    from mysimbdp.domain.quality import rules_of_quality_json
+
+    rules = rules_of_quality_json('{"rules": [{"field": "qty", "type": "int", "min": 0, "max": 8}]}')
+    failures = compile_rules(rules).check({"qty": "9"})
+    assert [(f.rule, f.message) for f in failures] == [("qty.max", "field 'qty': value '9' is above the max of 8")]
+    same = compile_rules([RowRule(field="qty", type=FieldType.INT, min=0, max=8)]).check({"qty": "9"})
+    assert failures == same
