@@ -63,6 +63,9 @@ class Settings:
     broker_admin_url: str = ""  # RabbitMQ's management API; "" = http://<broker user:pw@host>:15672
     api_host: str = "127.0.0.1"
     api_port: int = 8731
+    # TLS for the API (`up --tls-cert/--tls-key`): PEM files; both or neither ("": plain http)
+    api_tls_cert: str = ""
+    api_tls_key: str = ""
     admin_key: str = field(default="", repr=False)  # the operator API's bearer key; "" = operator API off
     # the Fernet key(s) sealing platform secrets at rest (adapters/secretbox.py): comma-separated, the first
     # seals; "" = the key file below
@@ -126,6 +129,11 @@ class Settings:
             raise ConfigError(
                 f"MYSIMBDP_UPLOAD_IDLE_TIMEOUT_S={self.upload_idle_timeout_s}, MYSIMBDP_UPLOAD_EXPIRE_S="
                 f"{self.upload_expire_s}: both must be above 0 (seconds; defaults 30 and 86400)"
+            )
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            raise ConfigError(
+                f"MYSIMBDP_API_TLS_CERT={self.api_tls_cert!r}, MYSIMBDP_API_TLS_KEY={self.api_tls_key!r}: give both "
+                "the certificate and its key (up --tls-cert FILE --tls-key FILE), or neither for plain http"
             )
         if self.notify_max_attempts < 1:
             raise ConfigError(f"notify_max_attempts: must be at least 1, got {self.notify_max_attempts}")

@@ -30,6 +30,16 @@ class CliState:
     settings: Settings
     platform: Platform | None = None
 
+    def override(self, **values: object) -> None:
+        """Replace settings from a command's own options (None: keep), before the Platform is built."""
+        import dataclasses
+
+        if self.platform is not None:
+            raise RuntimeError("settings overridden after the platform was built")
+        changes = {k: v for k, v in values.items() if v is not None}
+        if changes:
+            self.settings = dataclasses.replace(self.settings, **changes)  # type: ignore[arg-type]
+
     def get_platform(self, ctx: click.Context) -> Platform:
         """Configure logging and build the Platform (no IO yet), once; it is closed with ``ctx``."""
         if self.platform is None:

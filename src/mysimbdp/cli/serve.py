@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mysimbdp.cli.context import EXIT_FAILED, with_platform
+from mysimbdp.cli.context import EXIT_FAILED, CliState, with_platform
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,9 +33,34 @@ def _run_until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None
 
 
 @click.command()
-@with_platform
-def up(platform: Platform) -> None:
+@click.option("--host", default=None, help="Address the API listens on.  [default: $MYSIMBDP_API_HOST, else 127.0.0.1]")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="The API's port (0: any free one).  [default: $MYSIMBDP_API_PORT, else 8731]",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serve https with this PEM certificate (chain).  [default: $MYSIMBDP_API_TLS_CERT; none: http]",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The certificate's PEM private key (with --tls-cert).  [default: $MYSIMBDP_API_TLS_KEY]",
+)
+@click.pass_context
+def up(ctx: click.Context, host: str | None, port: int | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Run the platform's services until Ctrl-C or SIGTERM, then drain.
+
+    The REST API (tenants' files, messages, documents and history under /v1/, its OpenAPI
+    docs at /docs) and the dashboard (/, sign in with an API key) on --host and --port,
+    over https with --tls-cert and --tls-key (both, or neither); it prints their URLs.
+    The options win over MYSIMBDP_API_HOST, MYSIMBDP_API_PORT, MYSIMBDP_API_TLS_CERT and
+    MYSIMBDP_API_TLS_KEY.
 
     The databroker (an embedded NATS JetStream server under HOME/broker unless
     MYSIMBDP_BROKER_URL names one), fetchdata, the batch ingest manager, chunk workers for
@@ -44,11 +69,25 @@ def up(platform: Platform) -> None:
     300) or MYSIMBDP_SCAN_MEMORY_BYTES (default 1 GiB) the file is rejected. On stop,
     running scans are killed (their files stay in the inbox), running batch apps get up to
     30 s to finish (the rest are requeued) and stream app instances finish and ack their batch."""
-    from mysimbdp.runtime.up import run_services  # the servers' imports: only when serving
+    if isinstance(ctx.obj, CliState):
+        if (tls_cert is None) != (tls_key is None):
+            raise click.UsageError("give both --tls-cert and --tls-key, or neither (plain http)")
+        ctx.obj.override(api_host=host, api_port=port, api_tls_cert=tls_cert, api_tls_key=tls_key)
+    _serve()
+
+
+@with_platform
+def _serve(platform: Platform) -> None:
+    from mysimbdp.managers.apiserver import bind_api  # the servers' imports: only when serving
+    from mysimbdp.runtime.up import api_urls, check_tls, run_services
 
     status = platform.require_sandbox()
-    click.echo(f"mysimbdp up: home {platform.settings.home}; {status.summary()}; Ctrl-C to stop", err=True)
-    _run_until_signal(lambda stop: run_services(platform, stop))
+    check_tls(platform.settings)
+    sock = bind_api(platform.settings)
+    api, dashboard = api_urls(platform.settings, sock)
+    click.echo(f"mysimbdp up: home {platform.settings.home}; {status.summary()}", err=True)
+    click.echo(f"mysimbdp up: API {api} (docs {dashboard}docs), dashboard {dashboard}; Ctrl-C to stop", err=True)
+    _run_until_signal(lambda stop: run_services(platform, stop, api_socket=sock))
 
 
 @click.command()

@@ -39,18 +39,28 @@ def bind_api(settings: Settings, port: int | None = None) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"api: cannot listen on {settings.api_host}:{port}: {exc.strerror}; set MYSIMBDP_API_PORT to a free port"
+            f"api: cannot listen on {settings.api_host}:{port}: {exc.strerror}; "
+            "choose a free port with up --port (or MYSIMBDP_API_PORT)"
         ) from exc
     return sock
 
 
 async def serve_api(platform: Platform, broker: Broker, stop: asyncio.Event, sock: socket.socket) -> None:
     """Serve the REST API on ``sock`` until ``stop`` is set."""
-    config = uvicorn.Config(create_app(platform, broker), log_config=None, access_log=False, lifespan="off")
+    settings = platform.settings
+    tls = bool(settings.api_tls_cert)
+    config = uvicorn.Config(
+        create_app(platform, broker),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=settings.api_tls_cert or None,
+        ssl_keyfile=settings.api_tls_key or None,
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     host, port = sock.getsockname()[:2]
-    log.info("api_listening", url=f"http://{host}:{port}", docs="/docs")
+    log.info("api_listening", url=f"{'https' if tls else 'http'}://{host}:{port}", docs="/docs")
     await stop.wait()
     server.should_exit = True
     await task

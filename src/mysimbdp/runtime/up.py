@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mysimbdp.adapters.broker import TenantUsers
 from mysimbdp.adapters.broker.nats import BrokerUsers, EmbeddedNats
+from mysimbdp.errors import ConfigError
 from mysimbdp.logs import get_logger
 from mysimbdp.managers.batchingest import BatchIngestManager
 from mysimbdp.managers.chunkworker import ChunkTasks, ChunkWorker
@@ -19,8 +21,9 @@ from mysimbdp.managers.notifier import Notifier
 from mysimbdp.managers.streamingest import StreamIngestManager
 from mysimbdp.managers.streammonitor import StreamMonitor
 from mysimbdp.runtime.platform import Platform
+from mysimbdp.settings import Settings
 
-__all__ = ["BrokerAccess", "databroker", "run_services"]
+__all__ = ["BrokerAccess", "api_urls", "check_tls", "databroker", "run_services"]
 
 log = get_logger("databroker")
 
@@ -36,6 +39,27 @@ class BrokerAccess:
         if self.users is None:
             return self.url
         return self.users.tenant_url(tenant) or self.users.add_tenant(tenant)
+
+
+def check_tls(settings: Settings) -> None:
+    """Load the API's certificate and key now, so that a wrong file stops ``up`` before it starts."""
+    if not settings.api_tls_cert:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.api_tls_cert, settings.api_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"api: rule tls: cannot load certificate {settings.api_tls_cert!r} with key {settings.api_tls_key!r}: "
+            f"{exc}; give PEM files (up --tls-cert FILE --tls-key FILE)"
+        ) from exc
+
+
+def api_urls(settings: Settings, sock: socket.socket) -> tuple[str, str]:
+    """The API's and the dashboard's URLs on ``sock`` (its real port: ``--port 0`` picks one)."""
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if settings.api_tls_cert else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}/v1/", f"{scheme}://{shown}:{port}/"
 
 
 @asynccontextmanager
