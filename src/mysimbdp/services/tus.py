@@ -254,7 +254,7 @@ async def patch(
         receiver = Receiver(Path(upload.path), limits, offset=offset, fd=fd, hashes=hashes)
         lock.fd = -1  # the receiver closes it, which releases the lock
         try:
-            await receive(chunks, receiver, platform.settings.upload_idle_timeout_s)
+            await receive(chunks, receiver, platform.settings.upload_idle_timeout_s, _kept(checksum, offset))
         except BaseException:
             await receiver.close(keep=checksum is None)
             raise
@@ -271,6 +271,13 @@ async def patch(
     if offset < upload.length_bytes:
         return Patched(offset)
     return Patched(offset, await _complete(platform, upload))
+
+
+def _kept(checksum: tuple[str, bytes] | None, offset: int) -> str:
+    """What a PATCH refused midway keeps, as its refusal says it."""
+    if checksum:
+        return f"none of this PATCH's bytes were kept, send them again from offset {offset}"
+    return "the bytes that arrived were kept; HEAD the upload for its offset and send from there"
 
 
 async def _complete(platform: Platform, upload: TusUpload) -> Answer:

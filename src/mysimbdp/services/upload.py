@@ -231,9 +231,11 @@ def _sync_close(fd: int, truncate_to: int | None) -> None:
         os.close(fd)
 
 
-async def receive(chunks: AsyncIterator[bytes], receiver: Receiver, idle_timeout_s: float) -> None:
+async def receive(
+    chunks: AsyncIterator[bytes], receiver: Receiver, idle_timeout_s: float, kept: str = "nothing was kept"
+) -> None:
     """Feed ``chunks`` to ``receiver``; a gap over ``idle_timeout_s`` between two chunks is
-    refused (rule ``idle_timeout``)."""
+    refused (rule ``idle_timeout``; ``kept``: what the refusal says became of the bytes)."""
     iterator = aiter(chunks)
     while True:
         try:
@@ -245,7 +247,7 @@ async def receive(chunks: AsyncIterator[bytes], receiver: Receiver, idle_timeout
             raise UploadRefused(
                 "idle_timeout",
                 f"tenant {limits.tenant!r}: file {limits.name!r}: rule idle_timeout: no byte for {idle_timeout_s} s "
-                f"after {receiver.offset + receiver.received_bytes} bytes; nothing was kept",
+                f"after {receiver.offset + receiver.received_bytes} bytes; {kept}",
                 timeout_s=idle_timeout_s,
                 received_bytes=receiver.offset + receiver.received_bytes,
             ) from exc
