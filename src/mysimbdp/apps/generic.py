@@ -6,7 +6,9 @@ their JSON forms (``formats.parquet``; docs/tenant-guide.md "Parquet files"). A 
 column's type (int, float, bool or str) is inferred from the first 1,000 rows, empty
 values aside; every empty value is stored as null. A later value that does not fit its
 column's type is widened for that value only (int -> float -> str, bool -> str), never
-rejected.
+rejected. Numbers keep every digit: an integer of any size is an int, and a decimal that a
+float would round (more than 15 significant digits) a ``decimal.Decimal``, written to the
+store as its exact digits (``domain.exactjson``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from mysimbdp.domain.exactjson import FLOAT_DIGITS, TINY, exact_float, short_float
 from mysimbdp.domain.formats import FieldType, FileFormat
 
 if TYPE_CHECKING:
@@ -26,7 +30,6 @@ if TYPE_CHECKING:
 Converter = Callable[[str], Any]
 
 SAMPLE_ROWS = 1000
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what a JSON document store keeps exactly
 # No leading zeros: "02134" is a code, not a number, and stays a string.
 _INT_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
 _FLOAT_RE = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -34,7 +37,7 @@ _BOOLS = {"true": True, "false": False}
 
 
 def is_int(value: str) -> bool:
-    return _INT_RE.fullmatch(value) is not None and INT_MIN <= int(value) <= INT_MAX
+    return _INT_RE.fullmatch(value) is not None
 
 
 def is_float(value: str) -> bool:
@@ -58,7 +61,7 @@ def _leading_zero(value: str) -> bool:
     return len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()
 
 
-def to_float(value: str) -> float | str | None:
+def to_float(value: str) -> float | Decimal | str | None:
     # Hot path (every value of a float column). One C-level lstrip rejects letters, '_',
     # spaces and non-ASCII digits that float() would accept ('nan', '1_0', ' 1', Arabic-Indic digits).
     if not value:
@@ -73,10 +76,10 @@ def to_float(value: str) -> float | str | None:
         return value
     if (value[0] == "0" or value[0] in "+-") and _leading_zero(value):  # '01.5' is a code
         return value
-    return number
+    return number if short_float(value, number) else exact_float(value, number)
 
 
-def to_int(value: str) -> int | float | str | None:
+def to_int(value: str) -> int | float | Decimal | str | None:
     if not value:
         return None
     if value.lstrip(_INT_CHARS):
@@ -85,7 +88,7 @@ def to_int(value: str) -> int | float | str | None:
         number = int(value)
     except ValueError:
         return value
-    if INT_MIN <= number <= INT_MAX and not ((value[0] == "0" or value[0] in "+-") and _leading_zero(value)):
+    if not ((value[0] == "0" or value[0] in "+-") and _leading_zero(value)):
         return number
     return to_float(value)
 
@@ -170,7 +173,13 @@ def float_column(column: tuple[str, ...]) -> Column:
         else:
             total = sum(values)
             if total - total == 0.0:  # no inf (nor an overflowing sum: then value by value)
-                return values
+                if max(map(len, column)) <= FLOAT_DIGITS:
+                    joined = "".join(column)
+                    if ("e" not in joined and "E" not in joined) or min(map(abs, values)) > TINY:
+                        return values
+                return [
+                    v if short_float(text, v) else exact_float(text, v) for text, v in zip(column, values, strict=True)
+                ]
     return [to_float(value) for value in column]
 
 
@@ -178,12 +187,9 @@ def int_column(column: tuple[str, ...]) -> Column:
     """``to_int`` of every value."""
     if _clean(column, _INT_BYTES):
         try:
-            values = list(map(int, column))
+            return list(map(int, column))
         except ValueError:
             pass
-        else:
-            if min(values) >= INT_MIN and max(values) <= INT_MAX:
-                return values
     return [to_int(value) for value in column]
 
 
@@ -243,7 +249,7 @@ class TypedRows:
             if number - number == 0.0 and not value.lstrip(_NUMBER_CHARS):
                 if value[0] in "0+-" and _leading_zero(value):
                     continue
-                row[name] = number
+                row[name] = number if short_float(value, number) else exact_float(value, number)
         for name, convert in self._others:
             row[name] = convert(row[name])
         if "" in row.values():

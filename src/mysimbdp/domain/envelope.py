@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from mysimbdp.domain import exactjson
 from mysimbdp.domain.ids import new_id
 
 BATCH_VERSION = 1
@@ -97,12 +98,12 @@ def parse_post(body: bytes, ndjson: bool) -> list[Envelope]:
             if not line.strip():
                 continue
             try:
-                items.append((number, orjson.loads(line)))
+                items.append((number, exactjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 raise MessageInvalid(f"not valid JSON: {exc}", number) from exc
     else:
         try:
-            value = orjson.loads(body)
+            value = exactjson.loads(body)
         except orjson.JSONDecodeError as exc:
             at_line = body[: exc.pos].count(b"\n") + 1
             raise MessageInvalid(f"not valid JSON: {exc}", at_line) from exc
@@ -114,7 +115,7 @@ def parse_post(body: bytes, ndjson: bool) -> list[Envelope]:
 
 def encode_batch(tenant: str, stream: str, envelopes: Iterable[Envelope], sent_at: float | None = None) -> bytes:
     """The broker message carrying ``envelopes``."""
-    return orjson.dumps(
+    return exactjson.dumps(
         {
             "v": BATCH_VERSION,
             "tenant": tenant,
@@ -156,7 +157,7 @@ def decode_batch(body: bytes, fallback_id: str) -> Batch:
     """The records of one broker message: a batch, one envelope, or one bare document
     (whose id is ``fallback_id``, e.g. the broker's message id). Raises :class:`MessageInvalid`."""
     try:
-        value = orjson.loads(body)
+        value = exactjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MessageInvalid(f"not valid JSON: {exc}") from exc
     if isinstance(value, dict) and "records" in value and "v" in value:

@@ -6,11 +6,12 @@ replayed file or message lands on the keys it had (writes are insert-if-absent).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from mysimbdp.domain import exactjson
 from mysimbdp.errors import KeyFieldMissing
 
 __all__ = ["LINE_DIGITS", "record_key", "record_keys"]
@@ -34,13 +35,19 @@ def record_keys(
     """:func:`record_key` of many documents at once (``lines[i]`` is ``docs[i]``'s line)."""
     if not key_fields:
         return [f"{sha256}:{line:0{LINE_DIGITS}d}" for line in lines]
-    dumps = orjson.dumps
     try:
-        if len(key_fields) == 1:
-            (name,) = key_fields
-            return [dumps([doc[name]]).decode() for doc in docs]
-        return [dumps([doc[name] for name in key_fields]).decode() for doc in docs]
+        try:
+            return _keys(orjson.dumps, docs, key_fields)
+        except TypeError:  # a Decimal or an integer beyond 64 bits: its exact digits
+            return _keys(exactjson.dumps, docs, key_fields)
     except KeyError as exc:
         raise KeyFieldMissing(f"key field {exc.args[0]!r} is missing from the document") from exc
     except TypeError as exc:
         raise KeyFieldMissing(f"key fields {list(key_fields)} hold a value that is not JSON: {exc}") from exc
+
+
+def _keys(dumps: Callable[[Any], bytes], docs: Sequence[Mapping[str, Any]], key_fields: Sequence[str]) -> list[str]:
+    if len(key_fields) == 1:
+        (name,) = key_fields
+        return [dumps([doc[name]]).decode() for doc in docs]
+    return [dumps([doc[name] for name in key_fields]).decode() for doc in docs]

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from mysimbdp.domain.formats import FieldType
@@ -125,12 +126,14 @@ def _to_int(value: Any) -> Any:
         return int(text) if _INT_RE.fullmatch(text) else _BAD
     if kind is float and value.is_integer():
         return int(value)
+    if kind is Decimal and value == value.to_integral_value():  # an exact number beyond a float's digits
+        return int(value)
     return _BAD
 
 
 def _to_float(value: Any) -> Any:
     kind = type(value)
-    if kind is float or kind is int:
+    if kind is float or kind is int or kind is Decimal:
         return float(value)
     if kind is str:
         text = value.strip()

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
+from mysimbdp.domain.exactjson import exact_float, exact_int
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
 from mysimbdp.errors import FileUnreadable
 
@@ -88,7 +89,9 @@ class JsonArray:
         self._chunk_bytes = chunk_bytes
         self._limit = limit
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self._decode = json.JSONDecoder(parse_constant=reject_constant).raw_decode
+        self._decode = json.JSONDecoder(
+            parse_float=exact_float, parse_int=exact_int, parse_constant=reject_constant
+        ).raw_decode
         self.buf = ""
         self.pos = 0
         self.eof = False

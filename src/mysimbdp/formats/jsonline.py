@@ -7,12 +7,11 @@ and stopped every service of ``up``. Such a line is a bad row with its reason no
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
 
-from mysimbdp.formats.jsonarray import reject_constant
+from mysimbdp.domain.exactjson import slow_loads
 
 __all__ = ["MAX_JSON_DEPTH", "json_fallback"]
 
@@ -34,7 +33,7 @@ def json_fallback(line: bytes, exc: orjson.JSONDecodeError) -> tuple[Any] | str:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
         return f"not valid JSON: {reason}"
     try:
-        return (json.loads(text, parse_constant=reject_constant),)
+        return (slow_loads(text),)
     except ValueError:
         return f"not valid JSON: {reason}"
     except RecursionError:  # up to MAX_JSON_DEPTH levels may still pass Python's recursion limit

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from mysimbdp.domain import exactjson
 from mysimbdp.domain.envelope import json_kind
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.sources import RAW_LIMIT_CHARS
@@ -293,6 +294,7 @@ class RecordReader:
             buffered if limit is None else iter(functools.partial(buffered.readline, limit + 3), b"")
         )
         loads = orjson.loads
+        lossy = exactjson.MAYBE_LOSSY.search  # a number orjson may round: read that line exactly
         good = good_record
         columns_known = False
         for lineno, line in enumerate(source, first_line):
@@ -314,6 +316,9 @@ class RecordReader:
                     yield Record(lineno, None, _truncate(line.decode("utf-8", "replace").rstrip("\r\n")), parsed)
                     continue
                 value = parsed[0]
+            else:
+                if lossy(line) is not None:
+                    value = exactjson.reread(line, value)
             if type(value) is dict:
                 if not columns_known:
                     self._columns = list(value)
@@ -375,7 +380,7 @@ def raw_text(record: Record, fmt: FileFormat | None = None) -> str:
     as_csv = fmt is FileFormat.CSV if fmt is not None else all(type(v) is str for v in data.values())
     if as_csv:
         return csv_line(list(data.values()))
-    return orjson.dumps(data).decode("utf-8")
+    return exactjson.dumps(data).decode("utf-8")
 
 
 def read_header(path: Path, before: int | None = None) -> tuple[str, ...]:

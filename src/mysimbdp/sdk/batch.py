@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from mysimbdp import contract
+from mysimbdp.domain import exactjson
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.keys import record_key, record_keys
 from mysimbdp.domain.quality import compile_rules
@@ -285,7 +286,10 @@ class BatchContext:
             return
         cfg = self.config
         try:
-            data = list(map(orjson.dumps, docs))
+            try:
+                data = list(map(orjson.dumps, docs))
+            except TypeError:  # a Decimal or an integer beyond 64 bits: written digit for digit
+                data = list(map(exactjson.dumps, docs))
             keys = record_keys(docs, cfg.key_fields, cfg.sha256, lines)
         except (KeyFieldMissing, TypeError):
             for record, doc in zip(records, docs, strict=True):
@@ -298,7 +302,7 @@ class BatchContext:
         cfg = self.config
         try:
             key = record_key(doc, cfg.key_fields, cfg.sha256, record.line)
-            data = orjson.dumps(doc)
+            data = exactjson.dumps(doc)
         except KeyFieldMissing as exc:
             self.reject(record, str(exc))
             return

@@ -16,6 +16,7 @@ import orjson
 
 from mysimbdp.adapters.broker import REPORTS_STREAM, Broker, Message
 from mysimbdp.adapters.coredms import DocumentStore
+from mysimbdp.domain import exactjson
 from mysimbdp.domain.envelope import MessageInvalid, decode_batch
 from mysimbdp.domain.keys import record_keys
 from mysimbdp.domain.quality import RowChecker, compile_rules
@@ -108,7 +109,7 @@ class StreamContext:
         self.counters.rejected += 1
         if self._rejects is None:
             self._rejects = open(self.config.rejects, "ab")  # noqa: SIM115 - closed in close()
-        text = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
+        text = raw if isinstance(raw, str) else exactjson.dumps(raw).decode()
         item = {"id": what, "stream": self.config.stream, "raw": text[:RAW_LIMIT], "reason": reason}
         self._rejects.write(orjson.dumps(item) + b"\n")
         self._rejects.flush()
@@ -217,7 +218,11 @@ class StreamContext:
         without its key fields or that is no JSON is quarantined."""
         try:  # the usual case, whole columns at once
             keys = record_keys(batch.docs, self.config.key_fields, "", ()) if self.config.key_fields else batch.ids
-            return list(zip(keys, map(orjson.dumps, batch.docs), strict=True)), range(len(keys))
+            try:
+                data = list(map(orjson.dumps, batch.docs))
+            except TypeError:  # a Decimal or an integer beyond 64 bits: written digit for digit
+                data = list(map(exactjson.dumps, batch.docs))
+            return list(zip(keys, data, strict=True)), range(len(keys))
         except (KeyFieldMissing, TypeError):
             pass  # one by one below, to find which
         rows: list[tuple[str, bytes]] = []
@@ -225,7 +230,7 @@ class StreamContext:
         for i, doc in enumerate(batch.docs):
             try:
                 key = record_keys([doc], self.config.key_fields, "", [0])[0] if self.config.key_fields else batch.ids[i]
-                rows.append((key, orjson.dumps(doc)))
+                rows.append((key, exactjson.dumps(doc)))
                 origins.append(i)
             except (KeyFieldMissing, TypeError) as exc:
                 self.reject(batch.ids[i], batch.data[i], f"document cannot be stored: {exc}")

@@ -36,7 +36,7 @@ from mysimbdp.domain.formats import FieldType
         (["1_000"], FieldType.STR),
         ([" 1"], FieldType.STR),
         (["9223372036854775807"], FieldType.INT),
-        (["9223372036854775808"], FieldType.FLOAT),
+        (["9223372036854775808"], FieldType.INT),  # any size: kept exactly
     ],
 )
 def test_infer_type(values: list[str], expected: FieldType) -> None:
@@ -63,7 +63,7 @@ def test_int_values_widen_per_value() -> None:
     """In an int column a value that is not an int becomes a float, else stays a string."""
     assert to_int("42") == 42 and type(to_int("42")) is int
     assert to_int("4.5") == 4.5
-    assert to_int("9223372036854775808") == float(2**63)
+    assert to_int("9223372036854775808") == 2**63 and type(to_int("9223372036854775808")) is int
     assert to_int("n/a") == "n/a"
     assert to_int("007") == "007"
     assert to_int("") is None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -340,13 +341,14 @@ def test_a_too_deep_line_never_reaches_the_recursive_parser(tmp_path: Path, monk
 
 
 def test_the_fallback_still_reads_what_orjson_refuses_but_is_bounded(tmp_path: Path) -> None:
-    """A number beyond a double's range is valid JSON that orjson refuses: the fallback reads it.
+    """A number beyond a double's range is valid JSON that orjson refuses: the fallback reads it,
+    exactly (a Decimal).
     The same refusal in a line with more opening brackets than orjson's depth limit is a bad
     row with orjson's reason: such a line is never handed to the recursive parser."""
     path = tmp_path / "big.jsonl"
     many = "[" * 600 + "]" * 600
     path.write_text('{"a": 1e400}\n' + '{"a": 1e400, "b": ' + many + ", " + "[" + many + "]" + "}\n")
     first, second = iter_records(path, FileFormat.JSONL)
-    assert first.data == {"a": float("inf")}
+    assert first.data == {"a": Decimal("1E+400")}
     assert second.data is None and second.problem is not None
     assert second.problem.startswith("not valid JSON: number is infinity")

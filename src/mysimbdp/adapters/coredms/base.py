@@ -55,7 +55,11 @@ class DocumentStore(Protocol):
         ...
 
     def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-        """Up to ``limit`` stored documents, ordered by key, skipping ``offset``."""
+        """Up to ``limit`` stored documents, ordered by key, skipping ``offset``.
+
+        A number that a float or a 64-bit integer cannot hold (stored digit for digit)
+        comes as an ``orjson.Fragment`` of its digits: ``orjson.dumps`` writes it back as
+        it was sent (``domain.exactjson``)."""
         ...
 
     def datasets(self) -> list[str]:

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, table_name
+from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
 from mysimbdp.settings import mask_url
 
@@ -215,7 +215,7 @@ class PostgresStore:
                 sql.SQL("SELECT doc::text FROM {} ORDER BY key LIMIT %s OFFSET %s").format(qualified),
                 (limit, offset),
             ).fetchall()
-        return [orjson.loads(doc) for (doc,) in rows]
+        return [loads_for_output(doc) for (doc,) in rows]
 
     def datasets(self) -> list[str]:
         with _errors(self.where):

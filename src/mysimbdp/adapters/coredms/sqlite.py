@@ -34,6 +34,7 @@ from urllib.parse import quote
 import orjson
 
 from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, sqlite_path, table_name
+from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.errors import StoreError, StoreUnavailable
 
 _SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
@@ -245,7 +246,7 @@ class SqliteStore:
             if not self._exists(table):
                 return []
             rows = self._db().execute(f'SELECT doc FROM "{table}" ORDER BY key LIMIT ? OFFSET ?', (limit, offset))
-            return [orjson.loads(doc) for (doc,) in rows]
+            return [loads_for_output(doc) for (doc,) in rows]
 
     def datasets(self) -> list[str]:
         with self._errors("*"):
