@@ -101,3 +101,14 @@ class UploadRefused(MysimbdpError):
     def __init__(self, rule: str, message: str, **fields: object) -> None:
         super().__init__(message)
         self.rule, self.fields = rule, fields
+
+
+class ApiError(MysimbdpError):
+    """The remote CLI (``--api URL``) could not do what it was asked through the platform's
+    HTTP API: the URL is unreachable, its TLS certificate is not trusted, the tenant's key was
+    refused, or the API answered an error. ``status`` is the HTTP status (0: no answer);
+    ``body`` the answer's JSON (its ``error`` names the tenant, the file, the rule and the value)."""
+
+    def __init__(self, message: str, status: int = 0, body: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.body = status, body or {}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import click
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
 
 EXIT_REJECTED = 3
 EXIT_FAILED = 4
+
+
+@dataclass(frozen=True)
+class Api:
+    """Where a remote command (``--api URL``) goes: the API's URL, the tenant's key, the CA
+    certificate to trust, and the state file of unfinished resumable uploads."""
+
+    url: str
+    key: str = field(repr=False)  # never printed
+    ca_cert: str | None
+    state: Path
 
 
 @dataclass

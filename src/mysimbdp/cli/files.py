@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, emit_json, with_platform
+from mysimbdp.cli.remote import or_remote
 
 if TYPE_CHECKING:
     from mysimbdp.runtime.platform import Platform
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 @click.option("--tenant", "tenant_id", required=True, help="The tenant the file belongs to.")
 @click.option("--wait", is_flag=True, help="Follow the file to its final state with a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (implies --wait).")
+@or_remote("ingest", uploads=True)
 @with_platform
 def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: bool) -> None:
     """Put FILE into the tenant's inbox and ingest it.
@@ -28,6 +30,11 @@ def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: 
     this command fetches, validates, stages and runs it itself. Exit code 0 when the file
     was ingested (fully, or partly with quarantined rows the profile tolerates), 3 when it
     was rejected, 4 when its ingestion failed.
+
+    From another machine, with `--api URL` (or MYSIMBDP_API_URL) and the tenant's key in
+    MYSIMBDP_API_KEY, the file is uploaded to the platform's HTTP API (a file over
+    --resumable-over bytes resumably: run the command again after an interruption and it
+    continues where the server's copy ends); --wait, --json and the exit codes are the same.
     """
     import asyncio
 
@@ -70,9 +77,13 @@ def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: 
     help="Print up to N documents as JSON Lines.",
 )
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@or_remote("query")
 @with_platform
 def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: int | None, offset: int) -> None:
-    """Read a tenant's dataset back: the count, or documents as JSON Lines."""
+    """Read a tenant's dataset back: the count, or documents as JSON Lines.
+
+    From another machine: `--api URL` (or MYSIMBDP_API_URL) with the tenant's key in MYSIMBDP_API_KEY.
+    """
     import orjson
 
     if count == (limit is not None):
@@ -133,9 +144,13 @@ def report(platform: Platform, tenant_id: str | None, since: str | None, as_json
 @click.option("--tenant", "tenant_id", default=None, help="One tenant only.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@or_remote("files")
 @with_platform
 def files(platform: Platform, tenant_id: str | None, limit: int, as_json: bool) -> None:
-    """The ingestion history: files with status, rows and reasons (newest last)."""
+    """The ingestion history: files with status, rows and reasons (newest last).
+
+    From another machine: `--api URL` (or MYSIMBDP_API_URL) with the tenant's key in MYSIMBDP_API_KEY.
+    """
     from mysimbdp.cli import render
     from mysimbdp.cli.summary import file_summary
 

@@ -13,6 +13,7 @@ import click
 import orjson
 
 from mysimbdp.cli.context import with_platform
+from mysimbdp.cli.remote import or_remote
 
 if TYPE_CHECKING:
     from mysimbdp.runtime.platform import Platform
@@ -53,40 +54,34 @@ def quarantine() -> None:
 
 @quarantine.command("list")
 @_selection
+@or_remote("quarantine list")
 @with_platform
 def quarantine_list(platform: Platform, tenant_id: str, file_id: str | None, stream: str | None, as_json: bool) -> None:
-    """How many entries each file and stream has, and why (the most frequent reasons)."""
-    from rich.table import Table
+    """How many entries each file and stream has, and why (the most frequent reasons).
 
+    From another machine: `--api URL` (or MYSIMBDP_API_URL) with the tenant's key in MYSIMBDP_API_KEY.
+    """
     from mysimbdp.cli import render
     from mysimbdp.services import quarantine as service
 
     summaries = service.summarize(platform, _select(tenant_id, file_id, stream))
+    items = [
+        {
+            "tenant": s.tenant,
+            "kind": s.kind,
+            "source": s.source,
+            "name": s.name,
+            "entries": s.entries,
+            "first_at": s.first_at,
+            "last_at": s.last_at,
+            "reasons": [{"reason": r, "count": n} for r, n in s.reasons],
+        }
+        for s in summaries
+    ]
     if as_json:
-        _emit_json(
-            [
-                {
-                    "tenant": s.tenant,
-                    "kind": s.kind,
-                    "source": s.source,
-                    "name": s.name,
-                    "entries": s.entries,
-                    "first_at": s.first_at,
-                    "last_at": s.last_at,
-                    "reasons": [{"reason": r, "count": n} for r, n in s.reasons],
-                }
-                for s in summaries
-            ]
-        )
-        return
-    if not summaries:
-        click.echo(f"tenant {tenant_id}: nothing quarantined")
-        return
-    table = Table("kind", "source", "name", "entries", "last (UTC)", "reasons (most frequent)")
-    for s in summaries:
-        reasons = "\n".join(f"{n} × {r}" for r, n in s.reasons)
-        table.add_row(s.kind, s.source, s.name, str(s.entries), _when(s.last_at), reasons)
-    render.out.print(table)
+        _emit_json(items)
+    else:
+        render.quarantine_sources(tenant_id, items)
 
 
 @quarantine.command("show")

@@ -80,6 +80,19 @@ def file_table(records: Sequence[FileRecord]) -> None:
     out.print(table)
 
 
+def quarantine_sources(tenant: str, items: Sequence[dict[str, Any]]) -> None:
+    """``quarantine list``: per file and stream, the entries and the most frequent reasons
+    (``items`` as ``--json`` prints them, read from the meta store or the HTTP API)."""
+    if not items:
+        out.print(f"tenant {tenant}: nothing quarantined", markup=False, highlight=False)
+        return
+    table = Table("kind", "source", "name", "entries", "last (UTC)", "reasons (most frequent)")
+    for s in items:
+        reasons = "\n".join(f"{r['count']} × {r['reason']}" for r in s["reasons"])
+        table.add_row(s["kind"], s["source"], s["name"], str(s["entries"]), _when(s["last_at"]), reasons)
+    out.print(table)
+
+
 def report(data: dict[str, Any]) -> None:
     sandbox = data["sandbox"]  # first, so that apps running unconfined are not missed
     out.print(sandbox["summary"], style="" if sandbox["enforced"] else "bold red", markup=False, soft_wrap=True)

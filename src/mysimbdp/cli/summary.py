@@ -7,6 +7,7 @@ terminal: :func:`mysimbdp.cli.render.ingest_progress`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     from mysimbdp.domain.records import FileRecord
     from mysimbdp.runtime.platform import Platform
 
-__all__ = ["file_summary", "print_file_summary"]
+__all__ = ["QUARANTINE_SAMPLE_ROWS", "file_summary", "print_file_summary", "summary_of"]
+
+QUARANTINE_SAMPLE_ROWS = 5  # quarantined rows shown with a file, oldest first
 
 
 def out(line: str) -> None:
@@ -25,15 +28,31 @@ def out(line: str) -> None:
 
 
 def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
-    events = platform.meta.file_events(record.id)
+    """The summary of a file of this machine's platform (its meta store)."""
+    samples = platform.meta.list_quarantine(record.tenant, limit=QUARANTINE_SAMPLE_ROWS, file_id=record.id)
+    quality = platform.meta.quality.file(record.id)  # None for a file fetched before it was kept
+    return summary_of(
+        record,
+        platform.meta.file_events(record.id),
+        [{"line": q.line, "reason": q.reason} for q in samples],
+        quality.to_json() if quality is not None else None,
+        chunks_summary(platform.meta.chunks.of_file(record.id)),
+    )
+
+
+def summary_of(
+    record: FileRecord,
+    events: Sequence[tuple[float, str, Any]],
+    samples: list[dict[str, Any]],
+    quality: dict[str, Any] | None,
+    chunks: dict[str, object] | None,
+) -> dict[str, Any]:
+    """One file's summary from its record, its status events (oldest first), up to
+    :data:`QUARANTINE_SAMPLE_ROWS` quarantined rows, its quality and its chunks, wherever
+    they were read: the meta store (:func:`file_summary`) or the HTTP API (``--api``)."""
     first = record.received_at  # when fetchdata took the file, before its scan
     running = next((at for at, status, _ in events if status == "running"), None)
     last = events[-1][0] if events else record.updated_at
-    samples = [
-        {"line": q.line, "reason": q.reason}
-        for q in platform.meta.list_quarantine(record.tenant, limit=5, file_id=record.id)
-    ]
-    quality = platform.meta.quality.file(record.id)  # None for a file fetched before it was kept
     return {
         "file_id": record.id,
         "tenant": record.tenant,
@@ -50,8 +69,8 @@ def file_summary(platform: Platform, record: FileRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "reasons": list(record.reasons),
         "quarantine_sample": samples,
-        "quality": quality.to_json() if quality is not None else None,
-        "chunks": chunks_summary(platform.meta.chunks.of_file(record.id)),
+        "quality": quality,
+        "chunks": chunks,
         "path": record.path,
         "durations_s": {
             "fetch": round((running or last) - first, 3) if running else None,

@@ -73,6 +73,7 @@ class FileOut(BaseModel):
     rows_skipped: int
     reasons: list[str]
     run_id: str
+    path: str  # where the file is now on the platform (inbox, staging, archive, failed, rejected)
 
     @classmethod
     def of(cls, f: FileRecord) -> FileOut:

@@ -8,16 +8,17 @@ tenant's token bucket, and answers 202 only once the broker confirmed the batch 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import tenant_stream_problem
-from mysimbdp.api.deps import Authenticated, Refused, context_of, documented
+from mysimbdp.api.deps import Authenticated, Caller, Refused, context_of, documented
 from mysimbdp.api.ratelimit import retry_after_s
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, encode_batch, parse_post
 from mysimbdp.domain.naming import dataset_problem
@@ -27,16 +28,22 @@ from mysimbdp.errors import BrokerError, BrokerUnavailable, StoreError, StoreUna
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 
-__all__ = ["BROKER_RETRY_AFTER_S", "MEDIA_TYPES", "Accepted", "Health", "router"]
+__all__ = ["BROKER_RETRY_AFTER_S", "MEDIA_TYPES", "Accepted", "Count", "Health", "router"]
 
 BROKER_RETRY_AFTER_S = 2
 MEDIA_TYPES = {"application/json": False, "application/x-ndjson": True}  # media type -> is NDJSON
 
 log = get_logger("api")
+T = TypeVar("T")
 
 
 class Health(BaseModel):
     status: str
+
+
+class Count(BaseModel):
+    dataset: str
+    count: int
 
 
 class Accepted(BaseModel):
@@ -167,11 +174,33 @@ def _read_documents(platform: Platform, tenant: TenantRecord, dataset: str, limi
         return store.documents(dataset, limit=limit, offset=offset)
 
 
+def _count_documents(platform: Platform, tenant: TenantRecord, dataset: str) -> int:
+    with closing(platform.tenant_store(tenant)) as store:
+        return store.count(dataset)
+
+
+async def _from_store(request: Request, caller: Caller, dataset: str, read: Callable[..., T], *args: Any) -> T:
+    """``read(platform, tenant record, dataset, *args)`` on a thread; store errors as answers naming both."""
+    where = f"tenant {caller.tenant!r}, dataset {dataset!r}"
+    if problem := dataset_problem(dataset):
+        raise Refused(422, f"tenant {caller.tenant!r}: {problem}", tenant=caller.tenant, dataset=dataset)
+    try:
+        return await asyncio.to_thread(read, context_of(request).platform, caller.record, dataset, *args)
+    except StoreUnavailable as exc:
+        raise Refused(503, f"{where}: {exc}", {"Retry-After": "5"}, tenant=caller.tenant, dataset=dataset) from exc
+    except StoreError as exc:
+        log.error("documents_failed", tenant=caller.tenant, dataset=dataset, error=str(exc))
+        raise Refused(500, f"{where}: {exc}", tenant=caller.tenant, dataset=dataset) from exc
+
+
+_STORE_ERRORS = documented({**_ERRORS, 503: "The document store is unavailable"})
+
+
 @router.get(
     "/v1/datasets/{dataset}/documents",
     response_model=list[dict[str, Any]],
     summary="Read the tenant's stored documents of one dataset, ordered by key",
-    responses=documented({**_ERRORS, 503: "The document store is unavailable"}),
+    responses=_STORE_ERRORS,
 )
 async def get_documents(
     request: Request,
@@ -180,15 +209,16 @@ async def get_documents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    where = f"tenant {caller.tenant!r}, dataset {dataset!r}"
-    if problem := dataset_problem(dataset):
-        raise Refused(422, f"tenant {caller.tenant!r}: {problem}", tenant=caller.tenant, dataset=dataset)
-    try:
-        platform = context_of(request).platform
-        docs = await asyncio.to_thread(_read_documents, platform, caller.record, dataset, limit, offset)
-    except StoreUnavailable as exc:
-        raise Refused(503, f"{where}: {exc}", {"Retry-After": "5"}, tenant=caller.tenant, dataset=dataset) from exc
-    except StoreError as exc:
-        log.error("documents_failed", tenant=caller.tenant, dataset=dataset, error=str(exc))
-        raise Refused(500, f"{where}: {exc}", tenant=caller.tenant, dataset=dataset) from exc
+    docs = await _from_store(request, caller, dataset, _read_documents, limit, offset)
     return Response(orjson.dumps(docs), media_type="application/json")
+
+
+@router.get(
+    "/v1/datasets/{dataset}/count",
+    response_model=Count,
+    summary="How many documents the tenant's dataset holds (0 for a dataset never written)",
+    responses=_STORE_ERRORS,
+)
+async def get_count(request: Request, dataset: str, caller: Authenticated) -> Count:
+    count = await _from_store(request, caller, dataset, _count_documents)
+    return Count(dataset=dataset, count=count)

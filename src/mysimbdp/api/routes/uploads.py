@@ -19,7 +19,8 @@ The contract (any tus client works, e.g. tuspy or tus-js-client, with the tenant
   them are kept) → 204 with the new ``Upload-Offset``. A PATCH cut off or timed out without a
   checksum keeps what arrived. The PATCH carrying the last byte answers once the file was
   fetched, with ``Mysimbdp-File-Id`` and ``Mysimbdp-File-Status`` (staged, rejected; for content
-  accepted before, the earlier file's id); ``GET /v1/files/{id}`` tells the rest.
+  accepted before, the earlier file's id, and ``Mysimbdp-Duplicate-File-Id``: this upload's own
+  record, status ``duplicate``); ``GET /v1/files/{id}`` tells the rest.
 - ``DELETE /v1/uploads/{id}`` → 204: the upload and its bytes are gone.
 - ``GET /v1/uploads/{id}`` (not tus: for scripts) → JSON ``upload_id``, ``name``,
   ``length_bytes``, ``offset_bytes``, ``expires_at``, ``complete``, ``file_id``, ``file_status``.
@@ -66,6 +67,7 @@ TUS_RULE_STATUS = {
     "content_type": 415,
 }
 FILE_STATUS_HEADERS = ("Mysimbdp-File-Id", "Mysimbdp-File-Status")
+DUPLICATE_HEADER = "Mysimbdp-Duplicate-File-Id"
 
 log = get_logger("api")
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
@@ -285,6 +287,8 @@ async def tus_patch(
         headers["Upload-Expires"] = _expires(upload.expires_at)
     else:
         headers.update(_file_headers(patched.answer.file_id, patched.answer.status))
+        if patched.answer.duplicate_file_id:  # content accepted before: this upload's own record
+            headers[DUPLICATE_HEADER] = patched.answer.duplicate_file_id
     return Response(status_code=204, headers=headers)
 
 

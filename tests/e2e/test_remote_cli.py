@@ -1,0 +1,207 @@
+"""The remote CLI (`--api URL`) against a real `mysimbdp up` (its API on a free port), on SQLite
+and PostgreSQL: run from a HOME of its own with no platform home, `ingest`, `query`, `files`
+and `quarantine list` print what the local commands print for the same data, with the same
+exit codes; a big file goes through the tus server, and a run killed midway is resumed from
+the server's offset by the next run, every row stored once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from mysimbdp.adapters.broker.nats import free_port
+from tests.e2e.conftest import Cli, healthy
+from tests.helpers import until
+
+PROFILE = """
+formats: [csv]
+required_columns: [sku, qty]
+quality:
+  max_bad_row_ratio: 0.5
+  rules:
+    - {field: qty, type: int, required: true, min: 0}
+dataset: orders
+key_fields: [sku]
+batch_apps:
+  - name: orders
+    command: ["{python}", "{bundle}/app.py"]
+    file_pattern: "*.csv"
+"""
+APP = (
+    "from mysimbdp import sdk\n\n"
+    "def transform(row):\n"
+    "    return {'sku': row['sku'], 'qty': int(row['qty'])}\n\n"
+    "if __name__ == '__main__':\n"
+    "    sdk.run_batch(transform)\n"
+)
+BIG_ROWS = 12_000  # about 230 KB of CSV
+SMALL = ("--resumable-over", "65536", "--chunk-bytes", "16384")  # so that the big file can be small
+
+
+@dataclass
+class Remote:
+    """The CLI on another machine: its own HOME and working directory, no platform home, the API's URL."""
+
+    url: str
+    key: str
+    home: Path
+
+    def env(self, key: str | None = None) -> dict[str, str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSIMBDP_", "XDG_"))}
+        env.update(HOME=str(self.home), MYSIMBDP_API_URL=self.url, MYSIMBDP_API_KEY=key or self.key)
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mysimbdp", *args]
+
+    def run(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), env=self.env(key), cwd=self.home, capture_output=True, text=True, timeout=120
+        )
+
+    def json(self, *args: str) -> object:
+        proc = self.run(*args)
+        try:
+            return orjson.loads(proc.stdout)
+        except orjson.JSONDecodeError as exc:
+            raise AssertionError(f"not JSON ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+
+    def state(self) -> dict[str, dict[str, object]]:
+        path = self.home / ".cache" / "mysimbdp" / "uploads.json"
+        return orjson.loads(path.read_bytes()) if path.exists() else {}
+
+
+def _served(cli: Cli, tmp_path: Path, key: str) -> Iterator[Remote]:
+    up = cli.popen("up")
+    url = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    try:
+        with httpx.Client(base_url=url) as http:
+            until(lambda: healthy(http) or up.poll() is not None, 60, "the API of `up`")
+        assert up.poll() is None, cli.up_log()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        yield Remote(url, key, elsewhere)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+
+
+@pytest.fixture
+def shop(cli: Cli, tmp_path: Path, write_tenant: Callable[..., Path]) -> Iterator[Remote]:
+    """`up` with tenant acme (quality rules on qty, a small app), and the CLI elsewhere."""
+    profile = write_tenant("acme", PROFILE, {"app.py": APP})
+    key = cli.json("tenant", "add", "acme", "--profile", str(profile), "--json")["api_key"]
+    yield from _served(cli, tmp_path, key)
+
+
+@pytest.fixture
+def plain(cli: Cli, tmp_path: Path) -> Iterator[Remote]:
+    """`up` with tenant acme on the default profile, and the CLI elsewhere."""
+    key = cli.json("tenant", "add", "acme", "--json")["api_key"]
+    yield from _served(cli, tmp_path, key)
+
+
+def test_remote_commands_print_what_the_local_ones_print(cli: Cli, shop: Remote, tmp_path: Path) -> None:
+    """From a HOME without a platform, `ingest --api --wait --json` exits as a local ingest does (0
+    ingested with quarantined rows, 3 rejected, reasons printed) with the same summary; `files`,
+    `query` and `quarantine list` print exactly what the local commands print; a wrong key and an
+    unreachable URL are clear errors naming the tenant and the URL."""
+    remote_file = tmp_path / "orders_remote.csv"
+    remote_file.write_text("sku,qty\na1,3\na2,-1\na3,x\na4,9\n")
+    local_file = tmp_path / "orders_local.csv"
+    local_file.write_text("sku,qty\nb1,1\nb2,-5\nb3,y\nb4,2\n")
+
+    proc = shop.run("ingest", str(remote_file), "--tenant", "acme", "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    remote = orjson.loads(proc.stdout)
+    local_proc = cli.run("ingest", str(local_file), "--tenant", "acme", "--json")
+    assert local_proc.returncode == 0, local_proc.stderr
+    local = orjson.loads(local_proc.stdout)
+    assert remote.keys() == local.keys()
+    for summary in (remote, local):
+        assert (summary["status"], summary["dataset"], summary["tenant"]) == ("ingested", "orders", "acme")
+        assert (summary["rows_written"], summary["rows_rejected"]) == (2, 2)
+        assert [q["line"] for q in summary["quarantine_sample"]] == [3, 4]
+    assert remote["name"] == "orders_remote.csv" and "/archive/acme/" in remote["path"]
+
+    files_local = cli.json("files", "--tenant", "acme", "--json")
+    assert shop.json("files", "--tenant", "acme", "--json") == files_local
+    assert [f for f in files_local if f["file_id"] == remote["file_id"]] == [remote]  # same summary as local
+    for args in (
+        ("files", "--tenant", "acme"),
+        ("query", "--tenant", "acme", "--dataset", "orders", "--count"),
+        ("query", "--tenant", "acme", "--dataset", "orders", "--limit", "3", "--offset", "1"),
+        ("quarantine", "list", "--tenant", "acme"),
+        ("quarantine", "list", "--tenant", "acme", "--json"),
+        ("quarantine", "list", "--tenant", "acme", "--file", remote["file_id"], "--json"),
+    ):
+        here, there = cli.run(*args), shop.run(*args)
+        assert (there.returncode, there.stdout) == (here.returncode, here.stdout), (args, there.stderr)
+    assert shop.run("query", "--tenant", "acme", "--dataset", "orders", "--count").stdout.strip() == "4"
+
+    rejected = tmp_path / "no_qty.csv"
+    rejected.write_text("sku,amount\na1,3\n")
+    proc = shop.run("ingest", str(rejected), "--tenant", "acme")
+    local_rejected = tmp_path / "no_qty_local.csv"
+    local_rejected.write_text("sku,amount\nz9,1\n")
+    assert cli.run("ingest", str(local_rejected), "--tenant", "acme", "--wait").returncode == 3
+    assert proc.returncode == 3, proc.stderr
+    assert "no_qty.csv: rejected" in proc.stdout and "qty" in proc.stdout, proc.stdout
+
+    wrong = shop.run("files", "--tenant", "acme", key="not-the-key")
+    assert wrong.returncode == 1 and "refused for tenant 'acme'" in wrong.stderr and shop.url in wrong.stderr
+    assert "not-the-key" not in wrong.stderr + wrong.stdout
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = shop.run("query", "--tenant", "acme", "--dataset", "orders", "--count", "--api", nowhere)
+    assert unreachable.returncode == 1 and f"cannot reach the platform's API at {nowhere}" in unreachable.stderr
+    assert sorted(p.name for p in shop.home.iterdir()) == []  # nothing of a platform (nor a cache) made here
+
+
+def _big_csv(path: Path) -> Path:
+    path.write_text("id,sensor,value\n" + "".join(f"{n},s{n % 13},{n * 0.25}\n" for n in range(BIG_ROWS)))
+    return path
+
+
+def test_a_big_upload_killed_midway_resumes_from_the_servers_offset(plain: Remote, tmp_path: Path) -> None:
+    """A file over the resumable threshold goes through /v1/uploads/; the CLI killed (SIGKILL) while
+    sending it leaves the server part of it, and `ingest` run again resumes at the server's offset
+    (said on stderr), sends the rest, and every row is stored exactly once."""
+    data = _big_csv(tmp_path / "readings.csv")
+    size = data.stat().st_size
+    argv = plain.argv("ingest", str(data), "--tenant", "acme", *SMALL, "--limit-rate", "50000")
+    first = subprocess.Popen(argv, env=plain.env(), cwd=plain.home, stderr=subprocess.DEVNULL)
+    with httpx.Client(base_url=plain.url, headers={"Authorization": f"Bearer {plain.key}"}) as http:
+        try:
+            url = until(lambda: next((str(e["url"]) for e in plain.state().values()), None), 60, "the upload's URL")
+            upload = "/v1/uploads/" + url.rsplit("/", 1)[-1]
+            until(lambda: http.get(upload).json()["offset_bytes"] > 0, 60, "part of the file on the server")
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        held = http.get(upload).json()
+        assert 0 < held["offset_bytes"] < size and not held["complete"], held
+
+        proc = plain.run("ingest", str(data), "--tenant", "acme", *SMALL, "--wait", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert f"readings.csv: resuming the upload at byte {held['offset_bytes']} of {size}" in proc.stderr
+        summary = orjson.loads(proc.stdout)
+        assert (summary["status"], summary["rows_written"], summary["bytes"]) == ("ingested", BIG_ROWS, size)
+        done = http.get(upload).json()
+        assert done["complete"] and done["file_id"] == summary["file_id"], done
+    assert plain.state() == {}  # the finished upload is forgotten
+    count = plain.run("query", "--tenant", "acme", "--dataset", "readings", "--count")
+    assert count.stdout.strip() == str(BIG_ROWS), count.stderr
