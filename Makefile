@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOME_DIR ?= mysimbdp-demo
 
-.PHONY: demo test lint bench bench-big bench-sandbox install clean
+.PHONY: demo test lint bench bench-formats bench-big bench-sandbox install clean
 
 install: $(STAMP)
 
@@ -29,10 +29,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-## bench: the batch and stream benchmarks (see docs/performance.md); not part of the tests
+## bench: the batch, stream and file-format benchmarks (see docs/performance.md); not part of the tests
 bench: $(STAMP)
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/formats.py
+
+## bench-formats: the same rows as plain CSV, gzip, zstd and Parquet, end to end, and the decompressors and readers alone
+bench-formats: $(STAMP)
+	$(BIN)/python bench/formats.py
 
 ## bench-sandbox: the tenant-app sandbox's cost: app start and batch rows/s, confined vs unconfined
 bench-sandbox: $(STAMP)
