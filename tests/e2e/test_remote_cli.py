@@ -6,7 +6,9 @@ the server's offset by the next run, every row stored once."""
 
 from __future__ import annotations
 
+import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ import pytest
 
 from mysimbdp.adapters.broker.nats import free_port
 from tests.e2e.conftest import Cli, healthy
+from tests.e2e.test_up_tls import self_signed
 from tests.helpers import until
 
 PROFILE = """
@@ -54,19 +57,18 @@ class Remote:
     key: str
     home: Path
 
-    def env(self, key: str | None = None) -> dict[str, str]:
-        import os
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSIMBDP_", "XDG_"))}
-        env.update(HOME=str(self.home), MYSIMBDP_API_URL=self.url, MYSIMBDP_API_KEY=key or self.key)
+    def env(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        mine = ("MYSIMBDP_", "XDG_", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(mine)}
+        env.update(HOME=str(self.home), MYSIMBDP_API_URL=self.url, MYSIMBDP_API_KEY=key or self.key, **extra)
         return env
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "mysimbdp", *args]
 
-    def run(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), env=self.env(key), cwd=self.home, capture_output=True, text=True, timeout=120
+            self.argv(*args), env=self.env(key, **env), cwd=self.home, capture_output=True, text=True, timeout=120
         )
 
     def json(self, *args: str) -> object:
@@ -81,11 +83,15 @@ class Remote:
         return orjson.loads(path.read_bytes()) if path.exists() else {}
 
 
-def _served(cli: Cli, tmp_path: Path, key: str) -> Iterator[Remote]:
-    up = cli.popen("up")
-    url = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+def _served(
+    cli: Cli, tmp_path: Path, key: str, cert: Path | None = None, tls_key: Path | None = None
+) -> Iterator[Remote]:
+    """`up` (over https with ``cert``), awaited; the CLI elsewhere."""
+    tls = ("--tls-cert", str(cert), "--tls-key", str(tls_key)) if cert and tls_key else ()
+    up = cli.popen("up", *tls)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
     try:
-        with httpx.Client(base_url=url) as http:
+        with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(cert)) if cert else True) as http:
             until(lambda: healthy(http) or up.poll() is not None, 60, "the API of `up`")
         assert up.poll() is None, cli.up_log()
         elsewhere = tmp_path / "elsewhere"
@@ -169,6 +175,34 @@ def test_remote_commands_print_what_the_local_ones_print(cli: Cli, shop: Remote,
     unreachable = shop.run("query", "--tenant", "acme", "--dataset", "orders", "--count", "--api", nowhere)
     assert unreachable.returncode == 1 and f"cannot reach the platform's API at {nowhere}" in unreachable.stderr
     assert sorted(p.name for p in shop.home.iterdir()) == []  # nothing of a platform (nor a cache) made here
+
+
+@pytest.fixture
+def https(cli: Cli, tmp_path: Path) -> Iterator[tuple[Remote, Path]]:
+    """`up` over https with a self-signed certificate, tenant acme on the default profile."""
+    key = cli.json("tenant", "add", "acme", "--json")["api_key"]
+    cert, tls_key = self_signed(tmp_path)
+    for remote in _served(cli, tmp_path, key, cert, tls_key):
+        yield remote, cert
+
+
+def test_over_https_the_platforms_own_certificate_is_trusted_with_ca_cert(
+    https: tuple[Remote, Path], tmp_path: Path
+) -> None:
+    """Against `up --tls-cert` (self-signed), a small file (POST, httpx) sent with --ca-cert and a big
+    one (tus, tuspy) with SSL_CERT_FILE are ingested; without the certificate the error names the
+    URL, the untrusted certificate and --ca-cert."""
+    remote, cert = https
+    small = tmp_path / "small.csv"
+    small.write_text("id,v\n1,2\n2,3\n")
+    proc = remote.run("ingest", str(small), "--tenant", "acme", "--json", "--ca-cert", str(cert))
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)["rows_written"] == 2, proc.stderr
+    big = _big_csv(tmp_path / "big.csv")
+    proc = remote.run("ingest", str(big), "--tenant", "acme", "--json", *SMALL, SSL_CERT_FILE=str(cert))
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)["rows_written"] == BIG_ROWS, proc.stderr
+    untrusted = remote.run("query", "--tenant", "acme", "--dataset", "small", "--count")
+    assert untrusted.returncode == 1, untrusted.stderr
+    assert remote.url in untrusted.stderr and "--ca-cert" in untrusted.stderr and "certificate" in untrusted.stderr
 
 
 def _big_csv(path: Path) -> Path:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "file_record", "remote_summary"]
 
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 POLL_S = 0.2  # how often a waiting remote ingest asks for its file's status
 DOCUMENTS_PAGE = 1000  # the API's largest page of documents
 FINAL = {str(s) for s in FINAL_FILE_STATES}
@@ -166,7 +167,16 @@ def ingest(
     with _client(api, tenant_id) as client:
         client.check_tenant()
         with _progress(file.name, not as_json and sys.stderr.isatty()) as report:
-            file_id, status = _send(api, client, file, report, resumable_over, chunk_bytes, limit_rate)
+            try:
+                file_id, status = _send(api, client, file, report, resumable_over, chunk_bytes, limit_rate)
+            except KeyboardInterrupt:
+                after = (
+                    "the platform keeps what it received; run the same command again to resume"
+                    if file.stat().st_size > resumable_over
+                    else "nothing was kept; run the same command again"
+                )
+                click.echo(f"{file.name}: upload to {api.url} interrupted: {after}", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             if not wait and status not in FINAL:
                 click.echo(
                     f"{file.name}: {status} at {api.url} (file {file_id}, tenant {tenant_id}); use --wait to follow it"

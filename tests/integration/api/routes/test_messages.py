@@ -306,6 +306,25 @@ async def test_documents_are_the_tenants_own(client: httpx.AsyncClient, platform
     assert (page.status_code, page.json()) == (200, [{"a": 2}])
 
 
+async def test_the_count_is_of_the_tenants_own_documents(
+    client: httpx.AsyncClient, platform: Platform, tenant: NewTenant
+) -> None:
+    """GET /v1/datasets/{dataset}/count counts the caller's documents only (0 for a dataset it never
+    wrote); an invalid dataset name is 422 naming the tenant."""
+    other = _new_tenant(platform)
+    store = await asyncio.to_thread(open_store, other.record.coredms_url)
+    try:
+        await asyncio.to_thread(store.write, "x", [("k1", b'{"a": 1}'), ("k2", b'{"a": 2}')], "test")
+    finally:
+        store.close()
+    mine = await client.get("/v1/datasets/x/count", headers=_auth(tenant))
+    assert (mine.status_code, mine.json()) == (200, {"dataset": "x", "count": 0})
+    theirs = await client.get("/v1/datasets/x/count", headers=_auth(other))
+    assert (theirs.status_code, theirs.json()) == (200, {"dataset": "x", "count": 2})
+    bad = await client.get("/v1/datasets/Bad-Name/count", headers=_auth(tenant))
+    assert bad.status_code == 422 and repr(tenant.record.id) in bad.json()["error"]
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1"])
 async def test_documents_limits_out_of_range_are_422(client: httpx.AsyncClient, tenant: NewTenant, query: str) -> None:
     response = await client.get(f"/v1/datasets/x/documents?{query}", headers=_auth(tenant))
