@@ -11,9 +11,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from mysimbdp.adapters.files.decompress import Unpacked, decompress_contained
+from mysimbdp.adapters.files.decompress import Unpacked, decompress_contained, decompress_grant
 from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits
-from mysimbdp.adapters.process.sandbox import Grant
 from mysimbdp.domain.filecheck import Violation, compression_violation, unsupported_compression
 from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.records import FileRecord
@@ -44,8 +43,7 @@ def unpack(
     try:
         sandbox = None
         if platform.sandbox_status.enforced:
-            grant = Grant(tenant, platform.home.root, read=(claimed,), write=(out,), network="none")
-            sandbox = platform.sandbox(grant)
+            sandbox = platform.sandbox(decompress_grant(tenant, platform.home.root, claimed, out))
     except BaseException:
         out.unlink()
         raise

@@ -29,7 +29,7 @@ import orjson
 from mysimbdp.adapters.files.decompresschild import EXIT_NO_MEMORY
 from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits
 from mysimbdp.adapters.process.runner import Limits, Outcome, build_env, run_sync
-from mysimbdp.adapters.process.sandbox import Sandbox
+from mysimbdp.adapters.process.sandbox import Grant, Sandbox
 from mysimbdp.formats.compression import Compression
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "DECOMPRESS_TIMEOUT",
     "Unpacked",
     "decompress_contained",
+    "decompress_grant",
+    "decompress_limits",
     "decompress_result",
 ]
 
@@ -60,6 +62,25 @@ class Unpacked:
     bytes_in: int  # the compressed size: the bytes the tenant sent
     bytes_out: int
     sha256: str  # of the compressed bytes
+
+
+def decompress_grant(tenant: str, home: Path, path: Path, out: Path) -> Grant:
+    """What the child may reach beyond the runtime, in the sandbox: read ``path`` (the claimed
+    file), write ``out`` (that one file, which must exist), connect nowhere."""
+    return Grant(tenant, home, read=(path,), write=(out,), network="none")
+
+
+def decompress_limits(limits: ScanLimits, max_bytes: int) -> Limits:
+    """The child's rlimits: the scan's wall clock, CPU and address space; files up to
+    ``max_bytes`` + 1 (the kernel's backstop behind the child's own check); 64 open files."""
+    return Limits(
+        timeout_s=limits.timeout_s,
+        memory_bytes=limits.memory_bytes,
+        cpu_s=math.ceil(limits.timeout_s) + 1,
+        file_size_bytes=max_bytes + 1,
+        open_files=64,
+        grace_s=0.5,
+    )
 
 
 def decompress_contained(
@@ -87,21 +108,13 @@ def decompress_contained(
         "max_bytes": max_bytes,
         "max_ratio": max_ratio,
     }
-    run_limits = Limits(
-        timeout_s=limits.timeout_s,
-        memory_bytes=limits.memory_bytes,
-        cpu_s=math.ceil(limits.timeout_s) + 1,
-        file_size_bytes=max_bytes + 1,
-        open_files=64,
-        grace_s=0.5,
-    )
     result: Unpacked | ScanFailure | None = None
     try:
         outcome = run_sync(
             [sys.executable, "-P", "-m", "mysimbdp.adapters.files.decompresschild"],
             env=build_env({}, parent_env),
             cwd=out.parent,
-            limits=run_limits,
+            limits=decompress_limits(limits, max_bytes),
             sandbox=sandbox,
             stdin_bytes=orjson.dumps(request),
             cancel=cancel,
