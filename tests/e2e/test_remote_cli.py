@@ -152,12 +152,11 @@ def test_remote_commands_print_what_the_local_ones_print(cli: Cli, shop: Remote,
         ("query", "--tenant", "acme", "--dataset", "orders", "--count"),
         ("query", "--tenant", "acme", "--dataset", "orders", "--limit", "3", "--offset", "1"),
         ("quarantine", "list", "--tenant", "acme"),
-        ("quarantine", "list", "--tenant", "acme", "--json"),
         ("quarantine", "list", "--tenant", "acme", "--file", remote["file_id"], "--json"),
     ):
         here, there = cli.run(*args), shop.run(*args)
         assert (there.returncode, there.stdout) == (here.returncode, here.stdout), (args, there.stderr)
-    assert shop.run("query", "--tenant", "acme", "--dataset", "orders", "--count").stdout.strip() == "4"
+        assert here.returncode == 0 and (args[-1] != "--count" or here.stdout == "4\n"), here
 
     rejected = tmp_path / "no_qty.csv"
     rejected.write_text("sku,amount\na1,3\n")

@@ -30,6 +30,7 @@ __all__ = ["STATE_KEEP_S", "Resumed", "UploadState", "send_resumable", "state_ke
 
 STATE_KEEP_S = 2 * 24 * 3600.0  # an entry older than this is dropped (the server's uploads expire after 24 h)
 HASH_BLOCK_BYTES = 1024 * 1024
+GONE = (404, 410)  # the server no longer has the upload (unknown, removed; expired)
 FILE_WAIT_S = 30.0  # a complete upload whose file is still being scanned: how long to ask for its id
 
 
@@ -155,8 +156,10 @@ def send_resumable(
                 try:
                     uploader = tus.uploader(str(path), url=stored, **options)  # HEAD: the server's offset
                     on_resume(uploader.offset, size)
-                except TusCommunicationError:  # expired or gone: start again
-                    state.remove(key)
+                except TusCommunicationError as exc:
+                    if exc.status_code not in GONE:
+                        raise  # unreachable, or the key refused: keep the URL for the next run
+                    state.remove(key)  # expired or removed on the server: start again
             if uploader is None:
                 uploader = tus.uploader(str(path), **options)
                 uploader.set_url(uploader.create_url())
