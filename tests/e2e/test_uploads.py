@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 from tusclient import client as tus_client
-from tusclient.uploader import Uploader
+from tusclient.uploader.uploader import Uploader
 
 from tests.e2e.conftest import Cli, healthy
 from tests.helpers import until
@@ -87,7 +87,9 @@ def _ingested(served: Served, file_id: str) -> dict[str, object]:
             record: dict[str, object] = http.get(f"/v1/files/{file_id}").json()["file"]
             return record if record["status"] not in ("received", "staged", "running", "retry") else None
 
-        return until(done, 90, f"file {file_id} to be ingested")
+        record = until(done, 90, f"file {file_id} to be ingested")
+    assert record is not None
+    return record
 
 
 def _assert_each_row_once(cli: Cli, rows: int = ROWS) -> None:
@@ -175,7 +177,9 @@ def _settled_offset(served: Served, upload_url: str) -> int:
             )
             return offset if patched.status_code == 204 else None
 
-        return until(settled, 30, "the cut PATCH to end")
+        offset = until(settled, 30, "the cut PATCH to end")
+    assert offset is not None
+    return offset
 
 
 def test_an_upload_stopped_and_cut_midway_resumes_from_the_servers_offset(
