@@ -26,6 +26,7 @@ from tests.helpers import until
 
 PROFILE = """
 formats: [csv]
+limits: {max_file_size_bytes: 2000}
 required_columns: [sku, qty]
 quality:
   max_bad_row_ratio: 0.5
@@ -167,13 +168,23 @@ def test_remote_commands_print_what_the_local_ones_print(cli: Cli, shop: Remote,
     assert proc.returncode == 3, proc.stderr
     assert "no_qty.csv: rejected" in proc.stdout and "qty" in proc.stdout, proc.stdout
 
+    too_big = tmp_path / "too_big.csv"
+    too_big.write_text("sku,qty\n" + "".join(f"s{n},{n}\n" for n in range(400)))
+    for how in ((), ("--resumable-over", "0")):  # POST /v1/files, then tus
+        refused = shop.run("ingest", str(too_big), "--tenant", "acme", "--wait", *how)
+        assert refused.returncode == 1, refused.stderr
+        assert all(s in refused.stderr for s in ("'acme'", "too_big.csv", "413", "rule size", "2000 bytes")), (
+            refused.stderr
+        )
+
     wrong = shop.run("files", "--tenant", "acme", key="not-the-key")
     assert wrong.returncode == 1 and "refused for tenant 'acme'" in wrong.stderr and shop.url in wrong.stderr
     assert "not-the-key" not in wrong.stderr + wrong.stdout
     nowhere = f"http://127.0.0.1:{free_port()}"
     unreachable = shop.run("query", "--tenant", "acme", "--dataset", "orders", "--count", "--api", nowhere)
     assert unreachable.returncode == 1 and f"cannot reach the platform's API at {nowhere}" in unreachable.stderr
-    assert sorted(p.name for p in shop.home.iterdir()) == []  # nothing of a platform (nor a cache) made here
+    assert sorted(p.name for p in shop.home.iterdir()) == [".cache"]  # nothing of a platform made here
+    assert shop.state() == {}  # the refused resumable upload left nothing to resume
 
 
 @pytest.fixture

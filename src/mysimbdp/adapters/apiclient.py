@@ -102,7 +102,8 @@ class ApiClient:
         elif status == 403:
             message = f"the API key is not {self.who}'s at {self.url}: {said}"
         else:
-            message = f"{self.who}: {what} at {self.url} answered {status}: {said}"
+            who = "" if said.startswith(self.who) else f"{self.who}: "  # the API's errors name the tenant
+            message = f"{who}{what} at {self.url} answered {status}: {said}"
         return ApiError(message, status, body)
 
     @staticmethod
