@@ -182,7 +182,15 @@ def ingest(
                     f"{file.name}: {status} at {api.url} (file {file_id}, tenant {tenant_id}); use --wait to follow it"
                 )
                 return
-            detail = _follow(client, file_id, report)
+            try:
+                detail = _follow(client, file_id, report)
+            except KeyboardInterrupt:
+                click.echo(
+                    f"{file.name}: stopped following file {file_id}; the platform goes on with it "
+                    "(see `mysimbdp files --api`)",
+                    err=True,
+                )
+                sys.exit(EXIT_INTERRUPTED)
         summary = remote_summary(client, detail)
     if as_json:
         emit_json(summary)
