@@ -18,6 +18,10 @@ INPUT_END = "MYSIMBDP_INPUT_END"  # big file; both on line boundaries; CSV: the 
 INPUT_FIRST_LINE = "MYSIMBDP_INPUT_FIRST_LINE"  # with START: the line number of the chunk's first record
 DATASET = "MYSIMBDP_DATASET"  # dataset (table) to write into
 KEY_FIELDS = "MYSIMBDP_KEY_FIELDS"  # comma-separated key fields of the stored document, or ""
+# JSON: how the dataset is written: {"mode": "append"|"merge"|"replace", "order_by": FIELD|null,
+# "indexes": [[FIELD, ...], ...]}; "" is append (domain.writespec). Replace: write the file's rows
+# into its generation (the staging table of MYSIMBDP_FILE_ID); the platform swaps it in after the run.
+WRITE = "MYSIMBDP_WRITE"
 QUALITY = "MYSIMBDP_QUALITY"  # JSON: the profile's quality section (rules on input rows / stream records)
 MAX_LINE_BYTES = "MYSIMBDP_MAX_LINE_BYTES"  # the profile's max line length
 COREDMS_URL = "MYSIMBDP_COREDMS_URL"  # coredms URL scoped to this tenant only
@@ -51,6 +55,7 @@ ALL = (
     INPUT_FIRST_LINE,
     DATASET,
     KEY_FIELDS,
+    WRITE,
     QUALITY,
     MAX_LINE_BYTES,
     COREDMS_URL,

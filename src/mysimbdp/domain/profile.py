@@ -1,7 +1,8 @@
 """Tenant service profiles: YAML, validated, every error naming file, field and value.
 
 A profile says what a tenant may send (formats, sizes, quotas, columns, row rules), which
-apps ingest it (argv, file pattern, resources) and where it lands (dataset, key fields).
+apps ingest it (argv, file pattern, resources) and where it lands (dataset, key fields, write
+mode and indexes: ``domain.writes``).
 See ``docs/profile-reference.md`` for every field.
 """
 
@@ -31,6 +32,8 @@ from mysimbdp.domain.model import StrictModel
 from mysimbdp.domain.naming import dataset_from_stem, dataset_problem
 from mysimbdp.domain.notifications import Notifications
 from mysimbdp.domain.patterns import compile_pattern
+from mysimbdp.domain.writes import DatasetWrites, Indexes, Write, replace_problems, write_spec
+from mysimbdp.domain.writespec import WriteSpec
 from mysimbdp.errors import ProfileError
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -201,6 +204,9 @@ class Profile(StrictModel):
     quality: Quality = Quality()
     dataset: DatasetName | None = None  # None: named after each file's stem
     key_fields: list[str] = []  # None: (file sha256, row number)
+    write: Write = Write()  # every dataset's write mode, unless datasets gives its own
+    indexes: Indexes = []  # every dataset's indexes (lists of fields), unless datasets gives its own
+    datasets: dict[DatasetName, DatasetWrites] = {}
     batch_apps: Annotated[list[BatchApp], Field(min_length=1)] = [BatchApp(name="generic")]
     stream_limits: StreamLimits = StreamLimits()
     stream_apps: list[StreamApp] = [StreamApp(name="generic")]
@@ -266,6 +272,17 @@ class Profile(StrictModel):
             if len(names) != len(set(names)):
                 raise ValueError(f"{kind}: names must be unique, got {names}")
         return self
+
+    @model_validator(mode="after")
+    def _stream_apps_never_replace(self) -> Profile:
+        apps = [(app.name, app.dataset, app.streams) for app in self.stream_apps]
+        if problems := replace_problems(self.write, self.datasets, apps):
+            raise ValueError("; ".join(problems))
+        return self
+
+    def write_for(self, dataset: str) -> WriteSpec:
+        """How ``dataset`` is written and indexed (its own settings, else the profile's)."""
+        return write_spec(self.write, self.indexes, self.datasets.get(dataset))
 
     def app_for(self, file_name: str, fmt: FileFormat | None = None) -> BatchApp | None:
         """The first batch app that takes ``file_name`` in its detected format ``fmt``

@@ -215,6 +215,7 @@ class StreamIngestManager:
             contract.MAX_DELIVERIES: str(app.max_deliveries),
             contract.REPORT_PERIOD_S: str(app.report_period_s),
             contract.KEY_FIELDS: ",".join(profile.key_fields),
+            contract.WRITE: profile.write_for(app.dataset or rec.stream).to_json(),  # never replace (profile)
             contract.QUALITY: quality,  # "": the app checks no rules
             contract.STORE_TIMEOUT_S: str(self.platform.settings.store_timeout_s),
         }

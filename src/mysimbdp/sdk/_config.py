@@ -10,6 +10,7 @@ from mysimbdp import contract
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.quality import RowRuleLike, rules_of_quality_json
+from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec, parse_write_spec
 from mysimbdp.errors import AppContractError, FileUnreadable
 from mysimbdp.formats.readers import Span, read_header
 
@@ -45,6 +46,7 @@ class BatchConfig:
     progress: Path | None = None
     line_map: Path | None = None  # a replay: its input's lines -> the original file's (LINE_MAP)
     span: Span | None = None  # a chunk of a big file: read only these bytes
+    write: WriteSpec = APPEND  # the dataset's write mode and indexes (WRITE)
 
     @property
     def source(self) -> str:
@@ -79,6 +81,13 @@ class BatchConfig:
             except ValueError:
                 problems.append(f"{contract.MAX_LINE_BYTES}={raw_max!r} is not a positive integer")
         span = _span(env, fmt, problems)
+        write = APPEND
+        try:
+            write = parse_write_spec(env.get(contract.WRITE, ""))
+        except ValueError as exc:
+            problems.append(f"{contract.WRITE} is not a valid write mode: {exc}")
+        if write.mode is WriteMode.REPLACE and not env.get(contract.FILE_ID):
+            problems.append(f"{contract.WRITE}: mode replace needs {contract.FILE_ID} (the file's generation)")
         if problems:
             raise AppContractError("app contract environment: " + "; ".join(problems))
         keys = tuple(name.strip() for name in env.get(contract.KEY_FIELDS, "").split(",") if name.strip())
@@ -102,6 +111,7 @@ class BatchConfig:
             progress=Path(progress) if progress else None,
             line_map=Path(line_map) if line_map else None,
             span=span,
+            write=write,
         )
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, open_store
+from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.formats.readers import Record
 
 MAX_BATCH_BYTES = 32 * 1024 * 1024
@@ -40,8 +41,11 @@ class StoreWriter:
         *,
         batch_size: int,
         busy_timeout_s: float,
+        spec: WriteSpec = APPEND,
+        generation: str = "",
     ) -> None:
         self.url, self.dataset, self.source = url, dataset, source
+        self.spec, self.generation = spec, generation  # how the dataset is written (replace: into generation)
         self.batch_size = batch_size
         self.busy_timeout_s = busy_timeout_s
         self.rows_written = 0  # inserted by this run
@@ -55,9 +59,12 @@ class StoreWriter:
         self._inflight: tuple[Future[int], Rows, Sequence[Record]] | None = None
 
     def open(self) -> None:
-        """Connect (raises ``StoreUnavailable`` / ``StoreError``)."""
+        """Connect (raises ``StoreUnavailable`` / ``StoreError``); in mode replace, make the
+        generation this run writes (kept if there: a retry or another chunk goes on with it)."""
         if self._store is None:
             self._store = open_store(self.url, busy_timeout_s=self.busy_timeout_s)
+            if self.spec.mode is WriteMode.REPLACE:
+                self._store.stage(self.dataset, self.generation)
 
     def add(self, key: str, data: bytes, record: Record) -> None:
         """Queue one document; a full batch is sent."""
@@ -77,7 +84,10 @@ class StoreWriter:
         self._send(rows, records)
 
     def flush(self) -> None:
-        """Write everything queued and wait until the store has it."""
+        """Write everything queued and wait until the store has it (in mode replace, a file
+        without rows still has its generation: it replaces the dataset by nothing)."""
+        if self.spec.mode is WriteMode.REPLACE:
+            self.open()
         self._send_pending()
         self._settle()
 
@@ -110,7 +120,9 @@ class StoreWriter:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mysimbdp-store")
-        self._inflight = (self._pool.submit(self._store.write, self.dataset, rows, self.source), rows, records)
+        write = self._store.write
+        future = self._pool.submit(write, self.dataset, rows, self.source, self.spec, generation=self.generation)
+        self._inflight = (future, rows, records)
 
     def _settle(self) -> None:
         """Account for the batch in flight, raising its error."""
@@ -128,7 +140,9 @@ class StoreWriter:
 
     def _write_finding_bad(self, rows: Rows, records: Sequence[Record]) -> None:
         assert self._store is not None
-        written, stored = write_finding_bad(self._store, self.dataset, self.source, rows, records, self._reject)
+        written, stored = write_finding_bad(
+            self._store, self.dataset, self.source, rows, records, self._reject, self.spec, self.generation
+        )
         self.rows_written += written
         self.rows_stored += stored
 
@@ -140,17 +154,19 @@ def write_finding_bad(
     rows: Rows,
     origins: Sequence[T],
     reject: Callable[[T, str], None],
+    spec: WriteSpec = APPEND,
+    generation: str = "",
 ) -> tuple[int, int]:
     """Write ``rows`` (``origins[i]`` is where row i came from); when the store refuses a
     document, halve the batch until it is found and ``reject`` it alone, so one bad document
     never sinks its batch. Returns (rows inserted, rows now stored)."""
     try:
-        return store.write(dataset, rows, source), len(rows)
+        return store.write(dataset, rows, source, spec, generation=generation), len(rows)
     except DocumentInvalid as exc:
         if len(rows) == 1:
             reject(origins[0], f"the store refused the document: {exc}")
             return 0, 0
         mid = len(rows) // 2
-        first = write_finding_bad(store, dataset, source, rows[:mid], origins[:mid], reject)
-        second = write_finding_bad(store, dataset, source, rows[mid:], origins[mid:], reject)
+        first = write_finding_bad(store, dataset, source, rows[:mid], origins[:mid], reject, spec, generation)
+        second = write_finding_bad(store, dataset, source, rows[mid:], origins[mid:], reject, spec, generation)
         return first[0] + second[0], first[1] + second[1]

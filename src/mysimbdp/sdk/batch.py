@@ -74,6 +74,8 @@ class BatchContext:
             self.reject,
             batch_size=batch_size,
             busy_timeout_s=busy_timeout_s,
+            spec=config.write,
+            generation=config.file_id,
         )
         self._reader: RecordReader | None = None
         self._rejects: IO[bytes] | None = None

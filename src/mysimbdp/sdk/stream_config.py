@@ -11,6 +11,7 @@ from pathlib import Path
 from mysimbdp import contract
 from mysimbdp.adapters.broker import DEFAULT_ACK_WAIT_S
 from mysimbdp.domain.quality import RowRuleLike, rules_of_quality_json
+from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec, parse_write_spec
 from mysimbdp.errors import AppContractError
 
 __all__ = ["REQUIRED", "StreamConfig"]
@@ -41,6 +42,7 @@ class StreamConfig:
     report_period_s: float = 5.0
     key_fields: tuple[str, ...] = ()
     quality_rules: tuple[RowRuleLike, ...] = ()  # checked on each record's data before the transform
+    write: WriteSpec = APPEND  # the dataset's write mode (append or merge) and indexes (WRITE)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamConfig:
@@ -67,6 +69,13 @@ class StreamConfig:
                 rules = rules_of_quality_json(raw_quality)
             except ValueError as exc:
                 problems.append(f"{contract.QUALITY} is not a valid quality section: {exc}")
+        write = APPEND
+        try:
+            write = parse_write_spec(env.get(contract.WRITE, ""))
+        except ValueError as exc:
+            problems.append(f"{contract.WRITE} is not a valid write mode: {exc}")
+        if write.mode is WriteMode.REPLACE:
+            problems.append(f"{contract.WRITE}: mode replace is for files only, not for a stream")
         if problems:
             raise AppContractError("stream app contract environment: " + "; ".join(problems))
         return cls(
@@ -84,4 +93,5 @@ class StreamConfig:
             report_period_s=seconds[contract.REPORT_PERIOD_S],
             key_fields=tuple(n.strip() for n in env.get(contract.KEY_FIELDS, "").split(",") if n.strip()),
             quality_rules=rules,
+            write=write,
         )

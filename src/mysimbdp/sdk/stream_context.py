@@ -205,6 +205,7 @@ class StreamContext:
                 rows,
                 origins,
                 lambda i, why: written.refused.append((i, why)),
+                self.config.write,
             )
         return written
 

@@ -89,9 +89,18 @@ def record_quarantine(platform: Platform, path: Path, record: FileRecord, run_id
 
 
 def app_env(
-    platform: Platform, tenant: TenantRecord, profile: Profile, record: FileRecord, run_id: str, run_dir: Path
+    platform: Platform,
+    tenant: TenantRecord,
+    profile: Profile,
+    record: FileRecord,
+    run_id: str,
+    run_dir: Path,
+    *,
+    replay: bool = False,
 ) -> dict[str, str]:
-    """The contract environment (``mysimbdp.contract``) for a run of ``record``'s app."""
+    """The contract environment (``mysimbdp.contract``) for a run of ``record``'s app (a
+    quarantine ``replay``: a dataset in mode replace is appended to, not replaced)."""
+    write = profile.write_for(record.dataset)
     return {
         contract.TENANT: record.tenant,
         contract.RUN_ID: run_id,
@@ -102,6 +111,7 @@ def app_env(
         contract.INPUT_SHA256: record.sha256,
         contract.DATASET: record.dataset,
         contract.KEY_FIELDS: ",".join(profile.key_fields),
+        contract.WRITE: (write.for_replay() if replay else write).to_json(),
         contract.QUALITY: profile.quality.model_dump_json(),
         contract.MAX_LINE_BYTES: str(profile.limits.max_line_length_bytes),
         contract.COREDMS_URL: tenant.coredms_url,

@@ -233,7 +233,7 @@ async def _run_plan(
     line_map = run_dir / "line-map.json"
     line_map.write_bytes(plan.line_map_json())
     as_replayed = replace(record, path=str(replay_input), format=plan.input_format.value)
-    env = app_env(platform, tenant, profile, as_replayed, run_id, run_dir)
+    env = app_env(platform, tenant, profile, as_replayed, run_id, run_dir, replay=True)
     env.update({contract.LINE_MAP: str(line_map), contract.PARALLELISM: "1"})
     attempt = 1 + len(platform.meta.history.file_runs(record.id))
     platform.meta.start_run(RunRecord(run_id, record.id, tenant.id, app.name, attempt, time.time()))

@@ -14,7 +14,7 @@ from mysimbdp.adapters.broker.rabbitmq import exchange_name
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.domain.profile import DEFAULT_PROFILE, Profile, dump_profile, load_profile
 from mysimbdp.domain.records import TenantRecord
-from mysimbdp.errors import TenantError
+from mysimbdp.errors import ProfileError, TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.bundles import BundlePlan, install_bundle, plan_bundle
@@ -67,7 +67,7 @@ def add_tenant(platform: Platform, tenant_id: str, profile_path: Path | None) ->
     existing = {t.id for t in platform.meta.list_tenants()}
     if tenant_id in existing:
         raise TenantError(f"tenant {tenant_id!r} already exists; remove it first")
-    profile = DEFAULT_PROFILE if profile_path is None else load_profile(profile_path)
+    profile = DEFAULT_PROFILE if profile_path is None else _load(tenant_id, profile_path)
     check_network(platform, tenant_id, profile)
     bundle = platform.home.bundle(tenant_id)
     profile_yaml = _stored(platform, profile)
@@ -90,12 +90,20 @@ def update_tenant(platform: Platform, tenant_id: str, profile_path: Path) -> Ten
     started before keep the code they started with; the next run and the next stream app
     instance use the new bundle. The API key, data and history stay."""
     platform.meta.get_tenant(tenant_id)
-    profile = load_profile(profile_path)
+    profile = _load(tenant_id, profile_path)
     check_network(platform, tenant_id, profile)
     _install(platform, tenant_id, profile, profile_path, platform.home.bundle(tenant_id))
     platform.meta.set_profile(tenant_id, _stored(platform, profile))
     log.info("tenant_updated", tenant=tenant_id, profile=str(profile_path))
     return platform.meta.get_tenant(tenant_id)
+
+
+def _load(tenant_id: str, profile_path: Path) -> Profile:
+    """The profile at ``profile_path``; a :class:`ProfileError` names the tenant too."""
+    try:
+        return load_profile(profile_path)
+    except ProfileError as exc:
+        raise ProfileError(f"{exc.path} (tenant {tenant_id!r})", exc.problems) from exc
 
 
 @dataclass(frozen=True)

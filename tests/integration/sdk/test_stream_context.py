@@ -137,11 +137,11 @@ async def test_a_store_outage_naks_only_what_is_not_committed_and_a_retry_writes
     broker.queue = list(messages)
     real_write, calls = store.write, []
 
-    def flaky(dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+    def flaky(dataset: str, records: Sequence[tuple[str, bytes]], source: str, *mode: Any, **generation: Any) -> int:
         calls.append(len(records))
         if len(calls) == 2:
             raise StoreUnavailable("coredms: locked; retry later")
-        return real_write(dataset, records, source)
+        return real_write(dataset, records, source, *mode, **generation)
 
     monkeypatch.setattr(store, "write", flaky)
     with pytest.raises(StoreUnavailable):
@@ -213,11 +213,13 @@ async def test_the_next_transaction_is_prepared_while_one_is_written(
     writing, second_seen = threading.Event(), threading.Event()
     real_write, seen_by_write, seen_by_transform = store.write, [], []
 
-    def slow_first(dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+    def slow_first(
+        dataset: str, records: Sequence[tuple[str, bytes]], source: str, *mode: Any, **generation: Any
+    ) -> int:
         if not seen_by_write:
             writing.set()
             seen_by_write.append(second_seen.wait(10))
-        return real_write(dataset, records, source)
+        return real_write(dataset, records, source, *mode, **generation)
 
     def transform(data: dict[str, Any]) -> dict[str, Any]:
         if data["n"] == 100:

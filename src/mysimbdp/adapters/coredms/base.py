@@ -5,7 +5,12 @@ query``); ``CoreDmsAdmin`` (platform side) provisions one namespace per tenant a
 URL scoped to it; ``Backend`` is what a backend module provides to ``coredms.open_store``
 and ``coredms.open_admin``. A dataset is one table ``ds_<dataset>`` holding ``key``
 (primary key), ``doc`` (JSON), ``source`` (the file or run that wrote it) and
-``ingested_at``. Writes are insert-if-absent, so replays are safe.
+``ingested_at``. How a batch is written is the dataset's write mode (``domain.writespec``):
+``append`` inserts if the key is absent (replays are safe), ``merge`` upserts (a re-run
+changes nothing), ``replace`` writes a generation (a staging table ``rs_<digest>``, one per
+file) that ``replace`` swaps in as the dataset in one transaction. Indexes are expression
+indexes on the document's fields, made with the table (and at each connection's first write,
+for an index added to the profile later).
 
 This module imports no backend; the backends (``coredms.sqlite``, ``coredms.postgres``)
 import it.
@@ -13,10 +18,12 @@ import it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from mysimbdp.domain.naming import dataset_problem, tenant_id_problem
+from mysimbdp.domain.writespec import APPEND, WriteSpec, field_path_problem
 from mysimbdp.errors import ConfigError, DocumentInvalid, StoreError, TenantError
 
 __all__ = [
@@ -25,6 +32,9 @@ __all__ = [
     "CoreDmsAdmin",
     "DocumentInvalid",
     "DocumentStore",
+    "generation_table",
+    "index_name",
+    "merge_rounds",
     "namespace",
     "sqlite_path",
     "table_name",
@@ -43,11 +53,40 @@ class DocumentStore(Protocol):
     # batch SDK, whose app processes keep every core busy already.
     overlaps_writes: bool
 
-    def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
-        """Insert ``(key, JSON bytes)`` pairs whose key is absent, in one transaction.
+    def write(
+        self,
+        dataset: str,
+        records: Sequence[tuple[str, bytes]],
+        source: str,
+        spec: WriteSpec = APPEND,
+        *,
+        generation: str = "",
+    ) -> int:
+        """Write ``(key, JSON bytes)`` pairs in one transaction, as ``spec.mode`` says:
+        ``append`` inserts those whose key is absent (a key repeated in the batch keeps its
+        first document); ``merge`` also updates a stored document that differs, unless
+        ``spec.order_by`` says it is newer (a key repeated in the batch: each in turn);
+        ``replace`` inserts into ``generation``'s staging table (append there), which
+        :meth:`replace` swaps in later.
 
-        Creates the dataset on first use; returns how many rows were newly inserted.
+        Creates the table and ``spec.indexes`` on first use; returns how many rows were
+        inserted or changed.
         """
+        ...
+
+    def stage(self, dataset: str, generation: str) -> None:
+        """Create ``generation``'s empty staging table for ``dataset`` (kept if it exists)."""
+        ...
+
+    def replace(self, dataset: str, generation: str, spec: WriteSpec = APPEND) -> int | None:
+        """Make ``generation``'s staging table the dataset, with ``spec.indexes``, in one
+        transaction: readers see the old content until it commits, then only the new.
+        Returns the rows now in the dataset, or None when there is no such generation
+        (swapped in already, or discarded): then nothing changes."""
+        ...
+
+    def discard(self, dataset: str, generation: str) -> None:
+        """Drop ``generation``'s staging table, if any (its file failed)."""
         ...
 
     def count(self, dataset: str) -> int:
@@ -118,3 +157,37 @@ def namespace(tenant: str, pg_prefix: str = "") -> str:
     if problem := tenant_id_problem(tenant):
         raise TenantError(problem)
     return f"{pg_prefix}_{tenant}" if pg_prefix else tenant
+
+
+def generation_table(dataset: str, generation: str) -> str:
+    """The staging table of one generation of ``dataset`` (a file in mode replace): ``rs_``
+    and a digest, short enough for PostgreSQL's 63 bytes, never listed as a dataset."""
+    table_name(dataset)
+    if not generation:
+        raise StoreError(f"dataset {dataset!r}: write mode replace needs a generation (the file id); none given")
+    return "rs_" + hashlib.sha256(f"{dataset}\0{generation}".encode()).hexdigest()[:32]
+
+
+def index_name(table: str, fields: Sequence[str]) -> str:
+    """The name of the index on ``fields`` of ``table`` (the live dataset's table): the
+    same for the same fields, so ``CREATE INDEX IF NOT EXISTS`` finds it again."""
+    for path in fields:
+        if problem := field_path_problem(path):
+            raise StoreError(problem)
+    digest = hashlib.sha256(f"{table}\0{','.join(fields)}".encode()).hexdigest()[:12]
+    return f"ix_{digest}_{table}"[:63]
+
+
+def merge_rounds(records: Sequence[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+    """``records`` as rounds in which each key appears once (its first occurrence in the
+    first round, its second in the second, ...), so that one upsert statement per round
+    applies a key's versions in their order."""
+    rounds: list[list[tuple[str, bytes]]] = []
+    seen: dict[str, int] = {}
+    for record in records:
+        n = seen.get(record[0], 0)
+        seen[record[0]] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(record)
+    return rounds

@@ -4,7 +4,8 @@ A tenant's role owns its schema and has no privilege on any other tenant's schem
 CREATE on ``public``. A batch is first COPied straight into the dataset, one statement and
 so one transaction; when a key of it is already stored, it is COPied into a per-connection
 temporary table instead, then ``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING`` into
-the dataset, in one transaction.
+the dataset (mode merge: ``DO UPDATE ... WHERE``, see ``coredms.pgsql``), in one transaction.
+Mode replace writes into a generation's staging table the same way; ``replace`` swaps it in.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, table_name
+from mysimbdp.adapters.coredms import pgsql
+from mysimbdp.adapters.coredms.base import DocumentInvalid, generation_table, merge_rounds, namespace, table_name
 from mysimbdp.domain.exactjson import loads_for_output
+from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
 from mysimbdp.settings import mask_url
 
@@ -144,37 +147,82 @@ class PostgresStore:
         row = conn.execute("SELECT to_regclass(%s)", (qualified.as_string(conn),)).fetchone()
         return row is not None and row[0] is not None
 
-    def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+    def write(
+        self,
+        dataset: str,
+        records: Sequence[tuple[str, bytes]],
+        source: str,
+        spec: WriteSpec = APPEND,
+        *,
+        generation: str = "",
+    ) -> int:
+        table = table_name(dataset)
+        if spec.mode is WriteMode.REPLACE:
+            table, spec = generation_table(dataset, generation), APPEND  # indexes come at the swap
         if not records:
-            table_name(dataset)
             return 0
         with _errors(self.where, dataset):
             conn = self._db()
-            table, qualified = self._table(dataset)
+            qualified = self._qualified(table)
             if table not in self._tables:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
-                    conn.execute(
-                        sql.SQL(
-                            'CREATE TABLE IF NOT EXISTS {} (key text COLLATE "C" PRIMARY KEY, doc jsonb NOT NULL,'
-                            " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now())"
-                        ).format(qualified)
-                    )
-                self._tables.add(table)
+                self._create(conn, table, spec)
             if self._copy_new(conn, qualified, records, source):
                 return len(records)
+            rounds = merge_rounds(records) if spec.mode is WriteMode.MERGE else [records]
+            insert = pgsql.insert_sql(qualified, sql.Identifier(LOAD_TABLE), spec)
+            written = 0
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
-                    for chunk in _copy_chunks(records):
-                        copy.write(chunk)
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (key, doc, source) SELECT key, doc::jsonb, %s"
-                        " FROM pg_temp.{} ON CONFLICT (key) DO NOTHING"
-                    ).format(qualified, sql.Identifier(LOAD_TABLE)),
-                    (source,),
+                for n, batch in enumerate(rounds):
+                    if n:
+                        cur.execute(f"TRUNCATE pg_temp.{LOAD_TABLE}")
+                    with cur.copy(f"COPY pg_temp.{LOAD_TABLE} (key, doc) FROM STDIN") as copy:
+                        for chunk in _copy_chunks(batch):
+                            copy.write(chunk)
+                    cur.execute(insert, (source,))
+                    written += cur.rowcount
+            return written
+
+    def _qualified(self, table: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(table))
+
+    def _create(self, conn: psycopg.Connection[Any], table: str, spec: WriteSpec) -> None:
+        """The table (and ``spec``'s indexes) if not there, one creator at a time."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
+            conn.execute(pgsql.create_sql(self._qualified(table)))
+            for fields in spec.indexes:
+                conn.execute(pgsql.index_sql(self._schema, table, fields))
+        self._tables.add(table)
+
+    def stage(self, dataset: str, generation: str) -> None:
+        with _errors(self.where, dataset):
+            self._create(self._db(), generation_table(dataset, generation), APPEND)
+
+    def replace(self, dataset: str, generation: str, spec: WriteSpec = APPEND) -> int | None:
+        table, staged = table_name(dataset), generation_table(dataset, generation)
+        with _errors(self.where, dataset):
+            conn = self._db()
+            with conn.transaction():  # DDL is transactional: readers see the old table until COMMIT
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
+                found = conn.execute("SELECT to_regclass(%s)", (self._qualified(staged).as_string(conn),)).fetchone()
+                if found is None or found[0] is None:
+                    return None
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._qualified(table)))
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._qualified(staged), sql.Identifier(table))
                 )
-                return cur.rowcount
+                for fields in spec.indexes:
+                    conn.execute(pgsql.index_sql(self._schema, table, fields))
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._qualified(table))).fetchone()
+            self._tables.discard(staged)
+            self._tables.add(table)
+        return int(row[0]) if row else 0
+
+    def discard(self, dataset: str, generation: str) -> None:
+        staged = generation_table(dataset, generation)
+        with _errors(self.where, dataset):
+            self._db().execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._qualified(staged)))
+            self._tables.discard(staged)
 
     @staticmethod
     def _copy_new(

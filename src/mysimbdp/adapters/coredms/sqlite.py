@@ -33,8 +33,17 @@ from urllib.parse import quote
 
 import orjson
 
-from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace, sqlite_path, table_name
+from mysimbdp.adapters.coredms import sqlitesql
+from mysimbdp.adapters.coredms.base import (
+    DocumentInvalid,
+    generation_table,
+    merge_rounds,
+    namespace,
+    sqlite_path,
+    table_name,
+)
 from mysimbdp.domain.exactjson import loads_for_output
+from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.errors import StoreError, StoreUnavailable
 
 _SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
@@ -43,32 +52,6 @@ _TURN_POLL_S = (0.0001, 0.0002, 0.0005, 0.001)  # waits between tries for the wr
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _insert_sql(table: str) -> str:
-    return (
-        f'INSERT INTO "{table}" (key, doc, source, ingested_at) SELECT key, value, ?, ? FROM json_each(?) '
-        "WHERE true ON CONFLICT (key) DO NOTHING"  # WHERE: else SQLite reads ON as a join constraint
-    )
-
-
-def _json_objects(pairs: dict[str, str], max_bytes: int) -> list[bytes]:
-    """``pairs`` as JSON objects of at most ``max_bytes`` each (SQLite's length limit):
-    one, unless the batch is huge; halved until each fits (a single pair may not)."""
-    text = orjson.dumps(pairs)
-    if len(text) <= max_bytes or len(pairs) == 1:
-        return [text]
-    items = list(pairs.items())
-    mid = len(items) // 2
-    return _json_objects(dict(items[:mid]), max_bytes) + _json_objects(dict(items[mid:]), max_bytes)
-
-
-def _create_sql(table: str) -> str:
-    return (
-        f'CREATE TABLE IF NOT EXISTS "{table}" ('
-        "key TEXT PRIMARY KEY, doc TEXT NOT NULL, source TEXT NOT NULL, ingested_at TEXT NOT NULL) "
-        "WITHOUT ROWID"  # rows live in the key's b-tree: one index to maintain, not two
-    )
 
 
 class SqliteStore:
@@ -167,39 +150,54 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"coredms {self.path}: dataset {dataset!r}: {exc}") from exc
 
-    def _exists(self, table: str) -> bool:
-        if table in self._tables:
+    def _exists(self, table: str, *, cached: bool = True) -> bool:
+        if cached and table in self._tables:
             return True
         row = self._db().execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         if row is not None:
             self._tables.add(table)
         return row is not None
 
-    def write(self, dataset: str, records: Sequence[tuple[str, bytes]], source: str) -> int:
+    def write(
+        self,
+        dataset: str,
+        records: Sequence[tuple[str, bytes]],
+        source: str,
+        spec: WriteSpec = APPEND,
+        *,
+        generation: str = "",
+    ) -> int:
         table = table_name(dataset)
+        if spec.mode is WriteMode.REPLACE:
+            table, spec = generation_table(dataset, generation), APPEND  # indexes come at the swap
         if not records:
             return 0
-        pairs = self._pairs(dataset, records)
+        rounds = merge_rounds(records) if spec.mode is WriteMode.MERGE else [list(records)]
+        pairs = [self._pairs(dataset, batch) for batch in rounds]
         now = _now()
         with self._errors(dataset):
             conn = self._db()
             try:
-                objects = _json_objects(pairs, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+                limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+                objects = [text for batch in pairs for text in sqlitesql.json_objects(batch, limit)]
             except orjson.JSONEncodeError as exc:  # a key that is no valid text (a lone surrogate)
                 raise DocumentInvalid(
                     f"coredms {self.path}: dataset {dataset!r}: a key is not valid text: {exc}"
                 ) from exc
+            insert = sqlitesql.insert_sql(table, spec)
             with self._writer_turn():
                 if table not in self._tables:
-                    conn.execute(_create_sql(table))
+                    conn.execute(sqlitesql.create_sql(table))
+                    for fields in spec.indexes:
+                        conn.execute(sqlitesql.index_sql(table, fields))
                     self._tables.add(table)
                 if len(objects) == 1:  # the usual batch: one statement, a transaction of its own
-                    return int(conn.execute(_insert_sql(table), (source, now, objects[0])).rowcount)
+                    return int(conn.execute(insert, (source, now, objects[0])).rowcount)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     before = conn.total_changes
                     for text in objects:
-                        conn.execute(_insert_sql(table), (source, now, text))
+                        conn.execute(insert, (source, now, text))
                     inserted = conn.total_changes - before
                     conn.execute("COMMIT")
                 except BaseException:
@@ -208,10 +206,47 @@ class SqliteStore:
                     raise
         return inserted
 
+    def stage(self, dataset: str, generation: str) -> None:
+        table = generation_table(dataset, generation)
+        with self._errors(dataset), self._writer_turn():
+            self._db().execute(sqlitesql.create_sql(table))
+            self._tables.add(table)
+
+    def replace(self, dataset: str, generation: str, spec: WriteSpec = APPEND) -> int | None:
+        table, staged = table_name(dataset), generation_table(dataset, generation)
+        with self._errors(dataset):
+            conn = self._db()
+            with self._writer_turn():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if not self._exists(staged, cached=False):
+                        conn.execute("ROLLBACK")
+                        return None
+                    conn.execute(f'DROP TABLE IF EXISTS "{table}"')  # its indexes with it: their names are free
+                    conn.execute(f'ALTER TABLE "{staged}" RENAME TO "{table}"')
+                    for fields in spec.indexes:
+                        conn.execute(sqlitesql.index_sql(table, fields))
+                    row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+                    conn.execute("COMMIT")  # WAL: a reader sees the old table until here, then the new
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            self._tables.discard(staged)
+            self._tables.add(table)
+        return int(row[0])
+
+    def discard(self, dataset: str, generation: str) -> None:
+        staged = generation_table(dataset, generation)
+        with self._errors(dataset), self._writer_turn():
+            self._db().execute(f'DROP TABLE IF EXISTS "{staged}"')
+            self._tables.discard(staged)
+
     def _pairs(self, dataset: str, records: Sequence[tuple[str, bytes]]) -> dict[str, str]:
         """``{key: document text}``; a key repeated in the batch keeps its first document,
-        as inserting row by row would. Raises :class:`DocumentInvalid` for a document that
-        is not UTF-8 and for a NUL character (SQLite's JSON functions cut a text there)."""
+        as inserting row by row would (merge splits a batch into rounds of distinct keys
+        first). Raises :class:`DocumentInvalid` for a document that is not UTF-8 and for a
+        NUL character (SQLite's JSON functions cut a text there)."""
         keys = [key for key, _ in records]
         try:
             texts = [doc.decode() for _, doc in records]
