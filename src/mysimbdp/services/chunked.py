@@ -35,7 +35,7 @@ from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
-from mysimbdp.errors import MysimbdpError
+from mysimbdp.errors import MysimbdpError, StoreError, StoreUnavailable
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
@@ -48,6 +48,7 @@ from mysimbdp.services.app_run import (
     record_run,
     run_app,
 )
+from mysimbdp.services.generations import commit_generation, discard_generation
 
 log = get_logger("batchingestmanager")
 
@@ -102,6 +103,18 @@ async def _watch(platform: Platform, record: FileRecord, run_id: str, queue: Chu
         chunks = platform.meta.chunks.of_file(record.id)
         _write_progress(platform, chunks, progress)
         if all(c.status in FINAL_CHUNK_STATES for c in chunks):
+            if any(c.status is ChunkStatus.FAILED for c in chunks):
+                discard_generation(platform, record)
+                return _finish(platform, record, run_id, chunks)
+            try:  # mode replace: the file commits when its last chunk is done
+                await asyncio.to_thread(commit_generation, platform, record)
+            except StoreUnavailable as exc:  # the chunks' rows wait in the generation: try again
+                log.warning("generation_swap_waits", tenant=record.tenant, file_id=record.id, error=str(exc))
+                await asyncio.sleep(WATCH_S * 10)
+                continue
+            except StoreError as exc:
+                discard_generation(platform, record)
+                return _finish(platform, record, run_id, chunks, swap_error=str(exc))
             return _finish(platform, record, run_id, chunks)
         await asyncio.sleep(WATCH_S)
 
@@ -124,15 +137,22 @@ def _write_progress(platform: Platform, chunks: Sequence[ChunkRecord], path: Pat
     os.replace(tmp, path)
 
 
-def _finish(platform: Platform, record: FileRecord, run_id: str, chunks: Sequence[ChunkRecord]) -> FileRecord:
+def _finish(
+    platform: Platform, record: FileRecord, run_id: str, chunks: Sequence[ChunkRecord], *, swap_error: str = ""
+) -> FileRecord:
     failed = [c for c in chunks if c.status is ChunkStatus.FAILED]
-    status = FileStatus.FAILED if failed else FileStatus.INGESTED
+    status = FileStatus.FAILED if failed or swap_error else FileStatus.INGESTED
     unit = "row" if record.format == FileFormat.PARQUET else "line"
     reasons = [
         f"tenant {record.tenant!r}: file {record.name!r}: chunk {c.index + 1}/{len(chunks)} "
         f"(bytes {c.start}-{c.end}, from {unit} {c.first_line}), attempt {c.attempts}: {c.error}"
         for c in failed
     ]
+    if swap_error:
+        reasons.append(
+            f"tenant {record.tenant!r}: file {record.name!r}: its chunks are done but their rows could not replace "
+            f"dataset {record.dataset!r}: {swap_error}"
+        )
     counts = {
         "rows_written": sum(c.rows_written for c in chunks),
         "rows_rejected": sum(c.rows_rejected for c in chunks),

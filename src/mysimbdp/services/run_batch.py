@@ -16,6 +16,7 @@ from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
+from mysimbdp.errors import StoreError, StoreUnavailable
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
@@ -29,6 +30,7 @@ from mysimbdp.services.app_run import (
     run_app,
 )
 from mysimbdp.services.chunked import ChunkPublisher, ingest_chunked
+from mysimbdp.services.generations import commit_generation, discard_generation
 from mysimbdp.services.notify import excerpt
 from mysimbdp.services.unpack import staged_size
 
@@ -73,8 +75,16 @@ def _after_run(platform: Platform, record: FileRecord, run_id: str, app: str, at
     run_status, again = classify(ran, attempt, platform.settings.max_attempts)
     if run_status is RunStatus.SUCCEEDED:
         status = FileStatus.INGESTED
+        try:  # mode replace: the run commits here, its generation becomes the dataset
+            commit_generation(platform, record)
+        except StoreError as exc:
+            again = isinstance(exc, StoreUnavailable) and attempt < platform.settings.max_attempts
+            status = FileStatus.RETRY if again else FileStatus.FAILED
+            error = f"the run succeeded but its rows could not replace dataset {record.dataset!r}: {exc}"
     else:
         status = FileStatus.RETRY if again else FileStatus.FAILED
+    if status is FileStatus.FAILED:
+        discard_generation(platform, record)
     ended = ran.ended
     record_run(platform, record, run_id, app, attempt, ran, run_status)
     log.info(
