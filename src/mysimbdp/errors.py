@@ -112,3 +112,15 @@ class ApiError(MysimbdpError):
     def __init__(self, message: str, status: int = 0, body: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status, self.body = status, body or {}
+
+
+class FilterError(MysimbdpError):
+    """A read query of the documents API is not acceptable: its filter (malformed JSON, an
+    unknown operator, a type mismatch, nesting or an ``$in`` over a limit), its ``fields``,
+    ``sort`` or numeric parameters, or its cursor (forged, altered, or issued for another
+    tenant, dataset, sort or filter). ``rule`` is the rule's id; ``fields`` (e.g. ``limit``,
+    ``position``) go into the API's answer (400)."""
+
+    def __init__(self, rule: str, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.rule, self.fields = rule, fields
