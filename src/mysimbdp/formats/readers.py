@@ -294,7 +294,8 @@ class RecordReader:
             buffered if limit is None else iter(functools.partial(buffered.readline, limit + 3), b"")
         )
         loads = orjson.loads
-        lossy = exactjson.MAYBE_LOSSY.search  # a number orjson may round: read that line exactly
+        # a number orjson may round: read that line exactly (exactjson.maybe_lossy, inlined)
+        shape_table, long_run, tiny = exactjson.LOSSY_TABLE, exactjson.LONG_RUN, exactjson.TINY_EXPONENT
         good = good_record
         columns_known = False
         for lineno, line in enumerate(source, first_line):
@@ -317,7 +318,8 @@ class RecordReader:
                     continue
                 value = parsed[0]
             else:
-                if lossy(line) is not None:
+                shape = line.translate(shape_table)
+                if long_run in shape or tiny in shape:
                     value = exactjson.reread(line, value)
             if type(value) is dict:
                 if not columns_known:

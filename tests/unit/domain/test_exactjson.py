@@ -39,7 +39,7 @@ def test_floats_that_round_trip_stay_floats() -> None:
     assert type(value["a"]) is float
 
 
-@pytest.mark.parametrize("text", ["{", '{"a": 1e400', '{"a": NaN}'])
+@pytest.mark.parametrize("text", ["{", '{"a": 1e400', '{"a": NaN}', '{"a": 1e400, "b": "\\ud800"}'])
 def test_invalid_json_is_still_refused(text: str) -> None:
     """What is not JSON raises orjson's error, whichever parser looked at it last."""
     with pytest.raises(orjson.JSONDecodeError):
