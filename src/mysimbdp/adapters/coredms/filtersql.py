@@ -242,13 +242,17 @@ def sort_value_sql(sort: SortSpec, dialect: Dialect) -> str:
 
 def _cursor_value_sql(sort: SortSpec, dialect: Dialect) -> str:
     """The sort value as selected for a cursor: SQLite's SQL value as it is; PostgreSQL's as
-    text (jsonb's exact JSON text, a timestamp with its offset), read back by ``_cast``."""
+    text read back by ``_cast``: jsonb's exact JSON text, a timestamp in ISO 8601 UTC to the
+    microsecond (read alike whatever a session's DateStyle and TimeZone)."""
     expr = sort_value_sql(sort, dialect)
-    return f"({expr})::text" if dialect == "postgres" else expr
+    if dialect == "sqlite":
+        return expr
+    if sort.kind is SortKind.INGESTED_AT:
+        return f"""to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    return f"({expr})::text"
 
 
 def _cast(sort: SortSpec, dialect: Dialect) -> str:
-    _dialect(dialect)
     if dialect == "sqlite" or sort.kind is SortKind.KEY:
         return _dialect(dialect).ph
     return "%s::timestamptz" if sort.kind is SortKind.INGESTED_AT else "%s::jsonb"

@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 
 from mysimbdp.adapters.coredms import filtersql
 from mysimbdp.adapters.coredms.filtersql import Dialect, Fragment
-from mysimbdp.domain.docfilter import And, Node, Op, Or, parse_filter
+from mysimbdp.domain.cursor import CursorCodec, CursorScope, cursor_key
+from mysimbdp.domain.docfilter import And, Node, Op, Or, filter_digest, parse_filter
 from mysimbdp.domain.readparams import SortKind, SortSpec, assemble, parse_fields, parse_sort
 from mysimbdp.errors import FilterError
 
 _GONE = object()  # a missing field, in the reference evaluator and the documents' recipe
 POOL: list[Any] = [0, 1, 1.0, -3, 2.5, 10, 1e20, "1", "a", "B", "é", "", "zz", True, False, None, [1, 2], {"x": 1}]
-PATHS = [("a",), ("m", "t"), ("m", "s"), ("m",), ("name",), ("nope",), ("we'ird key",), ("m", "deep", "er")]
+PATHS = [("a",), ("m", "t"), ("m", "s"), ("m",), ("name",), ("nope",), ("we'ird [key]",), ("m", "deep", "er")]
 
 
 def documents(n: int, seed: int, prefix: str = "k") -> dict[str, dict[str, Any]]:
@@ -35,7 +36,7 @@ def documents(n: int, seed: int, prefix: str = "k") -> dict[str, dict[str, Any]]
     docs: dict[str, dict[str, Any]] = {}
     for i in range(n):
         doc: dict[str, Any] = {"name": rng.choice(["Oslo", "oslo", "Łódź", "Zürich", "", "a'b", "😀"])}
-        for field, value in (("a", rng.choice([*POOL, _GONE])), ("we'ird key", rng.choice([1, "x", _GONE, _GONE]))):
+        for field, value in (("a", rng.choice([*POOL, _GONE])), ("we'ird [key]", rng.choice([1, "x", _GONE, _GONE]))):
             if value is not _GONE:
                 doc[field] = value
         kind = rng.random()
@@ -179,7 +180,7 @@ HAND_PICKED: list[dict[str, Any]] = [
     {"m.deep.er": {"$gte": 0}},
     {"name": {"$gte": "Z"}},
     {"name": "Łódź"},
-    {"we'ird key": 1},
+    {"we'ird [key]": 1},
     {"m.t": {"$gt": 0, "$lt": 10}},
     {"$or": [{"a": {"$lt": 1}}, {"m.s": {"$gte": "a"}}]},
     {"$and": [{"a": {"$exists": True}}, {"$or": [{"m.t": None}, {"name": "Oslo"}]}]},
@@ -270,7 +271,12 @@ def test_projection_returns_the_fields_asked_for(loaded: Db) -> None:
         assert orjson.loads(orjson.dumps(assemble(fields, tuple(texts)))) == want
 
 
+CODEC = CursorCodec([cursor_key("test secret")])
+
+
 def _page_through(db: Db, sort: SortSpec, node: Node, limit: int, between: Callable[[int], None]) -> list[str]:
+    """Every page's keys, each next page after the last row's position, sent through a cursor."""
+    scope = CursorScope("acme", "t", sort.text, filter_digest(node))
     seen: list[str] = []
     after: tuple[Any, ...] | None = None
     for n in range(1000):
@@ -279,7 +285,8 @@ def _page_through(db: Db, sort: SortSpec, node: Node, limit: int, between: Calla
         if len(rows) < limit:
             return seen
         last = rows[-1]
-        after = (last[0],) if sort.kind is SortKind.KEY else (last[1], last[0])
+        token = CODEC.encode(scope, (last[0],) if sort.kind is SortKind.KEY else (last[1], last[0]))
+        after = CODEC.decode(token, scope)
         between(n)
     raise AssertionError("paging did not end")
 
@@ -321,3 +328,20 @@ def test_sort_field_is_the_index_expression_and_sqlite_uses_the_index(loaded: Db
     else:
         pgsql = pytest.importorskip("mysimbdp.adapters.coredms.pgsql")
         assert value_sql == pgsql.json_field("doc", "m.t").as_string(loaded.conn)
+
+
+def test_ingested_at_cursors_do_not_depend_on_the_session_date_style(loaded: Db) -> None:
+    """PostgreSQL: a cursor made in one session's DateStyle and TimeZone seeks right in another's."""
+    if loaded.dialect != "postgres":
+        pytest.skip("DateStyle and TimeZone are PostgreSQL's")
+    sort, node = parse_sort("-ingested_at"), parse_filter({})
+    before = [
+        row[0] for row in loaded.rows(filtersql.page_sql("postgres", loaded.table, where=node, sort=sort, limit=999))
+    ]
+    styles = iter(["SQL, DMY", "German", "Postgres, MDY", "ISO"] * 10)
+
+    def restyle(n: int) -> None:
+        loaded.conn.execute(f"SET DateStyle = '{next(styles)}'")
+        loaded.conn.execute("SET TimeZone = 'Asia/Tokyo'" if n % 2 else "SET TimeZone = 'America/New_York'")
+
+    assert _page_through(loaded, sort, node, 4, restyle) == before
