@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ROOT", "TESTS", "until", "until_async"]
+import pytest
+
+__all__ = ["ROOT", "TESTS", "on_backends", "until", "until_async"]
 
 TESTS = Path(__file__).resolve().parent  # tests/ (hostile_app.py lies here)
 ROOT = TESTS.parent  # the project: examples/, docs/
@@ -43,3 +45,15 @@ async def until_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(every_s)
+
+
+def on_backends(*names: str) -> pytest.MarkDecorator:
+    """Run a test on these store backends only, instead of the ``backend`` fixture's two.
+
+    For end-to-end tests whose subject lies above the store (the CLI, the API, fetchdata's
+    checks, the sandbox, the stream monitor): the store's behaviour under them is proved on
+    both backends by the integration tests, and such an e2e test run twice costs a full
+    platform start and its files again, for no path the other run would not take. The e2e
+    tests that exercise the store itself (crash recovery, chunked files, write modes, the
+    hostile tenant) stay on both; docs/architecture.md "Tests" lists the split."""
+    return pytest.mark.parametrize("backend", names, indirect=True)

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import Cli
+from tests.helpers import on_backends
 
 PROFILE = """
 formats: [csv]
@@ -51,6 +52,7 @@ def _setup(cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path, app: str
         ("memory", "MemoryError"),
     ],
 )
+@on_backends("sqlite")
 def test_failing_app_fails_the_file_with_the_reason(
     cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path, app: str, expected: str
 ) -> None:
@@ -83,6 +85,7 @@ def _stderr_tail(cli: Cli, tenant: str) -> str:
         meta.close()
 
 
+@on_backends("sqlite")
 def test_app_flooding_stdout_still_ingests(cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path) -> None:
     """~200 MB written to stdout is drained and bounded; the rows still land."""
     data = _setup(cli, write_tenant, tmp_path, "flood")

@@ -19,7 +19,7 @@ from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from tests.conftest import broker_url_for
 from tests.e2e.conftest import Cli
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 PROFILE = """
 formats: [csv, jsonl]
@@ -161,6 +161,7 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
     _assert_each_row_once(cli, rows)
 
 
+@on_backends("postgres")
 def test_without_a_running_platform_the_cli_runs_the_chunks_itself(
     cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -175,6 +176,7 @@ def test_without_a_running_platform_the_cli_runs_the_chunks_itself(
     _assert_each_row_once(cli, rows)
 
 
+@on_backends("sqlite")
 @pytest.mark.slow
 def test_a_big_file_being_chunked_does_not_hold_up_small_files(
     cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path, meta: MetaStore

@@ -12,7 +12,7 @@ import pytest
 
 from mysimbdp.adapters.process.sandbox import probe
 from tests.e2e.conftest import Cli, healthy
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "secrets", "python", "disk"]
 
@@ -46,6 +46,7 @@ def test_doctor_on_a_fresh_home_passes_with_the_sandbox_enforced(cli: Cli) -> No
     assert text[0].startswith("[ok  ] sandbox: Landlock ABI") and text[-1] == "ready"
 
 
+@on_backends("sqlite")
 def test_the_sandbox_off_is_a_visible_warning_not_a_failure(cli: Cli) -> None:
     cli.env["MYSIMBDP_SANDBOX"] = "off"
     code, checks = _checks(cli)
@@ -57,6 +58,7 @@ def test_the_sandbox_off_is_a_visible_warning_not_a_failure(cli: Cli) -> None:
     assert text.splitlines()[-1] == "ready; warnings: sandbox"
 
 
+@on_backends("sqlite")
 def test_without_a_sandbox_doctor_fails_and_up_starts_nothing(cli: Cli) -> None:
     """An old kernel (forced): doctor exits 1 naming the remedy; `up` exits non-zero with the
     same remedy and starts nothing; with MYSIMBDP_SANDBOX=off on purpose, `up` runs, logs
@@ -90,6 +92,7 @@ def test_without_a_sandbox_doctor_fails_and_up_starts_nothing(cli: Cli) -> None:
     assert warning["level"] == "warning" and "UNCONFINED" in warning["warning"]
 
 
+@on_backends("sqlite")
 def test_report_shows_the_sandbox(cli: Cli) -> None:
     """`report` starts with the sandbox line; `report --json` has it under ``sandbox``."""
     assert cli.run("report", check=True).stdout.startswith("sandbox: Landlock ABI")

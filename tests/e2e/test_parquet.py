@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.e2e.conftest import Cli
+from tests.helpers import on_backends
 
 PROFILE = """
 dataset: readings
@@ -65,6 +66,7 @@ def test_a_parquet_file_is_ingested_with_its_types_and_a_rerun_writes_nothing_tw
     assert len(_documents(cli, rows)) == rows  # the same keys: no document twice
 
 
+@on_backends("postgres")
 def test_a_big_parquet_file_is_chunked_by_row_groups_and_each_row_stored_once(
     cli: Cli, write_tenant: Callable[..., Path], tmp_path: Path
 ) -> None:

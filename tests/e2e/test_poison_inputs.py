@@ -18,6 +18,7 @@ import orjson
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.settings import Settings
 from tests.e2e.conftest import Cli
+from tests.helpers import on_backends
 from tests.helpers import until as wait_until
 
 POISON_PROFILE = """
@@ -108,6 +109,7 @@ def _received_at(cli: Cli, file_id: str) -> tuple[float, float]:
     return record.received_at, record.updated_at
 
 
+@on_backends("sqlite")
 def test_poison_files_are_rejected_and_recorded_while_the_platform_serves_the_others(cli: Cli, tmp_path: Path) -> None:
     cli.env["MYSIMBDP_SCAN_TIMEOUT_S"] = str(SCAN_TIMEOUT_S)
     profile = tmp_path / "poison" / "profile.yaml"

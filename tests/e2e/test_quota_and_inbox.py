@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from tests.e2e.conftest import Cli
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 
 def test_more_files_than_the_daily_quota_are_rejected(
@@ -28,6 +28,7 @@ def test_more_files_than_the_daily_quota_are_rejected(
     assert "daily_files" in statuses[2]["reasons"][0] and "2" in statuses[2]["reasons"][0]
 
 
+@on_backends("sqlite")
 def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None:
     """`up` ingests a file dropped in the inbox, ignores a `.part` file until it is renamed,
     and drains on SIGTERM."""
@@ -59,6 +60,32 @@ def test_running_platform_takes_inbox_files_but_not_part_files(cli: Cli) -> None
         assert up.wait(timeout=60) == 0
 
 
+@on_backends("sqlite")
+def test_ingest_wait_with_the_platform_up_does_not_wait_out_the_settle_rule(cli: Cli) -> None:
+    """The CLI knows its file is complete: with `up` running it fetches (checks and stages)
+    the file itself at once and the platform runs it, so `ingest --wait` is done long before
+    fetchdata would take a file that has not kept still for MYSIMBDP_SETTLE_S (here 600 s)."""
+    from mysimbdp.adapters.metastore import MetaStore
+    from mysimbdp.domain.components import BATCH_MANAGER, FETCHDATA
+
+    cli.run("tenant", "add", "acme", check=True)
+    cli.env["MYSIMBDP_SETTLE_S"] = "600"
+    up = cli.popen("up")
+    meta = MetaStore(cli.env["MYSIMBDP_META_URL"])
+    meta.start()
+    try:
+        until(lambda: meta.alive(FETCHDATA, 5) and meta.alive(BATCH_MANAGER, 5), 60.0, "the platform's heartbeats")
+        fresh = cli.home.parent / "fresh.csv"
+        fresh.write_text("a\n1\n2\n")
+        summary = cli.json("ingest", str(fresh), "--tenant", "acme", "--json")  # cli.run's bound: 120 s
+        assert summary["status"] == "ingested" and summary["rows_written"] == 2, summary
+        assert not list((cli.home / "inbox" / "acme").iterdir())  # taken by the CLI, not left for fetchdata
+    finally:
+        meta.close()
+        up.terminate()
+        assert up.wait(timeout=60) == 0
+
+
 def _stage_inboxes(cli: Cli, tenants: tuple[str, ...]) -> None:
     """Fetch (check and stage) every file in the tenants' inboxes, in order, as fetchdata does."""
     from mysimbdp.domain.states import FileStatus
@@ -73,6 +100,7 @@ def _stage_inboxes(cli: Cli, tenants: tuple[str, ...]) -> None:
                 assert decision.status == FileStatus.STAGED, decision.reasons
 
 
+@on_backends("postgres")
 def test_a_tenant_with_one_file_is_not_starved_by_a_tenant_with_many(cli: Cli) -> None:
     """With one worker, 12 queued files of tenant 'big' and 1 of tenant 'small': the manager's
     round robin runs the small tenant's file second, not last.

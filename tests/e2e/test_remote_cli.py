@@ -22,7 +22,7 @@ import pytest
 from mysimbdp.adapters.broker.nats import free_port
 from tests.e2e.conftest import Cli, healthy
 from tests.e2e.test_up_tls import self_signed
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 PROFILE = """
 formats: [csv]
@@ -122,6 +122,7 @@ def plain(cli: Cli, tmp_path: Path) -> Iterator[Remote]:
     yield from _served(cli, tmp_path, key)
 
 
+@on_backends("sqlite")
 def test_remote_commands_print_what_the_local_ones_print(cli: Cli, shop: Remote, tmp_path: Path) -> None:
     """From a HOME without a platform, `ingest --api --wait --json` exits as a local ingest does (0
     ingested with quarantined rows, 3 rejected, reasons printed) with the same summary; `files`,
@@ -196,6 +197,7 @@ def https(cli: Cli, tmp_path: Path) -> Iterator[tuple[Remote, Path]]:
         yield remote, cert
 
 
+@on_backends("postgres")
 def test_over_https_the_platforms_own_certificate_is_trusted_with_ca_cert(
     https: tuple[Remote, Path], tmp_path: Path
 ) -> None:
@@ -220,6 +222,7 @@ def _big_csv(path: Path) -> Path:
     return path
 
 
+@on_backends("sqlite")
 def test_a_big_upload_killed_midway_resumes_from_the_servers_offset(plain: Remote, tmp_path: Path) -> None:
     """A file over the resumable threshold goes through /v1/uploads/; the CLI killed (SIGKILL) while
     sending it leaves the server part of it, and `ingest` run again resumes at the server's offset

@@ -19,7 +19,7 @@ from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from tests.e2e.conftest import Cli, healthy
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 
 async def _publish(url: str, start: int, count: int, per_message: int = 100) -> None:
@@ -44,6 +44,7 @@ def _running(cli: Cli, want: int) -> list[dict[str, Any]]:
     return live if len(live) == want else []
 
 
+@on_backends("postgres")
 def test_instances_follow_the_operator_and_a_killed_one_comes_back(cli: Cli, home: Path) -> None:
     cli.run("tenant", "add", "acme", check=True)
     up = cli.popen("up")
@@ -133,6 +134,7 @@ stream_apps:
 """
 
 
+@on_backends("sqlite")
 def test_the_monitor_scales_up_under_load_and_back_down_when_idle(
     cli: Cli, home: Path, write_tenant: Callable[..., Path]
 ) -> None:

@@ -75,10 +75,28 @@ def _running_by_stream(cli: Cli) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _program(pid: int) -> str:
-    """The script an instance process runs (its argv after the interpreter)."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return Path(argv[1].decode()).name
+def _program(pid: int) -> str | None:
+    """The script an instance process runs (its argv after the interpreter); None once the
+    process is gone (the monitor may scale an instance down between two looks)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None
+    return Path(argv[1].decode()).name if len(argv) > 1 else None
+
+
+def _running_with_programs(cli: Cli) -> dict[str, list[dict[str, Any]]] | None:
+    """Each stream's running instances, each with the program its live process runs; None
+    while a stream has none, or while an instance listed as running has no process."""
+    found = _running_by_stream(cli)
+    if not all(found.get(s) for s in APPS):
+        return None
+    for instances in found.values():
+        for instance in instances:
+            if (program := _program(instance["pid"])) is None:
+                return None
+            instance["program"] = program
+    return found
 
 
 def test_each_stream_is_consumed_by_instances_of_its_own_app(cli: Cli) -> None:
@@ -97,15 +115,12 @@ def test_each_stream_is_consumed_by_instances_of_its_own_app(cli: Cli) -> None:
             other = http.post("/v1/streams/alerts/messages", content=b'{"id": "a1", "data": {"n": 1}}', headers=NDJSON)
             assert other.status_code == 202  # accepted and kept in the broker; no app serves it
 
-        running = until(
-            lambda: (found := _running_by_stream(cli)) and all(found.get(s) for s in APPS) and found,
-            what="an instance of each stream's app",
-        )
+        running = until(partial(_running_with_programs, cli), what="a live instance of each stream's app")
         assert set(running) == set(APPS)  # stream alerts: no target, no instance
         for stream, (app, program, _) in APPS.items():
             for instance in running[stream]:
                 assert (instance["stream"], instance["app"], instance["target_app"]) == (stream, app, app)
-                assert _program(instance["pid"]) == program
+                assert instance["program"] == program
         for stream, (_, _, dataset) in APPS.items():
             until(partial(_holds, cli, dataset, expected[stream]), what=f"{expected[stream]} documents in {dataset}")
     finally:

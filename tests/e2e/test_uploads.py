@@ -25,7 +25,7 @@ from tusclient import client as tus_client
 from tusclient.uploader.uploader import Uploader
 
 from tests.e2e.conftest import Cli, healthy
-from tests.helpers import until
+from tests.helpers import on_backends, until
 
 ROWS = 10_000  # 151,773 bytes: ten 16 KiB PATCHes
 CHUNK_BYTES = 16 * 1024
@@ -182,6 +182,7 @@ def _settled_offset(served: Served, upload_url: str) -> int:
     return offset
 
 
+@on_backends("sqlite")
 def test_an_upload_stopped_and_cut_midway_resumes_from_the_servers_offset(
     cli: Cli, served: Served, tmp_path: Path
 ) -> None:
@@ -213,6 +214,7 @@ def test_an_upload_stopped_and_cut_midway_resumes_from_the_servers_offset(
     assert served.leftovers() == []
 
 
+@on_backends("sqlite")
 def test_stalled_clients_hit_the_idle_timeout_and_nothing_is_staged(served: Served, tmp_path: Path) -> None:
     """A tus PATCH with a checksum that stops sending midway: 408 (rule idle_timeout) after the
     server's idle timeout, none of its bytes kept (tuspy's HEAD: the offset it started from); one

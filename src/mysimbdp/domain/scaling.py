@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mysimbdp.domain.profile import StreamApp
+if TYPE_CHECKING:  # a type only: the meta store imports this module, and needs no pydantic
+    from mysimbdp.domain.profile import StreamApp
 
 REPORT_VERSION = 1
 # Upper bounds (ms) of the per-message latency histogram an instance reports.

@@ -4,7 +4,9 @@ A loop with ``run(stop)``: every tick it requeues files whose lease expired (the
 died), picks runnable files with :func:`pick_files` within ``max_workers`` and each app's
 concurrency, claims them under a lease it keeps renewing, and runs each as a task. A big
 file (``big_files`` in the profile) is claimed without a slot: its task only queues and
-watches the chunks, which the chunk workers run (``services.chunked``). On stop
+watches the chunks, which the chunk workers run (``services.chunked``). A file staged
+here (by fetchdata, an upload) wakes the loop through :meth:`wake`; one staged by another
+process (the CLI's ``ingest --wait``) wakes it through inotify on the staging area. On stop
 it takes no new file and waits up to ``drain_s`` for running apps, then kills them and
 puts their files back in the queue.
 """
@@ -19,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from mysimbdp.adapters.files.watch import wake_on_changes
 from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.components import BATCH_MANAGER
 from mysimbdp.domain.formats import FileFormat
@@ -58,6 +61,7 @@ class BatchIngestManager:
         settings = self.platform.settings
         log.info("manager_started", owner=self.owner, max_workers=settings.max_workers)
         last_renew = 0.0
+        watcher = asyncio.create_task(wake_on_changes(self.platform.home.root / "staging", stop, self._wake))
         while not stop.is_set():
             now = time.time()
             try:
@@ -70,6 +74,8 @@ class BatchIngestManager:
             except MysimbdpError as exc:  # a store hiccup: log and try again next tick
                 log.warning("manager_tick_failed", error=str(exc))
             await self._sleep(stop, settings.poll_interval_s)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         await self._drain()
         self.platform.meta.clear_beat(COMPONENT, self.owner)
         log.info("manager_stopped", owner=self.owner)

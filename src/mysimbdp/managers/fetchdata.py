@@ -22,9 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import watchfiles
-
 from mysimbdp.adapters.files.home import Seen, inbox_candidates, is_settled
+from mysimbdp.adapters.files.watch import wake_on_changes
 from mysimbdp.domain.components import FETCHDATA
 from mysimbdp.errors import MysimbdpError, RunCancelled, TenantError
 from mysimbdp.logs import get_logger
@@ -54,7 +53,7 @@ class FetchData:
         repaired = await asyncio.to_thread(reconcile, self.platform)
         log.info("fetchdata_started", inbox=str(self.platform.home.root / "inbox"), reconciled=repaired)
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="mysimbdp-fetch")
-        watcher = asyncio.create_task(self._watch(stop))
+        watcher = asyncio.create_task(wake_on_changes(self.platform.home.root / "inbox", stop, self._wake))
         try:
             while not stop.is_set():
                 self.platform.meta.beat(COMPONENT, self.owner)
@@ -83,15 +82,6 @@ class FetchData:
             await asyncio.gather(watcher, return_exceptions=True)
             self.platform.meta.clear_beat(COMPONENT, self.owner)
             log.info("fetchdata_stopped")
-
-    async def _watch(self, stop: asyncio.Event) -> None:
-        inbox = self.platform.home.root / "inbox"
-        inbox.mkdir(parents=True, exist_ok=True)
-        try:
-            async for _changes in watchfiles.awatch(inbox, stop_event=stop, debounce=50, step=25):
-                self._wake.set()
-        except (OSError, RuntimeError) as exc:  # inotify unavailable: polling still works
-            log.warning("watch_unavailable_polling", error=str(exc))
 
     def start_fetches(self) -> list[asyncio.Task[FetchDecision | None]]:
         """Start a fetch of the first settled file of every tenant that has none running, while

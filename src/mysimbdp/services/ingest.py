@@ -1,8 +1,9 @@
 """ingest_one: the CLI's ``ingest`` use case, with or without a running platform.
 
-The file is dropped into the tenant's inbox (via a ``.part`` name and a rename). If the
-platform is up, its fetchdata and batch manager take it from there and this follows the
-file's record; if not, this process does the fetch → validate → stage → run cycle itself.
+The file is dropped into the tenant's inbox (via a ``.part`` name and a rename) and, unless
+the command hands it to a running platform without waiting, fetched (validated and staged)
+in this process at once. If the platform is up, its batch manager runs the staged file and
+this follows the file's record; if not, this process runs it too.
 """
 
 from __future__ import annotations
@@ -98,16 +99,26 @@ async def ingest_one(
         platform.require_sandbox()  # this command will run the app itself: refuse before the file is taken
     since = time.time() - 1.0
     dropped = drop_into_inbox(source, platform.home.area("inbox", tenant), source.name)
-    if platform_running(platform):
-        if not wait:
-            return None
+    running = platform_running(platform)
+    if running and not wait:
+        return None  # fetchdata takes it once it has settled
+    # Fetch here, at once: this process knows the file is complete, so it need not wait out
+    # fetchdata's settle rule; a running platform's batch manager sees the staged file
+    # (inotify on the staging area) and runs it, and this follows the record.
+    try:
+        decision = await asyncio.to_thread(fetch_file, platform, tenant, dropped)
+    except FileNotFoundError:
+        if not running:
+            raise
+        # fetchdata claimed it first (a file that kept its old mtime counts as settled at once)
         found = await _find_dropped(platform, tenant, dropped.name, since, timeout_s=300.0)
         return await _follow(platform, found, on_progress)
-    decision = await asyncio.to_thread(fetch_file, platform, tenant, dropped)
     record = platform.meta.get_file(decision.file_id)
     assert record is not None
     if decision.status is not FileStatus.STAGED:
         return record
+    if running:
+        return await _follow(platform, record, on_progress)
     return await _run_here(platform, record, on_progress)
 
 
