@@ -16,6 +16,7 @@ from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.errors import FilterError
 
 __all__ = [
+    "BY_KEY",
     "DEFAULT_PAGE_LIMIT",
     "MAX_FIELDS",
     "MAX_PAGE_LIMIT",
@@ -109,6 +110,9 @@ class SortSpec:
         """The canonical ``sort`` parameter (``-ts``, ``key``), which a cursor is bound to."""
         name = ".".join(self.path) if self.kind is SortKind.FIELD else self.kind.value
         return f"-{name}" if self.descending else name
+
+
+BY_KEY = SortSpec()  # the default order
 
 
 def parse_sort(text: str | None, indexed: Collection[str] = ()) -> SortSpec:

@@ -22,7 +22,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.naming import dataset_problem, tenant_id_problem
+from mysimbdp.domain.readparams import BY_KEY, SortSpec
 from mysimbdp.domain.writespec import APPEND, WriteSpec, field_path_problem
 from mysimbdp.errors import ConfigError, DocumentInvalid, StoreError, TenantError
 
@@ -30,8 +33,10 @@ __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
     "Backend",
     "CoreDmsAdmin",
+    "DatasetStats",
     "DocumentInvalid",
     "DocumentStore",
+    "StoredRow",
     "generation_table",
     "index_name",
     "merge_rounds",
@@ -89,8 +94,29 @@ class DocumentStore(Protocol):
         """Drop ``generation``'s staging table, if any (its file failed)."""
         ...
 
-    def count(self, dataset: str) -> int:
-        """Number of documents in ``dataset``; 0 for an unknown dataset."""
+    def count(self, dataset: str, where: Node = MATCH_ALL) -> int:
+        """Number of documents in ``dataset`` that ``where`` matches; 0 for an unknown dataset."""
+        ...
+
+    def query(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        sort: SortSpec = BY_KEY,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[Path] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        """One keyset page of the read API: at most ``limit`` documents that ``where``
+        matches, in ``sort``'s order (then the key), after the position ``after`` (a
+        previous row's ``StoredRow.position``), projected to ``fields`` when given; [] for
+        an unknown dataset. A sort field must be one of the dataset's indexes (the index
+        serves it); ``domain.readparams.parse_sort`` checks that."""
+        ...
+
+    def stats(self) -> list[DatasetStats]:
+        """Each dataset of the tenant (sorted): documents, bytes and the last write."""
         ...
 
     def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """The read API's SQL: a filter's WHERE, a page's ORDER BY and keyset ("seek") condition, a
-projection, on SQLite and PostgreSQL (read-path building blocks; not yet used by the stores).
+projection, on SQLite and PostgreSQL (``coredms.reads`` runs them for the stores).
 
 A dataset's table (``coredms.base``) holds ``key`` (primary key), ``doc`` (JSON: text on
 SQLite, ``jsonb`` on PostgreSQL), ``source`` and ``ingested_at``.
@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
+from mysimbdp.adapters.coredms import pgsql, sqlitesql
 from mysimbdp.domain.docfilter import RANGE_OPS, And, Compare, Node, Op, Path
 from mysimbdp.domain.readparams import SortKind, SortSpec
 from mysimbdp.domain.writespec import field_path_problem
@@ -218,17 +219,14 @@ def where_sql(node: Node, dialect: Dialect) -> Fragment:
 
 
 def _index_expr(path: Path, dialect: Dialect) -> str:
-    """A sort field as its index's expression: it must equal ``coredms.sqlitesql.json_field``
-    / ``coredms.pgsql.json_field`` (``tests/integration/adapters/coredms/test_filtersql.py``
-    checks it), the expressions coredms makes its indexes on."""
+    """A sort field as its index's expression: coredms's own (``sqlitesql.json_field`` /
+    ``pgsql.json_field``), the expressions its indexes are made on."""
     name = ".".join(path)
     if problem := field_path_problem(name):
         raise StoreError(f"sort: {problem}")
     if dialect == "sqlite":
-        return f"json_extract(doc, '$.{name}')"
-    if len(path) == 1:
-        return f"(doc -> '{name}')"
-    return f"(doc #> '{{{','.join(path)}}}')"
+        return sqlitesql.json_field("doc", name)
+    return pgsql.json_field("doc", name).as_string(None)
 
 
 def sort_value_sql(sort: SortSpec, dialect: Dialect) -> str:

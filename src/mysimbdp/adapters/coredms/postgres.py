@@ -11,20 +11,23 @@ Mode replace writes into a generation's staging table the same way; ``replace`` 
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-from mysimbdp.adapters.coredms import pgsql
-from mysimbdp.adapters.coredms.base import DocumentInvalid, generation_table, merge_rounds, namespace, table_name
+from mysimbdp.adapters.coredms import pgsql, reads
+from mysimbdp.adapters.coredms.base import generation_table, merge_rounds, table_name
+from mysimbdp.adapters.coredms.pgadmin import PostgresAdmin
+from mysimbdp.adapters.coredms.pgadmin import connect as _connect
+from mysimbdp.adapters.coredms.pgadmin import pg_errors as _errors
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
+from mysimbdp.domain.readparams import BY_KEY, SortSpec
 from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
-from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
+from mysimbdp.errors import StoreError
 from mysimbdp.settings import mask_url
 
 LOAD_TABLE = "_mysimbdp_load"
@@ -74,26 +77,6 @@ def _copy_text(records: Sequence[tuple[str, bytes]], tail: bytes, *, with_tail: 
     columns = zip(keys.encode().split(b"\n"), itertools.repeat(b"\t"), docs, itertools.repeat(end))
     text = b"".join(itertools.chain.from_iterable(columns))
     return text.replace(b"\\", b"\\\\") if b"\\" in text else text
-
-
-@contextmanager
-def _errors(where: str, dataset: str | None = None) -> Iterator[None]:
-    what = f"{where}: dataset {dataset!r}" if dataset else where
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise StoreUnavailable(f"{what}: PostgreSQL unavailable: {exc}; retry later") from exc
-    except psycopg.DataError as exc:
-        raise DocumentInvalid(f"{what}: PostgreSQL refused a document: {exc}") from exc
-    except psycopg.Error as exc:
-        raise StoreError(f"{what}: {exc}") from exc
-
-
-def _connect(url: str, where: str, timeout_s: float) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(2, round(timeout_s)))
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"{where}: cannot connect to {mask_url(url)}: {exc}; retry later") from exc
 
 
 class PostgresStore:
@@ -244,14 +227,52 @@ class PostgresStore:
             return False
         return True
 
-    def count(self, dataset: str) -> int:
+    def count(self, dataset: str, where: Node = MATCH_ALL) -> int:
         with _errors(self.where, dataset):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
                 return 0
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()
-        return int(row[0]) if row else 0
+            return reads.count(conn, "postgres", qualified.as_string(conn), where)
+
+    def query(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        sort: SortSpec = BY_KEY,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[Path] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            if not self._exists(conn, table, qualified):
+                return []
+            name = qualified.as_string(conn)
+            return reads.page(conn, "postgres", name, where=where, sort=sort, after=after, fields=fields, limit=limit)
+
+    def stats(self) -> list[DatasetStats]:
+        """Documents, the table's size on disk (``pg_total_relation_size``: with its indexes
+        and TOAST) and the latest ``ingested_at`` per dataset, in one snapshot."""
+        out = []
+        with _errors(self.where):
+            conn = self._db()
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                for name in self.datasets():
+                    qualified = self._qualified(f"ds_{name}")
+                    row = conn.execute(
+                        sql.SQL(
+                            "SELECT count(*), pg_total_relation_size(%s::regclass),"
+                            """ to_char(max(ingested_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM {}"""
+                        ).format(qualified),
+                        (qualified.as_string(conn),),
+                    ).fetchone()
+                    assert row is not None
+                    out.append(DatasetStats(name, int(row[0]), int(row[1]), row[2] or ""))
+        return out
 
     def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         with _errors(self.where, dataset):
@@ -273,95 +294,6 @@ class PostgresStore:
                 (self._schema, "ds\\_%"),
             ).fetchall()
         return [str(name)[3:] for (name,) in rows]
-
-
-def scoped_url(admin_url: str, role: str, password: str) -> str:
-    """``admin_url`` with the tenant's credentials and its schema as the search path."""
-    parts = urlsplit(admin_url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
-    params = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("options", "user", "password")]
-    params.append(("options", f"-csearch_path={role}"))
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(params, quote_via=quote), ""))
-
-
-class PostgresAdmin:
-    """Creates and drops tenant schemas and roles. Connects on first use."""
-
-    def __init__(self, url: str, *, pg_prefix: str = "mysimbdp", connect_timeout_s: float = 10.0) -> None:
-        self.url = url
-        self.pg_prefix = pg_prefix
-        self.connect_timeout_s = connect_timeout_s
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _db(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = _connect(self.url, "coredms admin", self.connect_timeout_s)
-        return self._conn
-
-    def _name(self, tenant: str) -> str:
-        name = namespace(tenant, self.pg_prefix)
-        if len(name.encode()) > 63:
-            raise TenantError(f"tenant {tenant!r}: schema name {name!r} is longer than PostgreSQL's 63 bytes")
-        return name
-
-    def provision(self, tenant: str) -> str:
-        name = self._name(tenant)
-        ident = sql.Identifier(name)
-        password = secrets.token_urlsafe(24)
-        with _errors(f"coredms admin: tenant {tenant!r}"):
-            conn = self._db()
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
-                verb = sql.SQL("ALTER" if exists else "CREATE")
-                conn.execute(
-                    sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(
-                        verb, ident, sql.Literal(password)
-                    )
-                )
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(ident, ident))
-                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(ident, ident))
-                conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
-                # The tenant needs CONNECT and TEMPORARY (the COPY staging table); granted to
-                # the role itself so that an operator may revoke them from PUBLIC.
-                database = conn.execute("SELECT current_database()").fetchone()
-                assert database is not None
-                conn.execute(
-                    sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-                        sql.Identifier(str(database[0])), ident
-                    )
-                )
-                # PostgreSQL < 15 lets every role create objects in public; close that door.
-                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-                conn.execute(sql.SQL("ALTER ROLE {} SET search_path TO {}").format(ident, ident))
-        return scoped_url(self.url, name, password)
-
-    def deprovision(self, tenant: str) -> None:
-        name = self._name(tenant)
-        ident = sql.Identifier(name)
-        with _errors(f"coredms admin: tenant {tenant!r}"):
-            conn = self._db()
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))
-                try:
-                    with conn.transaction():
-                        conn.execute(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE usename = %s AND pid <> pg_backend_pid()",
-                            (name,),
-                        )
-                except psycopg.errors.InsufficientPrivilege:
-                    pass  # an admin without pg_signal_backend: the drops below wait for the sessions
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
-                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
-                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(ident))
-                    conn.execute(sql.SQL("DROP ROLE {}").format(ident))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 def open_store(scoped_url: str, *, busy_timeout_s: float) -> PostgresStore:

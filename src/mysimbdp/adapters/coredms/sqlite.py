@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import orjson
 
-from mysimbdp.adapters.coredms import sqlitesql
+from mysimbdp.adapters.coredms import reads, sqlitesql
 from mysimbdp.adapters.coredms.base import (
     DocumentInvalid,
     generation_table,
@@ -42,7 +42,11 @@ from mysimbdp.adapters.coredms.base import (
     sqlite_path,
     table_name,
 )
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.domain.docfilter import MATCH_ALL, Node
+from mysimbdp.domain.docfilter import Path as FieldPath
 from mysimbdp.domain.exactjson import loads_for_output
+from mysimbdp.domain.readparams import BY_KEY, SortSpec
 from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.errors import StoreError, StoreUnavailable
 
@@ -52,6 +56,11 @@ _TURN_POLL_S = (0.0001, 0.0002, 0.0005, 0.001)  # waits between tries for the wr
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _utc(stored: str | None) -> str:
+    """A stored ``ingested_at`` (``+00:00``) as ISO 8601 with ``Z``; "" for none."""
+    return "" if stored is None else datetime.fromisoformat(stored).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class SqliteStore:
@@ -267,13 +276,45 @@ class SqliteStore:
                 pairs.setdefault(key, text)
         return pairs
 
-    def count(self, dataset: str) -> int:
+    def count(self, dataset: str, where: Node = MATCH_ALL) -> int:
         table = table_name(dataset)
         with self._errors(dataset):
             if not self._exists(table):
                 return 0
-            row = self._db().execute(f'SELECT count(*) FROM "{table}"').fetchone()
-        return int(row[0])
+            return reads.count(self._db(), "sqlite", f'"{table}"', where)
+
+    def query(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        sort: SortSpec = BY_KEY,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[FieldPath] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        table = table_name(dataset)
+        with self._errors(dataset):
+            if not self._exists(table):
+                return []
+            return reads.page(
+                self._db(), "sqlite", f'"{table}"', where=where, sort=sort, after=after, fields=fields, limit=limit
+            )
+
+    def stats(self) -> list[DatasetStats]:
+        """Documents, their JSON text's bytes and the latest ``ingested_at`` per dataset
+        (one read transaction: the numbers are of one moment)."""
+        conn, out = self._db(), []
+        with self._errors("*"):
+            conn.execute("BEGIN")
+            try:
+                for name in self.datasets():
+                    sizes = "count(*), coalesce(sum(length(CAST(doc AS BLOB))), 0), max(ingested_at)"
+                    row = conn.execute(f'SELECT {sizes} FROM "ds_{name}"').fetchone()
+                    out.append(DatasetStats(name, int(row[0]), int(row[1]), _utc(row[2])))
+            finally:
+                conn.execute("COMMIT")
+        return out
 
     def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         table = table_name(dataset)

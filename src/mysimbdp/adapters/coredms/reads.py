@@ -1,0 +1,53 @@
+"""The read API's queries, run alike on SQLite and PostgreSQL (``coredms.sqlite`` and
+``coredms.postgres`` call these with their connection).
+
+Both drivers answer ``conn.execute(sql, params).fetchall()``, and ``coredms.filtersql``
+writes each dialect's SQL with its placeholders, so one function serves both. A page's rows
+come as :class:`StoredRow`: the position a cursor resumes after, and the document (whole,
+or the projection assembled from its fields) with exact numbers as ``orjson.Fragment``
+(``domain.exactjson``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mysimbdp.adapters.coredms import filtersql
+from mysimbdp.adapters.coredms.filtersql import Dialect
+from mysimbdp.adapters.coredms.rows import StoredRow
+from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
+from mysimbdp.domain.exactjson import loads_for_output
+from mysimbdp.domain.readparams import BY_KEY, SortKind, SortSpec, assemble
+
+__all__ = ["count", "page"]
+
+
+def page(
+    conn: Any,
+    dialect: Dialect,
+    table: str,
+    *,
+    where: Node = MATCH_ALL,
+    sort: SortSpec = BY_KEY,
+    after: Sequence[Any] | None = None,
+    fields: Sequence[Path] = (),
+    limit: int,
+) -> list[StoredRow]:
+    """At most ``limit`` documents of ``table`` (quoted, schema-qualified on PostgreSQL)
+    that ``where`` matches, in ``sort``'s order, after the position ``after``."""
+    query = filtersql.page_sql(dialect, table, where=where, sort=sort, after=after, fields=fields, limit=limit)
+    paths = tuple(fields)
+    rows: list[StoredRow] = []
+    for key, value, *texts in conn.execute(query.sql, query.params).fetchall():
+        position = (key,) if sort.kind is SortKind.KEY else (value, key)
+        doc = assemble(paths, tuple(texts)) if paths else loads_for_output(texts[0])
+        rows.append(StoredRow(position, doc))
+    return rows
+
+
+def count(conn: Any, dialect: Dialect, table: str, where: Node = MATCH_ALL) -> int:
+    """How many documents of ``table`` ``where`` matches."""
+    query = filtersql.count_sql(dialect, table, where)
+    row = conn.execute(query.sql, query.params).fetchone()
+    return int(row[0]) if row else 0
