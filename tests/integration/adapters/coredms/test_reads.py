@@ -50,7 +50,7 @@ def test_keyset_pages_visit_every_document_once(store: DocumentStore) -> None:
     """Paging with each page's last position sees each document once, in order."""
     _write(store, 25)
     sort = parse_sort("n", {"n"})
-    seen: list[str] = []
+    seen: list[int] = []
     after = None
     while rows := store.query("things", sort=sort, after=after, limit=4):
         seen += [row.doc["i"] for row in rows]
