@@ -320,20 +320,21 @@ def test_sort_field_is_the_index_expression_and_sqlite_uses_the_index(loaded: Db
     sort = parse_sort("m.t", indexed={"m.t"})
     value_sql = filtersql.sort_value_sql(sort, loaded.dialect)
     if loaded.dialect == "sqlite":
-        sqlitesql = pytest.importorskip("mysimbdp.adapters.coredms.sqlitesql")
+        from mysimbdp.adapters.coredms import sqlitesql
+
         assert value_sql == sqlitesql.json_field("doc", "m.t")
         page = filtersql.page_sql("sqlite", loaded.table, where=parse_filter({}), sort=sort, limit=5)
         plan = " ".join(str(row[-1]) for row in loaded.rows(Fragment("EXPLAIN QUERY PLAN " + page.sql, page.params)))
         assert "ix_m.t" in plan and "TEMP B-TREE" not in plan
     else:
-        pgsql = pytest.importorskip("mysimbdp.adapters.coredms.pgsql")
+        from mysimbdp.adapters.coredms import pgsql
+
         assert value_sql == pgsql.json_field("doc", "m.t").as_string(loaded.conn)
 
 
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)  # DateStyle and TimeZone are PostgreSQL's
 def test_ingested_at_cursors_do_not_depend_on_the_session_date_style(loaded: Db) -> None:
     """PostgreSQL: a cursor made in one session's DateStyle and TimeZone seeks right in another's."""
-    if loaded.dialect != "postgres":
-        pytest.skip("DateStyle and TimeZone are PostgreSQL's")
     sort, node = parse_sort("-ingested_at"), parse_filter({})
     before = [
         row[0] for row in loaded.rows(filtersql.page_sql("postgres", loaded.table, where=node, sort=sort, limit=999))
