@@ -28,6 +28,8 @@ of a multi-host platform needs the same key (give them ``MYSIMBDP_SECRET_KEY``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -90,6 +92,11 @@ class SecretBox:
                 "give the key it was sealed with in MYSIMBDP_SECRET_KEY (comma-separated keys: the first seals, "
                 "all open)"
             ) from exc
+
+    def derived_keys(self, purpose: bytes) -> list[bytes]:
+        """One key per platform key (the sealing one first), HMAC-SHA256-derived for
+        ``purpose``, never a key itself: e.g. the read API's cursor signatures."""
+        return [hmac.new(key, purpose, hashlib.sha256).digest() for key in self._load_keys()]
 
     def _multi(self) -> MultiFernet:
         with self._lock:

@@ -19,7 +19,7 @@ from mysimbdp import __version__
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.api.deps import EXCEPTION_HANDLERS, Context
 from mysimbdp.api.ratelimit import Clock, RateLimiter
-from mysimbdp.api.routes import admin, dashboard, files, history, messages, metrics, quarantine, uploads
+from mysimbdp.api.routes import admin, dashboard, datasets, files, history, messages, metrics, quarantine, uploads
 from mysimbdp.runtime.platform import Platform
 
 __all__ = ["create_app"]
@@ -36,7 +36,17 @@ def create_app(platform: Platform, broker: Broker, *, clock: Clock = time.monoto
     app.state.mysimbdp = Context(platform, broker, clock, RateLimiter(clock))
     for error, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(error, handler)
-    for routes in (messages, files, uploads, admin, history, quarantine, metrics, dashboard):  # the order of /docs
+    for routes in (
+        messages,
+        datasets,
+        files,
+        uploads,
+        admin,
+        history,
+        quarantine,
+        metrics,
+        dashboard,
+    ):  # the order of /docs
         app.include_router(routes.router)
     app.mount("/static", dashboard.STATIC, name="static")
     return app

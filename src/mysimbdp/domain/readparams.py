@@ -144,12 +144,15 @@ def bounded_int(name: str, value: str | int | None, *, default: int, minimum: in
     try:
         number = int(value)
     except ValueError:
-        raise FilterError("param", f"{name} must be an integer, got {str(value)[:40]!r}", param=name) from None
+        raise FilterError(
+            "param", f"{name} must be an integer, got {str(value)[:40]!r}", param=name, value=str(value)[:40]
+        ) from None
     if not minimum <= number <= maximum:
         raise FilterError(
             "param_range",
             f"{name} {number} is out of range: use {minimum} to {maximum}",
             param=name,
+            value=str(number),
             minimum=minimum,
             maximum=maximum,
         )

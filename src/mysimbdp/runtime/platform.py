@@ -20,6 +20,7 @@ from mysimbdp.adapters.files.home import Home
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.process.sandbox import Grant, Sandbox, Status, probe, readable_by_apps
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
+from mysimbdp.domain.cursor import CursorCodec, cursor_key
 from mysimbdp.domain.profile import Profile, parse_profile
 from mysimbdp.domain.records import TenantRecord
 from mysimbdp.errors import ConfigError, SandboxUnavailable
@@ -39,6 +40,7 @@ class Platform:
         self.secrets = SecretBox(settings.secret_key, key_file, lambda: [settings.home, *readable_by_apps()])
         self.meta = MetaStore(settings.meta_url, self.secrets)
         self._admin: CoreDmsAdmin | None = None
+        self._cursors: CursorCodec | None = None
         self._sandbox: Status | None = None
         self._claims: ClaimOwner | None = None
         self._claims_lock = threading.Lock()
@@ -123,6 +125,14 @@ class Platform:
         """The tenants' users on this platform's broker (their passwords sealed); None for an
         external NATS, whose users the operator keeps."""
         return tenant_users(self.settings, self.secrets)
+
+    def cursor_codec(self) -> CursorCodec:
+        """The read API's cursor signer: its keys derived from the platform's secret keys
+        (``MYSIMBDP_SECRET_KEY`` or the key file; the first signs, every one verifies, so a
+        rotated key keeps cursors in flight valid)."""
+        if self._cursors is None:
+            self._cursors = CursorCodec([cursor_key(k) for k in self.secrets.derived_keys(b"mysimbdp cursors")])
+        return self._cursors
 
     def tenant_store(self, tenant: TenantRecord) -> DocumentStore:
         """``tenant``'s own coredms namespace (on PostgreSQL, its own role), opened."""

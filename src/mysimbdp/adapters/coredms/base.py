@@ -107,6 +107,7 @@ class DocumentStore(Protocol):
         after: Sequence[Any] | None = None,
         fields: Sequence[Path] = (),
         limit: int,
+        offset: int = 0,
     ) -> list[StoredRow]:
         """One keyset page of the read API: at most ``limit`` documents that ``where``
         matches, in ``sort``'s order (then the key), after the position ``after`` (a

@@ -301,13 +301,14 @@ def page_sql(
     after: Sequence[Any] | None = None,
     fields: Sequence[Path] = (),
     limit: int,
+    offset: int = 0,
 ) -> Fragment:
     """One page: ``SELECT key, <cursor value>, <doc text | projection columns> FROM table``
     under the filter, after the cursor's position, in order, at most ``limit`` rows.
     ``table`` is the quoted (schema-qualified) table name, made by coredms from the
     dataset's checked name. The second column is the row's cursor value (the key again
     for ``sort=key``): a next page's ``after`` is ``(value, key)`` of the last row
-    (``(key,)`` for ``sort=key``)."""
+    (``(key,)`` for ``sort=key``). ``offset`` skips that many rows first (offset paging)."""
     d = _dialect(dialect)
     cond = where_sql(where, dialect)
     if after is not None:
@@ -316,6 +317,8 @@ def page_sql(
     docs = projection_sql(fields, dialect) if fields else Fragment("doc" if dialect == "sqlite" else "doc::text")
     select = f"SELECT key, {_cursor_value_sql(sort, dialect)}, {docs.sql} FROM {table}"
     text = f"{select} WHERE {cond.sql} ORDER BY {order_sql(sort, dialect)} LIMIT {d.ph}"
+    if offset:
+        return Fragment(f"{text} OFFSET {d.ph}", docs.params + cond.params + (limit, offset))
     return Fragment(text, docs.params + cond.params + (limit,))
 
 

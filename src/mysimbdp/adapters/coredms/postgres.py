@@ -244,6 +244,7 @@ class PostgresStore:
         after: Sequence[Any] | None = None,
         fields: Sequence[Path] = (),
         limit: int,
+        offset: int = 0,
     ) -> list[StoredRow]:
         with _errors(self.where, dataset):
             conn = self._db()
@@ -251,7 +252,9 @@ class PostgresStore:
             if not self._exists(conn, table, qualified):
                 return []
             name = qualified.as_string(conn)
-            return reads.page(conn, "postgres", name, where=where, sort=sort, after=after, fields=fields, limit=limit)
+            return reads.page(
+                conn, "postgres", name, where=where, sort=sort, after=after, fields=fields, limit=limit, offset=offset
+            )
 
     def stats(self) -> list[DatasetStats]:
         """Documents, the table's size on disk (``pg_total_relation_size``: with its indexes

@@ -33,10 +33,13 @@ def page(
     after: Sequence[Any] | None = None,
     fields: Sequence[Path] = (),
     limit: int,
+    offset: int = 0,
 ) -> list[StoredRow]:
     """At most ``limit`` documents of ``table`` (quoted, schema-qualified on PostgreSQL)
     that ``where`` matches, in ``sort``'s order, after the position ``after``."""
-    query = filtersql.page_sql(dialect, table, where=where, sort=sort, after=after, fields=fields, limit=limit)
+    query = filtersql.page_sql(
+        dialect, table, where=where, sort=sort, after=after, fields=fields, limit=limit, offset=offset
+    )
     paths = tuple(fields)
     rows: list[StoredRow] = []
     for key, value, *texts in conn.execute(query.sql, query.params).fetchall():

@@ -292,13 +292,22 @@ class SqliteStore:
         after: Sequence[Any] | None = None,
         fields: Sequence[FieldPath] = (),
         limit: int,
+        offset: int = 0,
     ) -> list[StoredRow]:
         table = table_name(dataset)
         with self._errors(dataset):
             if not self._exists(table):
                 return []
             return reads.page(
-                self._db(), "sqlite", f'"{table}"', where=where, sort=sort, after=after, fields=fields, limit=limit
+                self._db(),
+                "sqlite",
+                f'"{table}"',
+                where=where,
+                sort=sort,
+                after=after,
+                fields=fields,
+                limit=limit,
+                offset=offset,
             )
 
     def stats(self) -> list[DatasetStats]:

@@ -1,4 +1,4 @@
-"""The tenants' door: publish messages to a stream, read stored documents, liveness.
+"""The tenants' door: publish messages to a stream, liveness (reads: ``routes.datasets``).
 
 ``POST /v1/streams/{stream}/messages`` checks the content type, the body size (while
 reading, never holding an oversize body), the envelopes, the item count and sizes and the
@@ -7,28 +7,22 @@ tenant's token bucket, and answers 202 only once the broker confirmed the batch 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from mysimbdp.adapters.broker import tenant_stream_problem
-from mysimbdp.api.deps import Authenticated, Caller, Refused, context_of, documented
+from mysimbdp.api.deps import Authenticated, Refused, context_of, documented
 from mysimbdp.api.ratelimit import retry_after_s
 from mysimbdp.domain.envelope import Envelope, MessageInvalid, batch_id, encode_batch, parse_post
-from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.profile import StreamLimits
-from mysimbdp.domain.records import TenantRecord
-from mysimbdp.errors import BrokerError, BrokerUnavailable, StoreError, StoreUnavailable
+from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.logs import get_logger
-from mysimbdp.runtime.platform import Platform
 
-__all__ = ["BROKER_RETRY_AFTER_S", "MEDIA_TYPES", "Accepted", "Count", "Health", "router"]
+__all__ = ["BROKER_RETRY_AFTER_S", "MEDIA_TYPES", "Accepted", "Health", "router"]
 
 BROKER_RETRY_AFTER_S = 2
 MEDIA_TYPES = {"application/json": False, "application/x-ndjson": True}  # media type -> is NDJSON
@@ -39,11 +33,6 @@ T = TypeVar("T")
 
 class Health(BaseModel):
     status: str
-
-
-class Count(BaseModel):
-    dataset: str
-    count: int
 
 
 class Accepted(BaseModel):
@@ -167,58 +156,3 @@ async def post_messages(stream: str, request: Request, caller: Authenticated) ->
     log.info("messages_accepted", tenant=tenant, stream=stream, count=count)
     await ctx.first_message(tenant, stream, app)
     return Accepted(tenant=tenant, stream=stream, dataset=dataset, ids=[e.id for e in envelopes])
-
-
-def _read_documents(platform: Platform, tenant: TenantRecord, dataset: str, limit: int, offset: int) -> list[Any]:
-    with closing(platform.tenant_store(tenant)) as store:
-        return store.documents(dataset, limit=limit, offset=offset)
-
-
-def _count_documents(platform: Platform, tenant: TenantRecord, dataset: str) -> int:
-    with closing(platform.tenant_store(tenant)) as store:
-        return store.count(dataset)
-
-
-async def _from_store(request: Request, caller: Caller, dataset: str, read: Callable[..., T], *args: Any) -> T:
-    """``read(platform, tenant record, dataset, *args)`` on a thread; store errors as answers naming both."""
-    where = f"tenant {caller.tenant!r}, dataset {dataset!r}"
-    if problem := dataset_problem(dataset):
-        raise Refused(422, f"tenant {caller.tenant!r}: {problem}", tenant=caller.tenant, dataset=dataset)
-    try:
-        return await asyncio.to_thread(read, context_of(request).platform, caller.record, dataset, *args)
-    except StoreUnavailable as exc:
-        raise Refused(503, f"{where}: {exc}", {"Retry-After": "5"}, tenant=caller.tenant, dataset=dataset) from exc
-    except StoreError as exc:
-        log.error("documents_failed", tenant=caller.tenant, dataset=dataset, error=str(exc))
-        raise Refused(500, f"{where}: {exc}", tenant=caller.tenant, dataset=dataset) from exc
-
-
-_STORE_ERRORS = documented({**_ERRORS, 503: "The document store is unavailable"})
-
-
-@router.get(
-    "/v1/datasets/{dataset}/documents",
-    response_model=list[dict[str, Any]],
-    summary="Read the tenant's stored documents of one dataset, ordered by key",
-    responses=_STORE_ERRORS,
-)
-async def get_documents(
-    request: Request,
-    dataset: str,
-    caller: Authenticated,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Response:
-    docs = await _from_store(request, caller, dataset, _read_documents, limit, offset)
-    return Response(orjson.dumps(docs), media_type="application/json")
-
-
-@router.get(
-    "/v1/datasets/{dataset}/count",
-    response_model=Count,
-    summary="How many documents the tenant's dataset holds (0 for a dataset never written)",
-    responses=_STORE_ERRORS,
-)
-async def get_count(request: Request, dataset: str, caller: Authenticated) -> Count:
-    count = await _from_store(request, caller, dataset, _count_documents)
-    return Count(dataset=dataset, count=count)

@@ -294,14 +294,16 @@ async def test_a_stopped_broker_is_503_with_retry_after(platform: Platform, tena
 
 
 async def test_documents_are_the_tenants_own(client: httpx.AsyncClient, platform: Platform, tenant: NewTenant) -> None:
+    """A tenant reads its own documents (limit and offset page by key); another tenant's dataset
+    is 404 for it, as a dataset nobody has (more in test_datasets.py)."""
     other = _new_tenant(platform)
     store = await asyncio.to_thread(open_store, other.record.coredms_url)
     try:
         await asyncio.to_thread(store.write, "x", [("k1", b'{"a": 1}'), ("k2", b'{"a": 2}')], "test")
     finally:
         store.close()
-    empty = await client.get("/v1/datasets/x/documents", headers=_auth(tenant))
-    assert (empty.status_code, empty.json()) == (200, [])
+    mine = await client.get("/v1/datasets/x/documents", headers=_auth(tenant))
+    assert mine.status_code == 404
     page = await client.get("/v1/datasets/x/documents?limit=1&offset=1", headers=_auth(other))
     assert (page.status_code, page.json()) == (200, [{"a": 2}])
 
@@ -309,8 +311,8 @@ async def test_documents_are_the_tenants_own(client: httpx.AsyncClient, platform
 async def test_the_count_is_of_the_tenants_own_documents(
     client: httpx.AsyncClient, platform: Platform, tenant: NewTenant
 ) -> None:
-    """GET /v1/datasets/{dataset}/count counts the caller's documents only (0 for a dataset it never
-    wrote); an invalid dataset name is 422 naming the tenant."""
+    """GET /v1/datasets/{dataset}/count counts the caller's documents only (404 for a dataset it
+    does not have); an invalid dataset name is 422 naming the tenant."""
     other = _new_tenant(platform)
     store = await asyncio.to_thread(open_store, other.record.coredms_url)
     try:
@@ -318,7 +320,7 @@ async def test_the_count_is_of_the_tenants_own_documents(
     finally:
         store.close()
     mine = await client.get("/v1/datasets/x/count", headers=_auth(tenant))
-    assert (mine.status_code, mine.json()) == (200, {"dataset": "x", "count": 0})
+    assert mine.status_code == 404 and repr(tenant.record.id) in mine.json()["error"]
     theirs = await client.get("/v1/datasets/x/count", headers=_auth(other))
     assert (theirs.status_code, theirs.json()) == (200, {"dataset": "x", "count": 2})
     bad = await client.get("/v1/datasets/Bad-Name/count", headers=_auth(tenant))

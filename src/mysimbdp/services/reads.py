@@ -1,0 +1,151 @@
+"""Reading a tenant's dataset back (the read API and ``mysimbdp query``): a query's
+parameters checked into a :class:`ReadQuery`, one page with its ``next`` position, and every
+matching document streamed through keyset pages (bounded memory) in any export format.
+
+A request names its tenant (from its API key or ``--tenant``) and a dataset of that tenant;
+the store handle is the tenant's own namespace, so neither a filter nor a cursor can reach
+another tenant's data, and a cursor is signed for its tenant, dataset, sort and filter
+(``domain.cursor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from mysimbdp.adapters.coredms import DocumentStore
+from mysimbdp.domain.cursor import CursorCodec, CursorScope
+from mysimbdp.domain.docfilter import Node, Path, filter_digest, parse_filter
+from mysimbdp.domain.profile import Profile
+from mysimbdp.domain.readparams import SortSpec, parse_fields, parse_sort
+from mysimbdp.formats.exports import csv_chunks, ndjson_chunks, parquet_chunks
+
+__all__ = [
+    "EXPORT_PAGE_ROWS",
+    "MAX_EXPORT_LIMIT",
+    "MAX_OFFSET",
+    "MEDIA_TYPES",
+    "ExportFormat",
+    "ReadQuery",
+    "cursor_of",
+    "export_chunks",
+    "indexed_fields",
+    "iter_documents",
+    "read_page",
+    "read_query",
+]
+
+MAX_OFFSET = 10_000_000  # offset paging reads and skips every row before: deeper, use cursors
+MAX_EXPORT_LIMIT = 2**53  # an export's optional limit (documents); none: all of them
+EXPORT_PAGE_ROWS = 1000  # documents per keyset page while streaming an export
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    NDJSON = "ndjson"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+MEDIA_TYPES = {
+    ExportFormat.JSON: "application/json",
+    ExportFormat.NDJSON: "application/x-ndjson",
+    ExportFormat.CSV: "text/csv",
+    ExportFormat.PARQUET: "application/vnd.apache.parquet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadQuery:
+    """One read of one tenant's dataset: which documents, in which order, which fields."""
+
+    tenant: str
+    dataset: str
+    where: Node
+    sort: SortSpec
+    fields: tuple[Path, ...]
+
+    @property
+    def scope(self) -> CursorScope:
+        """What this query's cursors are bound to."""
+        return CursorScope(self.tenant, self.dataset, self.sort.text, filter_digest(self.where))
+
+
+def indexed_fields(profile: Profile, dataset: str) -> set[str]:
+    """The fields a read of ``dataset`` may sort by: the first field of each of its indexes
+    (the profile's ``indexes``, coredms made them), whose index serves the order."""
+    return {index[0] for index in profile.write_for(dataset).indexes if index}
+
+
+def read_query(
+    tenant: str, dataset: str, profile: Profile, *, filter_text: str | None, fields: str | None, sort: str | None
+) -> ReadQuery:
+    """The checked query; raises :class:`~mysimbdp.errors.FilterError` (rule, value, limit)."""
+    where = parse_filter(filter_text)
+    return ReadQuery(tenant, dataset, where, parse_sort(sort, indexed_fields(profile, dataset)), parse_fields(fields))
+
+
+def read_page(
+    store: DocumentStore, query: ReadQuery, *, after: Sequence[Any] | None, limit: int, offset: int = 0
+) -> tuple[list[dict[str, Any]], tuple[Any, ...] | None]:
+    """Up to ``limit`` documents and the position a next page starts after (None: the last page)."""
+    rows = store.query(
+        query.dataset,
+        where=query.where,
+        sort=query.sort,
+        after=after,
+        fields=query.fields,
+        limit=limit + 1,
+        offset=offset,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [row.doc for row in rows], rows[-1].position if more and rows else None
+
+
+def iter_documents(
+    store: DocumentStore,
+    query: ReadQuery,
+    *,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
+    page_rows: int = EXPORT_PAGE_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every matching document (at most ``limit``), page by keyset page: memory is one page,
+    whatever the dataset's size. Each document comes once; one written meanwhile comes if
+    it sorts after the pages already read. ``progress(n)`` after each page of ``n``."""
+    left = limit
+    while left is None or left > 0:
+        size = page_rows if left is None else min(page_rows, left)
+        rows = store.query(
+            query.dataset, where=query.where, sort=query.sort, after=after, fields=query.fields, limit=size
+        )
+        for row in rows:
+            yield row.doc
+        if progress is not None and rows:
+            progress(len(rows))
+        if len(rows) < size:
+            return
+        after = rows[-1].position
+        left = None if left is None else left - len(rows)
+
+
+def export_chunks(fmt: ExportFormat, docs: Iterator[dict[str, Any]], fields: Sequence[Path] = ()) -> Iterator[bytes]:
+    """``docs`` encoded as ``fmt`` (not JSON, which is paged) in chunks of about 64 KiB
+    (``formats.exports``). Exact numbers keep every digit: JSON Lines as numbers, CSV as
+    their digits, Parquet as a string column of their JSON text."""
+    if fmt is ExportFormat.NDJSON:
+        return ndjson_chunks(docs)
+    if fmt is ExportFormat.CSV:
+        return csv_chunks(docs, fields)
+    if fmt is ExportFormat.PARQUET:
+        return parquet_chunks(docs, fields)
+    raise ValueError(f"export_chunks: {fmt} is paged, not exported")
+
+
+def cursor_of(codec: CursorCodec, query: ReadQuery, position: Sequence[Any] | None) -> str | None:
+    """The signed ``next`` token of ``position`` (None: no next page)."""
+    return None if position is None else codec.encode(query.scope, position)
