@@ -29,6 +29,7 @@ RESULT = "MYSIMBDP_RESULT"  # path: write the result JSON here before exiting
 REJECTS = "MYSIMBDP_REJECTS"  # path: append rejected rows here, one JSON object per line
 PROGRESS = "MYSIMBDP_PROGRESS"  # path: rewrite {"rows": n, "bytes": n} here now and then
 PARALLELISM = "MYSIMBDP_PARALLELISM"  # how many processes the app may use for one large file
+PART_MIN_BYTES = "MYSIMBDP_PART_MIN_BYTES"  # optional: the smallest span worth a process of its own (16 MiB)
 STORE_TIMEOUT_S = "MYSIMBDP_STORE_TIMEOUT_S"  # seconds to wait for a busy/unreachable store, then exit 75
 LINE_MAP = "MYSIMBDP_LINE_MAP"  # replays only: JSON {"<input line>": <line in the original file>}; key and report by it
 # Stream apps (clientstreamingestapp) get these too, instead of the input ones (and QUALITY only
@@ -64,6 +65,7 @@ ALL = (
     PROGRESS,
     STORE_TIMEOUT_S,
     PARALLELISM,
+    PART_MIN_BYTES,
     LINE_MAP,
     BROKER_URL,
     STREAM,

@@ -56,6 +56,7 @@ class Settings:
     max_attempts: int = 4
     store_timeout_s: float = 30.0  # how long an app waits for a busy or unreachable store
     app_parallelism: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes per large file
+    app_part_min_bytes: int = 16 * 1024 * 1024  # the smallest span of a file worth one of those processes
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # chunk-task slots `up` runs itself (0: none)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"

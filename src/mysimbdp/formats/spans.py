@@ -18,9 +18,10 @@ MIN_SPAN_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
 
 
-def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int = MIN_SPAN_BYTES) -> list[Span]:
-    """Up to ``parts`` spans of at least ``min_span_bytes`` covering the whole file; a single
-    span (the whole file) when it cannot or need not be split."""
+def plan_spans(path: Path, fmt: FileFormat, parts: int, *, min_span_bytes: int | None = None) -> list[Span]:
+    """Up to ``parts`` spans of at least ``min_span_bytes`` (default :data:`MIN_SPAN_BYTES`)
+    covering the whole file; a single span (the whole file) when it cannot or need not be split."""
+    min_span_bytes = min_span_bytes or MIN_SPAN_BYTES
     size = path.stat().st_size
     whole = [Span(0, size, 1)]
     parts = min(parts, size // max(1, min_span_bytes))

@@ -29,6 +29,16 @@ GC_GEN0_THRESHOLD = 100_000
 SWITCH_INTERVAL_S = 0.001
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole, non-negative number from the contract's environment (``default`` when unset)."""
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise AppContractError(f"{name}={raw!r} is not a whole number")
+    return int(raw)
+
+
 def _contract_failure(env: Mapping[str, str], exc: Exception) -> int:
     sys.stderr.write(f"mysimbdp batch: {exc}\n")
     if path := env.get(contract.RESULT):
@@ -59,11 +69,10 @@ def run(
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         ctx = BatchContext.from_env(env, batch_size=batch_size)
-        parallelism = int(env.get(contract.PARALLELISM) or 1)
+        parallelism = _whole(env, contract.PARALLELISM, 1)
+        part_min_bytes = _whole(env, contract.PART_MIN_BYTES, 0) or None  # None: the SDK's default
     except AppContractError as exc:
         return _contract_failure(env, exc)
-    except ValueError:
-        return _contract_failure(env, AppContractError(f"{contract.PARALLELISM} is not a whole number"))
     if setup is not None:
         try:
             setup(ctx)
@@ -74,7 +83,7 @@ def run(
     if parallelism > 1 and ctx.span is None:  # a chunk of a big file is one part of a parallel whole
         from mysimbdp.sdk._parallel import plan_spans, run_parts
 
-        spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism)
+        spans = plan_spans(ctx.config.input, ctx.config.input_format, parallelism, min_span_bytes=part_min_bytes)
         if len(spans) > 1:
             return run_parts(ctx, transform, spans, block_transform)
     return run_context(ctx, transform, block_transform)

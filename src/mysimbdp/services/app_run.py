@@ -120,6 +120,7 @@ def app_env(
         contract.PROGRESS: str(run_dir / "progress.json"),
         contract.STORE_TIMEOUT_S: str(platform.settings.store_timeout_s),
         contract.PARALLELISM: str(platform.settings.app_parallelism),
+        contract.PART_MIN_BYTES: str(platform.settings.app_part_min_bytes),
     }
 
 

@@ -222,13 +222,13 @@ def test_document_the_store_refuses_is_rejected_alone(backend: str, store_url: s
 
 
 def _big_csv(path: Path, rows: int) -> Path:
-    """~34 MB of quote-free CSV with a few ragged and failing rows spread through it."""
+    """Quote-free CSV (~84 bytes a row) with a few ragged and failing rows spread through it."""
     with open(path, "w") as fh:
         fh.write("id,sensor,qty,note\n")
         for n in range(rows):
-            if n % 50_000 == 7:
+            if n % 5_000 == 7:
                 fh.write(f"{n},s{n % 97}\n")  # ragged
-            elif n % 60_000 == 11:
+            elif n % 6_000 == 11:
                 fh.write(f"{n},s{n % 97},minus,bad qty\n")  # fails the qty rule
             else:
                 fh.write(
@@ -237,12 +237,12 @@ def _big_csv(path: Path, rows: int) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_parallel_parts_store_exactly_what_one_process_stores(store_url: str, tmp_path: Path, backend: str) -> None:
     """A large file ingested by 2 processes (line-aligned spans) gives the same counts, the
     same rejected lines and the same stored keys as 1 process, and re-running either adds nothing."""
-    data = _big_csv(tmp_path / "big.csv", 420_000)
-    assert data.stat().st_size > 32 * 1024 * 1024, "two spans of at least 16 MiB"
+    data = _big_csv(tmp_path / "big.csv", 42_000)
+    part_min_bytes = 1024 * 1024  # the SDK's default is 16 MiB: the same split, on a tenth of the rows
+    assert data.stat().st_size > 2 * part_min_bytes, "two spans of at least MYSIMBDP_PART_MIN_BYTES"
     quality = '{"rules": [{"field": "qty", "type": "int"}], "max_bad_row_ratio": 0.5}'
     results = {}
     for parallelism in ("1", "2"):
@@ -251,7 +251,12 @@ def test_parallel_parts_store_exactly_what_one_process_stores(store_url: str, tm
             tmp_path / f"run{parallelism}",
             data,
             store_url,
-            **{contract.QUALITY: quality, contract.DATASET: dataset, contract.PARALLELISM: parallelism},
+            **{
+                contract.QUALITY: quality,
+                contract.DATASET: dataset,
+                contract.PARALLELISM: parallelism,
+                contract.PART_MIN_BYTES: str(part_min_bytes),
+            },
         )
         proc, result = _run(GENERIC, env)
         assert proc.returncode == 0, proc.stderr
@@ -265,9 +270,9 @@ def test_parallel_parts_store_exactly_what_one_process_stores(store_url: str, tm
     assert sorted(one_rejects) == sorted(two_rejects) and len(one_rejects) == 16
     store = open_store(store_url)
     try:
-        assert store.count("p1") == store.count("p2") == 420_000 - 16
-        first = store.documents("p1", limit=3, offset=200_000)
-        assert first == store.documents("p2", limit=3, offset=200_000)
+        assert store.count("p1") == store.count("p2") == 42_000 - 16
+        first = store.documents("p1", limit=3, offset=20_000)
+        assert first == store.documents("p2", limit=3, offset=20_000)
     finally:
         store.close()
 
