@@ -24,6 +24,7 @@ from mysimbdp.formats.exports import csv_chunks, ndjson_chunks, parquet_chunks
 
 __all__ = [
     "EXPORT_PAGE_ROWS",
+    "FEED_START",
     "MAX_EXPORT_LIMIT",
     "MAX_OFFSET",
     "MEDIA_TYPES",
@@ -33,6 +34,7 @@ __all__ = [
     "export_chunks",
     "indexed_fields",
     "iter_documents",
+    "read_changes",
     "read_page",
     "read_query",
 ]
@@ -40,6 +42,8 @@ __all__ = [
 MAX_OFFSET = 10_000_000  # offset paging reads and skips every row before: deeper, use cursors
 MAX_EXPORT_LIMIT = 2**53  # an export's optional limit (documents); none: all of them
 EXPORT_PAGE_ROWS = 1000  # documents per keyset page while streaming an export
+FEED_START = "start"  # since=start: the change feed from the first write
+FEED_SORT = "~since"  # a change-feed cursor's sort binding (no sort parameter can be this)
 
 
 class ExportFormat(StrEnum):
@@ -72,6 +76,11 @@ class ReadQuery:
         """What this query's cursors are bound to."""
         return CursorScope(self.tenant, self.dataset, self.sort.text, filter_digest(self.where))
 
+    @property
+    def feed_scope(self) -> CursorScope:
+        """What this query's change-feed (``since``) cursors are bound to: never a page's."""
+        return CursorScope(self.tenant, self.dataset, FEED_SORT, filter_digest(self.where))
+
 
 def indexed_fields(profile: Profile, dataset: str) -> set[str]:
     """The fields a read of ``dataset`` may sort by: the first field of each of its indexes
@@ -103,6 +112,16 @@ def read_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return [row.doc for row in rows], rows[-1].position if more and rows else None
+
+
+def read_changes(
+    store: DocumentStore, query: ReadQuery, *, after: Sequence[Any] | None, limit: int
+) -> tuple[list[dict[str, Any]], tuple[Any, ...] | None]:
+    """Up to ``limit`` documents written after ``after``, in write order, and the position
+    to go on from (``after`` itself when nothing new came; None: nothing yet at all)."""
+    rows = store.changes(query.dataset, where=query.where, after=after, fields=query.fields, limit=limit)
+    last = rows[-1].position if rows else (tuple(after) if after is not None else None)
+    return [row.doc for row in rows], last
 
 
 def iter_documents(

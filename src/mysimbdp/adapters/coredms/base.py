@@ -116,6 +116,20 @@ class DocumentStore(Protocol):
         serves it); ``domain.readparams.parse_sort`` checks that."""
         ...
 
+    def changes(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[Path] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        """The change feed: at most ``limit`` documents written after the position ``after``
+        (a previous row's ``(seq, key)``; None: from the first write), in write order (commit
+        order), that ``where`` matches; [] for an unknown dataset (``coredms.reads.changes``)."""
+        ...
+
     def stats(self) -> list[DatasetStats]:
         """Each dataset of the tenant (sorted): documents, bytes and the last write."""
         ...

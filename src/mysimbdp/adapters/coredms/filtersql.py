@@ -43,6 +43,7 @@ from mysimbdp.errors import StoreError
 __all__ = [
     "Dialect",
     "Fragment",
+    "changes_sql",
     "count_sql",
     "order_sql",
     "page_sql",
@@ -320,6 +321,35 @@ def page_sql(
     if offset:
         return Fragment(f"{text} OFFSET {d.ph}", docs.params + cond.params + (limit, offset))
     return Fragment(text, docs.params + cond.params + (limit,))
+
+
+def changes_sql(
+    dialect: Dialect,
+    table: str,
+    *,
+    where: Node,
+    after: Sequence[Any] | None = None,
+    fields: Sequence[Path] = (),
+    limit: int,
+) -> Fragment:
+    """The change feed's page: ``SELECT key, seq, <doc | projection>`` in write order
+    (``seq``, then key) after the position ``(seq, key)``. On PostgreSQL ``seq`` is the
+    writing transaction's id, and only rows below the snapshot's ``xmin`` are read: every
+    transaction below it has ended, so no row can later appear before the ones read (run it
+    in a REPEATABLE READ transaction, where the snapshot is the query's own)."""
+    d = _dialect(dialect)
+    cond = where_sql(where, dialect)
+    parts = [cond]
+    seq, cast = ("seq", "?") if dialect == "sqlite" else ("seq", "%s::xid8")
+    if dialect == "postgres":
+        parts.append(Fragment("seq < pg_snapshot_xmin(pg_current_snapshot())"))
+    if after is not None:
+        parts.append(Fragment(f"{seq} > {cast} OR ({seq} = {cast} AND key > {d.ph})", (after[0], after[0], after[1])))
+    joined = _join(parts, " AND ")
+    docs = projection_sql(fields, dialect) if fields else Fragment("doc" if dialect == "sqlite" else "doc::text")
+    value = "seq" if dialect == "sqlite" else "seq::text"
+    text = f"SELECT key, {value}, {docs.sql} FROM {table} WHERE {joined.sql} ORDER BY seq, key LIMIT {d.ph}"
+    return Fragment(text, docs.params + joined.params + (limit,))
 
 
 def count_sql(dialect: Dialect, table: str, where: Node) -> Fragment:

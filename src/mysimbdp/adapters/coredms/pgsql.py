@@ -13,7 +13,7 @@ from mysimbdp.adapters.coredms.base import index_name
 from mysimbdp.domain.writespec import WriteMode, WriteSpec, field_path_problem
 from mysimbdp.errors import StoreError
 
-__all__ = ["create_sql", "index_sql", "insert_sql", "json_field"]
+__all__ = ["SEQ_COLUMN", "add_seq_sql", "create_sql", "index_sql", "insert_sql", "json_field", "seq_index_sql"]
 
 
 def json_field(doc: str, path: str) -> sql.Composable:
@@ -27,11 +27,28 @@ def json_field(doc: str, path: str) -> sql.Composable:
     return sql.SQL("({} #> {})").format(sql.SQL(doc), sql.Literal("{" + ",".join(parts) + "}"))
 
 
+SEQ_COLUMN = "seq xid8 NOT NULL DEFAULT pg_current_xact_id()"
+
+
 def create_sql(qualified: sql.Composable) -> sql.Composed:
+    """The dataset's table. ``seq`` is the writing transaction's id (``xid8``: 64 bits, never
+    wrapping), the write order of the change feed (see ``coredms.reads.changes``)."""
     return sql.SQL(
         'CREATE TABLE IF NOT EXISTS {} (key text COLLATE "C" PRIMARY KEY, doc jsonb NOT NULL,'
-        " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now())"
+        " source text NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now(), " + SEQ_COLUMN + ")"
     ).format(qualified)
+
+
+def add_seq_sql(qualified: sql.Composable) -> sql.Composed:
+    """``seq`` on a table made before it: existing rows get this transaction's id."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + SEQ_COLUMN).format(qualified)
+
+
+def seq_index_sql(schema: str, table: str) -> sql.Composed:
+    """The change feed's index: (seq, key), the order it reads in."""
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (seq, key)").format(
+        sql.Identifier(f"sq_{table}"[:63]), sql.Identifier(schema), sql.Identifier(table)
+    )
 
 
 def index_sql(schema: str, table: str, fields: tuple[str, ...]) -> sql.Composed:
@@ -55,5 +72,6 @@ def insert_sql(qualified: sql.Composable, load: sql.Identifier, spec: WriteSpec)
         old, new = json_field("t.doc", spec.order_by), json_field("EXCLUDED.doc", spec.order_by)
         when = sql.SQL("{} AND ({} IS NULL OR {} >= {})").format(when, old, new, old)
     return sql.SQL(
-        "{} ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, source = EXCLUDED.source, ingested_at = now() WHERE {}"
+        "{} ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, source = EXCLUDED.source, ingested_at = now(),"
+        " seq = pg_current_xact_id() WHERE {}"
     ).format(insert, when)

@@ -128,7 +128,23 @@ class PostgresStore:
         if table in self._tables:
             return True
         row = conn.execute("SELECT to_regclass(%s)", (qualified.as_string(conn),)).fetchone()
-        return row is not None and row[0] is not None
+        if row is None or row[0] is None:
+            return False
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
+            self._ensure_seq(conn, table)
+        self._tables.add(table)
+        return True
+
+    def _ensure_seq(self, conn: psycopg.Connection[Any], table: str) -> None:
+        """``seq`` and its index on ``table`` (a table made before ``seq`` gets the column)."""
+        found = conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'seq' AND NOT attisdropped",
+            (self._qualified(table).as_string(conn),),
+        ).fetchone()
+        if found is None:
+            conn.execute(pgsql.add_seq_sql(self._qualified(table)))
+        conn.execute(pgsql.seq_index_sql(self._schema, table))
 
     def write(
         self,
@@ -173,6 +189,7 @@ class PostgresStore:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
             conn.execute(pgsql.create_sql(self._qualified(table)))
+            self._ensure_seq(conn, table)
             for fields in spec.indexes:
                 conn.execute(pgsql.index_sql(self._schema, table, fields))
         self._tables.add(table)
@@ -190,10 +207,19 @@ class PostgresStore:
                 found = conn.execute("SELECT to_regclass(%s)", (self._qualified(staged).as_string(conn),)).fetchone()
                 if found is None or found[0] is None:
                     return None
+                self._ensure_seq(conn, staged)
+                # the new content is written now, in the change feed's order: after what came before
+                conn.execute(sql.SQL("UPDATE {} SET seq = pg_current_xact_id()").format(self._qualified(staged)))
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._qualified(table)))
                 conn.execute(
                     sql.SQL("ALTER TABLE {} RENAME TO {}").format(self._qualified(staged), sql.Identifier(table))
                 )
+                conn.execute(
+                    sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
+                        sql.Identifier(self._schema), sql.Identifier(f"sq_{staged}"[:63])
+                    )
+                )
+                conn.execute(pgsql.seq_index_sql(self._schema, table))
                 for fields in spec.indexes:
                     conn.execute(pgsql.index_sql(self._schema, table, fields))
                 row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._qualified(table))).fetchone()
@@ -255,6 +281,23 @@ class PostgresStore:
             return reads.page(
                 conn, "postgres", name, where=where, sort=sort, after=after, fields=fields, limit=limit, offset=offset
             )
+
+    def changes(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[Path] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            if not self._exists(conn, table, qualified):
+                return []
+            name = qualified.as_string(conn)
+            return reads.changes(conn, "postgres", name, where=where, after=after, fields=fields, limit=limit)
 
     def stats(self) -> list[DatasetStats]:
         """Documents, the table's size on disk (``pg_total_relation_size``: with its indexes

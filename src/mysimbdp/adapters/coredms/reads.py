@@ -20,7 +20,7 @@ from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import BY_KEY, SortKind, SortSpec, assemble
 
-__all__ = ["count", "page"]
+__all__ = ["changes", "count", "page"]
 
 
 def page(
@@ -47,6 +47,37 @@ def page(
         doc = assemble(paths, tuple(texts)) if paths else loads_for_output(texts[0])
         rows.append(StoredRow(position, doc))
     return rows
+
+
+def changes(
+    conn: Any,
+    dialect: Dialect,
+    table: str,
+    *,
+    where: Node = MATCH_ALL,
+    after: Sequence[Any] | None = None,
+    fields: Sequence[Path] = (),
+    limit: int,
+) -> list[StoredRow]:
+    """The documents written after the position ``after`` (``(seq, key)``), in write order:
+    the change feed (``since=``). ``seq`` numbers writes in commit order: on SQLite the
+    table's last number plus one, given under SQLite's write lock; on PostgreSQL the
+    writing transaction's id, read only below the snapshot's ``xmin`` (see
+    ``filtersql.changes_sql``), so a transaction that commits late, with a smaller id, is
+    still read later, never skipped. A merge's update and a replace's swap give the rows new
+    numbers: the consumer sees them again, as changes."""
+    query = filtersql.changes_sql(dialect, table, where=where, after=after, fields=fields, limit=limit)
+    paths = tuple(fields)
+    if dialect == "postgres":
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            found = conn.execute(query.sql, query.params).fetchall()
+    else:
+        found = conn.execute(query.sql, query.params).fetchall()
+    return [
+        StoredRow((seq, key), assemble(paths, tuple(texts)) if paths else loads_for_output(texts[0]))
+        for key, seq, *texts in found
+    ]
 
 
 def count(conn: Any, dialect: Dialect, table: str, where: Node = MATCH_ALL) -> int:

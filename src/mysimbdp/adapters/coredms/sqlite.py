@@ -38,11 +38,11 @@ from mysimbdp.adapters.coredms.base import (
     DocumentInvalid,
     generation_table,
     merge_rounds,
-    namespace,
     sqlite_path,
     table_name,
 )
 from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.adapters.coredms.sqliteadmin import SqliteAdmin
 from mysimbdp.domain.docfilter import MATCH_ALL, Node
 from mysimbdp.domain.docfilter import Path as FieldPath
 from mysimbdp.domain.exactjson import loads_for_output
@@ -50,7 +50,6 @@ from mysimbdp.domain.readparams import BY_KEY, SortSpec
 from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.errors import StoreError, StoreUnavailable
 
-_SUFFIXES = ("", "-wal", "-shm", "-journal", "-lock")
 _TURN_POLL_S = (0.0001, 0.0002, 0.0005, 0.001)  # waits between tries for the writers' lock; then 1 ms
 
 
@@ -164,8 +163,32 @@ class SqliteStore:
             return True
         row = self._db().execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         if row is not None:
+            self._ensure_seq(table)
             self._tables.add(table)
         return row is not None
+
+    def _ensure_seq(self, table: str) -> None:
+        """``seq`` (write order), its index and the high-water table for ``table``; a table
+        made before ``seq`` gets the column, numbered by (ingested_at, key), in one
+        transaction (its own, or the caller's when one is open)."""
+        conn = self._db()
+        index = conn.execute("SELECT 1 FROM sqlite_master WHERE name IN (?, ?)", (f"sq_{table}", sqlitesql.SEQ_TABLE))
+        if len(index.fetchall()) == 2:
+            return
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+            if columns:
+                for statement in sqlitesql.seq_sql(table) if "seq" in columns else sqlitesql.add_seq_sql(table):
+                    conn.execute(statement)
+            if own:
+                conn.execute("COMMIT")
+        except BaseException:
+            if own and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def write(
         self,
@@ -182,7 +205,7 @@ class SqliteStore:
         if not records:
             return 0
         rounds = merge_rounds(records) if spec.mode is WriteMode.MERGE else [list(records)]
-        pairs = [self._pairs(dataset, batch) for batch in rounds]
+        pairs = [sqlitesql.text_pairs(f"coredms {self.path}", dataset, batch) for batch in rounds]
         now = _now()
         with self._errors(dataset):
             conn = self._db()
@@ -197,6 +220,7 @@ class SqliteStore:
             with self._writer_turn():
                 if table not in self._tables:
                     conn.execute(sqlitesql.create_sql(table))
+                    self._ensure_seq(table)
                     for fields in spec.indexes:
                         conn.execute(sqlitesql.index_sql(table, fields))
                     self._tables.add(table)
@@ -219,6 +243,7 @@ class SqliteStore:
         table = generation_table(dataset, generation)
         with self._errors(dataset), self._writer_turn():
             self._db().execute(sqlitesql.create_sql(table))
+            self._ensure_seq(table)
             self._tables.add(table)
 
     def replace(self, dataset: str, generation: str, spec: WriteSpec = APPEND) -> int | None:
@@ -231,10 +256,18 @@ class SqliteStore:
                     if not self._exists(staged, cached=False):
                         conn.execute("ROLLBACK")
                         return None
+                    self._ensure_seq(staged)
+                    exists = self._exists(table, cached=False)
+                    for statement in sqlitesql.swap_seq_sql(staged, table, exists=exists):
+                        conn.execute(statement)
                     conn.execute(f'DROP TABLE IF EXISTS "{table}"')  # its indexes with it: their names are free
                     conn.execute(f'ALTER TABLE "{staged}" RENAME TO "{table}"')
-                    for fields in spec.indexes:
-                        conn.execute(sqlitesql.index_sql(table, fields))
+                    conn.execute(f'DROP INDEX IF EXISTS "sq_{staged}"')
+                    for statement in [
+                        *sqlitesql.seq_sql(table),
+                        *(sqlitesql.index_sql(table, f) for f in spec.indexes),
+                    ]:
+                        conn.execute(statement)
                     row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
                     conn.execute("COMMIT")  # WAL: a reader sees the old table until here, then the new
                 except BaseException:
@@ -250,31 +283,6 @@ class SqliteStore:
         with self._errors(dataset), self._writer_turn():
             self._db().execute(f'DROP TABLE IF EXISTS "{staged}"')
             self._tables.discard(staged)
-
-    def _pairs(self, dataset: str, records: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-        """``{key: document text}``; a key repeated in the batch keeps its first document,
-        as inserting row by row would (merge splits a batch into rounds of distinct keys
-        first). Raises :class:`DocumentInvalid` for a document that is not UTF-8 and for a
-        NUL character (SQLite's JSON functions cut a text there)."""
-        keys = [key for key, _ in records]
-        try:
-            texts = [doc.decode() for _, doc in records]
-        except UnicodeDecodeError as exc:
-            raise DocumentInvalid(
-                f"coredms {self.path}: dataset {dataset!r}: a document is not UTF-8 JSON: {exc}"
-            ) from exc
-        if "\0" in "".join(keys) or "\0" in "".join(texts):
-            key = next(key for key, text in zip(keys, texts, strict=True) if "\0" in key or "\0" in text)
-            raise DocumentInvalid(
-                f"coredms {self.path}: dataset {dataset!r}: key {key!r}: the key or its document holds a NUL"
-                " character, which coredms does not store"
-            )
-        pairs = dict(zip(keys, texts, strict=True))
-        if len(pairs) < len(keys):  # a repeated key: the dict kept its last document
-            pairs = {}
-            for key, text in zip(keys, texts, strict=True):
-                pairs.setdefault(key, text)
-        return pairs
 
     def count(self, dataset: str, where: Node = MATCH_ALL) -> int:
         table = table_name(dataset)
@@ -310,6 +318,23 @@ class SqliteStore:
                 offset=offset,
             )
 
+    def changes(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        after: Sequence[Any] | None = None,
+        fields: Sequence[FieldPath] = (),
+        limit: int,
+    ) -> list[StoredRow]:
+        table = table_name(dataset)
+        with self._errors(dataset):
+            if not self._exists(table):
+                return []
+            return reads.changes(
+                self._db(), "sqlite", f'"{table}"', where=where, after=after, fields=fields, limit=limit
+            )
+
     def stats(self) -> list[DatasetStats]:
         """Documents, their JSON text's bytes and the latest ``ingested_at`` per dataset
         (one read transaction: the numbers are of one moment)."""
@@ -339,45 +364,6 @@ class SqliteStore:
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ds\\_%' ESCAPE '\\' ORDER BY name"
             )
             return [name[3:] for (name,) in rows]
-
-
-class SqliteAdmin:
-    """Creates ``<directory>/<tenant>/<tenant>.db`` per tenant: a directory of its own, the only
-    part of the home the tenant's sandboxed apps may write (SQLite makes ``-wal``, ``-shm`` and
-    the writers' ``-lock`` beside the database). The constructor does no IO."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = Path(directory).absolute()
-
-    def _path(self, tenant: str) -> Path:
-        name = namespace(tenant)
-        return self.directory / name / f"{name}.db"
-
-    def provision(self, tenant: str) -> str:
-        path = self._path(tenant)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            conn = sqlite3.connect(path, timeout=30.0)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            finally:
-                conn.close()
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"coredms: tenant {tenant!r}: cannot create {path}: {exc}") from exc
-        return f"sqlite:///{path}"
-
-    def deprovision(self, tenant: str) -> None:
-        path = self._path(tenant)
-        try:
-            for suffix in _SUFFIXES:
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            if path.parent.is_dir():
-                path.parent.rmdir()
-        except OSError as exc:
-            raise StoreError(f"coredms: tenant {tenant!r}: cannot delete {path}: {exc}") from exc
-
-    def close(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""
 
 
 def open_store(scoped_url: str, *, busy_timeout_s: float) -> SqliteStore:

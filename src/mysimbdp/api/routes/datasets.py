@@ -7,6 +7,9 @@ default) is one page, a JSON array, with the next page's cursor in ``X-Next-Curs
 ``application/vnd.apache.parquet`` stream every matching document (after ``cursor``, at most
 ``limit`` when given), read from the store in keyset pages, so memory stays bounded whatever
 the dataset's size. The first listed type this route serves wins (no ``q`` weighting).
+``since=start`` or ``since=<cursor>`` is the change feed: the documents written after that
+point, in write order (``DocumentStore.changes``), a JSON page whose ``X-Next-Cursor`` (always
+there once anything was written) is the next ``since``.
 
 Every refusal names the tenant and the dataset, and carries the rule and its values: a bad
 filter, field list, sort or number is 422; a cursor that is altered, forged, or another
@@ -35,6 +38,7 @@ from mysimbdp.domain.readparams import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, bound
 from mysimbdp.errors import FilterError, StoreError, StoreUnavailable
 from mysimbdp.logs import get_logger
 from mysimbdp.services.reads import (
+    FEED_START,
     MAX_EXPORT_LIMIT,
     MAX_OFFSET,
     MEDIA_TYPES,
@@ -43,6 +47,7 @@ from mysimbdp.services.reads import (
     cursor_of,
     export_chunks,
     iter_documents,
+    read_changes,
     read_page,
     read_query,
 )
@@ -209,9 +214,15 @@ async def get_documents(
         str | None, Query(description=f"Documents per page, 1 to {MAX_PAGE_LIMIT} (exports: at most this many)")
     ] = None,
     offset: Annotated[str | None, Query(description=f"Skip this many first, 0 to {MAX_OFFSET} (JSON only)")] = None,
+    since: Annotated[
+        str | None,
+        Query(description=f"The change feed: {FEED_START!r} or the X-Next-Cursor of a previous since read"),
+    ] = None,
 ) -> Response:
     _check_name(caller, dataset)
     fmt = _format(request.headers.get("accept"), caller, dataset)
+    if since is not None:
+        return await _changes(request, caller, dataset, fmt, since, filter_text, fields, (sort, cursor, offset), limit)
     try:
         query = read_query(caller.tenant, dataset, caller.profile, filter_text=filter_text, fields=fields, sort=sort)
         after = None if cursor is None else context_of(request).platform.cursor_codec().decode(cursor, query.scope)
@@ -240,6 +251,39 @@ async def get_documents(
         headers["Link"] = (
             f'<{request.url.remove_query_params("offset").include_query_params(cursor=token)}>; rel="next"'
         )
+    return Response(orjson.dumps(docs), media_type="application/json", headers=headers)
+
+
+async def _changes(
+    request: Request,
+    caller: Caller,
+    dataset: str,
+    fmt: ExportFormat,
+    since: str,
+    filter_text: str | None,
+    fields: str | None,
+    others: tuple[str | None, ...],
+    limit: str | None,
+) -> Response:
+    """``since=``: the documents written after a point, in write order, as a JSON page whose
+    ``X-Next-Cursor`` goes on from its last document (or stays put when none came)."""
+    codec = context_of(request).platform.cursor_codec()
+    try:
+        if any(value is not None for value in others):
+            raise FilterError(
+                "param", "since reads in write order: give no sort, cursor or offset with it", param="since"
+            )
+        if fmt is not ExportFormat.JSON:
+            raise FilterError("param", "since pages JSON only (Accept: application/json)", param="since")
+        query = read_query(caller.tenant, dataset, caller.profile, filter_text=filter_text, fields=fields, sort=None)
+        after = None if since == FEED_START else codec.decode(since, query.feed_scope)
+        size = bounded_int("limit", limit, default=DEFAULT_PAGE_LIMIT, minimum=1, maximum=MAX_PAGE_LIMIT)
+    except FilterError as exc:
+        raise _refused(caller, dataset, exc) from exc
+    docs, position = await _in_store(
+        request, caller, dataset, lambda store: read_changes(store, query, after=after, limit=size)
+    )
+    headers = {} if position is None else {NEXT_HEADER: codec.encode(query.feed_scope, position)}
     return Response(orjson.dumps(docs), media_type="application/json", headers=headers)
 
 
