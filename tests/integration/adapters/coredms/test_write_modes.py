@@ -102,8 +102,8 @@ def _indexes(url: str, table: str) -> list[str]:
             rows = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))
             return sorted(sql for (sql,) in rows if sql and '"sq_' not in sql)
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,)).fetchall()
-        return sorted(str(d) for (d,) in rows if "_pkey" not in str(d) and " sq_" not in str(d))
+        found = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,)).fetchall()
+        return sorted(str(d) for (d,) in found if "_pkey" not in str(d) and " sq_" not in str(d))
 
 
 def test_indexes_are_made_with_the_table_and_when_added_later(store: DocumentStore, url: str) -> None:
