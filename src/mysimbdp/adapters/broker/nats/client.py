@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
+from mysimbdp.adapters.broker.nats.names import durable_name, stream_name
 from mysimbdp.adapters.broker.nats.pull import Puller
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.settings import mask_url
@@ -49,14 +50,6 @@ _TRANSIENT = (
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
 )
-
-
-def stream_name(tenant: str) -> str:
-    return f"MYSIMBDP_{tenant}"
-
-
-def durable_name(stream: str, group: str) -> str:
-    return f"{stream}-{group}"
 
 
 class NatsBroker:

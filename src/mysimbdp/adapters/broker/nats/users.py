@@ -26,7 +26,7 @@ from urllib.parse import quote
 import bcrypt
 
 from mysimbdp.adapters.broker.base import PREFIX, SecretFile
-from mysimbdp.adapters.broker.nats.client import stream_name
+from mysimbdp.adapters.broker.nats.names import inbox_prefix, stream_name, tenant_user
 from mysimbdp.adapters.broker.nats.server import free_port
 from mysimbdp.adapters.secretbox import SecretBox
 
@@ -44,14 +44,6 @@ def _hashed(password: str) -> str:
     for the same password in one process, so a config written again changes only where a
     user changed."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST, prefix=b"2a")).decode()
-
-
-def inbox_prefix(tenant: str) -> str:
-    return f"_INBOX_{tenant}"
-
-
-def tenant_user(tenant: str) -> str:
-    return f"t_{tenant}"
 
 
 class NatsUsers:

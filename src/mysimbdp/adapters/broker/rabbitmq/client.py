@@ -31,7 +31,8 @@ from aio_pika.abc import (
     ConsumerTag,
 )
 
-from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, PREFIX, Message, subject
+from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
+from mysimbdp.adapters.broker.rabbitmq.names import dead_letter_queue, exchange_name
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.settings import mask_url
 
@@ -236,16 +237,6 @@ class RabbitBroker:
     def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
         with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}", what):
             yield
-
-
-def exchange_name(tenant: str) -> str:
-    """``mysimbdp.<tenant>``: the tenant's direct exchange (its streams' and dead letters' routes)."""
-    return f"{PREFIX}.{tenant}"
-
-
-def dead_letter_queue(tenant: str) -> str:
-    """``mysimbdp.<tenant>._dead``: no stream name starts with ``_``, so it is no stream's queue."""
-    return f"{PREFIX}.{tenant}._dead"
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:
