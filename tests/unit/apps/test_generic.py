@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mysimbdp.apps.generic import (
@@ -187,3 +190,14 @@ def test_a_block_gives_the_documents_of_the_rows() -> None:
     expected = [typed(dict(zip(header, row, strict=True))) for row in rows]
     assert typed.block(header, rows) == expected
     assert expected[1] == {"id": "02", "t": None, "ok": "no", "s": None}
+
+
+def test_the_generic_app_on_sqlite_loads_no_client_of_another_backend_and_no_pydantic() -> None:
+    """Every file's run starts this app: with a SQLite store it must not pay for psycopg (about
+    100 ms), the brokers' clients or the profile's pydantic models."""
+    probe = (
+        "import sys, mysimbdp.apps.generic, mysimbdp.adapters.coredms.sqlite; "
+        "print(sorted(m for m in ('psycopg', 'nats', 'aio_pika', 'pydantic', 'structlog') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
-from mysimbdp.adapters.coredms import pgsql, sqlitesql
+from mysimbdp.adapters.coredms import sqlitesql
 from mysimbdp.domain.docfilter import RANGE_OPS, And, Compare, Node, Op, Path
 from mysimbdp.domain.readparams import SortKind, SortSpec
 from mysimbdp.domain.writespec import field_path_problem
@@ -227,6 +227,8 @@ def _index_expr(path: Path, dialect: Dialect) -> str:
         raise StoreError(f"sort: {problem}")
     if dialect == "sqlite":
         return sqlitesql.json_field("doc", name)
+    from mysimbdp.adapters.coredms import pgsql  # psycopg: on PostgreSQL only, never in a SQLite app
+
     return pgsql.json_field("doc", name).as_string(None)
 
 
