@@ -126,6 +126,19 @@ class ApiClient:
             raise self.refused(response.status_code, self.body_of(response), f"GET {path}")
         return response.json()
 
+    def download(self, path: str, accept: str, **params: Any) -> Iterator[bytes]:
+        """The body of ``GET path`` as ``accept``, chunk by chunk as it comes (None parameters
+        left out); an error status raises before the first chunk."""
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self.http.stream("GET", path, params=query, headers={"Accept": accept}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self.refused(response.status_code, self.body_of(response), f"GET {path}")
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from exc
+
     def check_tenant(self) -> None:
         """Fail early (before a file is sent): the URL answers and the key is the tenant's."""
         self.get("/v1/files", tenant=self.tenant or None, limit=1)

@@ -7,12 +7,14 @@ platform and its adapters are imported when a command first asks for them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, overload
 
 import click
 
@@ -91,6 +93,25 @@ def with_platform(f: F | None = None, /, *, start: bool = True) -> F | Callable[
         return wrapper
 
     return decorate if f is None else decorate(f)
+
+
+@contextlib.contextmanager
+def binary_output(out: Path | None, *, binary_format: bool) -> Iterator[BinaryIO]:
+    """Where an export goes: ``out`` (written whole or not at all: a partial file is removed
+    on an error), else stdout; a binary format (Parquet) is not written to a terminal."""
+    if out is None:
+        stdout = sys.stdout.buffer
+        if binary_format and stdout.isatty():
+            raise click.UsageError("Parquet is binary: give --out FILE (or redirect stdout)")
+        yield stdout
+        stdout.flush()
+        return
+    try:
+        with out.open("wb") as f:
+            yield f
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
 
 
 def emit_json(value: Any) -> None:

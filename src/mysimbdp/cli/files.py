@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, emit_json, with_platform
+from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, binary_output, emit_json, with_platform
 from mysimbdp.cli.remote import or_remote
 
 if TYPE_CHECKING:
@@ -66,36 +66,64 @@ def ingest(platform: Platform, file: Path, tenant_id: str, wait: bool, as_json: 
         sys.exit(EXIT_FAILED)
 
 
+FORMATS = ("ndjson", "csv", "parquet")
+
+
 @click.command()
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--dataset", required=True, help="Dataset name (default profile: the file's stem).")
-@click.option("--count", is_flag=True, help="Print the number of documents only.")
+@click.option("--count", is_flag=True, help="Print the number of (matching) documents only.")
+@click.option("--where", default=None, metavar="JSON", help='A filter, e.g. \'{"city": "Oslo", "t": {"$gt": 3}}\'.')
+@click.option("--fields", default=None, metavar="A,B.C", help="Only these fields (nested: a.b).")
 @click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Print up to N documents as JSON Lines.",
+    "--sort", default=None, metavar="F", help="key (default), ingested_at or an indexed field; -F descending."
 )
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="ndjson", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here, not stdout.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most N documents (default: all).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @or_remote("query")
 @with_platform
-def query(platform: Platform, tenant_id: str, dataset: str, count: bool, limit: int | None, offset: int) -> None:
-    """Read a tenant's dataset back: the count, or documents as JSON Lines.
+def query(
+    platform: Platform,
+    tenant_id: str,
+    dataset: str,
+    count: bool,
+    where: str | None,
+    fields: str | None,
+    sort: str | None,
+    fmt: str,
+    out: Path | None,
+    limit: int | None,
+    offset: int,
+) -> None:
+    """Read a tenant's dataset back: the count, or the documents as JSON Lines, CSV or Parquet
+    (filtered, projected, sorted; a progress bar on a terminal).
 
     From another machine: `--api URL` (or MYSIMBDP_API_URL) with the tenant's key in MYSIMBDP_API_KEY.
     """
-    import orjson
+    from mysimbdp.cli import render
+    from mysimbdp.errors import FilterError
+    from mysimbdp.services.reads import ExportFormat, export_chunks, iter_documents, read_query
 
-    if count == (limit is not None):
-        raise click.UsageError("give exactly one of --count or --limit N")
-    record = platform.meta.get_tenant(tenant_id)
+    record, profile = platform.tenant(tenant_id)
+    try:
+        q = read_query(tenant_id, dataset, profile, filter_text=where, fields=fields, sort=sort)
+    except FilterError as exc:
+        raise click.UsageError(f"tenant {tenant_id!r}, dataset {dataset!r}: {exc} (rule {exc.rule})") from exc
     store = platform.tenant_store(record)
     try:
         if count:
-            click.echo(store.count(dataset))
-        else:
-            for doc in store.documents(dataset, limit=limit or 0, offset=offset):
-                click.echo(orjson.dumps(doc).decode())
+            click.echo(store.count(dataset, q.where))
+            return
+        export = ExportFormat(fmt)
+        with binary_output(out, binary_format=export is ExportFormat.PARQUET) as sink:
+            total = store.count(dataset, q.where) if render.err.is_terminal else None
+            total = None if total is None else max(0, min(total - offset, limit if limit is not None else total))
+            with render.export_progress(f"{tenant_id}/{dataset}", total=total, unit="documents") as progress:
+                docs = iter_documents(store, q, limit=limit, offset=offset, progress=progress)
+                for chunk in export_chunks(export, docs, q.fields):
+                    sink.write(chunk)
     finally:
         store.close()
 

@@ -21,10 +21,11 @@ from urllib.parse import quote
 import click
 
 from mysimbdp.adapters.apiclient import ApiClient
-from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, Api, emit_json
+from mysimbdp.cli.context import EXIT_FAILED, EXIT_REJECTED, Api, binary_output, emit_json
 from mysimbdp.cli.summary import QUARANTINE_SAMPLE_ROWS, print_file_summary, summary_of
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus
+from mysimbdp.errors import ApiError
 
 if TYPE_CHECKING:
     from mysimbdp.services.ingest import ProgressFn
@@ -204,25 +205,65 @@ def ingest(
 
 
 # -- reads ----------------------------------------------------------------------------------
-def query(api: Api, *, tenant_id: str, dataset: str, count: bool, limit: int | None, offset: int) -> None:
+@contextlib.contextmanager
+def _with_rule() -> Iterator[None]:
+    """An API refusal of a read with its rule (the API's ``rule`` field) added to the message."""
+    try:
+        yield
+    except ApiError as exc:
+        rule = exc.body.get("rule")
+        if not rule:
+            raise
+        raise ApiError(f"{exc} (rule {rule})", exc.status, exc.body) from exc
+
+
+def query(
+    api: Api,
+    *,
+    tenant_id: str,
+    dataset: str,
+    count: bool,
+    where: str | None,
+    fields: str | None,
+    sort: str | None,
+    fmt: str,
+    out: Path | None,
+    limit: int | None,
+    offset: int,
+) -> None:
+    """The count, or an export streamed by the API (``Accept``: the format's media type);
+    ``--offset`` pages JSON (JSON Lines only), as the API pages offsets."""
     import orjson
 
-    if count == (limit is not None):
-        raise click.UsageError("give exactly one of --count or --limit N")
+    from mysimbdp.cli import render
+    from mysimbdp.services.reads import MEDIA_TYPES, ExportFormat
+
     path = f"/v1/datasets/{quote(dataset, safe='')}"
-    with _client(api, tenant_id) as client:
+    params = {"filter": where, "fields": fields, "sort": sort}
+    export = ExportFormat(fmt)
+    if offset and export is not ExportFormat.NDJSON:
+        raise click.UsageError("--offset with --api pages JSON: use --format ndjson, or no --offset")
+    with _client(api, tenant_id) as client, _with_rule():
         client.check_tenant()
         if count:
-            click.echo(client.get(f"{path}/count")["count"])
+            click.echo(client.get(f"{path}/count", filter=where)["count"])
             return
-        left, at = limit or 0, offset
-        while left > 0:
-            docs = client.get(f"{path}/documents", limit=min(left, DOCUMENTS_PAGE), offset=at)
-            for doc in docs:
-                click.echo(orjson.dumps(doc).decode())
-            if len(docs) < min(left, DOCUMENTS_PAGE):
-                break
-            left, at = left - len(docs), at + len(docs)
+        with binary_output(out, binary_format=export is ExportFormat.PARQUET) as sink:
+            if offset:
+                left, at = limit, offset
+                while left is None or left > 0:
+                    size = DOCUMENTS_PAGE if left is None else min(left, DOCUMENTS_PAGE)
+                    docs = client.get(f"{path}/documents", limit=size, offset=at, **params)
+                    sink.write(b"".join(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE) for doc in docs))
+                    if len(docs) < size:
+                        break
+                    left, at = None if left is None else left - len(docs), at + len(docs)
+                return
+            with render.export_progress(f"{tenant_id}/{dataset}", total=None, unit="bytes") as progress:
+                for chunk in client.download(f"{path}/documents", MEDIA_TYPES[export], limit=limit, **params):
+                    sink.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
 
 
 def files(api: Api, *, tenant_id: str | None, limit: int, as_json: bool) -> None:

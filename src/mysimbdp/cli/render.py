@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,24 @@ def ingest_progress(*, name: str) -> Iterator[ProgressFn | None]:
             )
 
         yield update
+
+
+@contextmanager
+def export_progress(name: str, *, total: int | None, unit: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for an export (``unit``: documents, or bytes when the total is
+    unknown), fed with each page's or chunk's size; None off a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn() if unit == "bytes" else TextColumn("{task.completed:,.0f}/{task.total:,.0f} documents"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(name, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def file_table(records: Sequence[FileRecord]) -> None:

@@ -130,17 +130,25 @@ def iter_documents(
     *,
     after: Sequence[Any] | None = None,
     limit: int | None = None,
+    offset: int = 0,
     page_rows: int = EXPORT_PAGE_ROWS,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every matching document (at most ``limit``), page by keyset page: memory is one page,
-    whatever the dataset's size. Each document comes once; one written meanwhile comes if
-    it sorts after the pages already read. ``progress(n)`` after each page of ``n``."""
+    """Every matching document (at most ``limit``, the first ``offset`` skipped), page by
+    keyset page: memory is one page, whatever the dataset's size. Each document comes once;
+    one written meanwhile comes if it sorts after the pages already read. ``progress(n)``
+    after each page of ``n``."""
     left = limit
     while left is None or left > 0:
         size = page_rows if left is None else min(page_rows, left)
         rows = store.query(
-            query.dataset, where=query.where, sort=query.sort, after=after, fields=query.fields, limit=size
+            query.dataset,
+            where=query.where,
+            sort=query.sort,
+            after=after,
+            fields=query.fields,
+            limit=size,
+            offset=offset if after is None else 0,
         )
         for row in rows:
             yield row.doc
