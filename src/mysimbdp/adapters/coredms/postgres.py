@@ -130,21 +130,31 @@ class PostgresStore:
         row = conn.execute("SELECT to_regclass(%s)", (qualified.as_string(conn),)).fetchone()
         if row is None or row[0] is None:
             return False
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
-            self._ensure_seq(conn, table)
+        if self._seq_state(conn, table) != (True, True):
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
+                self._ensure_seq(conn, table)
         self._tables.add(table)
         return True
 
-    def _ensure_seq(self, conn: psycopg.Connection[Any], table: str) -> None:
-        """``seq`` and its index on ``table`` (a table made before ``seq`` gets the column)."""
-        found = conn.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'seq' AND NOT attisdropped",
-            (self._qualified(table).as_string(conn),),
+    def _seq_state(self, conn: psycopg.Connection[Any], table: str) -> tuple[bool, bool]:
+        """Whether ``table`` has ``seq``, and its index (read from the catalog: no lock taken)."""
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'seq'"
+            " AND NOT attisdropped), to_regclass(%s) IS NOT NULL",
+            (self._qualified(table).as_string(conn), self._qualified(f"sq_{table}"[:63]).as_string(conn)),
         ).fetchone()
-        if found is None:
+        return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+    def _ensure_seq(self, conn: psycopg.Connection[Any], table: str) -> None:
+        """``seq`` and its index on ``table`` (a table made before ``seq`` gets the column).
+        DDL only when one is missing: a ``CREATE INDEX IF NOT EXISTS`` would wait for the
+        writers of the table (its SHARE lock), and readers call this too."""
+        column, index = self._seq_state(conn, table)
+        if not column:
             conn.execute(pgsql.add_seq_sql(self._qualified(table)))
-        conn.execute(pgsql.seq_index_sql(self._schema, table))
+        if not index:
+            conn.execute(pgsql.seq_index_sql(self._schema, table))
 
     def write(
         self,
