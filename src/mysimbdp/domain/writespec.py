@@ -7,7 +7,8 @@ it here, without pydantic, and hands the :class:`WriteSpec` to every ``DocumentS
 - ``append`` (the default): insert if the key is absent; a stored record is never changed.
 - ``merge``: upsert by key. With ``order_by`` a record replaces the stored one only if its
   ``order_by`` value is not older (a stored record without one is always replaced, a record
-  without one never replaces a stored one that has one); without ``order_by`` the last
+  without one never replaces a stored one that has one; the SDK quarantines a record whose
+  document lacks it, :meth:`WriteSpec.lacks_order_by`); without ``order_by`` the last
   arrival wins. An identical document changes nothing (a re-run writes no row).
 - ``replace``: a file's run writes a new generation of the dataset, which replaces the whole
   old content when the run commits (files only).
@@ -60,6 +61,25 @@ class WriteSpec:
         if self.mode is WriteMode.REPLACE:
             return WriteSpec(WriteMode.APPEND, None, self.indexes)
         return self
+
+    def lacks_order_by(self, doc: Any) -> bool:
+        """Whether ``doc`` cannot be merged by order: mode merge with ``order_by`` and the
+        field (a dotted path into nested objects) missing from it or null."""
+        if self.order_by is None or self.mode is not WriteMode.MERGE:
+            return False
+        value = doc
+        for name in self.order_by.split("."):
+            if not isinstance(value, dict):
+                return True
+            value = value.get(name)
+        return value is None
+
+    def order_by_missing_reason(self, tenant: str, dataset: str) -> str:
+        """The quarantine reason of a record :meth:`lacks_order_by`."""
+        return (
+            f"tenant {tenant!r}: dataset {dataset!r}: rule write.order_by_missing: field {self.order_by!r}"
+            " is missing from the document or null; mode merge orders records by it, so every record needs it"
+        )
 
     def to_json(self) -> str:
         """The ``MYSIMBDP_WRITE`` value."""

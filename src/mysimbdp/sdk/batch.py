@@ -287,6 +287,10 @@ class BatchContext:
         if not docs:
             return
         cfg = self.config
+        if cfg.write.order_by is not None:
+            docs, records, lines = self._drop_lacking_order_by(docs, records, lines)
+            if not docs:
+                return
         try:
             try:
                 data = list(map(orjson.dumps, docs))
@@ -299,9 +303,24 @@ class BatchContext:
             return
         self._writer.add_batch(list(zip(keys, data, strict=True)), records)
 
+    def _drop_lacking_order_by(
+        self, docs: list[Any], records: Sequence[Record], lines: list[int]
+    ) -> tuple[list[Any], Sequence[Record], list[int]]:
+        """Merge by ``order_by``: reject the documents without it; the rest, as given."""
+        cfg = self.config
+        keep = [i for i, doc in enumerate(docs) if not cfg.write.lacks_order_by(doc)]
+        if len(keep) < len(docs):
+            for i in sorted(set(range(len(docs))).difference(keep)):
+                self.reject(records[i], cfg.write.order_by_missing_reason(cfg.tenant, cfg.dataset))
+            docs, records, lines = [docs[i] for i in keep], [records[i] for i in keep], [lines[i] for i in keep]
+        return docs, records, lines
+
     def write(self, record: Record, doc: Mapping[str, Any]) -> None:
         """Queue ``doc`` under its deterministic key; the batch is written when full."""
         cfg = self.config
+        if cfg.write.lacks_order_by(doc):
+            self.reject(record, cfg.write.order_by_missing_reason(cfg.tenant, cfg.dataset))
+            return
         try:
             key = record_key(doc, cfg.key_fields, cfg.sha256, record.line)
             data = exactjson.dumps(doc)

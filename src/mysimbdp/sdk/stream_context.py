@@ -216,8 +216,17 @@ class StreamContext:
 
     def _rows(self, batch: Documents) -> tuple[list[tuple[str, bytes]], Sequence[int]]:
         """``(key, JSON)`` per document and where each came from in ``batch``; a document
-        without its key fields or that is no JSON is quarantined."""
+        without its key fields, without the ``order_by`` field of a merge, or that is no
+        JSON is quarantined."""
+        spec = self.config.write
+        lacking = {i for i, doc in enumerate(batch.docs) if spec.lacks_order_by(doc)} if spec.order_by else set()
+        for i in sorted(lacking):
+            self.reject(
+                batch.ids[i], batch.data[i], spec.order_by_missing_reason(self.config.tenant, self.config.dataset)
+            )
         try:  # the usual case, whole columns at once
+            if lacking:
+                raise TypeError  # one by one below, leaving those out
             keys = record_keys(batch.docs, self.config.key_fields, "", ()) if self.config.key_fields else batch.ids
             try:
                 data = list(map(orjson.dumps, batch.docs))
@@ -229,6 +238,8 @@ class StreamContext:
         rows: list[tuple[str, bytes]] = []
         origins: list[int] = []
         for i, doc in enumerate(batch.docs):
+            if i in lacking:
+                continue
             try:
                 key = record_keys([doc], self.config.key_fields, "", [0])[0] if self.config.key_fields else batch.ids[i]
                 rows.append((key, exactjson.dumps(doc)))

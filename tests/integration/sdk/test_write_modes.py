@@ -34,7 +34,9 @@ def store_url(coredms_url: str, pg_prefix: str) -> Iterator[str]:
         admin.close()
 
 
-def _ingest(url: str, tmp_path: Path, name: str, text: str, spec: WriteSpec, file_id: str) -> dict[str, Any]:
+def _ingest(
+    url: str, tmp_path: Path, name: str, text: str, spec: WriteSpec, file_id: str, fmt: str = "csv"
+) -> dict[str, Any]:
     data = tmp_path / name
     data.write_text(text)
     run_dir = tmp_path / f"run-{file_id}-{len(list(tmp_path.iterdir()))}"
@@ -44,7 +46,8 @@ def _ingest(url: str, tmp_path: Path, name: str, text: str, spec: WriteSpec, fil
         {
             contract.FILE_ID: file_id,
             contract.INPUT: str(data),
-            contract.INPUT_FORMAT: "csv",
+            contract.INPUT_FORMAT: fmt,
+            contract.TENANT: "acme",
             contract.INPUT_SHA256: file_id * 8,
             contract.DATASET: "prices",
             contract.KEY_FIELDS: "sku",
@@ -79,6 +82,25 @@ def test_batch_merge_by_order(store_url: str, tmp_path: Path) -> None:
     again = _ingest(store_url, tmp_path, "p3.csv", late, MERGE_BY_TS, "f3")
     assert again["rows_written"] == 0 and again["rows_stored"] == 2
     assert _prices(store_url) == {"a": (1.5, 20), "b": (2.5, 30)}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("csv", "sku,price,ts\na,1.0,10\nb,2.0,\nc,3.0,11\n"),
+        ("jsonl", '{"sku":"a","price":1.0,"ts":10}\n{"sku":"b","price":2.0}\n{"sku":"c","price":3.0,"ts":11}\n'),
+    ],
+)
+def test_batch_merge_quarantines_a_row_without_order_by(store_url: str, tmp_path: Path, fmt: str, text: str) -> None:
+    """Mode merge by ts: a row without ts (or with it empty) is rejected with the reason; the others are written."""
+    result = _ingest(store_url, tmp_path, f"p.{fmt}", text, MERGE_BY_TS, "f1", fmt)
+    assert (result["rows_written"], result["rows_rejected"]) == (2, 1)
+    rejects = [orjson.loads(line) for line in next(tmp_path.glob("run-f1-*/rejects.jsonl")).read_bytes().splitlines()]
+    assert [r["line"] for r in rejects] == [3 if fmt == "csv" else 2]
+    reason = rejects[0]["reason"]
+    assert "tenant 'acme'" in reason and "dataset 'prices'" in reason
+    assert "write.order_by_missing" in reason and "'ts'" in reason
+    assert set(_prices(store_url)) == {"a", "c"}
 
 
 def test_batch_replace_writes_only_the_files_generation(store_url: str, tmp_path: Path) -> None:
@@ -141,3 +163,33 @@ async def test_stream_merge_by_order(store_url: str, tmp_path: Path) -> None:
         ctx.close()
         store.close()
     assert docs == {"a": "new", "b": "b3"}
+
+
+async def test_stream_merge_quarantines_a_record_without_order_by(store_url: str, tmp_path: Path) -> None:
+    """A stream app merging by ts quarantines a record without ts (or ts null), naming the rule; the rest is stored."""
+    store = open_store(store_url)
+    rejects = tmp_path / "rejects.jsonl"
+    config = StreamConfig(
+        tenant="acme",
+        stream="s",
+        dataset="s",
+        broker_url="fake://",
+        coredms_url="-",
+        rejects=rejects,
+        key_fields=("sku",),
+        write=MERGE_BY_TS,
+    )
+    docs_in = [{"sku": "a", "ts": 2}, {"sku": "b"}, {"sku": "c", "ts": None}, {"sku": "d", "ts": 1}]
+    envelopes = [Envelope(f"e{i}", doc) for i, doc in enumerate(docs_in)]
+    ctx = StreamContext(config, _Broker([Message(encode_batch("acme", "s", envelopes), 1, "m1")]), store)  # type: ignore[arg-type]
+    try:
+        await ctx.step(lambda data: data)
+        stored = {d["sku"] for d in store.documents("s", limit=10)}
+    finally:
+        await ctx.give_back()
+        ctx.close()
+        store.close()
+    assert stored == {"a", "d"}
+    reasons = [orjson.loads(line)["reason"] for line in rejects.read_bytes().splitlines()]
+    assert len(reasons) == 2
+    assert all("tenant 'acme'" in r and "dataset 's'" in r and "write.order_by_missing" in r for r in reasons)
