@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOME_DIR ?= mysimbdp-demo
 
-.PHONY: demo test lint bench bench-formats bench-big bench-sandbox install clean
+.PHONY: demo test lint bench bench-formats bench-big bench-sandbox bench-reads install clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench-formats: $(STAMP)
 ## bench-sandbox: the tenant-app sandbox's cost: app start and batch rows/s, confined vs unconfined
 bench-sandbox: $(STAMP)
 	$(BIN)/python bench/sandbox.py
+
+## bench-reads: write modes and reads: merge vs append ingest, NDJSON export via the API vs raw SELECT, filtered query latency
+bench-reads: $(STAMP)
+	$(BIN)/python bench/reads.py
 
 ## bench-big: big files in chunks (100 MB, 1 GB, 5 GB generated on the fly; needs ~12 GB free) and 1/2/4 workers
 bench-big: $(STAMP)
