@@ -1,6 +1,7 @@
 """The README's first command, ``mysimbdp demo``, on the example tenants and the embedded
-default: both halves run, the summary shows what the example data must give, and each of
-tenant sensors' files went to the batch app its name and format choose."""
+default: both halves run, the summary shows what the example data must give, each of
+tenant sensors' files went to the batch app its name and format choose, and the one sample
+sent over HTTP (POST /v1/files) was ingested."""
 
 from __future__ import annotations
 
@@ -57,3 +58,18 @@ def test_the_demo_ingests_both_ways_and_scales_the_stream_apps(tmp_path: Path) -
         "devices_2024-03-01.csv": ("ingested", "devices", "devices"),
         "readings_legacy.csv": ("rejected", "", ""),
     }
+
+    sent = re.search(
+        r"demo: sent (\S+) over HTTP \(POST /v1/files, tenant (\w+)'s key\): 201 file (\w+) staged, then (\w+)", out
+    )
+    assert sent is not None, out
+    name, tenant, file_id, final = sent.groups()
+    assert (name, tenant, final) == ("flights_2013-01-01.csv", "flights", "ingested")
+    flights = subprocess.run(
+        [sys.executable, "-m", "mysimbdp", "--home", str(tmp_path / "home"), "files", "--tenant", "flights", "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    by_id = {f["file_id"]: f for f in json.loads(flights.stdout)}
+    assert by_id[file_id]["name"] == name and by_id[file_id]["status"] == "ingested"

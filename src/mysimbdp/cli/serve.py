@@ -129,7 +129,8 @@ def worker(platform: Platform, slots: int | None) -> None:
 @with_platform
 def demo(platform: Platform, examples: Path, fresh: bool) -> None:
     """The main job on the embedded default: register the example tenants, ingest their
-    sample files through fetchdata and the batch manager, post their stream samples to the
+    sample files through fetchdata and the batch manager (one of them sent over HTTP, POST
+    /v1/files), post their stream samples to the
     REST API, then pause each stream app while its devices re-send everything 40 times and
     start it again (the monitor scales the instances up to drain the backlog and back down);
     print a summary of both."""
@@ -146,6 +147,12 @@ def demo(platform: Platform, examples: Path, fresh: bool) -> None:
         demo_service.fresh_home(platform.settings.home)
         platform.start()
     result = asyncio.run(demo_service.run_demo(platform, examples))
+    if result.uploaded is not None:
+        up = result.uploaded
+        click.echo(
+            f"demo: sent {up.name} over HTTP (POST /v1/files, tenant {up.tenant}'s key): "
+            f"{up.status_code} file {up.file_id} {up.answered}, then {up.final_status}"
+        )
     render.demo_summary(result.batch)
     render.demo_stream_summary(result.stream)
     if any(f.status is FileStatus.FAILED for s in result.batch for f in s.files):

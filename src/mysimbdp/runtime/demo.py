@@ -2,7 +2,9 @@
 
 Registers every example tenant (a directory with a ``profile.yaml``), starts the platform's
 services (as ``up`` does: broker, API, fetchdata, batch manager, stream manager, monitor),
-drops each tenant's sample files into its inbox and waits until every file is final; then
+drops each tenant's sample files into its inbox, but for one (the first example tenant's
+first CSV sample) that it sends over HTTP (``POST /v1/files`` with the tenant's key, as a
+remote client would), and waits until every file is final; then
 runs the near-realtime half (:mod:`demo_stream`) on every stream sample at once; stops the
 services and returns a per-tenant summary of both.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +61,23 @@ class TenantSummary:
 
 
 @dataclass
+class HttpUpload:
+    """The sample file the demo sent through ``POST /v1/files``: the API's answer, then the
+    file's final status (``final_status``, once the batch half is done)."""
+
+    tenant: str
+    name: str
+    file_id: str
+    answered: str  # the status in the upload's answer (staged)
+    status_code: int
+    final_status: str = ""
+
+
+@dataclass
 class DemoResult:
     batch: list[TenantSummary]
     stream: list[StreamSummary]
+    uploaded: HttpUpload | None = None
 
 
 def example_tenants(examples: Path) -> list[Path]:
@@ -94,7 +111,7 @@ async def run_demo(
     started = time.time()
     streams: list[StreamSummary] = []
     try:
-        await _batch_half(platform, tenant_dirs, services, started, timeout_s)
+        uploaded = await _batch_half(platform, tenant_dirs, services, started, timeout_s, api_url, keys)
         access = await asyncio.wait_for(asyncio.shield(ready), 60)
         demo = StreamDemo(platform, api_url, access, timeout_s=timeout_s)
         try:
@@ -110,16 +127,69 @@ async def run_demo(
     finally:
         stop.set()
         await services
-    return DemoResult([_batch_summary(platform, d.name, started) for d in tenant_dirs], streams)
+    if uploaded is not None:
+        record = platform.meta.get_file(uploaded.file_id)
+        uploaded.final_status = str(record.status) if record is not None else "unknown"
+    return DemoResult([_batch_summary(platform, d.name, started) for d in tenant_dirs], streams, uploaded)
+
+
+def _http_sample(samples: Mapping[str, list[Path]], keys: Mapping[str, str]) -> tuple[str, Path] | None:
+    """The sample sent over HTTP: the first CSV of the first tenant the demo has a key of."""
+    for tenant, paths in samples.items():
+        csvs = [p for p in paths if p.suffix == ".csv"]
+        if tenant in keys and csvs:
+            return tenant, csvs[0]
+    return None
+
+
+async def _upload(api_url: str, tenant: str, api_key: str, sample: Path, timeout_s: float) -> HttpUpload:
+    """``POST /v1/files?name=NAME`` with ``sample``'s bytes, once the API answers /healthz."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise MysimbdpError(f"demo: the API at {api_url} did not answer within {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+        resp = await client.post(
+            "/v1/files",
+            params={"name": sample.name},
+            content=sample.read_bytes(),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/octet-stream"},
+        )
+    body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    if not body.get("file_id"):
+        raise MysimbdpError(
+            f"demo: POST /v1/files of {sample.name!r} (tenant {tenant!r}): {resp.status_code} {resp.text}"
+        )
+    return HttpUpload(tenant, sample.name, str(body["file_id"]), str(body.get("status", "")), resp.status_code)
 
 
 async def _batch_half(
-    platform: Platform, tenant_dirs: list[Path], services: asyncio.Task[None], started: float, timeout_s: float
-) -> None:
+    platform: Platform,
+    tenant_dirs: list[Path],
+    services: asyncio.Task[None],
+    started: float,
+    timeout_s: float,
+    api_url: str,
+    keys: Mapping[str, str],
+) -> HttpUpload | None:
     samples = {tenant_dir.name: sample_files(tenant_dir) for tenant_dir in tenant_dirs}
+    over_http = _http_sample(samples, keys)
     for tenant, paths in samples.items():
         for sample in paths:
-            drop_into_inbox(sample, platform.home.area("inbox", tenant), sample.name)
+            if over_http != (tenant, sample):
+                drop_into_inbox(sample, platform.home.area("inbox", tenant), sample.name)
+    uploaded = None
+    if over_http is not None:
+        tenant, sample = over_http
+        uploaded = await _upload(api_url, tenant, keys[tenant], sample, 60.0)
     expected = sum(map(len, samples.values()))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -128,7 +198,7 @@ async def _batch_half(
             raise MysimbdpError("demo: the services stopped before the files were ingested")
         records = [f for f in platform.meta.list_files(limit=100_000) if f.received_at >= started - 1]
         if len(records) >= expected and platform.meta.count_unfinished() == 0:
-            return
+            return uploaded
         await asyncio.sleep(0.2)
     raise MysimbdpError(f"demo: files still unfinished after {timeout_s:.0f} s")
 
