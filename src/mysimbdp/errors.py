@@ -66,6 +66,17 @@ class FileRejected(MysimbdpError):
         super().__init__(f"tenant {tenant!r}: file {name!r} rejected: " + "; ".join(reasons))
 
 
+class FileStillWritten(MysimbdpError):
+    """A claimed inbox file is still being written (a writer holds it open, or it changed while
+    it was scanned): it went back to the inbox unrecorded, to be taken once it has settled."""
+
+    rule = "still_written"
+
+    def __init__(self, tenant: str, name: str, why: str) -> None:
+        self.tenant, self.name = tenant, name
+        super().__init__(f"tenant {tenant!r}: file {name!r}: rule {self.rule}: {why}; taken again once it has settled")
+
+
 class AppContractError(MysimbdpError):
     """A tenant app broke the contract (bad result file, bad environment)."""
 

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mysimbdp.adapters.files.home import Seen, inbox_candidates, is_settled
+from mysimbdp.adapters.files.home import Seen, inbox_candidates, inbox_specials, is_settled
 from mysimbdp.adapters.files.watch import wake_on_changes
 from mysimbdp.domain.components import FETCHDATA
-from mysimbdp.errors import MysimbdpError, RunCancelled, TenantError
+from mysimbdp.errors import FileStillWritten, MysimbdpError, RunCancelled, TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import FetchDecision, fetch_file
@@ -93,8 +93,10 @@ class FetchData:
                 break
             if tenant in self._running:
                 continue
-            for path in inbox_candidates(self.platform.home.area("inbox", tenant)):
-                if is_settled(path, self._seen, now, self.platform.settings.settle_s):
+            inbox = self.platform.home.area("inbox", tenant)
+            specials = inbox_specials(inbox)  # links, FIFOs, devices: rejected at once, never opened
+            for path in specials + inbox_candidates(inbox):
+                if path in specials or is_settled(path, self._seen, now, self.platform.settings.settle_s):
                     task = asyncio.create_task(self._fetch(tenant, path))
                     self._running[tenant] = task
                     started.append(task)
@@ -124,6 +126,12 @@ class FetchData:
             return None
         except FileNotFoundError:
             return None  # taken by another fetcher (the CLI) meanwhile
+        except FileStillWritten as exc:  # given back: it must settle again before it is taken
+            log.info("file_still_written", tenant=tenant, file=path.name, error=str(exc))
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                self._seen[path] = Seen(st.st_size, st.st_mtime_ns, time.time())
+            return None
         except RunCancelled:
             return None  # stopping: the file is back in the inbox
         except MysimbdpError as exc:  # a store outage, a sandbox refusal: the file is tried again

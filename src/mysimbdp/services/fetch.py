@@ -9,54 +9,42 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-
-import orjson
+from pathlib import Path
 
 from mysimbdp.adapters.files import home as filesystem
 from mysimbdp.adapters.files.claims import claim_name, parse_claim
 from mysimbdp.adapters.files.decompress import Unpacked
 from mysimbdp.adapters.files.scanjob import ScanFailure, ScanLimits, scan_contained
+from mysimbdp.adapters.files.writers import Snapshot, held_for_writing, snapshot
 from mysimbdp.adapters.process.sandbox import Grant
 from mysimbdp.domain.facts import FileFacts
 from mysimbdp.domain.filecheck import QuotaUsage, Violation, check_file
-from mysimbdp.domain.formats import EXTENSIONS
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.notifications import NotifyEvent
 from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.qualitycounts import FileQuality, file_quality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.routing import no_batch_app
 from mysimbdp.domain.states import FileStatus
+from mysimbdp.errors import FileStillWritten
 from mysimbdp.formats.compression import plain_name
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.notify import notify
+from mysimbdp.services.rejection import FetchDecision as FetchDecision
+from mysimbdp.services.rejection import (
+    extension_of,
+    reject_file,
+    reject_special,
+    unscanned_facts,
+    unscanned_record,
+)
 from mysimbdp.services.unpack import unpack
 
 log = get_logger("fetchdata")
 
 DAY_S = 86_400.0
-
-
-@dataclass(frozen=True)
-class FetchDecision:
-    file_id: str
-    tenant: str
-    name: str
-    status: FileStatus  # STAGED, REJECTED or DUPLICATE
-    path: Path  # where the file is now
-    reasons: tuple[str, ...] = ()
-    facts: FileFacts | None = field(default=None, repr=False)
-    seconds: float = 0.0
-
-
-def _extension(name: str) -> str:
-    suffix = Path(name).suffix.lower()
-    return suffix if suffix.isascii() and len(suffix) <= 10 else ""
 
 
 def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading.Event | None = None) -> FetchDecision:
@@ -91,13 +79,19 @@ def fetch_claimed(
     assert taken is not None and taken.owner == platform.claim_owner.id, claimed
     file_id, name = taken.file_id, taken.original
     plain = plain_name(name)  # its format, app and dataset come from the name without ".gz"
+    if not stat.S_ISREG(os.lstat(claimed).st_mode):  # a link, a FIFO, a device: never opened
+        return reject_special(platform, tenant, file_id, claimed, (name, received, started))
+    before = snapshot(claimed)
     unpacked: Unpacked | Violation | None = None
     try:
         _, profile = platform.tenant(tenant)
+        if held_for_writing(claimed):  # a writer has it open: not complete, given back
+            raise FileStillWritten(tenant, name, "a process holds it open for writing")
         unpacked = unpack(platform, tenant, claimed, name, profile, cancel)
         if isinstance(unpacked, Violation):
             return _reject_unscanned(platform, tenant, profile, file_id, claimed, (name, received, started), unpacked)
         scanned = _scan(platform, tenant, unpacked.path if unpacked else claimed, plain, profile, cancel)
+        _check_unchanged(tenant, name, claimed, before, unpacked.bytes_in if unpacked else _bytes_read(scanned))
     except BaseException:
         if isinstance(unpacked, Unpacked):
             unpacked.path.unlink(missing_ok=True)
@@ -172,6 +166,23 @@ def fetch_claimed(
     )
 
 
+def _bytes_read(scanned: FileFacts | ScanFailure) -> int | None:
+    return scanned.size_bytes if isinstance(scanned, FileFacts) else None
+
+
+def _check_unchanged(tenant: str, name: str, claimed: Path, before: Snapshot, bytes_read: int | None) -> None:
+    """Raise :class:`FileStillWritten` unless the file is, after its scan, what it was before it
+    (inode, size, mtime, ctime), the scan read all of it, and no process holds it open for
+    writing: a writer that appends after the claim still writes into the claimed inode."""
+    after = snapshot(claimed)
+    if after != before:
+        raise FileStillWritten(tenant, name, f"it changed while it was scanned ({before.size} -> {after.size} bytes)")
+    if bytes_read is not None and bytes_read != after.size:
+        raise FileStillWritten(tenant, name, f"its scan read {bytes_read} of its {after.size} bytes")
+    if held_for_writing(claimed):
+        raise FileStillWritten(tenant, name, "a process holds it open for writing")
+
+
 def _scan(
     platform: Platform, tenant: str, claimed: Path, name: str, profile: Profile, cancel: threading.Event | None
 ) -> FileFacts | ScanFailure:
@@ -189,45 +200,6 @@ def _scan(
         sandbox=sandbox,
         parent_env=platform.env,
         cancel=cancel,
-    )
-
-
-def unscanned_facts(name: str, size_bytes: int) -> FileFacts:
-    """The facts of a file whose scan gave none: its name, size and format (from the extension)."""
-    return FileFacts(
-        name=name,
-        size_bytes=size_bytes,
-        sha256="",
-        format=EXTENSIONS.get(PurePath(plain_name(name)).suffix.lower()),
-        is_binary=False,
-        utf8_error=None,
-        has_bom=False,
-        max_line_bytes=0,
-        longest_line=0,
-        columns=None,
-        rows_total=0,
-        rows_bad=0,
-        bad_by_rule={},
-        samples=(),
-        unreadable=None,
-    )
-
-
-def unscanned_record(
-    file_id: str, tenant: str, facts: FileFacts, status: FileStatus, path: Path, received_at: float
-) -> FileRecord:
-    """The record of a file that has only its :func:`unscanned_facts` (no sha256, no rows)."""
-    return FileRecord(
-        id=file_id,
-        tenant=tenant,
-        name=facts.name,
-        sha256="",
-        size_bytes=facts.size_bytes,
-        format=str(facts.format or ""),
-        status=status,
-        received_at=received_at,
-        updated_at=time.time(),
-        path=str(path),
     )
 
 
@@ -254,7 +226,7 @@ def _reject_unscanned(
 
 def staged_path(platform: Platform, record: FileRecord) -> Path:
     """Where an accepted file waits: ``staging/<tenant>/<file id><extension>``."""
-    return platform.home.area("staging", record.tenant) / f"{record.id}{_extension(plain_name(record.name))}"
+    return platform.home.area("staging", record.tenant) / f"{record.id}{extension_of(plain_name(record.name))}"
 
 
 def _stage(
@@ -292,60 +264,3 @@ def _stage(
         seconds=round(seconds, 3),
     )
     return FetchDecision(record.id, record.tenant, record.name, FileStatus.STAGED, staged, (), facts, seconds)
-
-
-def reject_file(
-    platform: Platform,
-    record: FileRecord,
-    status: FileStatus,
-    reasons: list[str],
-    facts: FileFacts,
-    started: float,
-    rules: list[str] | None = None,
-    *,
-    quality: FileQuality,
-    detail: dict[str, object] | None = None,
-) -> FetchDecision:
-    area = platform.home.area("rejected", record.tenant)
-    target = area / f"{record.id}{_extension(record.name)}"
-    reason_doc = {
-        "tenant": record.tenant,
-        "file": record.name,
-        "file_id": record.id,
-        "status": status,
-        "sha256": record.sha256,
-        "size_bytes": record.size_bytes,
-        "rules": rules or ["duplicate"],
-        "reasons": reasons,
-        "rejected_at": time.time(),
-        "bad_rows_by_rule": facts.bad_by_rule,
-        "bad_row_samples": list(facts.samples),
-    }
-    platform.meta.insert_file(
-        dataclasses.replace(record, status=status, reasons=tuple(reasons), path=str(target)),
-        {"reasons": reasons, "rules": reason_doc["rules"], **(detail or {})},
-        quality=quality,
-    )
-    # The reason first, then the move: a crash between them leaves the claim, which
-    # ``reconcile`` moves after its final record instead of scanning it again.
-    (area / f"{record.id}.reason.json").write_bytes(orjson.dumps(reason_doc, option=orjson.OPT_INDENT_2))
-    filesystem.move(Path(record.path), target)
-    seconds = time.monotonic() - started
-    log.warning(
-        "file_rejected",
-        tenant=record.tenant,
-        file_id=record.id,
-        file=record.name,
-        status=str(status),
-        reasons=reasons,
-    )
-    notify(
-        platform,
-        record.tenant,
-        NotifyEvent.FILE_REJECTED,
-        file=record.name,
-        file_id=record.id,
-        status=str(status),
-        reasons=list(reasons),
-    )
-    return FetchDecision(record.id, record.tenant, record.name, status, target, tuple(reasons), facts, seconds)

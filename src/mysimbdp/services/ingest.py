@@ -9,6 +9,8 @@ this follows the file's record; if not, this process runs it too.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,15 +19,16 @@ from typing import Any
 
 import orjson
 
-from mysimbdp.adapters.files.home import drop_into_inbox
+from mysimbdp.adapters.files.home import drop_into_inbox, kind_of
 from mysimbdp.domain.components import BATCH_MANAGER as MANAGER
 from mysimbdp.domain.components import FETCHDATA as FETCHER
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus
-from mysimbdp.errors import MysimbdpError
+from mysimbdp.errors import FileRejected, MysimbdpError
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import fetch_file
+from mysimbdp.services.rejection import NOT_REGULAR
 from mysimbdp.services.run_batch import run_file
 
 ALIVE_S = 10.0
@@ -95,6 +98,10 @@ async def ingest_one(
     """Drop ``source`` into ``tenant``'s inbox; return its final record (None if not waiting
     and the running platform will handle it)."""
     platform.tenant(tenant)  # fail early for an unknown tenant
+    mode = os.stat(source).st_mode  # a link given on the command line is the caller's own: followed
+    if not stat.S_ISREG(mode):  # a FIFO would block the copy, a device never end: refused, nothing taken
+        why = f"rule {NOT_REGULAR}: it is {kind_of(mode)}; only regular files are ingested"
+        raise FileRejected(tenant, source.name, [why])
     if not platform_running(platform):
         platform.require_sandbox()  # this command will run the app itself: refuse before the file is taken
     since = time.time() - 1.0

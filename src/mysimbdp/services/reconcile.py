@@ -20,7 +20,8 @@ from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import TenantError
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.fetch import reject_file, staged_path, unscanned_facts, unscanned_record
+from mysimbdp.services.fetch import staged_path
+from mysimbdp.services.rejection import reject_file, unscanned_facts, unscanned_record
 
 __all__ = ["SCAN_INTERRUPTED", "reconcile"]
 

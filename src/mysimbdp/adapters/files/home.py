@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,35 @@ def inbox_candidates(inbox: Path) -> list[Path]:
     )
 
 
+def inbox_specials(inbox: Path) -> list[Path]:
+    """What an inbox holds that is neither a regular file nor a directory, and not hidden: a
+    symbolic link (never followed), a FIFO, a socket, a device. None of it is ever opened; the
+    fetcher rejects each at once (rule ``symlink`` or ``not_a_regular_file``)."""
+    try:
+        entries = list(os.scandir(inbox))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        Path(e.path)
+        for e in entries
+        if not e.name.startswith(".") and not e.is_dir(follow_symlinks=False) and not e.is_file(follow_symlinks=False)
+    )
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words ("a regular file", "a FIFO (named pipe)", ...)."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((word for test, word in kinds if test(mode)), "a special file")
+
+
 def is_settled(path: Path, seen: dict[Path, Seen], now: float, settle_s: float) -> bool:
     """True once ``path`` has kept its size and mtime for ``settle_s`` seconds.
 
@@ -111,6 +141,8 @@ def drop_into_inbox(src: Path, inbox: Path, name: str) -> Path:
     while target.exists():  # never overwrite a file not yet fetched
         target = inbox / f"{stem}-{counter}{dot}{ext}"
         counter += 1
+    if not stat.S_ISREG(os.stat(src).st_mode):  # copying a FIFO would block, a device never end
+        raise ValueError(f"{src}: {kind_of(os.stat(src).st_mode)}, not a regular file")
     part = inbox / f".{target.name}{PART_SUFFIX}"
     # copy2 keeps the source's mtime: a file that has not changed for settle_s is taken at once.
     shutil.copy2(src, part)
