@@ -7,6 +7,11 @@ modification time, from its creation until its last byte is taken. An interrupte
 run again finds it there, asks the server for its offset (``HEAD``) and sends only the rest;
 an upload the server no longer has (expired, removed) is started afresh. Each PATCH carries a
 sha1 ``Upload-Checksum``: the server keeps all of its bytes or none.
+
+The API going away mid-upload (connection refused or reset, a 502/503/504 while it restarts)
+is retried up to :data:`API_RETRIES` times with a doubling backoff (``on_retry(n, N)`` says
+so, by default on stderr); once it answers again the upload resumes from the server's offset
+(``HEAD``), which ``on_resume`` reports.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,12 +32,15 @@ import orjson
 from mysimbdp.adapters.apiclient import ApiClient
 from mysimbdp.errors import ApiError
 
-__all__ = ["STATE_KEEP_S", "Resumed", "UploadState", "send_resumable", "state_key"]
+__all__ = ["API_RETRIES", "STATE_KEEP_S", "Resumed", "UploadState", "send_resumable", "state_key"]
 
 STATE_KEEP_S = 2 * 24 * 3600.0  # an entry older than this is dropped (the server's uploads expire after 24 h)
 HASH_BLOCK_BYTES = 1024 * 1024
 GONE = (404, 410)  # the server no longer has the upload (unknown, removed; expired)
 FILE_WAIT_S = 30.0  # a complete upload whose file is still being scanned: how long to ask for its id
+API_RETRIES = 8  # the API gone mid-upload: attempts before giving up (backoff 1, 2, 4, 8, 8, … s: ~50 s)
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 8.0
+TRANSIENT = (502, 503, 504)  # a proxy or the API itself while it restarts
 
 
 class UploadState:
@@ -132,11 +141,18 @@ def send_resumable(
     rate_per_s: int | None = None,
     on_bytes: Callable[[int], None] = lambda n: None,
     on_resume: Callable[[int, int], None] = lambda offset, size: None,
+    on_retry: Callable[[int, int], None] | None = None,
 ) -> Resumed:
     """Send ``path`` as ``name`` through ``/v1/uploads/``, resuming the upload an earlier run of
-    this left unfinished; ``on_resume(offset, size)`` says so. At most ``rate_per_s`` bytes a second."""
+    this left unfinished; ``on_resume(offset, size)`` says so. At most ``rate_per_s`` bytes a second.
+    The API gone mid-upload: ``on_retry(attempt, API_RETRIES)`` (default: a line on stderr), a
+    backoff, then the server's offset again and the rest from there."""
+    import requests
     from tusclient import client as tus_client
     from tusclient.exceptions import TusCommunicationError
+
+    def retrying(attempt: int, attempts: int) -> None:
+        print(f"{name}: the platform's API at {client.url} went away; retrying ({attempt}/{attempts})", file=sys.stderr)
 
     size = path.stat().st_size
     key = state_key(client.url, client.tenant, path)
@@ -166,8 +182,23 @@ def send_resumable(
                 state.put(key, str(uploader.url), name)
             started, began = uploader.offset, time.monotonic()
             on_bytes(started)
+            failures, lost = 0, False
             while uploader.offset < size:
-                uploader.upload_chunk()  # type: ignore[no-untyped-call]  # tuspy: no annotations
+                try:
+                    if lost:  # where the server's copy ends now (a PATCH may have been cut off)
+                        uploader.offset = uploader.get_offset()
+                        on_resume(uploader.offset, size)
+                        lost = False
+                    uploader.upload_chunk()  # type: ignore[no-untyped-call]  # tuspy: no annotations
+                except (TusCommunicationError, requests.exceptions.RequestException) as exc:
+                    status = getattr(exc, "status_code", None)
+                    if (status and status not in TRANSIENT) or failures >= API_RETRIES:
+                        raise _as_tus(exc) from exc
+                    failures, lost = failures + 1, True
+                    (on_retry or retrying)(failures, API_RETRIES)
+                    time.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1)))
+                    continue
+                failures = 0
                 on_bytes(uploader.offset)
                 if rate_per_s:
                     time.sleep(max(0.0, (uploader.offset - started) / rate_per_s - (time.monotonic() - began)))
@@ -179,6 +210,13 @@ def send_resumable(
         file_id, status = _file_of(client, str(uploader.url))
     state.remove(key)
     return Resumed(str(uploader.url), started, file_id, status, answered.get("mysimbdp-duplicate-file-id", ""))
+
+
+def _as_tus(exc: Exception) -> Exception:
+    """A requests error (tuspy's HEAD lets them through) as tuspy's own, for :func:`_tus_error`."""
+    from tusclient.exceptions import TusCommunicationError
+
+    return exc if isinstance(exc, TusCommunicationError) else TusCommunicationError(str(exc))  # type: ignore[no-untyped-call]
 
 
 def _file_of(client: ApiClient, url: str) -> tuple[str, str]:
