@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOME_DIR ?= mysimbdp-demo
 
-.PHONY: demo test lint bench bench-formats bench-big bench-sandbox bench-reads install clean
+.PHONY: demo test lint bench bench-formats bench-big bench-sandbox bench-reads bench-uploads install clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-sandbox: $(STAMP)
 ## bench-reads: write modes and reads: merge vs append ingest, NDJSON export via the API vs raw SELECT, filtered query latency
 bench-reads: $(STAMP)
 	$(BIN)/python bench/reads.py
+
+## bench-uploads: a 1 GB CSV over loopback: POST /v1/files vs a bare endpoint, tus uninterrupted vs killed twice (~3 min, ~6 GB free)
+bench-uploads: $(STAMP)
+	$(BIN)/python bench/uploads.py
 
 ## bench-big: big files in chunks (100 MB, 1 GB, 5 GB generated on the fly; needs ~12 GB free) and 1/2/4 workers
 bench-big: $(STAMP)
