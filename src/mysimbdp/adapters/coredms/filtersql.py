@@ -7,11 +7,13 @@ SQLite, ``jsonb`` on PostgreSQL), ``source`` and ``ingested_at``.
 Nothing a request sends is spliced into SQL text: filter values are bound parameters, and so
 are field paths (SQLite: a JSON path ``$."a"."b"`` for ``json_extract`` / ``json_type``, its
 segments free of quotes by ``domain.docfilter.parse_path``; PostgreSQL: a ``text[]`` for
-``#>``). The SQL text depends only on the filter's shape (operators, how many paths). The one
-document path written into SQL text is a sort field, and only a field of the dataset's
-indexes (the profile's, checked by ``domain.writespec.field_path_problem``, the request
-merely picks one): written as the index expression itself so that the index serves the
-ORDER BY and the seek.
+``#>``), except a compared value's path that is a plain field path (letters, digits, '_',
+'.': ``domain.writespec.field_path_problem``, nothing that could be quoted): that one is
+written as the index expression itself (``sqlitesql.json_field`` / ``pgsql.json_field``), so
+that an index on the field serves the filter (an expression index only matches its very
+expression; a bound path never does). A sort field is written so too, and only a field of
+the dataset's indexes (the profile's, the request merely picks one), so that the index serves
+the ORDER BY and the seek.
 
 Types, as ``domain.docfilter`` defines them: each comparison checks the JSON type first
 (SQLite ``json_type``, PostgreSQL ``jsonb_typeof``), so numbers compare as numbers, strings
@@ -74,6 +76,13 @@ def _sqlite_path(path: Path) -> str:
     return "$" + "".join(f'."{segment}"' for segment in path)
 
 
+def _indexable(path: Path) -> bool:
+    """Whether ``path`` can be written into SQL text as an index expression: a field path of
+    ``domain.writespec.FIELD_PATH_RE`` (letters, digits, '_' and '.', nothing to quote), as the
+    profile's indexes are; any other path stays a bound parameter."""
+    return field_path_problem(".".join(path)) is None
+
+
 def _sqlite_number(value: int | float) -> int | float:
     return value if isinstance(value, float) or INT64_MIN <= value <= INT64_MAX else float(value)
 
@@ -89,6 +98,8 @@ class _Sqlite:
         return Fragment("json_type(doc, ?)", (_sqlite_path(path),))
 
     def val(self, path: Path) -> Fragment:
+        if _indexable(path):  # the index's own expression, so that an index on the field serves the filter
+            return Fragment(sqlitesql.json_field("doc", ".".join(path)))
         return Fragment("json_extract(doc, ?)", (_sqlite_path(path),))
 
     def is_null(self, path: Path) -> Fragment:
@@ -139,6 +150,10 @@ class _Postgres:
     ph = "%s"
 
     def val(self, path: Path) -> Fragment:
+        if _indexable(path):  # the index's own expression, so that an index on the field serves the filter
+            from mysimbdp.adapters.coredms import pgsql  # psycopg: on PostgreSQL only
+
+            return Fragment(pgsql.json_field("doc", ".".join(path)).as_string(None))
         return Fragment("(doc #> %s::text[])", (list(path),))
 
     def is_null(self, path: Path) -> Fragment:

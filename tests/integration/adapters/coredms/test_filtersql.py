@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mysimbdp.adapters.coredms import filtersql
+from mysimbdp.adapters.coredms import filtersql, sqlitesql
 from mysimbdp.adapters.coredms.filtersql import Dialect, Fragment
 from mysimbdp.domain.cursor import CursorCodec, CursorScope, cursor_key
 from mysimbdp.domain.docfilter import And, Node, Op, Or, filter_digest, parse_filter
@@ -230,11 +230,24 @@ def test_random_filters_match_the_reference(loaded: Db, source: dict[str, Any]) 
 
 
 def test_a_filter_on_nothing_but_shapes_compiles_to_the_same_sql() -> None:
-    """The SQL text depends on the filter's shape only: other values and paths, same text."""
+    """Paths that are no plain field paths are bound: other values and such paths, same text."""
     for dialect in ("sqlite", "postgres"):
-        one = filtersql.where_sql(parse_filter({"a": {"$gt": 1}, "b.c": {"$in": [1, 2]}}), dialect)
+        one = filtersql.where_sql(parse_filter({"a-1": {"$gt": 1}, "b.c d": {"$in": [1, 2]}}), dialect)
         two = filtersql.where_sql(parse_filter({"x; DROP": {"$gt": 5}, "y.'z": {"$in": [3, 4]}}), dialect)
         assert one.sql == two.sql and one.params != two.params
+
+
+def test_a_filter_on_an_indexed_field_uses_its_index() -> None:
+    """A plain field path is compared as the index's own expression, so the index serves it."""
+    assert "json_extract(doc, '$.a.b')" in filtersql.where_sql(parse_filter({"a.b": 1}), "sqlite").sql
+    assert "(doc -> 'a')" in filtersql.where_sql(parse_filter({"a": 1}), "postgres").sql
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, doc TEXT)")
+    conn.execute(f"CREATE INDEX t_a ON t ({sqlitesql.json_field('doc', 'a')})")
+    where = filtersql.where_sql(parse_filter({"a": "x"}), "sqlite")
+    plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT doc FROM t WHERE {where.sql}", where.params).fetchall()
+    conn.close()
+    assert any("USING INDEX t_a" in row[-1] for row in plan), plan
 
 
 def test_sql_in_field_names_and_values_does_nothing(loaded: Db) -> None:
