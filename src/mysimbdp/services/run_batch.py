@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
+from mysimbdp.adapters.files.writers import held_for_writing
 from mysimbdp.domain.chunking import decide_chunking
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.records import FileRecord, RunRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import StoreError, StoreUnavailable
+from mysimbdp.formats.compression import plain_name
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
@@ -49,6 +52,10 @@ async def run_file(
     if app is None:
         message = f"tenant {record.tenant!r}: file {record.name!r}: app {record.app!r} is no longer in the profile"
         return finish_file(platform, record, FileStatus.FAILED, run_dir, reasons=[message])
+    if changed := _changed_since_scan(record):
+        message = f"tenant {record.tenant!r}: file {record.name!r}: rule changed_after_scan: {changed}; send it again"
+        log.warning("file_changed_after_scan", tenant=record.tenant, file_id=record.id, file=record.name)
+        return finish_file(platform, record, FileStatus.FAILED, run_dir, reasons=[message])
     decision = decide_chunking(staged_size(record), FileFormat(record.format), profile.big_files)
     if decision.chunked:
         return await ingest_chunked(platform, record, run_id, decision, publish=publish)
@@ -66,6 +73,17 @@ async def run_file(
         platform, tenant, app, record, run_id, app_env(platform, tenant, profile, record, run_id, run_dir)
     )
     return _after_run(platform, record, run_id, app.name, attempt, ran)
+
+
+def _changed_since_scan(record: FileRecord) -> str:
+    """Why the staged file of a file sent plain is no longer the bytes its scan read and its
+    record describes (a writer that reopened it after the fetch), or "" when it is them."""
+    path = Path(record.path)
+    if plain_name(record.name) != record.name or not path.exists():  # a plain copy made here
+        return ""
+    if (size := path.stat().st_size) != record.size_bytes:
+        return f"its staged file holds {size} bytes, its scan read {record.size_bytes}"
+    return "a process holds its staged file open for writing" if held_for_writing(path) else ""
 
 
 def _after_run(platform: Platform, record: FileRecord, run_id: str, app: str, attempt: int, ran: AppRun) -> FileRecord:

@@ -21,6 +21,7 @@ from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services import fetch
 from mysimbdp.services.fetch import fetch_file
+from mysimbdp.services.run_batch import run_file
 from mysimbdp.services.tenants import add_tenant
 
 
@@ -140,3 +141,23 @@ def test_a_file_appended_to_during_its_scan_is_given_back_not_recorded(
     decision = fetch_file(operator_platform, tenant, path)
     assert decision.status is FileStatus.STAGED and decision.facts is not None
     assert decision.facts.rows_total == 20
+
+
+def test_a_staged_file_appended_to_after_its_fetch_fails_its_run_instead_of_ingesting(
+    operator_platform: Platform, tenant: str
+) -> None:
+    """A writer that reopens the file after its fetch (here: by its staged path) cannot make the
+    run ingest bytes the scan did not read: the run fails with rule changed_after_scan."""
+    inbox = _inbox(operator_platform, tenant)
+    (inbox / "readings.csv").write_bytes(b"a,b\n" + _rows(0, 11))
+    decision = fetch_file(operator_platform, tenant, inbox / "readings.csv")
+    assert decision.status is FileStatus.STAGED
+    with decision.path.open("ab") as late:
+        late.write(_rows(11, 20))
+    assert operator_platform.meta.claim(decision.file_id, "test", 60.0, "r-changed")
+    record = operator_platform.meta.get_file(decision.file_id)
+    assert record is not None
+    finished = asyncio.run(run_file(operator_platform, record, "r-changed"))
+    assert finished.status is FileStatus.FAILED
+    assert "rule changed_after_scan: its staged file holds" in finished.reasons[0]
+    assert finished.rows_written == 0
