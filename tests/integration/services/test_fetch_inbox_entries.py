@@ -161,3 +161,20 @@ def test_a_staged_file_appended_to_after_its_fetch_fails_its_run_instead_of_inge
     assert finished.status is FileStatus.FAILED
     assert "rule changed_after_scan: its staged file holds" in finished.reasons[0]
     assert finished.rows_written == 0
+
+
+def test_fetchdata_leaves_a_file_held_open_in_the_inbox_to_settle_again(
+    operator_platform: Platform, tenant: str
+) -> None:
+    inbox = _inbox(operator_platform, tenant)
+    path = inbox / "readings.csv"
+    fetchdata = FetchData(operator_platform)
+    with path.open("ab") as writer:
+        writer.write(b"a,b\n" + _rows(0, 11))
+        writer.flush()
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # looks settled long ago, but is open
+        assert asyncio.run(fetchdata.scan_once()) == []
+        assert [p.name for p in inbox.iterdir()] == ["readings.csv"]
+        seen = fetchdata._seen[path]  # observed again now: it must keep still for settle_s anew
+        assert seen.size == path.stat().st_size and seen.at > 1_000_000_000
+    assert operator_platform.meta.latest_file_named(tenant, "readings.csv", 0.0) is None
