@@ -95,3 +95,19 @@ def healthy(http: Any) -> bool:
         return bool(http.get("/healthz").status_code == 200)
     except httpx.TransportError:
         return False
+
+
+def wait_until_up(cli: Cli, timeout_s: float = 60.0) -> None:
+    """Until the `up` started by ``cli`` has its fetchdata and batch manager beating. Before
+    that, `mysimbdp ingest` sees no running platform and runs the file itself, which a test
+    of what `up` does with the file must not let happen."""
+    from mysimbdp.adapters.metastore import MetaStore
+    from mysimbdp.domain.components import BATCH_MANAGER, FETCHDATA
+    from tests.helpers import until
+
+    meta = MetaStore(cli.env["MYSIMBDP_META_URL"])
+    meta.start()
+    try:
+        until(lambda: meta.alive(FETCHDATA, 5) and meta.alive(BATCH_MANAGER, 5), timeout_s, "the platform's heartbeats")
+    finally:
+        meta.close()

@@ -18,7 +18,7 @@ import pytest
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from tests.conftest import broker_url_for
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, wait_until_up
 from tests.helpers import on_backends, until
 
 PROFILE = """
@@ -100,7 +100,7 @@ def test_a_big_file_is_ingested_in_chunks_by_separate_workers_through_the_broker
     up = cli.popen("up")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        until(lambda: (cli.home / "broker" / "url").exists() or platform_broker != "nats-embedded", 60, "broker")
+        wait_until_up(cli)
         workers = [cli.popen("worker", "--slots", "1") for _ in range(2)]
         summary = cli.json("ingest", str(data), "--tenant", "acme", "--json")
     finally:
@@ -134,7 +134,7 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
     up = cli.popen("up")
     first = second = None
     try:
-        until(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        wait_until_up(cli)  # its broker too: a worker needs HOME/broker/url
         first = cli.popen("worker", "--slots", "1")
         cli.run("ingest", str(data), "--tenant", "acme", check=True)
         file_id = ""
@@ -193,7 +193,7 @@ def test_a_big_file_being_chunked_does_not_hold_up_small_files(
     cli.env.update(MYSIMBDP_MAX_WORKERS="1", MYSIMBDP_WORKERS="1")
     up = cli.popen("up")
     try:
-        until(lambda: (cli.home / "broker" / "url").exists(), 60, "embedded broker")
+        wait_until_up(cli)  # its broker too: a worker needs HOME/broker/url
         cli.run("ingest", str(big), "--tenant", "acme", check=True)
 
         def chunks_running() -> bool:

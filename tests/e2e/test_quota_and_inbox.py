@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, wait_until_up
 from tests.helpers import on_backends, until
 
 
@@ -65,23 +65,17 @@ def test_ingest_wait_with_the_platform_up_does_not_wait_out_the_settle_rule(cli:
     """The CLI knows its file is complete: with `up` running it fetches (checks and stages)
     the file itself at once and the platform runs it, so `ingest --wait` is done long before
     fetchdata would take a file that has not kept still for MYSIMBDP_SETTLE_S (here 600 s)."""
-    from mysimbdp.adapters.metastore import MetaStore
-    from mysimbdp.domain.components import BATCH_MANAGER, FETCHDATA
-
     cli.run("tenant", "add", "acme", check=True)
     cli.env["MYSIMBDP_SETTLE_S"] = "600"
     up = cli.popen("up")
-    meta = MetaStore(cli.env["MYSIMBDP_META_URL"])
-    meta.start()
     try:
-        until(lambda: meta.alive(FETCHDATA, 5) and meta.alive(BATCH_MANAGER, 5), 60.0, "the platform's heartbeats")
+        wait_until_up(cli)
         fresh = cli.home.parent / "fresh.csv"
         fresh.write_text("a\n1\n2\n")
         summary = cli.json("ingest", str(fresh), "--tenant", "acme", "--json")  # cli.run's bound: 120 s
         assert summary["status"] == "ingested" and summary["rows_written"] == 2, summary
         assert not list((cli.home / "inbox" / "acme").iterdir())  # taken by the CLI, not left for fetchdata
     finally:
-        meta.close()
         up.terminate()
         assert up.wait(timeout=60) == 0
 
