@@ -104,7 +104,7 @@ def query(
     """
     from mysimbdp.cli import render
     from mysimbdp.errors import FilterError
-    from mysimbdp.services.reads import ExportFormat, export_chunks, iter_documents, read_query
+    from mysimbdp.services.reads import ExportFormat, export_query, read_query
 
     record, profile = platform.tenant(tenant_id)
     try:
@@ -121,8 +121,7 @@ def query(
             total = store.count(dataset, q.where) if render.err.is_terminal else None
             total = None if total is None else max(0, min(total - offset, limit if limit is not None else total))
             with render.export_progress(f"{tenant_id}/{dataset}", total=total, unit="documents") as progress:
-                docs = iter_documents(store, q, limit=limit, offset=offset, progress=progress)
-                for chunk in export_chunks(export, docs, q.fields):
+                for chunk in export_query(export, store, q, limit=limit, offset=offset, progress=progress):
                     sink.write(chunk)
     finally:
         store.close()

@@ -5,6 +5,10 @@ numbers as ``orjson.Fragment``) and yields bytes in chunks of about :data:`CHUNK
 an export of any size holds one chunk (CSV: plus its sample; Parquet: one batch of rows and
 its row group) at a time: the read API streams them as the body of its answer.
 
+:func:`ndjson_text_chunks` is JSON Lines from documents already JSON text (the store's, for
+an export of whole documents): each line is the text as it is, nothing parsed or encoded
+again, so every digit stays; one chunk per page of texts.
+
 Columns (CSV and Parquet): the ``fields`` asked for (``fields=a,b.c``: columns ``a`` and
 ``b.c``, a nested path read through objects), else the union of the top-level keys of the
 first :data:`SAMPLE_ROWS` documents, in the order first seen. A key that appears only
@@ -32,7 +36,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
-from mysimbdp.domain.exactjson import dumps
+from mysimbdp.domain.exactjson import dumps, loads_for_output
 from mysimbdp.domain.readparams import MISSING, get_path
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "csv_chunks",
     "infer_types",
     "ndjson_chunks",
+    "ndjson_text_chunks",
     "parquet_chunks",
 ]
 
@@ -69,6 +74,20 @@ def ndjson_chunks(docs: Iterable[Document], *, chunk_bytes: int = CHUNK_BYTES) -
             parts, size = [], 0
     if parts:
         yield b"".join(parts)
+
+
+def ndjson_text_chunks(pages: Iterable[Sequence[str]]) -> Iterator[bytes]:
+    """JSON Lines of documents that are JSON text already: each text and ``"\\n"``, one
+    chunk per page (a store page of :data:`~mysimbdp.services.reads.EXPORT_PAGE_ROWS`
+    documents). A text that spans lines (a newline between its tokens, possible only in a
+    text that no ``orjson`` wrote) is encoded again on one line, numbers exact."""
+    for page in pages:
+        if not page:
+            continue
+        block = "\n".join(page)
+        if block.count("\n") != len(page) - 1:
+            block = "\n".join(t if "\n" not in t else dumps(loads_for_output(t)).decode() for t in page)
+        yield (block + "\n").encode()
 
 
 def columns_of(docs: Iterable[Document], fields: Sequence[tuple[str, ...]] = ()) -> tuple[tuple[str, ...], ...]:

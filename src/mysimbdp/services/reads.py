@@ -20,7 +20,7 @@ from mysimbdp.domain.cursor import CursorCodec, CursorScope
 from mysimbdp.domain.docfilter import Node, Path, filter_digest, parse_filter
 from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.readparams import SortSpec, parse_fields, parse_sort
-from mysimbdp.formats.exports import csv_chunks, ndjson_chunks, parquet_chunks
+from mysimbdp.formats.exports import csv_chunks, ndjson_chunks, ndjson_text_chunks, parquet_chunks
 
 __all__ = [
     "EXPORT_PAGE_ROWS",
@@ -32,8 +32,10 @@ __all__ = [
     "ReadQuery",
     "cursor_of",
     "export_chunks",
+    "export_query",
     "indexed_fields",
     "iter_documents",
+    "iter_text_pages",
     "read_changes",
     "read_page",
     "read_query",
@@ -124,6 +126,31 @@ def read_changes(
     return [row.doc for row in rows], last
 
 
+def _keyset_pages(
+    fetch: Callable[[Sequence[Any] | None, int, int], Sequence[Any]],
+    *,
+    after: Sequence[Any] | None,
+    limit: int | None,
+    offset: int,
+    page_rows: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[Sequence[Any]]:
+    """The pages of ``fetch(after, size, offset)`` (rows with a ``position``), each after
+    the last row of the one before, until a short page or ``limit`` rows."""
+    left = limit
+    while left is None or left > 0:
+        size = page_rows if left is None else min(page_rows, left)
+        rows = fetch(after, size, offset if after is None else 0)
+        if rows:
+            yield rows
+            if progress is not None:
+                progress(len(rows))
+        if len(rows) < size:
+            return
+        after = rows[-1].position
+        left = None if left is None else left - len(rows)
+
+
 def iter_documents(
     store: DocumentStore,
     query: ReadQuery,
@@ -138,26 +165,39 @@ def iter_documents(
     keyset page: memory is one page, whatever the dataset's size. Each document comes once;
     one written meanwhile comes if it sorts after the pages already read. ``progress(n)``
     after each page of ``n``."""
-    left = limit
-    while left is None or left > 0:
-        size = page_rows if left is None else min(page_rows, left)
-        rows = store.query(
-            query.dataset,
-            where=query.where,
-            sort=query.sort,
-            after=after,
-            fields=query.fields,
-            limit=size,
-            offset=offset if after is None else 0,
+
+    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> Sequence[Any]:
+        q = query
+        return store.query(
+            q.dataset, where=q.where, sort=q.sort, after=position, fields=q.fields, limit=size, offset=skip
         )
+
+    pages = _keyset_pages(fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress)
+    for rows in pages:
         for row in rows:
             yield row.doc
-        if progress is not None and rows:
-            progress(len(rows))
-        if len(rows) < size:
-            return
-        after = rows[-1].position
-        left = None if left is None else left - len(rows)
+
+
+def iter_text_pages(
+    store: DocumentStore,
+    query: ReadQuery,
+    *,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    page_rows: int = EXPORT_PAGE_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[list[str]]:
+    """:func:`iter_documents`' documents (whole: ``query.fields`` is not applied), a page
+    at a time, as their stored JSON text, unparsed (``DocumentStore.query_texts``)."""
+
+    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> Sequence[Any]:
+        q = query
+        return store.query_texts(q.dataset, where=q.where, sort=q.sort, after=position, limit=size, offset=skip)
+
+    pages = _keyset_pages(fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress)
+    for rows in pages:
+        yield [row.text for row in rows]
 
 
 def export_chunks(fmt: ExportFormat, docs: Iterator[dict[str, Any]], fields: Sequence[Path] = ()) -> Iterator[bytes]:
@@ -171,6 +211,29 @@ def export_chunks(fmt: ExportFormat, docs: Iterator[dict[str, Any]], fields: Seq
     if fmt is ExportFormat.PARQUET:
         return parquet_chunks(docs, fields)
     raise ValueError(f"export_chunks: {fmt} is paged, not exported")
+
+
+def export_query(
+    fmt: ExportFormat,
+    store: DocumentStore,
+    query: ReadQuery,
+    *,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """Every document ``query`` matches (after ``after``, at most ``limit``, ``offset``
+    skipped), exported as ``fmt``, read in keyset pages. JSON Lines of whole documents (no
+    ``fields``) passes each stored JSON text through as its line, unparsed
+    (:func:`iter_text_pages`, ``formats.exports.ndjson_text_chunks``): every digit as
+    stored, but on PostgreSQL in ``jsonb``'s spacing (``{"a": 1, "b": 2}``). Anything else
+    parses the documents and encodes them (:func:`export_chunks`)."""
+    if fmt is ExportFormat.NDJSON and not query.fields:
+        texts = iter_text_pages(store, query, after=after, limit=limit, offset=offset, progress=progress)
+        return ndjson_text_chunks(texts)
+    docs = iter_documents(store, query, after=after, limit=limit, offset=offset, progress=progress)
+    return export_chunks(fmt, docs, query.fields)
 
 
 def cursor_of(codec: CursorCodec, query: ReadQuery, position: Sequence[Any] | None) -> str | None:

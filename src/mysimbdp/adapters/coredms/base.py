@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredText
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.naming import dataset_problem, tenant_id_problem
 from mysimbdp.domain.readparams import BY_KEY, SortSpec
@@ -37,6 +37,7 @@ __all__ = [
     "DocumentInvalid",
     "DocumentStore",
     "StoredRow",
+    "StoredText",
     "generation_table",
     "index_name",
     "merge_rounds",
@@ -114,6 +115,20 @@ class DocumentStore(Protocol):
         previous row's ``StoredRow.position``), projected to ``fields`` when given; [] for
         an unknown dataset. A sort field must be one of the dataset's indexes (the index
         serves it); ``domain.readparams.parse_sort`` checks that."""
+        ...
+
+    def query_texts(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        sort: SortSpec = BY_KEY,
+        after: Sequence[Any] | None = None,
+        limit: int,
+        offset: int = 0,
+    ) -> list[StoredText]:
+        """:meth:`query`'s page of whole documents as their stored JSON text, unparsed
+        (``coredms.reads.page_texts``): what an NDJSON export without ``fields`` sends."""
         ...
 
     def changes(

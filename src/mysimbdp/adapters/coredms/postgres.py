@@ -22,7 +22,7 @@ from mysimbdp.adapters.coredms.base import generation_table, merge_rounds, table
 from mysimbdp.adapters.coredms.pgadmin import PostgresAdmin
 from mysimbdp.adapters.coredms.pgadmin import connect as _connect
 from mysimbdp.adapters.coredms.pgadmin import pg_errors as _errors
-from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredText
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import BY_KEY, SortSpec
@@ -290,6 +290,26 @@ class PostgresStore:
             name = qualified.as_string(conn)
             return reads.page(
                 conn, "postgres", name, where=where, sort=sort, after=after, fields=fields, limit=limit, offset=offset
+            )
+
+    def query_texts(
+        self,
+        dataset: str,
+        *,
+        where: Node = MATCH_ALL,
+        sort: SortSpec = BY_KEY,
+        after: Sequence[Any] | None = None,
+        limit: int,
+        offset: int = 0,
+    ) -> list[StoredText]:
+        with _errors(self.where, dataset):
+            conn = self._db()
+            table, qualified = self._table(dataset)
+            if not self._exists(conn, table, qualified):
+                return []
+            name = qualified.as_string(conn)
+            return reads.page_texts(
+                conn, "postgres", name, where=where, sort=sort, after=after, limit=limit, offset=offset
             )
 
     def changes(

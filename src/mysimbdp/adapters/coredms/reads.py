@@ -5,7 +5,8 @@ Both drivers answer ``conn.execute(sql, params).fetchall()``, and ``coredms.filt
 writes each dialect's SQL with its placeholders, so one function serves both. A page's rows
 come as :class:`StoredRow`: the position a cursor resumes after, and the document (whole,
 or the projection assembled from its fields) with exact numbers as ``orjson.Fragment``
-(``domain.exactjson``).
+(``domain.exactjson``); :func:`page_texts` gives the same page's whole documents as their
+stored JSON text (:class:`StoredText`), parsed by nobody.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 from mysimbdp.adapters.coredms import filtersql
 from mysimbdp.adapters.coredms.filtersql import Dialect
-from mysimbdp.adapters.coredms.rows import StoredRow
+from mysimbdp.adapters.coredms.rows import StoredRow, StoredText
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import BY_KEY, SortKind, SortSpec, assemble
 
-__all__ = ["changes", "count", "page"]
+__all__ = ["changes", "count", "page", "page_texts"]
 
 
 def page(
@@ -47,6 +48,26 @@ def page(
         doc = assemble(paths, tuple(texts)) if paths else loads_for_output(texts[0])
         rows.append(StoredRow(position, doc))
     return rows
+
+
+def page_texts(
+    conn: Any,
+    dialect: Dialect,
+    table: str,
+    *,
+    where: Node = MATCH_ALL,
+    sort: SortSpec = BY_KEY,
+    after: Sequence[Any] | None = None,
+    limit: int,
+    offset: int = 0,
+) -> list[StoredText]:
+    """:func:`page`'s whole documents (no projection) as their stored JSON text: the same
+    SQL, the same positions, nothing parsed (SQLite ``doc``, PostgreSQL ``doc::text``)."""
+    query = filtersql.page_sql(dialect, table, where=where, sort=sort, after=after, limit=limit, offset=offset)
+    found = conn.execute(query.sql, query.params).fetchall()
+    if sort.kind is SortKind.KEY:
+        return [StoredText((key,), text) for key, _, text in found]
+    return [StoredText((value, key), text) for key, value, text in found]
 
 
 def changes(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DatasetStats", "StoredRow"]
+__all__ = ["DatasetStats", "StoredRow", "StoredText"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,16 @@ class StoredRow:
 
     position: tuple[Any, ...]
     doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredText:
+    """One document of a page as its stored JSON text, unparsed (SQLite: the text as
+    written; PostgreSQL: ``jsonb``'s text form, ``{"a": 1, "b": [2, 3]}``), numbers digit for
+    digit; ``position`` as in :class:`StoredRow`. What a whole-document NDJSON export sends."""
+
+    position: tuple[Any, ...]
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,7 @@ from mysimbdp.services.reads import (
     ExportFormat,
     ReadQuery,
     cursor_of,
-    export_chunks,
-    iter_documents,
+    export_query,
     read_changes,
     read_page,
     read_query,
@@ -306,7 +305,7 @@ async def _export(
 
     def body() -> Iterator[bytes]:
         try:
-            yield from export_chunks(fmt, iter_documents(store, query, after=after, limit=limit), query.fields)
+            yield from export_query(fmt, store, query, after=after, limit=limit)
         except (StoreError, ValueError) as exc:  # the status went out already: the body ends early
             log.error("export_failed", tenant=caller.tenant, dataset=query.dataset, format=fmt, error=str(exc))
             raise
