@@ -18,8 +18,12 @@ tenant ``bench`` with ``key_fields: [id]``, ``write: {mode: merge}``, ``indexes:
   (c) ``--queries`` (200) requests ``filter={"sensor_id": "S-nnnn"}&limit=100`` (each sensor
       has rows/5000 documents): p50 and p99 latency.
 
-Prints every figure and writes bench/out/reads.json.
-Run: `make bench-reads` or `.venv/bin/python bench/reads.py [--rows N] [--skip-postgres]`.
+``--only export``: (b) alone, after one ingest of the CSV into ``merged`` (no merge, append
+or queries), ``--rounds`` times (API then raw in each round; the figures of each round and
+their medians). Prints every figure and writes bench/out/reads.json (``--only export``:
+bench/out/reads-export.json).
+Run: `make bench-reads` or `.venv/bin/python bench/reads.py [--rows N] [--skip-postgres]
+[--only export [--rounds N]]`.
 """
 
 from __future__ import annotations
@@ -208,28 +212,66 @@ def backend_run(work: Path, original: Path, changed: Path, other: Path, postgres
     }
 
 
+def export_run(work: Path, original: Path, postgres: bool, rounds: int) -> dict[str, Any]:
+    """(b) alone: one ingest into ``merged``, then ``rounds`` of the API export and the raw one."""
+    name = "postgres" if postgres else "sqlite"
+    first = work / name / "v1"
+    first.mkdir(parents=True)
+    (first / "merged.csv").symlink_to(original)
+    load = os.getloadavg()
+    with ReadsPlatform(work, name, PROFILE, postgres=postgres) as plat:
+        insert = ingest(plat, first / "merged.csv")
+        api, raw = [], []
+        for _ in range(rounds):
+            api.append(api_export(plat, "merged", work / f"{name}-api.ndjson"))
+            raw.append(raw_export(plat, "merged", work / f"{name}-raw.ndjson"))
+    api_rate = statistics.median(a["docs_per_s"] for a in api)
+    raw_rate = statistics.median(r["docs_per_s"] for r in raw)
+    return {
+        "load_avg_at_start": [round(x, 2) for x in load],
+        "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "insert_into_empty_merge_dataset": insert,
+        "export_api_rounds": api,
+        "export_raw_rounds": raw,
+        "export_api_vs_raw_per_round": [
+            round(a["docs_per_s"] / r["docs_per_s"], 3) for a, r in zip(api, raw, strict=True)
+        ],
+        "export_api_docs_per_s_median": round(api_rate),
+        "export_raw_docs_per_s_median": round(raw_rate),
+        "export_api_vs_raw": round(api_rate / raw_rate, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--only", choices=["all", "export"], default="all", help="export: the NDJSON export alone")
+    parser.add_argument("--rounds", type=int, default=1, help="--only export: API + raw export rounds")
     args = parser.parse_args()
+    out = OUT if args.only == "all" else OUT.with_name("reads-export.json")
     results: dict[str, Any] = {"rows": args.rows, "machine": {**bp.machine(), "platform": platform.platform()}}
     with tempfile.TemporaryDirectory(prefix="bench-reads-") as tmp:
         work = Path(tmp)
         original, changed, other = work / "original.csv", work / "changed.csv", work / "other.csv"
         batch.generate(original, args.rows)
-        changed_copy(original, changed, "corrected reading")
-        changed_copy(original, other, "appended reading")  # the same size; not a duplicate of the merged file
+        if args.only == "all":
+            changed_copy(original, changed, "corrected reading")
+            changed_copy(original, other, "appended reading")  # the same size; not a duplicate of the merged file
         for postgres in (False, True) if not args.skip_postgres else (False,):
             name = "postgres" if postgres else "sqlite"
             print(f"{name}: ...", flush=True)
-            results[name] = res = backend_run(work, original, changed, other, postgres, args.queries)
+            if args.only == "export":
+                res = export_run(work, original, postgres, max(args.rounds, 1))
+            else:
+                res = backend_run(work, original, changed, other, postgres, args.queries)
+            results[name] = res
             print(json.dumps(res, indent=2), flush=True)
     results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
