@@ -47,6 +47,14 @@ log = get_logger("fetchdata")
 DAY_S = 86_400.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Received:
+    """What an upload's receiver computed of a file while its bytes arrived."""
+
+    sha256: str
+    size_bytes: int
+
+
 def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading.Event | None = None) -> FetchDecision:
     """Validate ``path`` (a complete file in ``tenant``'s inbox) and move it on.
 
@@ -70,18 +78,29 @@ def claim_file(platform: Platform, path: Path) -> Path:
 
 
 def fetch_claimed(
-    platform: Platform, tenant: str, claimed: Path, *, cancel: threading.Event | None = None
+    platform: Platform,
+    tenant: str,
+    claimed: Path,
+    *,
+    cancel: threading.Event | None = None,
+    received: Received | None = None,
 ) -> FetchDecision:
-    """The rest of :func:`fetch_file`, for a file this platform claimed."""
+    """The rest of :func:`fetch_file`, for a file this platform claimed. ``received``: what an
+    upload's receiver learnt of the bytes while they arrived (their sha256 and count): the scan
+    then checks every byte but does not hash them again, and the record's sha256 is the
+    receiver's. Only for a file of that size (else it is hashed as any inbox file is)."""
     started = time.monotonic()
-    received = time.time()  # when the fetch took the file: the start of its record
+    known = received
+    received_at = time.time()  # when the fetch took the file: the start of its record
     taken = parse_claim(claimed.name)
     assert taken is not None and taken.owner == platform.claim_owner.id, claimed
     file_id, name = taken.file_id, taken.original
+    when = (name, received_at, started)
     plain = plain_name(name)  # its format, app and dataset come from the name without ".gz"
     if not stat.S_ISREG(os.lstat(claimed).st_mode):  # a link, a FIFO, a device: never opened
-        return reject_special(platform, tenant, file_id, claimed, (name, received, started))
+        return reject_special(platform, tenant, file_id, claimed, when)
     before = snapshot(claimed)
+    sha256 = known.sha256 if known is not None and known.size_bytes == before.size else ""
     unpacked: Unpacked | Violation | None = None
     try:
         _, profile = platform.tenant(tenant)
@@ -89,8 +108,10 @@ def fetch_claimed(
             raise FileStillWritten(tenant, name, "a process holds it open for writing")
         unpacked = unpack(platform, tenant, claimed, name, profile, cancel)
         if isinstance(unpacked, Violation):
-            return _reject_unscanned(platform, tenant, profile, file_id, claimed, (name, received, started), unpacked)
-        scanned = _scan(platform, tenant, unpacked.path if unpacked else claimed, plain, profile, cancel)
+            return _reject_unscanned(platform, tenant, profile, file_id, claimed, when, unpacked)
+        if unpacked is not None:  # its record holds the compressed file's sha256: the plain copy's is not needed
+            sha256 = unpacked.sha256
+        scanned = _scan(platform, tenant, unpacked.path if unpacked else claimed, plain, profile, cancel, sha256)
         _check_unchanged(tenant, name, claimed, before, unpacked.bytes_in if unpacked else _bytes_read(scanned))
     except BaseException:
         if isinstance(unpacked, Unpacked):
@@ -107,7 +128,7 @@ def fetch_claimed(
         message = f"tenant {tenant!r}: file {name!r}: rule {failure.rule}: its scan {failure.value}; {failure.remedy}"
         log.warning("file_scan_failed", tenant=tenant, file_id=file_id, file=name, rule=failure.rule)
         violation = Violation(failure.rule, message)
-        return _reject_unscanned(platform, tenant, profile, file_id, claimed, (name, received, started), violation)
+        return _reject_unscanned(platform, tenant, profile, file_id, claimed, when, violation)
     facts = scanned
     if unpacked is not None:
         facts = dataclasses.replace(facts, name=name, size_bytes=unpacked.bytes_in, sha256=unpacked.sha256)
@@ -127,7 +148,7 @@ def fetch_claimed(
         size_bytes=facts.size_bytes,
         format=str(facts.format or ""),
         status=FileStatus.RECEIVED,
-        received_at=received,
+        received_at=received_at,
         updated_at=now,
         path=str(path),
         app=app.name if app else "",
@@ -135,7 +156,7 @@ def fetch_claimed(
         rows_total=facts.rows_total,
     )
     threshold = profile.quality.max_bad_row_ratio
-    quality = file_quality(file_id, tenant, received, facts, threshold, [v.rule for v in violations])
+    quality = file_quality(file_id, tenant, received_at, facts, threshold, [v.rule for v in violations])
     earlier = None if violations else platform.meta.accepted_with_sha(tenant, facts.sha256)
     if unpacked is not None and not violations and earlier is None:
         staged = _stage(platform, dataclasses.replace(record, path=str(unpacked.path)), facts, started, quality, packed)
@@ -184,10 +205,17 @@ def _check_unchanged(tenant: str, name: str, claimed: Path, before: Snapshot, by
 
 
 def _scan(
-    platform: Platform, tenant: str, claimed: Path, name: str, profile: Profile, cancel: threading.Event | None
+    platform: Platform,
+    tenant: str,
+    claimed: Path,
+    name: str,
+    profile: Profile,
+    cancel: threading.Event | None,
+    sha256: str = "",
 ) -> FileFacts | ScanFailure:
     """The scan in its limited process, in the sandbox where the machine has one (it may read
-    the claimed file and the runtime, write nothing, connect nowhere)."""
+    the claimed file and the runtime, write nothing, connect nowhere); ``sha256``: known (or,
+    for the plain copy of a compressed file, not needed), not computed again."""
     settings = platform.settings
     sandbox = None
     if platform.sandbox_status.enforced:
@@ -200,6 +228,7 @@ def _scan(
         sandbox=sandbox,
         parent_env=platform.env,
         cancel=cancel,
+        sha256=sha256,
     )
 
 

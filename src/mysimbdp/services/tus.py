@@ -36,6 +36,7 @@ from mysimbdp.domain.profile import Profile
 from mysimbdp.errors import UploadRefused
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
+from mysimbdp.services.fetch import Received
 from mysimbdp.services.upload import (
     PARTIAL_PREFIX,
     Allowance,
@@ -238,7 +239,6 @@ async def patch(
     where = _where(upload.tenant, upload.id)
     if progress.complete:
         raise UploadRefused("offset", f"{where}: rule offset: the upload is complete", offset_bytes=upload.length_bytes)
-    hashes = (checksum[0],) if checksum else ()
     lock = _Lock(upload)
     with lock as fd:
         offset = os.fstat(fd).st_size  # read under the lock: the offset no other PATCH is moving
@@ -251,6 +251,8 @@ async def patch(
             )
         if declared_bytes is not None:  # refused before a byte is read
             limits.check(offset + declared_bytes, "the offset + Content-Length")
+        # a PATCH from offset 0 hashes the whole file on the way: its fetch does not hash it again
+        hashes = ((checksum[0],) if checksum else ()) + (("sha256",) if offset == 0 else ())
         receiver = Receiver(Path(upload.path), limits, offset=offset, fd=fd, hashes=hashes)
         lock.fd = -1  # the receiver closes it, which releases the lock
         try:
@@ -270,7 +272,7 @@ async def patch(
         offset += receiver.received_bytes
     if offset < upload.length_bytes:
         return Patched(offset)
-    return Patched(offset, await _complete(platform, upload))
+    return Patched(offset, await _complete(platform, upload, receiver.received()))
 
 
 def _kept(checksum: tuple[str, bytes] | None, offset: int) -> str:
@@ -280,12 +282,12 @@ def _kept(checksum: tuple[str, bytes] | None, offset: int) -> str:
     return "the bytes that arrived were kept; HEAD the upload for its offset and send from there"
 
 
-async def _complete(platform: Platform, upload: TusUpload) -> Answer:
+async def _complete(platform: Platform, upload: TusUpload, received: Received | None) -> Answer:
     file_id = new_id("f")
     await asyncio.to_thread(platform.meta.uploads.finish_tus, upload.id, file_id, 0)
     try:
         decision = await asyncio.to_thread(
-            hand_to_fetch, platform, upload.tenant, Path(upload.path), upload.name, file_id
+            hand_to_fetch, platform, upload.tenant, Path(upload.path), upload.name, file_id, received
         )
     except BaseException:  # the file went back to the inbox (fetchdata takes it): the upload is over
         await asyncio.to_thread(platform.meta.uploads.remove_tus, upload.id)

@@ -28,7 +28,7 @@ from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import UploadRefused
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.fetch import DAY_S, FetchDecision, fetch_claimed
+from mysimbdp.services.fetch import DAY_S, FetchDecision, Received, fetch_claimed
 
 __all__ = [
     "MAX_UPLOAD_NAME_BYTES",
@@ -175,6 +175,12 @@ class Receiver:
     def hexdigest(self, name: str) -> str:
         return self._hashes[name].hexdigest()
 
+    def received(self) -> Received | None:
+        """The whole file's sha256 and size, when this receiver hashed it from its first byte."""
+        if self.offset != 0 or "sha256" not in self._hashes:
+            return None
+        return Received(self.hexdigest("sha256"), self.received_bytes)
+
     async def write(self, chunk: bytes) -> None:
         """Take ``chunk``, or refuse it (:class:`UploadRefused`) when it goes over a limit."""
         if not chunk:
@@ -254,13 +260,17 @@ async def receive(
         await receiver.write(chunk)
 
 
-def hand_to_fetch(platform: Platform, tenant: str, partial: Path, name: str, file_id: str = "") -> FetchDecision:
+def hand_to_fetch(
+    platform: Platform, tenant: str, partial: Path, name: str, file_id: str = "", received: Received | None = None
+) -> FetchDecision:
     """Claim the complete ``partial`` file under ``name`` (as file ``file_id``, a new id by
-    default) and fetch it (blocking: the scan runs in its own process). A platform stopping
-    meanwhile gives the file back to the inbox under ``name``, where fetchdata takes it."""
+    default) and fetch it (blocking: the scan runs in its own process). ``received``: the
+    sha256 and size the receiver computed, so the scan does not hash the bytes again. A
+    platform stopping meanwhile gives the file back to the inbox under ``name``, where
+    fetchdata takes it."""
     claimed = partial.with_name(claim_name(platform.claim_owner.id, file_id or new_id("f"), name))
     os.rename(partial, claimed)
-    return fetch_claimed(platform, tenant, claimed)
+    return fetch_claimed(platform, tenant, claimed, received=received)
 
 
 @dataclass(frozen=True)

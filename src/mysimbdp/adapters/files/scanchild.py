@@ -1,7 +1,8 @@
 """The scan child: ``python -m mysimbdp.adapters.files.scanchild``, started by
 :func:`mysimbdp.adapters.files.scanjob.scan_contained` in its limited process.
 
-It reads the request (``{"path", "name", "rules"}``, the rules as
+It reads the request (``{"path", "name", "rules"}``, and ``"sha256"`` when the content's
+hash is already known: an upload's, computed while receiving it), the rules as
 :meth:`~mysimbdp.adapters.files.scanner.ScanRules.to_json` wrote them) from stdin, scans the
 file and prints its :class:`~mysimbdp.domain.facts.FileFacts` as JSON. It imports only the
 scanner and what it reads with: no profile models (pydantic), runner or logging, so that a
@@ -28,7 +29,7 @@ def main() -> int:
     request = orjson.loads(sys.stdin.buffer.read())
     rules = ScanRules.from_json(request["rules"])
     try:
-        facts = scan_file(Path(request["path"]), request["name"], rules)
+        facts = scan_file(Path(request["path"]), request["name"], rules, request.get("sha256", ""))
     except MemoryError:
         os.write(2, b"MemoryError: the scan ran out of its memory limit\n")
         os._exit(EXIT_NO_MEMORY)  # nothing more can be allocated: no cleanup

@@ -92,8 +92,11 @@ def scan_contained(
     sandbox: Sandbox | None,
     parent_env: Mapping[str, str],
     cancel: threading.Event | None = None,
+    sha256: str = "",
 ) -> FileFacts | ScanFailure:
     """Scan ``path`` (the tenant called it ``name``) in a limited process; see the module doc.
+    ``sha256``: the content's hash when already known (an upload's receiver computed it): the
+    scan reads and checks every byte but does not hash them again.
 
     Raises :class:`~mysimbdp.errors.RunCancelled` when ``cancel`` is set meanwhile, and the
     ``OSError`` when the process cannot be started (the platform's fault: retry later)."""
@@ -102,6 +105,8 @@ def scan_contained(
         "name": name,
         "rules": ScanRules.of(profile).to_json(),
     }
+    if sha256:
+        request["sha256"] = sha256
     outcome = run_sync(
         [sys.executable, "-P", "-m", "mysimbdp.adapters.files.scanchild"],
         env=build_env({}, parent_env),

@@ -140,9 +140,11 @@ def _line_breaks(facts: _Bytes, chunk: bytes) -> None:
     facts.lone_cr = facts.lone_cr or has_lone_cr(chunk, facts.carry_cr, final=False)
 
 
-def _scan_bytes(path: Path) -> _Bytes:
+def _scan_bytes(path: Path, sha256: str = "") -> _Bytes:
+    """Pass 1; ``sha256``: the content's hash already known (the upload's receiver computed
+    it while the bytes arrived), so the bytes are read for their checks but not hashed again."""
     facts = _Bytes()
-    sha = hashlib.sha256()
+    sha = None if sha256 else hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     with path.open("rb", buffering=0) as f:
         while chunk := f.read(CHUNK_BYTES):
@@ -150,7 +152,8 @@ def _scan_bytes(path: Path) -> _Bytes:
                 facts.has_bom = chunk.startswith(codecs.BOM_UTF8)
                 controls = len(chunk.translate(None, _NOT_CONTROL))
                 facts.is_binary = controls > BINARY_CONTROL_RATIO * len(chunk)
-            sha.update(chunk)
+            if sha is not None:
+                sha.update(chunk)
             facts.is_binary = facts.is_binary or b"\x00" in chunk
             if facts.utf8_error is None and not (chunk.isascii() and not decoder.getstate()[0]):
                 _check_utf8(facts, decoder, chunk)
@@ -167,7 +170,7 @@ def _scan_bytes(path: Path) -> _Bytes:
                     "the file ends inside a multi-byte character"
                 )
     facts.lone_cr = facts.lone_cr or facts.carry_cr
-    facts.sha256 = sha.hexdigest()
+    facts.sha256 = sha.hexdigest() if sha is not None else sha256
     if facts.carry > 0:
         last = facts.carry - (1 if facts.carry_cr else 0)
         if last > facts.longest:
@@ -345,12 +348,14 @@ def _bad_row(rows: _Rows, rule: str, sample: str) -> None:
         rows.samples.append(sample)
 
 
-def scan_file(path: Path, name: str, rules: ScanRules) -> FileFacts:
-    """Scan ``path`` (the tenant called it ``name``) for ``check_file``."""
+def scan_file(path: Path, name: str, rules: ScanRules, sha256: str = "") -> FileFacts:
+    """Scan ``path`` (the tenant called it ``name``) for ``check_file``. ``sha256``: the
+    content's hash when the caller already has it (an upload hashed on receipt): every byte is
+    still read and checked, only the hashing is skipped, and the facts carry this hash."""
     fmt = _format_of(name)
     if fmt is FileFormat.PARQUET or (fmt is None and looks_like_parquet(path)):
         return scan_parquet(path, name, rules.row_rules)  # no text facts, pyarrow only here
-    seen = _scan_bytes(path)
+    seen = _scan_bytes(path, sha256)
     rows = _Rows()
     if seen.size > 0 and not seen.is_binary and seen.utf8_error is None and fmt is not None:
         # Pass 1's longest line counts a BOM and a lone "\r" in, so it is never shorter than

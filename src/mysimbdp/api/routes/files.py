@@ -183,7 +183,9 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance) 
         size_bytes=receiver.received_bytes,
         sha256=receiver.hexdigest("sha256"),
     )
-    decision = await asyncio.to_thread(hand_to_fetch, platform, caller.tenant, receiver.path, name)
+    decision = await asyncio.to_thread(
+        hand_to_fetch, platform, caller.tenant, receiver.path, name, received=receiver.received()
+    )
     return await asyncio.to_thread(answer_for, platform, decision)
 
 

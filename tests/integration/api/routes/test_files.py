@@ -17,6 +17,7 @@ import pytest
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.api import create_app
 from mysimbdp.runtime.platform import Platform
+from mysimbdp.services import fetch
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
 
@@ -58,6 +59,20 @@ async def client(platform: Platform, broker: Broker) -> AsyncIterator[httpx.Asyn
     transport = httpx.ASGITransport(app=create_app(platform, broker), client=("127.0.0.1", 123))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sha256 each fetch gave its scan ('' when the scan had to hash the file itself)."""
+    given: list[str] = []
+    real = fetch.scan_contained
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("sha256", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fetch, "scan_contained", spy)
+    return given
 
 
 def _auth(tenant: NewTenant, **more: str) -> dict[str, str]:
@@ -104,6 +119,26 @@ async def test_a_raw_upload_is_staged_with_its_id_and_location(
     staged = platform.home.area("staging", "shop") / f"{body['file_id']}.csv"
     assert staged.read_bytes() == data
     assert [p.name for p in platform.home.area("inbox", "shop").iterdir()] == []
+
+
+async def test_an_upload_is_hashed_once_by_its_receiver_an_inbox_file_by_its_scan(
+    client: httpx.AsyncClient, platform: Platform, shop: NewTenant, scans: list[str]
+) -> None:
+    """The receiver's sha256 goes to the scan, which does not hash again; the record's sha256 is
+    the file's real one. A file dropped into the inbox (an unknown writer) is hashed by its scan."""
+    data = csv_bytes(40, "h")
+    real = hashlib.sha256(data).hexdigest()
+    response = await client.post("/v1/files", params={"name": "h.csv"}, content=data, headers=_auth(shop))
+    assert response.status_code == 201, response.text
+    record = platform.meta.get_file(response.json()["file_id"])
+    assert record is not None and record.sha256 == real == response.json()["sha256"]
+    assert scans == [real]
+    dropped = platform.home.area("inbox", "shop") / "dropped.csv"
+    dropped.write_bytes(csv_bytes(40, "j"))
+    decision = fetch.fetch_file(platform, "shop", dropped)
+    assert scans[1:] == [""]  # hashed by the scan
+    inbox_record = platform.meta.get_file(decision.file_id)
+    assert inbox_record is not None and inbox_record.sha256 == hashlib.sha256(csv_bytes(40, "j")).hexdigest()
 
 
 async def test_a_multipart_upload_takes_the_file_part(

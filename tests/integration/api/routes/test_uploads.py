@@ -23,13 +23,14 @@ from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
 from tests.helpers import until_async
-from tests.integration.api.routes.test_files import Body, csv_bytes
+from tests.integration.api.routes.test_files import Body, csv_bytes, scans
 
 PROFILE = """
 formats: [csv]
 limits: {max_file_size_bytes: 40000, max_bytes_per_day: 60000}
 """
 IDLE_TIMEOUT_S = 0.5
+_ = scans  # a fixture (the sha256 each fetch gave its scan)
 EXPIRE_S = 600.0
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_TYPE = {"Content-Type": "application/offset+octet-stream"}
@@ -153,6 +154,28 @@ async def test_an_upload_in_checksummed_chunks_is_fetched_on_its_last_byte(
     assert state["complete"] is True and state["file_id"] == file_id and state["offset_bytes"] == len(data)
     detail = (await client.get(f"/v1/files/{file_id}", headers=_auth(shop))).json()
     assert detail["file"]["name"] == "readings.csv" and detail["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_an_upload_in_one_patch_is_hashed_once_in_several_by_its_scan(
+    client: httpx.AsyncClient, platform: Platform, shop: NewTenant, scans: list[str]
+) -> None:
+    """A PATCH from offset 0 that completes the upload hashed every byte: its scan is given the
+    sha256 and does not hash again; an upload in several PATCHes (perhaps several processes) is
+    hashed by its scan. Either way the record's sha256 is the file's."""
+    data = csv_bytes(300, "o")
+    url = await _create(client, shop, "one.csv", len(data))
+    one = await _patch(client, shop, url, 0, data)
+    assert one.headers["mysimbdp-file-status"] == "staged", one.text
+    record = platform.meta.get_file(one.headers["mysimbdp-file-id"])
+    assert record is not None and record.sha256 == hashlib.sha256(data).hexdigest()
+    assert scans == [record.sha256]
+    data2 = csv_bytes(300, "t")
+    url2 = await _create(client, shop, "two.csv", len(data2))
+    assert (await _patch(client, shop, url2, 0, data2[:1000])).status_code == 204
+    two = await _patch(client, shop, url2, 1000, data2[1000:])
+    record2 = platform.meta.get_file(two.headers["mysimbdp-file-id"])
+    assert record2 is not None and record2.sha256 == hashlib.sha256(data2).hexdigest()
+    assert scans[1:] == [""]
 
 
 async def test_a_wrong_checksum_is_460_and_keeps_nothing_of_the_patch(

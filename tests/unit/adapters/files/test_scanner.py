@@ -289,3 +289,22 @@ def test_longest_line_is_exact_across_chunk_edges(
     path.write_bytes(data)
     seen = scanner._scan_bytes(path)
     assert (seen.longest, seen.longest_line) == longest_by_hand(data)
+
+
+def test_a_known_sha256_is_not_computed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload's sha256 (its receiver hashed the bytes on the way) is given to the scan: every
+    byte is still read and checked, the same facts come out, and nothing is hashed."""
+    data = "id,qty\n" + "".join(f"r{i},{i}\n" for i in range(500)) + "x,-1\n"
+    path = tmp_path / "up.csv"
+    path.write_text(data, encoding="utf-8")
+    hashed = scan_file(path, "up.csv", ScanRules.of(PROFILE))
+    assert hashed.sha256 == hashlib.sha256(data.encode()).hexdigest()
+
+    def no_hashing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the scan hashed a file whose sha256 it was given")
+
+    monkeypatch.setattr(scanner.hashlib, "sha256", no_hashing)
+    given = scan_file(path, "up.csv", ScanRules.of(PROFILE), sha256=hashed.sha256)
+    assert given == hashed  # rows, bad rows, longest line: all read; the hash is the one given
+    other = scan_file(path, "up.csv", ScanRules.of(PROFILE), sha256="ab" * 32)
+    assert other.sha256 == "ab" * 32  # taken as given, never recomputed
