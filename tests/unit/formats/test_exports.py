@@ -17,7 +17,14 @@ import pytest
 
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import parse_fields
-from mysimbdp.formats.exports import columns_of, csv_chunks, infer_types, ndjson_chunks, parquet_chunks
+from mysimbdp.formats.exports import (
+    columns_of,
+    csv_chunks,
+    infer_types,
+    ndjson_chunks,
+    ndjson_text_chunks,
+    parquet_chunks,
+)
 
 DOCS: list[dict[str, Any]] = [
     {"id": 1, "name": "Oslo", "ok": True, "t": 2.5, "m": {"a": 1, "b": [1, 2]}},
@@ -121,3 +128,19 @@ def test_the_first_chunk_comes_after_a_batch_of_an_endless_input(encode: Any) ->
         assert len(next(chunks)) < 1 << 20
     assert source.taken <= 10_000  # three 64 KiB chunks of short rows, or one Parquet batch
     chunks.close()
+
+
+def test_ndjson_text_chunks_pass_each_text_through_as_a_line() -> None:
+    """Texts become lines as they are (spacing, digits), a chunk per page; an empty page adds
+    nothing, and a text spanning lines is encoded again on one, its digits kept."""
+    pages = [
+        ['{"a": 1, "b": 123456789012345678901234567890}', '{"c":"x\\ny"}'],
+        [],
+        ['{\n"d":\n0.1234567890123456789\n}'],
+    ]
+    chunks = list(ndjson_text_chunks(pages))
+    assert chunks == [
+        b'{"a": 1, "b": 123456789012345678901234567890}\n{"c":"x\\ny"}\n',
+        b'{"d":0.1234567890123456789}\n',
+    ]
+    assert list(ndjson_text_chunks(iter(()))) == []
