@@ -29,6 +29,7 @@ import pytest
 
 from mysimbdp.adapters.coredms.base import generation_table, namespace, table_name
 from mysimbdp.adapters.metastore import MetaStore
+from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from tests.conftest import POSTGRES_URL
 from tests.e2e.conftest import Cli, wait_until_up
 from tests.helpers import until
@@ -51,7 +52,7 @@ stream_apps: []
 batch_apps:
   - name: app
     command: ["{{python}}", "{{bundle}}/app.py"]
-"""
+{extra}"""
 PAUSE_MS = 2  # per row of the file the kill lands in: 760 or 800 rows, ~2 s of app time
 
 
@@ -151,14 +152,21 @@ def _until_ingested(cli: Cli, meta: MetaStore, file_id: str, also: Callable[[], 
         raise AssertionError(f"{exc}\n{cli.up_log()}") from exc
 
 
-def _assert_ingested_once(meta: MetaStore, file_id: str, name: str) -> None:
-    """One record for the file, ingested; its history reached `ingested` once, after two runs."""
+def _assert_ingested_once(meta: MetaStore, file_id: str, name: str, *, chunked: bool = False) -> None:
+    """One record for the file, ingested; its history reached `ingested` once, after two runs
+    (chunked: after a run per chunk, and another of each chunk the kill caught running)."""
     mine = [f for f in meta.list_files(tenant="acme") if f.name == name]
     assert [(f.id, f.status) for f in mine] == [(file_id, "ingested")], mine
     statuses = [status for _, status, _ in meta.file_events(file_id)]
     assert statuses.count("ingested") == 1, statuses
     runs = [r for r in meta.list_runs("acme") if r.file_id == file_id]
-    assert len(runs) == 2, runs  # the killed run and the re-run
+    if not chunked:
+        assert len(runs) == 2, runs  # the killed run and the re-run
+        return
+    chunks = meta.chunks.of_file(file_id)
+    assert len(chunks) > 3 and {c.status for c in chunks} == {ChunkStatus.DONE}, chunks
+    assert max(c.attempts for c in chunks) == 2, chunks  # the kill caught a chunk running
+    assert len(runs) == sum(c.attempts for c in chunks), (runs, chunks)
 
 
 def _query(cli: Cli, dataset: str) -> list[dict[str, Any]]:
@@ -198,7 +206,7 @@ def test_merge_sigkill_mid_file_then_restart_leaves_every_key_at_its_newest_vers
     meta: MetaStore,
     platform: list[subprocess.Popen[bytes]],
 ) -> None:
-    profile = PROFILE.format(dataset="prices", write="{mode: merge, order_by: v}")
+    profile = PROFILE.format(dataset="prices", write="{mode: merge, order_by: v}", extra="")
     cli.run("tenant", "add", "acme", "--profile", str(write_tenant("acme", profile, {"app.py": APP})), check=True)
     store = Store(cli, backend, pg_prefix)
     table = table_name("prices")
@@ -259,7 +267,13 @@ def _whole(docs: list[dict[str, Any]] | None) -> str:
     raise AssertionError(f"a half-replaced dataset: {len(got)} rows, tags {tags}")
 
 
+# the new file (~10 KB) in chunks of 2 KB, run by `up`'s chunk workers; the old one (~3 KB) whole
+CHUNKED = "big_files: {threshold_bytes: 8000, chunk_bytes: 2048}\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
 def test_replace_sigkill_mid_file_then_restart_shows_a_reader_old_or_new_whole(
+    chunked: bool,
     cli: Cli,
     write_tenant: Callable[..., Path],
     tmp_path: Path,
@@ -268,7 +282,7 @@ def test_replace_sigkill_mid_file_then_restart_shows_a_reader_old_or_new_whole(
     meta: MetaStore,
     platform: list[subprocess.Popen[bytes]],
 ) -> None:
-    profile = PROFILE.format(dataset="snap", write="{mode: replace}")
+    profile = PROFILE.format(dataset="snap", write="{mode: replace}", extra=CHUNKED if chunked else "")
     cli.run("tenant", "add", "acme", "--profile", str(write_tenant("acme", profile, {"app.py": APP})), check=True)
     store = Store(cli, backend, pg_prefix)
     table = table_name("snap")
@@ -306,4 +320,4 @@ def test_replace_sigkill_mid_file_then_restart_shows_a_reader_old_or_new_whole(
 
     docs = _query(cli, "snap")
     assert _whole(docs) == "new" and len(docs) == len(NEW)
-    _assert_ingested_once(meta, file_id, "new.csv")
+    _assert_ingested_once(meta, file_id, "new.csv", chunked=chunked)
