@@ -8,7 +8,9 @@ any point leaves either the file in the inbox (fetched again) or a record that
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import re
 import stat
 import threading
 import time
@@ -45,6 +47,8 @@ from mysimbdp.services.unpack import unpack
 log = get_logger("fetchdata")
 
 DAY_S = 86_400.0
+RECEIVED_PREFIX = "_received-"  # an upload answered before its checks, waiting for them
+_FILE_ID = re.compile(r"f[0-9a-f]{20}")  # domain.ids.new_id("f")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,11 @@ def fetch_file(platform: Platform, tenant: str, path: Path, *, cancel: threading
     is set meanwhile (the platform is stopping), the scan is killed, the file goes back to the
     inbox untouched and :class:`~mysimbdp.errors.RunCancelled` is raised."""
     platform.tenant(tenant)  # an unknown tenant's file stays in its inbox, unclaimed
+    if parse_received(path.name) is not None:  # an upload answered 202 whose checks did not run yet
+        decision = fetch_received(platform, tenant, path, cancel=cancel)
+        if decision is None:  # checked by the API process meanwhile
+            raise FileNotFoundError(path)
+        return decision
     return fetch_claimed(platform, tenant, claim_file(platform, path), cancel=cancel)
 
 
@@ -89,12 +98,87 @@ def fetch_claimed(
     upload's receiver learnt of the bytes while they arrived (their sha256 and count): the scan
     then checks every byte but does not hash them again, and the record's sha256 is the
     receiver's. Only for a file of that size (else it is hashed as any inbox file is)."""
-    started = time.monotonic()
-    known = received
-    received_at = time.time()  # when the fetch took the file: the start of its record
     taken = parse_claim(claimed.name)
     assert taken is not None and taken.owner == platform.claim_owner.id, claimed
-    file_id, name = taken.file_id, taken.original
+    return _fetch_as(platform, tenant, claimed, (taken.file_id, taken.original), cancel, received)
+
+
+def received_name(file_id: str, name: str) -> str:
+    """The name of an upload answered before its checks (``Prefer: respond-async``) while it
+    waits for them in its tenant's inbox: the API process checks it at once, and fetchdata
+    (:func:`fetch_file`) under its file id when a crash or a stop cut that short."""
+    return f"{RECEIVED_PREFIX}{file_id}-{name}"
+
+
+def parse_received(name: str) -> tuple[str, str] | None:
+    """(file id, name) of a :func:`received_name`, else None."""
+    if not name.startswith(RECEIVED_PREFIX):
+        return None
+    file_id, dash, original = name[len(RECEIVED_PREFIX) :].partition("-")
+    return (file_id, original) if dash and _FILE_ID.fullmatch(file_id) and original else None
+
+
+def fetch_received(
+    platform: Platform,
+    tenant: str,
+    path: Path,
+    received: Received | None = None,
+    cancel: threading.Event | None = None,
+) -> FetchDecision | None:
+    """Check an upload answered before its checks (``path``: its :func:`received_name`), under
+    its file id, as :func:`fetch_claimed` does; None when it is gone or was decided before.
+    :class:`FileStillWritten` while another thread or process checks it (an exclusive ``flock``
+    on the file, dropped by the kernel however its holder ends). Run by the API process right
+    after its 202 answer and by fetchdata (:func:`fetch_file`) for what a crash, a stop or a
+    failure left: the file stays where it is until it is decided (a store outage, ``cancel``).
+    A decision recorded before a crash is finished, never made twice (a 'received' record:
+    accepted, moved into staging as reconcile does). A name a tenant made up for another
+    tenant's file id is fetched as a plain inbox file, under a new id."""
+    taken = parse_received(path.name)
+    assert taken is not None, path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:  # fetchdata, after a settle time, tries again
+            raise FileStillWritten(tenant, taken[1], "its checks run in another thread or process") from exc
+        if not path.exists():  # checked by another holder before this one took the lock
+            return None
+        record = platform.meta.get_file(taken[0])
+        if record is not None and record.tenant != tenant:  # a name a tenant chose: an inbox file
+            return fetch_claimed(platform, tenant, claim_file(platform, path), cancel=cancel)
+        if record is None:
+            return _fetch_as(platform, tenant, path, taken, cancel, received, give_back=False)
+        if record.status is FileStatus.RECEIVED:  # accepted: the move into staging was cut short
+            staged = filesystem.move(path, staged_path(platform, record))
+            platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
+        elif record.status in (FileStatus.REJECTED, FileStatus.DUPLICATE) and not Path(record.path).exists():
+            filesystem.move(path, Path(record.path))  # decided: the move was cut short
+        else:
+            path.unlink(missing_ok=True)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _fetch_as(
+    platform: Platform,
+    tenant: str,
+    claimed: Path,
+    taken: tuple[str, str],  # (file id, name)
+    cancel: threading.Event | None,
+    known: Received | None,
+    *,
+    give_back: bool = True,
+) -> FetchDecision:
+    """Check ``claimed`` as file ``taken``; on an exception, give it back to the inbox under its
+    name (``give_back``) or leave it where it is (an upload waiting under its received name)."""
+    started = time.monotonic()
+    received_at = time.time()  # when the fetch took the file: the start of its record
+    file_id, name = taken
     when = (name, received_at, started)
     plain = plain_name(name)  # its format, app and dataset come from the name without ".gz"
     if not stat.S_ISREG(os.lstat(claimed).st_mode):  # a link, a FIFO, a device: never opened
@@ -116,7 +200,8 @@ def fetch_claimed(
     except BaseException:
         if isinstance(unpacked, Unpacked):
             unpacked.path.unlink(missing_ok=True)
-        os.rename(claimed, claimed.with_name(name))  # give it back untouched
+        if give_back:
+            os.rename(claimed, claimed.with_name(name))  # give it back untouched
         raise
     packed: dict[str, object] = {}
     if unpacked is not None:  # the record holds what was sent: the compressed size and sha256

@@ -13,6 +13,7 @@ and runs :func:`~mysimbdp.services.fetch.fetch_claimed` on it: the same checks a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -28,7 +29,15 @@ from mysimbdp.domain.profile import Profile
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import UploadRefused
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.fetch import DAY_S, FetchDecision, Received, fetch_claimed
+from mysimbdp.services.fetch import (
+    DAY_S,
+    RECEIVED_PREFIX,
+    FetchDecision,
+    Received,
+    fetch_claimed,
+    parse_received,
+    received_name,
+)
 
 __all__ = [
     "MAX_UPLOAD_NAME_BYTES",
@@ -131,7 +140,34 @@ def allowance(
             limit_files=limits.max_files_per_day,
         )
     held = platform.meta.uploads.unfinished_tus_bytes(tenant, now) - held_by_self_bytes
+    held += sum(size for _, _, size in waiting(platform, tenant))  # answered 202, not yet checked
     return Allowance(tenant, name, limits.max_file_size_bytes, limits.max_bytes_per_day, bytes_today + held)
+
+
+def waiting(platform: Platform, tenant: str) -> list[tuple[Path, str, int]]:
+    """``tenant``'s uploads answered before their checks that wait for them: (path, file id, size)."""
+    found = []
+    for path in platform.home.area("inbox", tenant).glob(f"{RECEIVED_PREFIX}*"):
+        taken = parse_received(path.name)
+        with contextlib.suppress(FileNotFoundError):
+            if taken is not None:
+                found.append((path, taken[0], path.stat().st_size))
+    return found
+
+
+def keep_received(platform: Platform, tenant: str, partial: Path, name: str) -> tuple[str, Path]:
+    """Rename the complete, fsynced ``partial`` file to its received name under a new file id
+    and fsync the inbox: from here on a crash loses nothing, the checks run when the API
+    starts again (blocking). Returns (file id, path)."""
+    file_id = new_id("f")
+    path = partial.with_name(received_name(file_id, name))
+    os.rename(partial, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return file_id, path
 
 
 def partial_path(platform: Platform, tenant: str) -> Path:
@@ -328,10 +364,14 @@ def status_code_of(status: FileStatus) -> int:
     return {FileStatus.REJECTED: 422, FileStatus.DUPLICATE: 200}.get(status, 201)
 
 
-def replayed_answer(platform: Platform, file_id: str, status_code: int) -> Answer | None:
-    """The answer of an earlier request (``Idempotency-Key``), with the file's status now."""
+def replayed_answer(platform: Platform, file_id: str, status_code: int, tenant: str = "") -> Answer | None:
+    """The answer of an earlier request (``Idempotency-Key``), with the file's status now (a
+    202 whose file still waits for its checks: ``received``)."""
     record = platform.meta.get_file(file_id)
     if record is None:
+        for _, waiting_id, size in waiting(platform, tenant) if tenant and status_code == 202 else ():
+            if waiting_id == file_id:
+                return Answer(202, file_id, str(FileStatus.RECEIVED), (), "", size, "")
         return None
     return Answer(
         status_code, record.id, str(record.status), record.reasons, record.name, record.size_bytes, record.sha256

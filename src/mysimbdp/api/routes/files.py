@@ -14,6 +14,15 @@ The contract (the remote CLI builds on it):
     profile (recorded, kept under ``rejected/``);
   - **200** the same content was accepted before: ``file_id``/``status``/``Location`` are the
     earlier file's, ``duplicate_file_id`` the record of this upload, ``reasons`` say so.
+- ``Prefer: respond-async`` (RFC 7240): answer as soon as the body is on disk, fsynced and kept
+  under its file id, before the checks: **202** ``status`` ``received``, ``file_id``,
+  ``sha256``, ``Location: /v1/files/{file_id}`` and ``Preference-Applied: respond-async``. The
+  same checks then run at once in the API process; ``GET /v1/files/{file_id}`` answers 404
+  until they have recorded the file, then its outcome (``staged``, ``rejected`` or
+  ``duplicate``, with its reasons). The file waits in the inbox as ``_received-<file id>-<name>``
+  until it is decided: after a crash or a stop fetchdata checks it, under the same file id.
+  Refusals while reading (name, size, quota, a short body) are answered as without the header.
+  An ``Idempotency-Key`` replays the 202, with the file's status now.
 - Refused before the file is fetched (nothing kept, no ``file_id``): JSON ``error`` (names the
   tenant, the file, the rule and the value) and ``rule``, with the limit where one applies
   (``limit_bytes``, ``limit_files``, ``timeout_s``): 422 ``file_name`` (checked before any
@@ -29,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -38,9 +48,11 @@ from starlette.requests import ClientDisconnect
 
 from mysimbdp.api.deps import Authenticated, Caller, Refused, context_of, documented
 from mysimbdp.api.multipart import boundary_of, file_part
-from mysimbdp.errors import StoreUnavailable, UploadRefused
+from mysimbdp.domain.states import FileStatus
+from mysimbdp.errors import FileStillWritten, StoreUnavailable, UploadRefused
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
+from mysimbdp.services.fetch import Received, fetch_received
 from mysimbdp.services.upload import (
     Allowance,
     Answer,
@@ -49,12 +61,23 @@ from mysimbdp.services.upload import (
     answer_for,
     check_name,
     hand_to_fetch,
+    keep_received,
     partial_path,
     receive,
     replayed_answer,
 )
 
-__all__ = ["RULE_STATUS", "BodyCounter", "FileUploaded", "declared_length", "refusal", "router", "store_refusal"]
+__all__ = [
+    "RULE_STATUS",
+    "BodyCounter",
+    "FileUploaded",
+    "LaterChecks",
+    "declared_length",
+    "refusal",
+    "router",
+    "store_refusal",
+    "wants_async",
+]
 
 MULTIPART_ROOM_BYTES = 64 * 1024  # a multipart body's Content-Length may exceed the file by this much
 MAX_KEY_LENGTH = 200
@@ -71,6 +94,43 @@ RULE_STATUS = {
 """The HTTP status of each upload rule (``UploadRefused.rule``); tus adds its own."""
 
 log = get_logger("api")
+
+
+class LaterChecks:
+    """The checks of uploads answered 202 (``Prefer: respond-async``), started in this process
+    at once, at most ``max_workers`` at a time. What a crash or a stop leaves unchecked,
+    fetchdata checks (:func:`~mysimbdp.services.fetch.fetch_file` knows a kept upload's name)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.slots = asyncio.Semaphore(max(1, platform.settings.max_workers))
+        self.running: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, request: Request) -> LaterChecks:
+        state = request.app.state
+        if getattr(state, "later_checks", None) is None:
+            state.later_checks = cls(context_of(request).platform)
+        return state.later_checks  # type: ignore[no-any-return]
+
+    def start(self, tenant: str, path: Path, received: Received | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._check(tenant, path, received))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _check(self, tenant: str, path: Path, received: Received | None) -> None:
+        async with self.slots:
+            try:
+                decision = await asyncio.to_thread(fetch_received, self.platform, tenant, path, received)
+            except FileStillWritten:  # fetchdata took it first (all slots here were busy)
+                return
+            except Exception as exc:  # a store outage: the file waits in the inbox, fetchdata takes it
+                log.warning("upload_check_failed", tenant=tenant, file=path.name, error=str(exc))
+                return
+        if decision is not None:
+            log.info("upload_checked", tenant=tenant, file_id=decision.file_id, status=str(decision.status))
+
+
 router = APIRouter(prefix="/v1", tags=["files"])
 
 _ERRORS = documented(
@@ -157,8 +217,17 @@ def declared_length(request: Request) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-async def _take(request: Request, caller: Caller, name: str, limits: Allowance) -> Answer:
-    """Stream the body into a partial file, then fetch it; refusals remove the partial file."""
+def wants_async(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header (RFC 7240: comma-separated, case-insensitive tokens, each
+    with optional ``;`` parameters) asks for ``respond-async``."""
+    return any(
+        p.split(";", 1)[0].split("=", 1)[0].strip().lower() == "respond-async" for p in (prefer or "").split(",")
+    )
+
+
+async def _take(request: Request, caller: Caller, name: str, limits: Allowance, *, later: bool = False) -> Answer:
+    """Stream the body into a partial file, then fetch it (``later``: keep it under a file id
+    and answer 202, the checks start after); refusals remove the partial file."""
     platform = context_of(request).platform
     where = f"tenant {caller.tenant!r}: file {name!r}"
     boundary = boundary_of(request.headers.get("content-type", ""))
@@ -183,6 +252,11 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance) 
         size_bytes=receiver.received_bytes,
         sha256=receiver.hexdigest("sha256"),
     )
+    if later:
+        file_id, kept = await asyncio.to_thread(keep_received, platform, caller.tenant, receiver.path, name)
+        LaterChecks.of(request).start(caller.tenant, kept, receiver.received())
+        size, sha256 = receiver.received_bytes, receiver.hexdigest("sha256")
+        return Answer(202, file_id, str(FileStatus.RECEIVED), (), name, size, sha256)
     decision = await asyncio.to_thread(
         hand_to_fetch, platform, caller.tenant, receiver.path, name, received=receiver.received()
     )
@@ -190,7 +264,10 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance) 
 
 
 def _respond(answer: Answer, **extra: object) -> JSONResponse:
-    return JSONResponse({**answer.body(), **extra}, answer.status_code, {"Location": answer.location})
+    headers = {"Location": answer.location}
+    if answer.status_code == 202:
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse({**answer.body(), **extra}, answer.status_code, headers)
 
 
 async def _replay(platform: Platform, caller: Caller, key: str) -> JSONResponse | None:
@@ -208,7 +285,7 @@ async def _replay(platform: Platform, caller: Caller, key: str) -> JSONResponse 
             "still running; retry after it ends",
             rule="idempotency_key",
         )
-    answer = await asyncio.to_thread(replayed_answer, platform, earlier.file_id, earlier.status_code)
+    answer = await asyncio.to_thread(replayed_answer, platform, earlier.file_id, earlier.status_code, caller.tenant)
     if answer is None:  # its file was removed meanwhile (tenant removed and added again)
         await asyncio.to_thread(platform.meta.uploads.release_key, caller.tenant, key)
         return None
@@ -223,6 +300,12 @@ async def _replay(platform: Platform, caller: Caller, key: str) -> JSONResponse 
     responses={
         200: {"model": FileUploaded, "description": "The same content was accepted before: the earlier file"},
         201: {"description": "Staged: accepted, waiting for the tenant's batch app"},
+        202: {
+            "model": FileUploaded,
+            "description": "With Prefer: respond-async: the file is on disk and kept under its file_id (status "
+            "received); its checks run after the answer, GET Location tells their outcome. Header "
+            "Preference-Applied: respond-async",
+        },
         **_ERRORS,
     },
     openapi_extra=_BODY,
@@ -232,7 +315,16 @@ async def upload_file(
     caller: Authenticated,
     name: Annotated[str, Query(max_length=4096, description="The file's name (its extension gives its format)")],
     idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY_LENGTH)] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="RFC 7240; respond-async: 202 as soon as the file is on disk and kept, before its checks "
+            "(GET Location for their outcome)"
+        ),
+    ] = None,
 ) -> JSONResponse:
+    """Without ``Prefer: respond-async`` the answer waits for the checks (201, 422, 200); with
+    it, 202 once the body is on disk, fsynced and kept under its file id. See the module doc."""
     platform = context_of(request).platform
     try:
         check_name(caller.tenant, name)
@@ -242,7 +334,7 @@ async def upload_file(
                 return replayed
         try:
             limits = await asyncio.to_thread(allowance, platform, caller.tenant, caller.profile, name)
-            answer = await _take(request, caller, name, limits)
+            answer = await _take(request, caller, name, limits, later=wants_async(prefer))
         except BaseException:
             if idempotency_key:
                 await asyncio.to_thread(platform.meta.uploads.release_key, caller.tenant, idempotency_key)
