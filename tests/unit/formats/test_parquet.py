@@ -18,7 +18,7 @@ import pytest
 from mysimbdp.adapters.files.chunker import chunk_span, plan_parquet
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.errors import FileUnreadable
-from mysimbdp.formats.parquet import ParquetRows, has_magic, read_layout
+from mysimbdp.formats.parquet import ParquetRows, has_magic, json_ready, read_layout, row_builder
 from mysimbdp.formats.readers import RecordReader, Span, raw_text
 
 PARQUET = FileFormat.PARQUET
@@ -72,6 +72,61 @@ def test_values_become_their_documented_json_forms(tmp_path: Path) -> None:
         "prices": ["1.50"],
         "tags": [["k", 1]],
     }
+
+
+def test_rows_are_what_arrows_own_rows_of_the_json_ready_columns_are(tmp_path: Path) -> None:
+    """The rows, built column by column, are ``RecordBatch.to_pylist()`` of the JSON-ready
+    columns (what the reader gave before): same keys in the same order, same values and
+    types (exact integers, decimal text, nulls), batch after batch."""
+    path = tmp_path / "mixed.parquet"
+    rows = 700
+    prices = [Decimal(f"12345678901234567890.{n % 100:02d}") for n in range(rows)]
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "big": pa.array([2**63 - 1 - n for n in range(rows)], pa.int64()),
+            "u": pa.array([2**64 - 1 - n for n in range(rows)], pa.uint64()),
+            "price": pa.array(prices, pa.decimal128(22, 2)),
+            "x": pa.array([None if n % 7 == 0 else n / 3 for n in range(rows)], pa.float64()),
+            "ok": pa.array([n % 3 == 0 for n in range(rows)]),
+            "name": pa.array([None if n % 5 == 0 else f"n{n}" for n in range(rows)]),
+            "at": pa.array([1_700_000_000_000 + n for n in range(rows)], pa.timestamp("ms", tz="UTC")),
+            "tags": pa.array([[n, n + 1] for n in range(rows)], pa.list_(pa.int32())),
+        }
+    )
+    pq.write_table(table, path, row_group_size=300)
+    got = [row for _, batch in ParquetRows(path, batch_rows=128).batches() for row in batch]
+    expected = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=128):
+        columns = [json_ready(column) for column in batch.columns]
+        expected += pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist()
+    assert len(got) == rows and got == expected
+    assert [list(row) for row in got] == [list(row) for row in expected]
+    assert [tuple(map(type, row.values())) for row in got] == [tuple(map(type, row.values())) for row in expected]
+    assert got[0]["big"] == 2**63 - 1 and got[0]["u"] == "18446744073709551615"
+    assert got[1]["price"] == "12345678901234567890.01"
+
+
+@pytest.mark.parametrize("width", [1, 3, 257])
+def test_a_row_builder_makes_the_rows_dict_zip_makes(width: int) -> None:
+    """Any width (over 256 columns: dict(zip(...)) itself), a repeated name keeping its last
+    value, names that are no identifiers, and the builder reused for another batch."""
+    names = [f"c {i}'\"" for i in range(width)]
+    if width > 1:
+        names[-1] = names[0]  # a repeated name
+    build = row_builder(names)
+    for rows in (2, 5):
+        columns = [[(i, r) for r in range(rows)] for i in range(width)]
+        assert build(columns) == [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    assert build([[] for _ in range(width)]) == []
+
+
+def test_a_parquet_readers_columns_are_the_schemas_once_iteration_started(tmp_path: Path) -> None:
+    reader = RecordReader(_numbers(tmp_path, rows=5), PARQUET)
+    assert reader.columns is None
+    records = iter(reader)
+    assert next(records).data == {"id": 0, "name": "n0"} and reader.columns == ["id", "name"]
+    assert [r.line for r in records] == [2, 3, 4, 5] and reader.columns == ["id", "name"]
 
 
 def test_nulls_stay_null_in_every_kind_of_column(tmp_path: Path) -> None:
