@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import signal
 import socket
 import subprocess
 import time
@@ -81,10 +82,14 @@ def _csv(path: Path, rows: int = ROWS) -> Path:
 
 
 def _ingested(served: Served, file_id: str) -> dict[str, object]:
+    """The file's record once final (404 while a file answered 202 waits for its checks)."""
     with served.http() as http:
 
         def done() -> dict[str, object] | None:
-            record: dict[str, object] = http.get(f"/v1/files/{file_id}").json()["file"]
+            answer = http.get(f"/v1/files/{file_id}")
+            if answer.status_code == 404:
+                return None
+            record: dict[str, object] = answer.json()["file"]
             return record if record["status"] not in ("received", "staged", "running", "retry") else None
 
         record = until(done, 90, f"file {file_id} to be ingested")
@@ -264,3 +269,49 @@ def test_stalled_clients_hit_the_idle_timeout_and_nothing_is_staged(served: Serv
     assert served.leftovers() == []
     with served.http() as http:
         assert http.get("/v1/files").json()["total"] == 1
+
+
+def _up(cli: Cli) -> subprocess.Popen[bytes]:
+    up = cli.popen("up")
+    with httpx.Client(base_url=f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}") as http:
+        until(lambda: healthy(http) or up.poll() is not None, 60, "the API of `up`")
+    assert up.poll() is None, cli.up_log()
+    return up
+
+
+@pytest.mark.slow
+def test_sigkill_of_up_right_after_a_202_then_restart_checks_the_file_once(cli: Cli, tmp_path: Path) -> None:
+    """``Prefer: respond-async``: 202 received, then `up` is killed (SIGKILL) at once, its
+    check cut short or not begun. After a restart the file kept under the 202's id is checked
+    under that id and ingested, one record, each row stored once, nothing left in the inbox."""
+    key = cli.json("tenant", "add", "acme", "--json")["api_key"]
+    rows = 200_000  # some 4 MB: its scan is still running when the kill comes
+    content = _csv(tmp_path / "readings.csv", rows).read_bytes()
+    up = _up(cli)
+    url = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    served = Served(url, key, cli.home)
+    try:
+        with served.http() as http:
+            answer = http.post(
+                "/v1/files", params={"name": "readings.csv"}, content=content, headers={"Prefer": "respond-async"}
+            )
+        up.send_signal(signal.SIGKILL)
+        up.wait(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["preference-applied"] == "respond-async"
+    file_id = answer.json()["file_id"]
+    up = _up(cli)
+    try:
+        record = _ingested(served, file_id)
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    assert record["status"] == "ingested", record
+    assert record["sha256"] == hashlib.sha256(content).hexdigest() and record["rows_written"] == rows
+    files = orjson.loads(cli.run("files", "--tenant", "acme", "--json").stdout)
+    assert len(files) == 1 and file_id in str(files[0]), files  # one record: the 202's
+    _assert_each_row_once(cli, rows)
+    assert sorted(p.name for p in (cli.home / "inbox" / "acme").iterdir()) == []
