@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests import clifork
+
 if TYPE_CHECKING:
     from mysimbdp.adapters.broker import Broker
     from mysimbdp.runtime.platform import Platform
@@ -90,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    clifork.close()  # this test process's warm CLI (tests/clifork.py), if one was started
     if POSTGRES_URL != SERVER_POSTGRES_URL and _reachable("127.0.0.1", 5432):
         _recreate_worker_database(create=False)
 

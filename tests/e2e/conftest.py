@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from mysimbdp.adapters.broker.nats import free_port
+from tests import clifork
 
 
 @dataclass
@@ -22,14 +23,9 @@ class Cli:
     env: dict[str, str]
 
     def run(self, *args: str, check: bool = False, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mysimbdp", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """``python -m mysimbdp ARGS``, forked from a warm server (tests/clifork.py): its own
+        process, environment, output and exit code, without paying the imports again."""
+        proc = clifork.run(args, env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"mysimbdp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from mysimbdp.adapters.broker.nats import free_port
+from tests import clifork
 from tests.e2e.conftest import Cli, healthy
 from tests.e2e.test_up_tls import self_signed
 from tests.helpers import on_backends, until
@@ -68,9 +69,7 @@ class Remote:
         return [sys.executable, "-m", "mysimbdp", *args]
 
     def run(self, *args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args), env=self.env(key, **env), cwd=self.home, capture_output=True, text=True, timeout=120
-        )
+        return clifork.run(args, env=self.env(key, **env), cwd=str(self.home))
 
     def json(self, *args: str) -> object:
         proc = self.run(*args)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import FetchDecision, fetch_file
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
+from tests import clifork
 from tests.helpers import until_async
 
 PROFILE = """
@@ -90,9 +89,7 @@ def _cli_json(settings: Settings, *args: str) -> Any:
         MYSIMBDP_COREDMS_URL=settings.coredms_url,
         MYSIMBDP_PG_PREFIX=settings.pg_prefix,
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "mysimbdp", *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = clifork.run(args, env=env)
     assert proc.returncode == 0, proc.stderr
     return orjson.loads(proc.stdout)
 

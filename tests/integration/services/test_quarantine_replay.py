@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +31,7 @@ from mysimbdp.services.quarantine import Selection
 from mysimbdp.services.quarantine_replay import replay
 from mysimbdp.services.tenants import add_tenant, update_tenant
 from mysimbdp.settings import Settings
+from tests import clifork
 from tests.helpers import until_async
 
 PROFILE = """
@@ -253,8 +253,7 @@ def _cli(platform: Platform) -> Callable[..., subprocess.CompletedProcess[str]]:
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "mysimbdp", "quarantine", *args]
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+        return clifork.run(["quarantine", *args], env=env)
 
     return run
 
