@@ -5,14 +5,20 @@ A PostgreSQL write spends most of its time waiting for the server to parse and i
 batch. With the write on its own thread that time overlaps the app's reading and
 converting, so one app process keeps two cores busy (``docs/performance.md``). At most
 one batch is in flight: memory stays bounded and a failed batch is known before the one
-after it is sent. A store whose writes would not overlap (``DocumentStore.overlaps_writes``:
-SQLite) is written in the caller's thread.
+after it is sent. A store whose writes would not overlap by themselves
+(``DocumentStore.overlaps_writes``: SQLite) is written on that thread too when the process may
+run on more than one core: SQLite's one-statement batch insert runs in C with the GIL released,
+so the next batch is read and converted meanwhile (an app that reads its file alone, e.g. a
+Parquet file, would otherwise leave the second core idle: ``docs/performance.md``, "Compressed
+and Parquet files"). On one core it is written in the caller's thread.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from operator import itemgetter
 from typing import TypeVar
 
 from mysimbdp.adapters.coredms import DocumentInvalid, DocumentStore, open_store
@@ -20,6 +26,16 @@ from mysimbdp.domain.writespec import APPEND, WriteMode, WriteSpec
 from mysimbdp.formats.readers import Record
 
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+_DOCUMENT = itemgetter(1)
+
+
+def spare_core() -> bool:
+    """Whether this process may run on more than one core (its CPU affinity, else the count)."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # no affinity on this platform
+        return (os.cpu_count() or 1) > 1
+
 
 Rows = list[tuple[str, bytes]]
 T = TypeVar("T")
@@ -43,8 +59,12 @@ class StoreWriter:
         busy_timeout_s: float,
         spec: WriteSpec = APPEND,
         generation: str = "",
+        overlap: bool | None = None,
     ) -> None:
         self.url, self.dataset, self.source = url, dataset, source
+        # the background thread: always (True), never (False), or (None) when the store
+        # overlaps writes by itself or this process has a spare core
+        self.overlap = overlap
         self.spec, self.generation = spec, generation  # how the dataset is written (replace: into generation)
         self.batch_size = batch_size
         self.busy_timeout_s = busy_timeout_s
@@ -76,7 +96,7 @@ class StoreWriter:
 
     def add_batch(self, rows: Rows, records: Sequence[Record]) -> None:
         """Send a ready batch (``records[i]`` is ``rows[i]``'s row), split if over the size cap."""
-        if len(rows) > 1 and sum(len(data) for _, data in rows) > MAX_BATCH_BYTES:
+        if len(rows) > 1 and sum(map(len, map(_DOCUMENT, rows))) > MAX_BATCH_BYTES:
             mid = len(rows) // 2
             self.add_batch(rows[:mid], records[:mid])
             self.add_batch(rows[mid:], records[mid:])
@@ -115,7 +135,10 @@ class StoreWriter:
         self._settle()
         self.open()
         assert self._store is not None
-        if not self._store.overlaps_writes:
+        overlap = self.overlap
+        if overlap is None:
+            overlap = self.overlap = self._store.overlaps_writes or spare_core()
+        if not overlap:
             self._write_finding_bad(rows, records)
             return
         if self._pool is None:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mysimbdp import contract
-from mysimbdp.adapters.coredms import open_admin
+from mysimbdp.adapters.coredms import open_admin, open_store
 from mysimbdp.adapters.files.chunker import plan_parquet
 from tests.conftest import POSTGRES_URL
 
@@ -101,3 +101,40 @@ def test_a_row_breaking_a_quality_rule_is_rejected_under_its_row_number(store_ur
     assert (result["rows_written"], result["rows_rejected"]) == (225, 25)
     rejects = [orjson.loads(line) for line in Path(env[contract.REJECTS]).read_bytes().splitlines()]
     assert rejects[0]["line"] == 10 and orjson.loads(rejects[0]["raw"]) == {"id": 9, "qty": 9}
+
+
+def test_the_same_rows_as_csv_and_as_parquet_are_stored_as_the_same_documents(store_url: str, tmp_path: Path) -> None:
+    """Where the CSV's inferred types are the Parquet columns' (int, float, bool, text, nulls,
+    a 64-bit integer at its limit), the generic app stores the same documents from either
+    file: the typed Parquet values, taken as they are, are what the CSV's text becomes."""
+    rows = 1500  # more than the CSV's 1,000-row type sample
+    columns: dict[str, list[Any]] = {
+        "id": list(range(rows)),
+        "big": [2**63 - 1 - n for n in range(rows)],
+        "x": [n / 7 - 50 for n in range(rows)],
+        "ok": [n % 3 == 0 for n in range(rows)],
+        "name": [None if n % 5 == 0 else f"n{n}" for n in range(rows)],
+        "qty": [None if n % 11 == 0 else n % 10 for n in range(rows)],
+    }
+    parquet = tmp_path / "things.parquet"
+    pq.write_table(pa.table(columns), parquet, row_group_size=400)
+    text = {True: "true", False: "false", None: ""}
+    lines = [",".join(columns)]
+    for n in range(rows):
+        values = [columns[name][n] for name in columns]
+        lines.append(",".join(text[v] if v is None or isinstance(v, bool) else str(v) for v in values))
+    csv_file = tmp_path / "things.csv"
+    csv_file.write_text("\n".join(lines) + "\n")
+    for data, fmt in ((csv_file, "csv"), (parquet, "parquet")):
+        extra = {contract.INPUT_FORMAT: fmt, contract.DATASET: f"from_{fmt}", contract.KEY_FIELDS: "id"}
+        result = _run(_env(tmp_path / f"run-{fmt}", data, store_url, **extra))
+        assert result["rows_written"] == rows, result
+    store = open_store(store_url)
+    try:
+        from_csv = store.documents("from_csv", limit=rows + 1)
+        from_parquet = store.documents("from_parquet", limit=rows + 1)
+    finally:
+        store.close()
+    assert len(from_parquet) == rows and from_parquet == from_csv
+    assert [orjson.dumps(doc) for doc in from_parquet] == [orjson.dumps(doc) for doc in from_csv]
+    assert from_parquet[0] == {"id": 0, "big": 2**63 - 1, "x": -50.0, "ok": True, "name": None, "qty": None}
