@@ -53,6 +53,8 @@ batch_apps:
   - name: app
     command: ["{{python}}", "{{bundle}}/app.py"]
 {extra}"""
+pytestmark = pytest.mark.slow  # process kills, as tests/e2e/test_crash_recovery.py
+
 PAUSE_MS = 2  # per row of the file the kill lands in: 760 or 800 rows, ~2 s of app time
 
 
@@ -154,7 +156,7 @@ def _until_ingested(cli: Cli, meta: MetaStore, file_id: str, also: Callable[[], 
 
 def _assert_ingested_once(meta: MetaStore, file_id: str, name: str, *, chunked: bool = False) -> None:
     """One record for the file, ingested; its history reached `ingested` once, after two runs
-    (chunked: after a run per chunk, and another of each chunk the kill caught running)."""
+    (chunked: a run per chunk, and another of each chunk the kill caught running)."""
     mine = [f for f in meta.list_files(tenant="acme") if f.name == name]
     assert [(f.id, f.status) for f in mine] == [(file_id, "ingested")], mine
     statuses = [status for _, status, _ in meta.file_events(file_id)]
@@ -165,7 +167,8 @@ def _assert_ingested_once(meta: MetaStore, file_id: str, name: str, *, chunked: 
         return
     chunks = meta.chunks.of_file(file_id)
     assert len(chunks) > 3 and {c.status for c in chunks} == {ChunkStatus.DONE}, chunks
-    assert max(c.attempts for c in chunks) == 2, chunks  # the kill caught a chunk running
+    # a chunk the kill caught running ran again (mostly one or two; between two chunks, none)
+    assert max(c.attempts for c in chunks) <= 2, chunks
     assert len(runs) == sum(c.attempts for c in chunks), (runs, chunks)
 
 
