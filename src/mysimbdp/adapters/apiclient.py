@@ -164,15 +164,18 @@ class ApiClient:
         idempotency_key: str,
         on_bytes: Callable[[int], None],
         rate_per_s: int | None = None,
+        respond_async: bool = False,
     ) -> Uploaded:
         """``POST /v1/files?name=`` with the file's bytes streamed from disk. A POST cut off before
         its answer is sent again under the same ``Idempotency-Key`` (the server answers it once).
-        201, 200 and 422 (a rejected file) are answers; anything else raises."""
+        201, 200 and 422 (a rejected file) are answers, and 202 with ``respond_async`` (``Prefer:
+        respond-async``: answered once the file is on disk, its checks after); anything else raises."""
         size = path.stat().st_size
         headers = {
             "Idempotency-Key": idempotency_key,
             "Content-Type": "application/octet-stream",
             "Content-Length": str(size),
+            **({"Prefer": "respond-async"} if respond_async else {}),
         }
         where = f"POST /v1/files (file {name!r}, {size} bytes)"
         for attempt in range(1, POST_ATTEMPTS + 1):
@@ -191,7 +194,7 @@ class ApiClient:
             if response.status_code == 409 and body.get("rule") == "idempotency_key" and attempt < POST_ATTEMPTS:
                 time.sleep(BUSY_WAIT_S)
                 continue
-            if response.status_code in (200, 201) or (response.status_code == 422 and body.get("file_id")):
+            if response.status_code in (200, 201, 202) or (response.status_code == 422 and body.get("file_id")):
                 return {**body, "status_code": response.status_code}
             raise self.refused(response.status_code, body, where)
         raise ApiError(f"{self.who}: {where} at {self.url}: no answer after {POST_ATTEMPTS} attempts")

@@ -98,10 +98,19 @@ def _progress(name: str, show: bool) -> Iterator[Callable[[str, int, int, int], 
         yield lambda status, rows, done, size: update(Progress(status, rows, done, size)) if update else None
 
 
-def _follow(client: ApiClient, file_id: str, report: Callable[[str, int, int, int], None]) -> dict[str, Any]:
-    """``GET /v1/files/{id}`` until the file is in a final state."""
+def _follow(
+    client: ApiClient, file_id: str, report: Callable[[str, int, int, int], None], *, pending: bool = False
+) -> dict[str, Any]:
+    """``GET /v1/files/{id}`` until the file is in a final state (``pending``: answered 202, so
+    404 until its checks have recorded it: asked again)."""
     while True:
-        detail: dict[str, Any] = client.get(f"/v1/files/{quote(file_id)}")
+        try:
+            detail: dict[str, Any] = client.get(f"/v1/files/{quote(file_id)}")
+        except ApiError as exc:
+            if exc.status != 404 or not pending:
+                raise
+            time.sleep(POLL_S)
+            continue
         f = detail["file"]
         final = f["status"] in FINAL
         rows = f["rows_written"] + f["rows_rejected"] + f["rows_skipped"] if final else 0
@@ -119,9 +128,11 @@ def _send(
     resumable_over: int,
     chunk_bytes: int,
     limit_rate: int | None,
+    respond_async: bool = False,
 ) -> tuple[str, str]:
     """Upload ``file``: the id and status of its record (for content accepted before: this
-    upload's own record, ``duplicate``, as a local ingest has it)."""
+    upload's own record, ``duplicate``, as a local ingest has it). ``respond_async``: a POST
+    answered before the checks (the caller follows the record anyway)."""
     size = file.stat().st_size
 
     def sent(done: int) -> None:
@@ -147,7 +158,9 @@ def _send(
             return resumed.duplicate_file_id, str(FileStatus.DUPLICATE)
         return resumed.file_id, resumed.status
     key = f"mysimbdp-cli-{uuid.uuid4().hex}"  # one per run: its own retries are answered once
-    answer = client.post_file(file, file.name, idempotency_key=key, on_bytes=sent, rate_per_s=limit_rate)
+    answer = client.post_file(
+        file, file.name, idempotency_key=key, on_bytes=sent, rate_per_s=limit_rate, respond_async=respond_async
+    )
     if answer.get("duplicate_file_id"):
         return str(answer["duplicate_file_id"]), str(FileStatus.DUPLICATE)
     return str(answer["file_id"]), str(answer["status"])
@@ -169,7 +182,8 @@ def ingest(
         client.check_tenant()
         with _progress(file.name, not as_json and sys.stderr.isatty()) as report:
             try:
-                file_id, status = _send(api, client, file, report, resumable_over, chunk_bytes, limit_rate)
+                # following the record anyway: the POST need not wait for the checks (202)
+                file_id, status = _send(api, client, file, report, resumable_over, chunk_bytes, limit_rate, wait)
             except KeyboardInterrupt:
                 after = (
                     "the platform keeps what it received; run the same command again to resume"
@@ -184,7 +198,7 @@ def ingest(
                 )
                 return
             try:
-                detail = _follow(client, file_id, report)
+                detail = _follow(client, file_id, report, pending=status == FileStatus.RECEIVED)
             except KeyboardInterrupt:
                 click.echo(
                     f"{file.name}: stopped following file {file_id}; the platform goes on with it "
