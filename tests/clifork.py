@@ -2,23 +2,29 @@
 and the modules its commands load, once, then forks a child for each command.
 
 Each command still runs in its own process, with its own argv, environment, working
-directory, stdin (``/dev/null``), stdout and stderr (files the caller reads back) and exit
-code, exactly as ``python -m mysimbdp ARGS`` would; only the imports are paid once per test
-process instead of once per command (about 0.3-0.5 s of CPU each on this machine, and the
-e2e tests run over a thousand commands). The same idea as ``multiprocessing``'s
-forkserver. The server has no threads (forking one with threads is unsafe) and imports only:
-no module of the platform reads the environment at import, so each child's environment is
-the one it was given.
+directory, stdin (``/dev/null``), stdout and stderr (files) and exit code, exactly as
+``python -m mysimbdp ARGS`` would; only the imports are paid once per test process instead
+of once per command (about 0.3-1 s of CPU each on this machine, and the tests run well over a
+thousand commands and `up`s). The same idea as ``multiprocessing``'s forkserver. The
+server has no threads (forking one with threads is unsafe) and only imports: no module of
+the platform reads the environment at import, so each child's environment is the one it
+was given. ``MYSIMBDP_TEST_CLI_FORK=0`` runs a fresh interpreter per command instead.
 
-The protocol, one JSON line each way per command, over the server's stdin and stdout:
-the caller sends ``{argv, env, cwd, out, err}``, the server answers ``{pid}`` once it forked,
-then ``{rc}`` (the child's exit code, or ``-signal``) once the child ended. A caller past its
-timeout kills the child (``pid``) and still reads ``rc``.
+:func:`run` is ``subprocess.run`` of a command (output captured as text); :func:`popen`
+starts a long one (``up``, ``worker``) and returns a :class:`Forked`, which answers what the
+tests ask of a ``subprocess.Popen``: ``pid``, ``poll``, ``wait``, ``send_signal``,
+``terminate``, ``kill``, ``returncode``.
+
+The protocol, one JSON line per message over the server's stdin and stdout: the caller
+sends ``{id, argv, env, cwd, out, err}``; the server answers ``{id, pid}`` once it forked and
+``{id, rc}`` (the exit code, or ``-signal``) once that child ended; children run at the same
+time, and the caller keeps the answers of the others while it waits for one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -26,19 +32,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-__all__ = ["ENABLED", "CliServer", "close", "run", "server"]
+__all__ = ["ENABLED", "CliServer", "Forked", "close", "popen", "run", "server"]
 
 ENABLED = os.environ.get("MYSIMBDP_TEST_CLI_FORK", "1") != "0"  # 0: a fresh interpreter per command
-
 PROG_NAME = "python -m mysimbdp"  # what click names the program when run as `python -m mysimbdp`
 PRELOAD = (  # the modules the commands import inside their functions
     "mysimbdp.cli",
     "mysimbdp.settings",
     "mysimbdp.runtime.platform",
+    "mysimbdp.runtime.up",
+    "mysimbdp.api.app",
     "mysimbdp.services.ingest",
     "mysimbdp.services.tenants",
     "mysimbdp.services.report",
@@ -50,7 +59,9 @@ PRELOAD = (  # the modules the commands import inside their functions
     "mysimbdp.adapters.coredms.sqlite",
     "mysimbdp.adapters.coredms.postgres",
     "mysimbdp.adapters.metastore",
+    "uvicorn",
 )
+REAP_EVERY_S = 0.02  # how often the server looks for ended children
 
 
 def _child(request: Mapping[str, Any]) -> None:
@@ -61,12 +72,13 @@ def _child(request: Mapping[str, Any]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         stdin = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(request["out"], os.O_WRONLY | os.O_TRUNC)
-        err = os.open(request["err"], os.O_WRONLY | os.O_TRUNC)
+        append = os.O_APPEND if request.get("append") else os.O_TRUNC
+        out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | append, 0o600)
+        err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | append, 0o600)
         for fd, target in ((stdin, 0), (out, 1), (err, 2)):
             os.dup2(fd, target)
             os.close(fd)
-        sys.argv = [str(Path(request["main"])), *request["argv"]]
+        sys.argv = [request["main"], *request["argv"]]
         from mysimbdp.cli import main
 
         try:
@@ -90,7 +102,7 @@ def _child(request: Mapping[str, Any]) -> None:
 
 
 def serve() -> None:
-    """The server's loop (run as ``python -c 'from tests.clifork import serve; serve()'``)."""
+    """The server's loop (``python -c 'from tests.clifork import serve; serve()'``)."""
     import importlib
 
     for name in PRELOAD:
@@ -98,22 +110,41 @@ def serve() -> None:
     import mysimbdp
 
     main_path = str(Path(mysimbdp.__file__).with_name("__main__.py"))
-    replies = sys.stdout
-    for line in sys.stdin:
-        request = {**json.loads(line), "main": main_path}
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        replies.write(json.dumps({"pid": pid}) + "\n")
-        replies.flush()
-        _, status = os.waitpid(pid, 0)
-        rc = os.waitstatus_to_exitcode(status)
-        replies.write(json.dumps({"rc": rc}) + "\n")
-        replies.flush()
+    children: dict[int, Any] = {}  # pid -> request id
+    requests = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)
+    pending = b""
+    open_input = True
+
+    def answer(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    while open_input or children:
+        ready, _, _ = select.select([requests] if open_input else [], [], [], REAP_EVERY_S)
+        if ready:
+            data = requests.read(65536)
+            if not data:
+                open_input = False
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                request = {**json.loads(line), "main": main_path}
+                pid = os.fork()
+                if pid == 0:
+                    _child(request)
+                children[pid] = request["id"]
+                answer({"id": request["id"], "pid": pid})
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            answer({"id": children.pop(pid), "rc": os.waitstatus_to_exitcode(status)})
+        if not open_input:
+            return  # the test process went: its children are left as a plain Popen's would be
 
 
 class CliServer:
-    """The caller's side: :meth:`run` is ``subprocess.run([python, -m, mysimbdp, *args])``."""
+    """The caller's side of one server."""
 
     def __init__(self) -> None:
         root = Path(__file__).resolve().parent.parent
@@ -123,55 +154,104 @@ class CliServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
-            text=True,
-            bufsize=1,
         )
         self.tmp = tempfile.TemporaryDirectory(prefix="clifork-")
+        self.ids = itertools.count(1)
+        self.answers: dict[tuple[int, str], int] = {}  # (id, "pid" | "rc") -> value
+        self.pending = b""
+        self.lock = threading.Lock()  # tests may run commands from several threads
 
-    def _reply(self, timeout: float | None) -> dict[str, Any] | None:
+    def _read(self, timeout: float | None) -> bool:
+        """Take the answers that arrive within ``timeout`` s (at least one, unless it passes)."""
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
+            return False
+        data = os.read(fd, 65536)
+        if not data:
             raise RuntimeError(f"the CLI fork server exited ({self.proc.poll()})")
-        return dict(json.loads(line))
+        self.pending += data
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            message = json.loads(line)
+            kind = "pid" if "pid" in message else "rc"
+            self.answers[(message["id"], kind)] = int(message[kind])
+        return True
+
+    def take(self, ident: int, kind: str, timeout: float | None) -> int | None:
+        """The answer ``kind`` of request ``ident``, waiting at most ``timeout`` s (None: no bound)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if (ident, kind) in self.answers:
+                    return self.answers.pop((ident, kind))
+                left = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
+                self._read(left)  # a slice at a time: another thread may be waiting for its answer
+                if (ident, kind) in self.answers:
+                    return self.answers.pop((ident, kind))
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def start(
+        self,
+        ident: int,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+        out: Path,
+        err: Path,
+        *,
+        append: bool,
+    ) -> int:
+        """Fork ``args`` as request ``ident``; its pid."""
+        request = {
+            "id": ident,
+            "argv": list(args),
+            "env": dict(env),
+            "cwd": cwd or os.getcwd(),
+            "out": str(out),
+            "err": str(err),
+            "append": append,
+        }
+        assert self.proc.stdin is not None
+        with self.lock:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        pid = self.take(ident, "pid", 60.0)
+        assert pid is not None, "the CLI fork server did not fork"
+        return pid
 
     def run(
         self, args: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        out, err = Path(self.tmp.name, "out"), Path(self.tmp.name, "err")
-        out.write_bytes(b"")
-        err.write_bytes(b"")
-        request = {"argv": list(args), "env": dict(env), "cwd": cwd or os.getcwd(), "out": str(out), "err": str(err)}
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        started = self._reply(60.0)
-        assert started is not None, "the CLI fork server did not fork"
-        done = self._reply(timeout)
-        if done is None:
+        ident = next(self.ids)
+        out, err = Path(self.tmp.name, f"{ident}.out"), Path(self.tmp.name, f"{ident}.err")
+        pid = self.start(ident, args, env, cwd, out, err, append=False)
+        rc = self.take(ident, "rc", timeout)
+        if rc is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(started["pid"], signal.SIGKILL)
-            self._reply(None)
+                os.kill(pid, signal.SIGKILL)
+            self.take(ident, "rc", None)
             raise subprocess.TimeoutExpired(
                 [PROG_NAME, *args], timeout, out.read_text(errors="replace"), err.read_text(errors="replace")
             )
-        return subprocess.CompletedProcess(
+        done = subprocess.CompletedProcess(
             [sys.executable, "-m", "mysimbdp", *args],
-            int(done["rc"]),
+            rc,
             out.read_text(errors="replace"),
             err.read_text(errors="replace"),
         )
+        out.unlink()
+        err.unlink()
+        return done
 
     def close(self) -> None:
-        stream: IO[str] | None = self.proc.stdin
-        if stream is not None:
+        if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
-                stream.close()
+                self.proc.stdin.close()
         try:
-            self.proc.wait(10)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -180,11 +260,42 @@ class CliServer:
         self.tmp.cleanup()
 
 
+class Forked:
+    """A long command forked by the server: what the tests use of a ``subprocess.Popen``."""
+
+    def __init__(self, owner: CliServer, ident: int, pid: int, args: Sequence[str]) -> None:
+        self.owner, self.ident, self.pid, self.args = owner, ident, pid, list(args)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.owner.take(self.ident, "rc", 0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.owner.take(self.ident, "rc", timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired([PROG_NAME, *self.args], timeout or 0.0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 _server: CliServer | None = None
 
 
 def server() -> CliServer:
-    """This test process's server, started on first use (pytest's session ends it: conftest)."""
+    """This test process's server, started on first use (tests/conftest.py closes it)."""
     global _server
     if _server is None or _server.proc.poll() is not None:
         _server = CliServer()
@@ -201,10 +312,21 @@ def close() -> None:
 def run(
     args: Sequence[str], *, env: Mapping[str, str], timeout: float = 120.0, cwd: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m mysimbdp ARGS`` with ``env`` (output captured as text, never raises on its
-    exit code): forked from this test process's server, or, with ``MYSIMBDP_TEST_CLI_FORK=0``,
-    a fresh interpreter."""
+    """``python -m mysimbdp ARGS`` with ``env``, output captured as text, never raising on its
+    exit code: forked from this test process's server (or a fresh interpreter: see the module)."""
     if ENABLED:
         return server().run(args, env=env, timeout=timeout, cwd=cwd)
     command = [sys.executable, "-m", "mysimbdp", *args]
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def popen(args: Sequence[str], *, env: Mapping[str, str], stderr: Path) -> Forked | subprocess.Popen[bytes]:
+    """Start ``python -m mysimbdp ARGS`` with stdout to ``/dev/null`` and stderr appended to
+    ``stderr``, and return at once."""
+    if not ENABLED:
+        with open(stderr, "ab") as log:  # the child keeps its own descriptor
+            command = [sys.executable, "-m", "mysimbdp", *args]
+            return subprocess.Popen(command, env=dict(env), stdout=subprocess.DEVNULL, stderr=log)
+    owner = server()
+    ident = next(owner.ids)
+    return Forked(owner, ident, owner.start(ident, args, env, None, Path(os.devnull), stderr, append=True), args)

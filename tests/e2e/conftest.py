@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +41,9 @@ class Cli:
         path = self.home.parent / "up.log"
         return path.read_text(errors="replace")[-tail_chars:] if path.exists() else "(no up.log)"
 
-    def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        with open(self.home.parent / "up.log", "ab") as log:  # the child keeps its own descriptor
-            return subprocess.Popen(
-                [sys.executable, "-m", "mysimbdp", *args], env=self.env, stdout=subprocess.DEVNULL, stderr=log
-            )
+    def popen(self, *args: str) -> clifork.Forked | subprocess.Popen[bytes]:
+        """Start ``python -m mysimbdp ARGS`` (``up``, ``worker``), stderr appended to ``up.log``."""
+        return clifork.popen(args, env=self.env, stderr=self.home.parent / "up.log")
 
 
 @pytest.fixture
