@@ -68,6 +68,8 @@ def _child(request: Mapping[str, Any]) -> None:
     """In the forked child: become ``python -m mysimbdp ARGV`` and never return."""
     code = 1
     try:
+        if request.get("new_session"):
+            os.setsid()  # a process group of its own, as Popen(start_new_session=True)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -203,6 +205,7 @@ class CliServer:
         err: Path,
         *,
         append: bool,
+        new_session: bool = False,
     ) -> int:
         """Fork ``args`` as request ``ident``; its pid."""
         request = {
@@ -213,6 +216,7 @@ class CliServer:
             "out": str(out),
             "err": str(err),
             "append": append,
+            "new_session": new_session,
         }
         assert self.proc.stdin is not None
         with self.lock:
@@ -320,13 +324,18 @@ def run(
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def popen(args: Sequence[str], *, env: Mapping[str, str], stderr: Path) -> Forked | subprocess.Popen[bytes]:
+def popen(
+    args: Sequence[str], *, env: Mapping[str, str], stderr: Path, new_session: bool = False
+) -> Forked | subprocess.Popen[bytes]:
     """Start ``python -m mysimbdp ARGS`` with stdout to ``/dev/null`` and stderr appended to
-    ``stderr``, and return at once."""
+    ``stderr`` (``new_session``: in a session and process group of its own), and return at once."""
     if not ENABLED:
         with open(stderr, "ab") as log:  # the child keeps its own descriptor
             command = [sys.executable, "-m", "mysimbdp", *args]
-            return subprocess.Popen(command, env=dict(env), stdout=subprocess.DEVNULL, stderr=log)
+            return subprocess.Popen(
+                command, env=dict(env), stdout=subprocess.DEVNULL, stderr=log, start_new_session=new_session
+            )
     owner = server()
     ident = next(owner.ids)
-    return Forked(owner, ident, owner.start(ident, args, env, None, Path(os.devnull), stderr, append=True), args)
+    pid = owner.start(ident, args, env, None, Path(os.devnull), stderr, append=True, new_session=new_session)
+    return Forked(owner, ident, pid, args)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mysimbdp.adapters.broker.nats import free_port
+from tests import clifork
 from tests.helpers import ROOT
 
 EXAMPLES = ROOT / "examples" / "tenants"
@@ -45,12 +46,7 @@ def test_the_demo_ingests_both_ways_and_scales_the_stream_apps(tmp_path: Path) -
         assert re.search(rf"{name}: 2 → 1 instances: idle .*scale down", out), out
     assert not re.search(r"sensors/status: 2 → 3", out)  # the status app's max_instances is 2
 
-    files = subprocess.run(
-        [sys.executable, "-m", "mysimbdp", "--home", str(tmp_path / "home"), "files", "--tenant", "sensors", "--json"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
+    files = clifork.run(["--home", str(tmp_path / "home"), "files", "--tenant", "sensors", "--json"], env=env)
     apps = {f["name"]: (f["status"], f["app"], f["dataset"]) for f in json.loads(files.stdout)}
     assert apps == {  # the app each file's name and format chose, and the dataset it wrote
         "readings_001.jsonl": ("ingested", "readings", "readings"),
@@ -65,11 +61,6 @@ def test_the_demo_ingests_both_ways_and_scales_the_stream_apps(tmp_path: Path) -
     assert sent is not None, out
     name, tenant, file_id, final = sent.groups()
     assert (name, tenant, final) == ("flights_2013-01-01.csv", "flights", "ingested")
-    flights = subprocess.run(
-        [sys.executable, "-m", "mysimbdp", "--home", str(tmp_path / "home"), "files", "--tenant", "flights", "--json"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
+    flights = clifork.run(["--home", str(tmp_path / "home"), "files", "--tenant", "flights", "--json"], env=env)
     by_id = {f["file_id"]: f for f in json.loads(flights.stdout)}
     assert by_id[file_id]["name"] == name and by_id[file_id]["status"] == "ingested"

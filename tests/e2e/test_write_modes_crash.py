@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 from mysimbdp.adapters.coredms.base import generation_table, namespace, table_name
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.metastore.chunks import ChunkStatus
+from tests import clifork
 from tests.conftest import POSTGRES_URL
 from tests.e2e.conftest import Cli, wait_until_up
 from tests.helpers import until
@@ -93,14 +93,7 @@ class Store:
 
 def _popen_up(cli: Cli) -> subprocess.Popen[bytes]:
     """`mysimbdp up` in a session (and process group) of its own, so the test can kill the group."""
-    with open(cli.home.parent / "up.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mysimbdp", "up"],
-            env=cli.env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    return clifork.popen(["up"], env=cli.env, stderr=cli.home.parent / "up.log", new_session=True)
 
 
 def _kill_group(up: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGKILL) -> None:
