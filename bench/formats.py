@@ -2,8 +2,10 @@
 
 Generates bench/batch.py's CSV (default 1,000,000 rows, ~133 MB), compresses it with gzip
 (level 6, as `gzip` does by default) and zstd (level 3, as `zstd` does) and writes the same
-rows as Parquet (pyarrow's defaults: snappy, row groups of up to 1Mi rows; `ts` kept as text,
-so the rows are the CSV's). Then, for each file, into a fresh platform home on SQLite:
+rows as Parquet (snappy, pyarrow's default, in row groups of 122,880 rows, DuckDB's default:
+pyarrow's own default is one group of up to 1Mi rows, while Spark/parquet-mr and DuckDB write
+many groups per file; `ts` kept as text, so the rows are the CSV's). Then, for each file,
+into a fresh platform home on SQLite:
 
   (a) end to end: `mysimbdp up` running, `mysimbdp ingest FILE --json` → fetchdata
       (decompression into staging for gzip/zstd, then the scan and checks) → batch manager →
@@ -60,6 +62,7 @@ else:
 ROOT = batch.ROOT
 PROFILE = batch.APPS["generic"]  # the default profile's generic app, keyed by id, as bench/batch.py's (a)
 BLOCK = 1024 * 1024
+PARQUET_GROUP_ROWS = 122_880  # DuckDB's default row group (pyarrow's: up to 1Mi rows, one group here)
 VARIANTS = ("csv", "gzip", "zstd", "parquet")
 NAMES = {"csv": "readings.csv", "gzip": "readings.csv.gz", "zstd": "readings.csv.zst", "parquet": "readings.parquet"}
 
@@ -87,7 +90,7 @@ def make_files(work: Path, rows: int) -> dict[str, Path]:
 
     types = {"ts": pa.string()}  # text, as in the CSV (pyarrow would make it a timestamp)
     table = pacsv.read_csv(files["csv"], convert_options=pacsv.ConvertOptions(column_types=types))
-    pq.write_table(table, files["parquet"])
+    pq.write_table(table, files["parquet"], row_group_size=PARQUET_GROUP_ROWS)
     groups = pq.ParquetFile(files["parquet"]).metadata.num_row_groups
     print(f"compressed and converted in {time.perf_counter() - t0:.1f} s:")
     for kind, path in files.items():

@@ -1,9 +1,11 @@
-"""Ingest one large file with several processes, each on a line-aligned span.
+"""Ingest one large file with several processes, each on a line-aligned span (Parquet: a
+range of whole row groups).
 
 The app process plans the spans (:func:`plan_spans`), runs ``setup`` once, then forks one
 child per extra span: every part reads its span with the same reader, applies the same
 rules and ``transform``, and writes through its own store connection. Keys are the same as
-in a single-process run (line numbers are absolute), so the result is identical. Each part
+in a single-process run (line numbers, and Parquet's row numbers, are absolute), so the
+result is identical. Each part
 writes its own result and rejects; the first part merges them into the contract's files.
 Children die with the app (parent-death signal) and are in its process group, which the
 platform kills on timeout.

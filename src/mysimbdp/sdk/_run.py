@@ -1,9 +1,9 @@
 """The app's main loop: ``run_batch(transform)`` runs a whole clientbatchingestapp.
 
 It reads the contract, runs ``setup`` once, then ingests the input in this process or, for
-a large line-splittable file, in parallel parts (:mod:`mysimbdp.sdk._parallel`), and maps
-the outcome to the contract's exit code: 0 done, 65 unusable input, 75 store unavailable
-(retry later), 1 any other store error.
+a large line-splittable file or a large Parquet file of several row groups, in parallel
+parts (:mod:`mysimbdp.sdk._parallel`), and maps the outcome to the contract's exit code:
+0 done, 65 unusable input, 75 store unavailable (retry later), 1 any other store error.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def run(
     """The whole batch loop; returns the contract's exit code instead of exiting.
 
     A large CSV or JSON Lines file is ingested by up to ``$MYSIMBDP_PARALLELISM`` processes
-    at once, each on a line-aligned span (see :mod:`mysimbdp.sdk._parallel`)."""
+    at once, each on a line-aligned span, a large Parquet file of several row groups each on
+    a range of whole groups (see :mod:`mysimbdp.sdk._parallel`)."""
     keep_freed_memory()
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)  # rows come and go by the thousand; few cycles
     # The store writer thread wakes at each answer of the database; by default it could wait
