@@ -197,6 +197,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     grouped = [item for item in items if _uses_a_machine_broker(item)]
     for item in grouped:
         item.add_marker(pytest.mark.xdist_group(MACHINE_BROKERS_GROUP))
+    items.sort(key=_late)  # the long tests first: the run does not end on one worker's tail
     result = yield
     if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
         for item in grouped:
@@ -205,6 +206,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 UNGROUPED = pytest.StashKey[bool]()
+
+
+def _late(item: pytest.Item) -> tuple[bool, bool]:
+    """The order tests are handed out in (a stable sort, so the same on every xdist worker):
+    those marked ``slow``, then the end-to-end ones (each starts `up`), then the rest."""
+    return item.get_closest_marker("slow") is None, "/e2e/" not in f"/{item.nodeid}"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
