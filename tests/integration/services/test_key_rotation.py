@@ -30,10 +30,20 @@ def broker_url(embedded_nats: str) -> str:
 
 
 class Clock:
-    """The API's monotonic clock, moved on by the test (its key cache lives 5 s)."""
+    """The API's monotonic clock: the real one, which a test may move on (``clock.now += s``)
+    to outlive the key cache (5 s). It must keep running between requests: a clock that only
+    moved by the test's sleep let a key cached under load outlive its grace (a flake)."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.offset = 0.0
+
+    @property
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.offset = value - time.monotonic()
 
     def __call__(self) -> float:
         return self.now
