@@ -62,6 +62,9 @@ class Settings:
     log_level: str = "info"
     broker_url: str = ""  # "" = the embedded NATS server; nats://host:port or amqp://user:pw@host/vhost
     broker_admin_url: str = ""  # RabbitMQ's management API; "" = http://<broker user:pw@host>:15672
+    # copies of each stream the broker keeps: JetStream stream replicas, RabbitMQ quorum-queue members
+    # (1: one node, the default; 3 on a 3-node cluster loses nothing when one node dies)
+    broker_replicas: int = 1
     api_host: str = "127.0.0.1"
     api_port: int = 8731
     # TLS for the API (`up --tls-cert/--tls-key`): PEM files; both or neither ("": plain http)
@@ -111,6 +114,10 @@ class Settings:
         parse_allow_list(self.webhook_allow)  # ConfigError at start, not at the first delivery
         if self.sandbox not in ("on", "off"):
             raise ConfigError(f"MYSIMBDP_SANDBOX={self.sandbox!r}: use on (the default) or off")
+        if not 1 <= self.broker_replicas <= 5:
+            raise ConfigError(
+                f"MYSIMBDP_BROKER_REPLICAS={self.broker_replicas}: must be 1 to 5 (copies of each stream; default 1)"
+            )
         if self.workers < 0:
             raise ConfigError(f"workers: must be 0 or more, got {self.workers}")
         if self.max_workers < 1:

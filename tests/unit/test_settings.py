@@ -36,3 +36,11 @@ def test_a_store_url_of_an_unknown_scheme_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"meta_url: scheme 'mysql' is not supported; use sqlite:///PATH"):
         Settings.from_env({"MYSIMBDP_HOME": str(tmp_path), "MYSIMBDP_META_URL": "mysql://x/y"})
     assert Settings.from_env({"MYSIMBDP_HOME": str(tmp_path), "MYSIMBDP_COREDMS_URL": "postgres://u@h/db"}).coredms_url
+
+
+@pytest.mark.parametrize("raw", ["0", "6"])
+def test_broker_replicas_out_of_one_to_five_is_refused_naming_the_range(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError, match=rf"MYSIMBDP_BROKER_REPLICAS={raw}: must be 1 to 5"):
+        Settings.from_env({"MYSIMBDP_BROKER_REPLICAS": raw}, home=tmp_path)
+    assert Settings.from_env({"MYSIMBDP_BROKER_REPLICAS": "3"}, home=tmp_path).broker_replicas == 3
+    assert Settings(home=tmp_path).broker_replicas == 1
