@@ -135,3 +135,9 @@ class FilterError(MysimbdpError):
     def __init__(self, rule: str, message: str, **fields: object) -> None:
         super().__init__(message)
         self.rule, self.fields = rule, fields
+
+
+class ChunkFetchRefused(MysimbdpError):
+    """A remote chunk worker (``mysimbdp worker --api URL``) refused what it fetched from the
+    platform API for a chunk: a byte range or a tenant bundle whose size or sha256 is not the one
+    the chunk's task announced. The chunk is given back (it runs again), nothing is recorded."""
