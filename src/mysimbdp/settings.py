@@ -23,12 +23,17 @@ DEFAULT_HOME = "mysimbdp-home"
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
+    """Return ``url`` with any password replaced by ``***``: the one of its user part and a
+    libpq ``password=`` parameter; a multi-host netloc (``u:p@h1:5432,h2:5432``) keeps its hosts."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    if "password=" in query:
+        query = "&".join("password=***" if item.startswith("password=") else item for item in query.split("&"))
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _comma_list(raw: str) -> frozenset[str]:
