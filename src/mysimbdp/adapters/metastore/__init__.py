@@ -7,7 +7,8 @@ transaction.
 ``MetaStore`` is the facade callers hold. Each group of tables has a module of its own,
 reached as an attribute: ``tenants`` and ``keys`` (``metastore.tenants``), ``files``
 (``metastore.files``: files and their events), ``runs``, ``chunks``, ``streams``,
-``quality``, ``quarantine``, ``notifications``, ``heartbeats``, ``uploads`` and ``history`` (read-only,
+``quality``, ``quarantine``, ``notifications``, ``heartbeats``, ``uploads``, ``worker_tokens`` and
+``worker_claims`` (``metastore.workers``: remote chunk workers) and ``history`` (read-only,
 for the history API and ``/metrics``). The methods below are the facade's short forms of
 the common calls. The modules import one another, never this one.
 """
@@ -30,6 +31,7 @@ from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.adapters.metastore.streams import StreamRegistry
 from mysimbdp.adapters.metastore.tenants import KeyRing, TenantRegistry
 from mysimbdp.adapters.metastore.uploads import UploadLedger
+from mysimbdp.adapters.metastore.workers import WorkerClaims, WorkerTokens
 from mysimbdp.adapters.secretbox import SecretBox
 from mysimbdp.domain.qualitycounts import FileQuality
 from mysimbdp.domain.records import FileRecord, QuarantinedRow, RunRecord, TenantRecord
@@ -58,6 +60,8 @@ class MetaStore:
         self.heartbeats = Heartbeats(self._db)
         self.uploads = UploadLedger(self._db)
         self.history = MetaHistory(self._db, self.quarantine)
+        self.worker_tokens = WorkerTokens(self._db)
+        self.worker_claims = WorkerClaims(self._db)
 
     @property
     def dialect(self) -> str:

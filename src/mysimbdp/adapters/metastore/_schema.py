@@ -109,4 +109,14 @@ CREATE TABLE IF NOT EXISTS tus_uploads (
     path TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
     file_id TEXT NOT NULL DEFAULT '', status_code INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tus_uploads_tenant ON tus_uploads (tenant, expires_at);
+CREATE TABLE IF NOT EXISTS worker_tokens (
+    id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS worker_claims (
+    run_id TEXT PRIMARY KEY, token_id TEXT NOT NULL, worker TEXT NOT NULL, tenant TEXT NOT NULL,
+    file_id TEXT NOT NULL, idx INTEGER NOT NULL, ranges TEXT NOT NULL, bundle_version TEXT NOT NULL,
+    claimed_at DOUBLE PRECISION NOT NULL, ended_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS worker_claims_file ON worker_claims (file_id, claimed_at);
+CREATE INDEX IF NOT EXISTS worker_claims_token ON worker_claims (token_id, ended_at);
 """
