@@ -119,7 +119,7 @@ class Platform:
     def broker(self, url: str, **options: float) -> Broker:
         """A client (not yet connected) of the broker at ``url``: the platform's own
         (:meth:`running_broker_url`, ``BrokerAccess.url``) or a tenant's user's."""
-        return open_broker(url, **options)
+        return open_broker(url, replicas=self.settings.broker_replicas, **options)
 
     def broker_users(self) -> TenantUsers | None:
         """The tenants' users on this platform's broker (their passwords sealed); None for an

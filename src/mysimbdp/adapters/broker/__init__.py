@@ -35,6 +35,7 @@ from mysimbdp.adapters.broker.base import (
     Message,
     SecretFile,
     TenantUsers,
+    split_urls,
     stream_problem,
     subject,
     tenant_stream_problem,
@@ -57,6 +58,7 @@ __all__ = [
     "SecretFile",
     "TenantUsers",
     "open_broker",
+    "split_urls",
     "stream_problem",
     "subject",
     "tenant_stream_problem",
@@ -74,9 +76,10 @@ def _backend(scheme: str, url: str) -> Backend:
     return cast(Backend, importlib.import_module(name))
 
 
-def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> Broker:
-    """The broker for ``url``; does no IO (call ``connect``)."""
-    return _backend(urlsplit(url).scheme, url).open_broker(url, ack_wait_s=ack_wait_s)
+def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> Broker:
+    """The broker for ``url`` (a comma-separated list for a cluster), whose streams it creates
+    are kept on ``replicas`` nodes (``Settings.broker_replicas``); does no IO (call ``connect``)."""
+    return _backend(urlsplit(url).scheme, url).open_broker(url, ack_wait_s=ack_wait_s, replicas=replicas)
 
 
 def tenant_users(settings: Settings, secrets: SecretBox) -> TenantUsers | None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from mysimbdp.domain.naming import tenant_id_problem
 from mysimbdp.errors import BrokerError, TenantError
@@ -56,6 +57,22 @@ BACKENDS: Final[Mapping[str, str]] = {
     "amqps": "mysimbdp.adapters.broker.rabbitmq",
 }
 EMBEDDED_SCHEME = "nats"  # the backend of an empty broker URL: the embedded NATS server
+
+
+def split_urls(url: str) -> list[str]:
+    """The nodes of a broker URL, one complete URL each: a cluster is listed with commas,
+    ``nats://u:p@h1:4222,nats://u:p@h2:4222``, or shorter ``nats://u:p@h1:4222,h2:4222`` (an
+    item without a scheme takes the previous item's scheme and user). One URL: ``[url]``."""
+    out: list[str] = []
+    for item in (part.strip() for part in url.split(",")):
+        if not item:
+            continue
+        if "://" not in item and out:
+            before = urlsplit(out[-1])
+            user = before.netloc.rpartition("@")[0]
+            item = f"{before.scheme}://{user + '@' if user else ''}{item}"
+        out.append(item)
+    return out
 
 
 def stream_problem(stream: str) -> str | None:
@@ -157,8 +174,9 @@ class TenantUsers(Protocol):
 class Backend(Protocol):
     """What a backend package of :data:`BACKENDS` offers (dlt's destination factory)."""
 
-    def open_broker(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> Broker:
-        """The broker at ``url``; does no IO."""
+    def open_broker(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> Broker:
+        """The broker at ``url`` (one node, or a cluster: :func:`split_urls`), keeping each of
+        the streams it creates on ``replicas`` nodes; does no IO."""
         ...
 
     def tenant_users(self, broker_url: str, broker_dir: Path, admin_url: str, secrets: SecretBox) -> TenantUsers | None:

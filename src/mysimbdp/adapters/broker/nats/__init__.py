@@ -51,11 +51,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> NatsBroker:
-    """The broker at ``url`` (``nats://`` or ``tls://``); does no IO."""
+def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> NatsBroker:
+    """The broker at ``url`` (``nats://`` or ``tls://``; a cluster's nodes separated by commas),
+    its streams kept on ``replicas`` nodes; does no IO."""
     from mysimbdp.adapters.broker.nats.client import NatsBroker
 
-    return NatsBroker(url, ack_wait_s=ack_wait_s)
+    return NatsBroker(url, ack_wait_s=ack_wait_s, replicas=replicas)
 
 
 def tenant_users(broker_url: str, broker_dir: Path, admin_url: str, secrets: SecretBox) -> NatsUsers | None:

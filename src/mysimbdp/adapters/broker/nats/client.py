@@ -7,6 +7,14 @@ by every instance of the group; a message not acked within ``ack_wait_s`` is del
 again. Publishing sends every message at once (``publish_async``) and then awaits all the
 PubAcks, with the message id in ``Nats-Msg-Id`` so that JetStream drops a re-publication
 inside its duplicate window (2 minutes).
+
+On a cluster (the URL lists its nodes with commas, :func:`~mysimbdp.adapters.broker.base.split_urls`)
+each stream is created with ``num_replicas = replicas`` (``Settings.broker_replicas``); its durable
+consumers inherit the stream's count. A stream found with fewer replicas is scaled up (a warning
+names it when the cluster refuses). A connection that was up reconnects to any node, without
+end; a publish retries the messages whose PubAck did not come (the node died, the stream had no
+leader for a moment) with the same ids until :data:`PUBLISH_DEADLINE_S`, so a message stored
+before its ack was lost is not stored twice.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import nats
@@ -22,17 +31,23 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, PubAck, RetentionPolicy, StorageType, StreamConfig
 
-from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
+from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, split_urls, subject
 from mysimbdp.adapters.broker.nats.names import durable_name, stream_name
 from mysimbdp.adapters.broker.nats.pull import Puller
 from mysimbdp.errors import BrokerError, BrokerUnavailable
+from mysimbdp.logs import get_logger
 from mysimbdp.settings import mask_url
+
+log = get_logger("broker")
 
 CONNECT_TIMEOUT_S = 2.0
 CONNECT_ATTEMPTS = 2
-PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_WAIT_S = 0.5
+PUBLISH_TIMEOUT_S = 5.0  # one attempt's wait for its PubAcks...
+PUBLISH_DEADLINE_S = 30.0  # ...and the attempts' (a lost stream leader is re-elected in ~2-10 s)
+PUBLISH_RETRY_S = 0.25
 # Messages a consumer group may hold delivered and not yet acked, across its instances.
 # JetStream's default, 1,000, is two pulls of one instance (one in hand, one pulled ahead):
 # with it, a second instance's pulls came back empty while the first held its share.
@@ -48,20 +63,28 @@ _TRANSIENT = (
     nats.errors.NoServersError,
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
     nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
 )
 
 
 class NatsBroker:
     """``Broker`` on NATS JetStream."""
 
-    def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> None:
+    def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> None:
         self.url = url
+        self._servers: list[str] = []
+        options: dict[str, str] = {}
+        for node in split_urls(url):
+            parts = urlsplit(node)
+            options.update(parse_qsl(parts.query))
+            self._servers.append(urlunsplit(parts._replace(query="")))
         # ``?inbox=PREFIX``: the reply subjects this user may receive on (nats.users)
-        parts = urlsplit(url)
-        self._server = urlunsplit(parts._replace(query=""))
-        self._inbox = dict(parse_qsl(parts.query)).get("inbox", "_INBOX")
+        self._inbox = options.get("inbox", "_INBOX")
         self.ack_wait_s = ack_wait_s
+        self.replicas = replicas
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._streams: set[str] = set()
@@ -70,18 +93,31 @@ class NatsBroker:
     async def connect(self) -> None:
         try:
             self._nc = await nats.connect(
-                self._server,
+                self._servers,
                 inbox_prefix=self._inbox,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 allow_reconnect=True,
                 max_reconnect_attempts=CONNECT_ATTEMPTS,  # a first connection gives up...
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=RECONNECT_WAIT_S,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
             )
         except _TRANSIENT as exc:
             raise BrokerUnavailable(f"broker {mask_url(self.url)}: cannot connect: {exc!r}; retry later") from exc
         # ...a connection that was up waits out a broker restart, however long
         self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("broker_error", url=mask_url(self.url), error=repr(exc))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("broker_disconnected", url=mask_url(self.url))
+
+    async def _on_reconnected(self) -> None:
+        server = self._nc.connected_url if self._nc is not None else None
+        log.info("broker_reconnected", node=mask_url(server.geturl()) if server else "?")
 
     async def close(self) -> None:
         pullers = list(self._subs.values())
@@ -115,28 +151,90 @@ class NatsBroker:
         js = self._jetstream()
         with _errors(tenant, stream, "declare"):
             try:
-                await js.stream_info(name)
+                info = await js.stream_info(name)
             except nats.js.errors.NotFoundError:
                 config = StreamConfig(
                     name=name,
                     subjects=[f"mysimbdp.{tenant}.>"],
                     retention=RetentionPolicy.WORK_QUEUE,
                     storage=StorageType.FILE,
+                    num_replicas=self.replicas,
                 )
-                await js.add_stream(config)
+                try:
+                    await js.add_stream(config)
+                except nats.js.errors.BadRequestError as exc:  # e.g. replicas over the nodes
+                    raise BrokerError(
+                        f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
+                        f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description}"
+                    ) from exc
+            else:
+                await self._scale(info.config, tenant)
         self._streams.add(name)
+
+    async def _scale(self, config: StreamConfig, tenant: str) -> None:
+        """Raise an existing stream's replicas to ``self.replicas``; a warning if refused."""
+        current = config.num_replicas or 1
+        if current >= self.replicas:
+            return
+        try:
+            await self._jetstream().update_stream(replace(config, num_replicas=self.replicas))
+        except nats.js.errors.APIError as exc:
+            log.warning(
+                "stream_replicas_below_setting",
+                tenant=tenant,
+                stream=config.name,
+                replicas=current,
+                wanted=self.replicas,
+                error=exc.description,
+            )
+            return
+        log.info("stream_replicas_raised", tenant=tenant, stream=config.name, replicas=current, wanted=self.replicas)
 
     async def publish(self, tenant: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str]) -> None:
         if len(bodies) != len(ids):
             raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
         await self.declare(tenant, stream)
-        js, to = self._jetstream(), subject(tenant, stream)
-        with _errors(tenant, stream, "publish"):
-            acks = [
-                await js.publish_async(to, body, stream=stream_name(tenant), headers={MSG_ID: f"{stream}/{msg_id}"})
-                for body, msg_id in zip(bodies, ids, strict=True)
-            ]
-            await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
+        to, name = subject(tenant, stream), stream_name(tenant)
+        todo = list(range(len(bodies)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE_S
+        while True:
+            with _errors(tenant, stream, "publish"):
+                try:
+                    todo = await self._publish_once(to, name, stream, bodies, ids, todo)
+                except _TRANSIENT:
+                    if loop.time() >= deadline:
+                        raise
+                if not todo:
+                    return
+                if loop.time() >= deadline:
+                    raise nats.errors.TimeoutError
+            log.info("publish_retried", tenant=tenant, stream=stream, unacked=len(todo))
+            await asyncio.sleep(PUBLISH_RETRY_S)
+
+    async def _publish_once(
+        self, to: str, name: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str], todo: list[int]
+    ) -> list[int]:
+        """Publish messages ``todo`` at once; those of them whose PubAck did not come in
+        :data:`PUBLISH_TIMEOUT_S` or came as a transient failure (raises any other failure)."""
+        js = self._jetstream()
+        acks: dict[int, asyncio.Future[PubAck]] = {}
+        try:
+            for i in todo:
+                acks[i] = await js.publish_async(to, bodies[i], stream=name, headers={MSG_ID: f"{stream}/{ids[i]}"})
+            await asyncio.wait(acks.values(), timeout=PUBLISH_TIMEOUT_S)
+        finally:
+            for ack in acks.values():
+                ack.cancel()  # no-op on those answered; frees the others' slots in nats-py
+        again = []
+        for i, ack in acks.items():
+            if ack.cancelled():
+                again.append(i)
+            elif (exc := ack.exception()) is not None:
+                if not isinstance(exc, _TRANSIENT) and not _unavailable(exc):
+                    raise exc
+                again.append(i)
+        return again
 
     async def _subscription(self, tenant: str, stream: str, group: str) -> Puller:
         key = (tenant, stream, group)
@@ -210,6 +308,11 @@ class NatsBroker:
                     self._streams.discard(name)
             except nats.js.errors.NotFoundError:
                 self._streams.discard(name)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A JetStream API answer meaning "not now" (503: no leader yet)."""
+    return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
 
 
 @contextmanager
