@@ -10,7 +10,9 @@ to its producers (``tenant add --json``), can neither write to nor read from ano
 tenant's streams. A tenant added while the server runs is live after a config reload
 (SIGHUP to the pid in ``HOME/broker/nats.pid``).
 
-An external broker (``MYSIMBDP_BROKER_URL``) keeps its own users; the operator creates them.
+An external broker (``MYSIMBDP_BROKER_URL``, e.g. a NATS cluster) keeps its own users; the
+operator creates them, with these permissions: :func:`authorization` renders the same block
+for a config of theirs (the cluster of ``tests/clusters/nats.py`` uses it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import os
 import secrets
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -92,31 +95,9 @@ class NatsUsers:
     def write_config(self) -> Path:
         """Render ``nats.conf`` (the authorization block) from the users."""
         data = self.secrets.load()
-        tenants = SecretFile.tenants_of(data)
-        users = [
-            f'    {{user: "{PLATFORM_USER}", password: "{_hashed(str(data["platform"]))}", '
-            'permissions: {publish: ">", subscribe: ">"}}'
-        ]
-        for tenant, password in sorted(tenants.items()):
-            js = stream_name(tenant)
-            publish = [
-                f"{PREFIX}.{tenant}.>",
-                "$JS.API.INFO",
-                f"$JS.API.STREAM.INFO.{js}",
-                f"$JS.API.CONSUMER.*.{js}",
-                f"$JS.API.CONSUMER.*.{js}.>",
-                f"$JS.API.CONSUMER.DURABLE.CREATE.{js}.>",
-                f"$JS.API.CONSUMER.MSG.NEXT.{js}.>",
-                f"$JS.ACK.{js}.>",
-            ]
-            allow = ", ".join(f'"{subject}"' for subject in publish)
-            users.append(
-                f'    {{user: "{tenant_user(tenant)}", password: "{_hashed(password)}", permissions: '
-                f'{{publish: {{allow: [{allow}]}}, subscribe: {{allow: ["{inbox_prefix(tenant)}.>"]}}}}}}'
-            )
         config = self.dir / "nats.conf"
         self.dir.mkdir(parents=True, exist_ok=True)
-        config.write_text("authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n")
+        config.write_text(authorization(str(data["platform"]), SecretFile.tenants_of(data)))
         config.chmod(0o600)
         return config
 
@@ -125,6 +106,35 @@ class NatsUsers:
         pid_file = self.dir / "nats.pid"
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+
+
+def authorization(platform_password: str, tenants: Mapping[str, str]) -> str:
+    """The ``authorization`` block of a ``nats-server`` config: the platform's user
+    (:data:`PLATFORM_USER`) with ``platform_password``, and each tenant's user (``tenants``:
+    tenant id -> password) with the permissions above. The embedded server's config; an
+    operator running NATS themselves may render theirs with it (only bcrypt hashes in it)."""
+    users = [
+        f'    {{user: "{PLATFORM_USER}", password: "{_hashed(platform_password)}", '
+        'permissions: {publish: ">", subscribe: ">"}}'
+    ]
+    for tenant, password in sorted(tenants.items()):
+        js = stream_name(tenant)
+        publish = [
+            f"{PREFIX}.{tenant}.>",
+            "$JS.API.INFO",
+            f"$JS.API.STREAM.INFO.{js}",
+            f"$JS.API.CONSUMER.*.{js}",
+            f"$JS.API.CONSUMER.*.{js}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{js}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{js}.>",
+            f"$JS.ACK.{js}.>",
+        ]
+        allow = ", ".join(f'"{subject}"' for subject in publish)
+        users.append(
+            f'    {{user: "{tenant_user(tenant)}", password: "{_hashed(password)}", permissions: '
+            f'{{publish: {{allow: [{allow}]}}, subscribe: {{allow: ["{inbox_prefix(tenant)}.>"]}}}}}}'
+        )
+    return "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
 
 
 BrokerUsers = NatsUsers  # its former name, which the managers and the tests still use
