@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
-from mysimbdp.adapters.broker.base import BACKENDS
+from mysimbdp.adapters.broker.base import BACKENDS, split_urls
 from mysimbdp.adapters.coredms import BACKENDS as STORE_BACKENDS
 from mysimbdp.domain.egress import parse_allow_list
 from mysimbdp.domain.naming import tenant_id_problem
@@ -24,7 +24,11 @@ DEFAULT_HOME = "mysimbdp-home"
 
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``: the one of its user part and a
-    libpq ``password=`` parameter; a multi-host netloc (``u:p@h1:5432,h2:5432``) keeps its hosts."""
+    libpq ``password=`` parameter; a multi-host netloc (``u:p@h1:5432,h2:5432``) keeps its hosts;
+    a list of URLs (a broker cluster's ``nats://u:p@h1:4222,nats://u:p@h2:4222``) is masked item by item."""
+    items = url.split(",")
+    if any("://" in item for item in items[1:]):
+        return ",".join(mask_url(item) for item in items)
     parts = urlsplit(url)
     netloc, query = parts.netloc, parts.query
     if parts.password is not None:
@@ -111,10 +115,13 @@ class Settings:
                 raise ConfigError(
                     f"{name}: scheme {scheme!r} is not supported; use sqlite:///PATH or postgresql://user@host:port/db"
                 )
-        if self.broker_url and urlsplit(self.broker_url).scheme not in BACKENDS:
+        # a cluster's nodes are listed with commas (broker.base.split_urls), all of one backend
+        schemes = {urlsplit(node).scheme for node in split_urls(self.broker_url)}
+        if self.broker_url and (len({BACKENDS.get(scheme) for scheme in schemes}) != 1 or not schemes <= set(BACKENDS)):
             raise ConfigError(
-                f"broker_url: scheme {urlsplit(self.broker_url).scheme!r} is not supported; "
-                "use nats://host:port or amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
+                f"MYSIMBDP_BROKER_URL={mask_url(self.broker_url)!r}: scheme(s) {', '.join(sorted(schemes))} not "
+                "supported; use nats://host:port (a cluster: nats://h1:4222,nats://h2:4222,...) or "
+                "amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
             )
         parse_allow_list(self.webhook_allow)  # ConfigError at start, not at the first delivery
         if self.sandbox not in ("on", "off"):
