@@ -5,7 +5,7 @@ admin that creates and drops tenant schemas and roles (``coredms.postgres`` hold
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -17,15 +17,26 @@ from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace
 from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
 from mysimbdp.settings import mask_url
 
-__all__ = ["PostgresAdmin", "connect", "pg_errors", "scoped_url"]
+__all__ = ["LOST", "PostgresAdmin", "connect", "pg_errors", "scoped_url"]
+
+
+# A connection that cannot write any more, though the data may be fine: lost (the server died,
+# a link went down), shut down by an admin or a failover (57P01-57P03: OperationalError), or
+# left on a node demoted to standby (25006, read-only transaction). Transient: reconnect (the
+# multi-host URL's ``target_session_attrs=read-write`` finds the new primary) and retry.
+LOST = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)
 
 
 @contextmanager
-def pg_errors(where: str, dataset: str | None = None) -> Iterator[None]:
+def pg_errors(where: str, dataset: str | None = None, *, lost: Callable[[], None] | None = None) -> Iterator[None]:
+    """psycopg's errors as coredms errors; ``lost`` is called before a :data:`LOST` one is
+    raised as :class:`StoreUnavailable` (to drop the connection, so the next use reconnects)."""
     what = f"{where}: dataset {dataset!r}" if dataset else where
     try:
         yield
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+    except LOST as exc:
+        if lost is not None:
+            lost()
         raise StoreUnavailable(f"{what}: PostgreSQL unavailable: {exc}; retry later") from exc
     except psycopg.DataError as exc:
         raise DocumentInvalid(f"{what}: PostgreSQL refused a document: {exc}") from exc
@@ -41,7 +52,10 @@ def connect(url: str, where: str, timeout_s: float) -> psycopg.Connection[Any]:
 
 
 def scoped_url(admin_url: str, role: str, password: str) -> str:
-    """``admin_url`` with the tenant's credentials and its schema as the search path."""
+    """``admin_url`` with the tenant's credentials and its schema as the search path. Its
+    hosts are kept as written, a multi-host list (``h1:5432,h2:5432``) too, and so are its
+    other parameters (``target_session_attrs``, ``sslmode``...): a tenant app fails over as
+    the platform does."""
     parts = urlsplit(admin_url)
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
@@ -74,7 +88,7 @@ class PostgresAdmin:
         name = self._name(tenant)
         ident = sql.Identifier(name)
         password = secrets.token_urlsafe(24)
-        with pg_errors(f"coredms admin: tenant {tenant!r}"):
+        with pg_errors(f"coredms admin: tenant {tenant!r}", lost=self.close):
             conn = self._db()
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))
@@ -105,7 +119,7 @@ class PostgresAdmin:
     def deprovision(self, tenant: str) -> None:
         name = self._name(tenant)
         ident = sql.Identifier(name)
-        with pg_errors(f"coredms admin: tenant {tenant!r}"):
+        with pg_errors(f"coredms admin: tenant {tenant!r}", lost=self.close):
             conn = self._db()
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"mysimbdp.tenant.{name}",))

@@ -95,7 +95,7 @@ class PostgresStore:
     def open(self) -> None:
         conn = _connect(self.url, self.where, self.connect_timeout_s)
         try:
-            with _errors(self.where):
+            with _errors(self.where, lost=self._lost):
                 row = conn.execute("SELECT current_schema()").fetchone()
                 if row is None or row[0] is None:
                     raise StoreError(f"{self.where}: no usable schema on the search path; provision the tenant first")
@@ -110,6 +110,14 @@ class PostgresStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _lost(self) -> None:
+        """Drop a connection that can write no more (see ``pgadmin.LOST``): the next use
+        reconnects, to the new primary of a multi-host URL after a failover."""
+        conn, self._conn = self._conn, None
+        self._tables.clear()
+        if conn is not None:
+            conn.close()
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is not None and self._conn.closed:
@@ -170,7 +178,7 @@ class PostgresStore:
             table, spec = generation_table(dataset, generation), APPEND  # indexes come at the swap
         if not records:
             return 0
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             qualified = self._qualified(table)
             if table not in self._tables:
@@ -205,12 +213,12 @@ class PostgresStore:
         self._tables.add(table)
 
     def stage(self, dataset: str, generation: str) -> None:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             self._create(self._db(), generation_table(dataset, generation), APPEND)
 
     def replace(self, dataset: str, generation: str, spec: WriteSpec = APPEND) -> int | None:
         table, staged = table_name(dataset), generation_table(dataset, generation)
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             with conn.transaction():  # DDL is transactional: readers see the old table until COMMIT
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}.{table}",))
@@ -239,7 +247,7 @@ class PostgresStore:
 
     def discard(self, dataset: str, generation: str) -> None:
         staged = generation_table(dataset, generation)
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             self._db().execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._qualified(staged)))
             self._tables.discard(staged)
 
@@ -264,7 +272,7 @@ class PostgresStore:
         return True
 
     def count(self, dataset: str, where: Node = MATCH_ALL) -> int:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
@@ -282,7 +290,7 @@ class PostgresStore:
         limit: int,
         offset: int = 0,
     ) -> list[StoredRow]:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
@@ -302,7 +310,7 @@ class PostgresStore:
         limit: int,
         offset: int = 0,
     ) -> list[StoredText]:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
@@ -321,7 +329,7 @@ class PostgresStore:
         fields: Sequence[Path] = (),
         limit: int,
     ) -> list[StoredRow]:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
@@ -333,7 +341,7 @@ class PostgresStore:
         """Documents, the table's size on disk (``pg_total_relation_size``: with its indexes
         and TOAST) and the latest ``ingested_at`` per dataset, in one snapshot."""
         out = []
-        with _errors(self.where):
+        with _errors(self.where, lost=self._lost):
             conn = self._db()
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -351,7 +359,7 @@ class PostgresStore:
         return out
 
     def documents(self, dataset: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-        with _errors(self.where, dataset):
+        with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
@@ -363,7 +371,7 @@ class PostgresStore:
         return [loads_for_output(doc) for (doc,) in rows]
 
     def datasets(self) -> list[str]:
-        with _errors(self.where):
+        with _errors(self.where, lost=self._lost):
             conn = self._db()
             rows = conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s ORDER BY tablename",
