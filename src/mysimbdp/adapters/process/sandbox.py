@@ -241,9 +241,13 @@ def sqlite_dir(coredms_url: str) -> Path | None:
 
 
 def url_ports(url: str) -> list[int]:
-    """Every TCP port a store or broker URL names (multi-host URLs too, ``h1:5432,h2:5433``)."""
+    """Every TCP port a store or broker URL names (multi-host URLs too, ``h1:5432,h2:5433``, and
+    a broker cluster's list of URLs, ``nats://h1:4222,nats://h2:4223``)."""
     if not url:
         return []
+    items = url.split(",")
+    if any("://" in item for item in items[1:]):
+        return [port for item in items for port in url_ports(item)]
     parts = urlsplit(url)
     default = DEFAULT_PORTS.get(parts.scheme)
     if default is None:
