@@ -3,7 +3,8 @@
 - :mod:`.client`: ``RabbitBroker``, the ``Broker`` on RabbitMQ;
 - :mod:`.users`: ``RabbitUsers``, the tenants' users and their permissions;
 - :mod:`.management`: ``ManagementApi``, the broker's management HTTP API the users are made with;
-- :mod:`.names`: what is named after a tenant (exchange, dead-letter queue).
+- :mod:`.names`: what is named after a tenant (exchange, dead-letter queue);
+- :mod:`.nodes`: a cluster's nodes (tried in turn) and the queues' arguments (``replicas``).
 
 :func:`open_broker` and :func:`tenant_users` are what :mod:`mysimbdp.adapters.broker` calls
 (the ``Backend`` of :mod:`mysimbdp.adapters.broker.base`). The client, the users and the
@@ -55,11 +56,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> RabbitBroker:
-    """The broker at ``url`` (``amqp://`` or ``amqps://``); does no IO."""
+def open_broker(url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> RabbitBroker:
+    """The broker at ``url`` (``amqp://`` or ``amqps://``; a cluster's nodes comma-separated),
+    its queues declared for ``replicas`` (:mod:`.nodes`); does no IO."""
     from mysimbdp.adapters.broker.rabbitmq.client import RabbitBroker
 
-    return RabbitBroker(url, ack_wait_s=ack_wait_s)
+    return RabbitBroker(url, ack_wait_s=ack_wait_s, replicas=replicas)
 
 
 def tenant_users(broker_url: str, broker_dir: Path, admin_url: str, secrets: SecretBox) -> RabbitUsers:

@@ -1,4 +1,5 @@
-"""The databroker on RabbitMQ (``aio-pika``, one robust connection per broker object).
+"""The databroker on RabbitMQ (``aio-pika``, one connection per broker object, to one node
+of the cluster at a time: :mod:`.nodes`).
 
 Every name a tenant's stream uses starts with ``mysimbdp.<tenant>``, so one permission regex
 per tenant user (:mod:`.users`) keeps tenants apart: a durable direct exchange
@@ -11,11 +12,18 @@ call returns when all confirms are in. Consuming uses one consumer per queue wit
 that fills an in-process buffer; ``pull`` drains it. RabbitMQ itself redelivers an unacked
 message only when its consumer's channel closes, so ``ack_wait_s`` is kept here: a message
 handed out and neither acked nor nak'ed within it is nack'ed (requeued) at the next pull.
+
+A lost connection (its node killed) or channel is replaced at the next call, on the next node
+that answers; what the old one held is forgotten: RabbitMQ requeues the messages it had
+delivered and not been acked, so an ack of one of them is skipped (it is on its way to another
+attempt, as after ``ack_wait_s``), and a publish whose confirm was lost raises
+``BrokerUnavailable``: the caller retries it with the same ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,38 +32,45 @@ import aio_pika
 import aio_pika.exceptions
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
     ConsumerTag,
 )
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
 from mysimbdp.adapters.broker.rabbitmq.names import dead_letter_queue, exchange_name
+from mysimbdp.adapters.broker.rabbitmq.nodes import connect_any, inequivalent, masked, node_urls, queue_arguments
 from mysimbdp.errors import BrokerError, BrokerUnavailable
-from mysimbdp.settings import mask_url
+from mysimbdp.logs import get_logger
 
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 30.0
 PREFETCH = 100
 DELIVERY_LIMIT = 20
-_REFUSED_LOGIN = (aio_pika.exceptions.AuthenticationError, aio_pika.exceptions.ProbableAuthenticationError)
 _TRANSIENT = (
     OSError,  # includes ConnectionError and aio-pika's AMQPConnectionError
     TimeoutError,
     aio_pika.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.DeliveryError,  # a nack, or (PublishError) a return
 )
+log = get_logger("broker")
 
 
 class RabbitBroker:
-    """``Broker`` on RabbitMQ quorum queues."""
+    """``Broker`` on RabbitMQ quorum queues; ``url`` lists one node or several (:mod:`.nodes`)."""
 
-    def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S) -> None:
+    def __init__(self, url: str, *, ack_wait_s: float = DEFAULT_ACK_WAIT_S, replicas: int = 1) -> None:
         self.url = url
         self.ack_wait_s = ack_wait_s
-        self._conn: AbstractRobustConnection | None = None
+        self.replicas = replicas
+        self._urls = node_urls(url)
+        self._node = 0  # the index in _urls of the node connected to, or tried next
+        self._wanted = False  # connect() was called, close() was not: a lost connection is replaced
+        self._lock = asyncio.Lock()
+        self._conn: AbstractConnection | None = None
         self._admin: AbstractChannel | None = None  # declares, consumes, acks
         self._confirming: AbstractChannel | None = None  # publisher confirms on
         self._exchanges: dict[str, AbstractExchange] = {}  # per tenant, on the confirming channel
@@ -65,18 +80,28 @@ class RabbitBroker:
         self._handed: dict[AbstractIncomingMessage, float] = {}  # handed out, not settled: since when
 
     async def connect(self) -> None:
-        where = f"broker {mask_url(self.url)}"
-        with _errors(where, "connect"):
-            try:
-                self._conn = await aio_pika.connect_robust(self.url, timeout=CONNECT_TIMEOUT_S)
-            except (ValueError, *_REFUSED_LOGIN) as exc:
-                raise BrokerError(f"{where}: cannot connect: {exc!r}; check the URL and the credentials") from exc
+        self._wanted = True
+        async with self._lock:
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """Drop the connection (if any) and connect to the first node that answers, from the
+        current one on (after a loss: from the next one)."""
+        lost = self._conn is not None
+        await self._drop()
+        with _errors(f"broker {masked(self.url)}", "connect"):
+            self._conn, self._node = await connect_any(self._urls, self._node + lost, CONNECT_TIMEOUT_S)
             self._admin = await self._conn.channel(publisher_confirms=False)
             await self._admin.set_qos(prefetch_count=PREFETCH)
             self._confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        (log.warning if lost else log.debug)("broker_connected", node=masked(self._urls[self._node]), replaced=lost)
 
     async def close(self) -> None:
         """Close the connection: RabbitMQ cancels the consumers and requeues what is not acked."""
+        self._wanted = False
+        await self._drop()
+
+    async def _drop(self) -> None:
         conn, self._conn, self._admin, self._confirming = self._conn, None, None, None
         self._exchanges.clear()
         self._queues.clear()
@@ -84,13 +109,26 @@ class RabbitBroker:
         self._consumers.clear()
         self._handed.clear()
         if conn is not None and not conn.is_closed:
-            await conn.close()
+            with contextlib.suppress(*_TRANSIENT, aio_pika.exceptions.AMQPError):
+                await conn.close()
 
-    def _channel(self, tenant: str, stream: str) -> AbstractChannel:
-        if self._admin is None:
+    async def _channel(self, tenant: str, stream: str) -> AbstractChannel:
+        """The declaring and consuming channel; a lost connection or channel is replaced first."""
+        if not self._wanted:
             raise BrokerUnavailable(
-                f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}: not connected; call connect()"
+                f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}: not connected; call connect()"
             )
+        if self._admin is None or self._admin.is_closed or self._confirming is None or self._confirming.is_closed:
+            async with self._lock:
+                if (
+                    self._admin is None
+                    or self._admin.is_closed
+                    or self._confirming is None
+                    or self._confirming.is_closed
+                ):
+                    with self._errors(tenant, stream, "reconnect"):
+                        await self._reconnect()
+        assert self._admin is not None
         return self._admin
 
     async def declare(self, tenant: str, stream: str) -> None:
@@ -99,37 +137,56 @@ class RabbitBroker:
     async def _exchange(self, tenant: str, stream: str) -> AbstractExchange:
         """The tenant's exchange and dead-letter queue, declared once per connection."""
         if tenant not in self._exchanges:
-            channel, confirming = self._channel(tenant, stream), self._confirming
+            channel = await self._channel(tenant, stream)
+            confirming = self._confirming
             assert confirming is not None  # set with _admin
             name = exchange_name(tenant)
             with self._errors(tenant, stream, "declare"):
                 await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, durable=True)
-                dead = await channel.declare_queue(
-                    dead_letter_queue(tenant), durable=True, arguments={"x-queue-type": "quorum"}
-                )
+                dead = await self._declare(channel, tenant, stream, dead_letter_queue(tenant), {})
                 await dead.bind(name, routing_key=dead.name)
                 self._exchanges[tenant] = await confirming.get_exchange(name, ensure=False)
         return self._exchanges[tenant]
 
     async def _queue(self, tenant: str, stream: str) -> AbstractQueue:
         name = subject(tenant, stream)
+        channel = await self._channel(tenant, stream)  # first: a lost connection drops what is cached
         if name not in self._queues:
             exchange = await self._exchange(tenant, stream)
-            channel = self._channel(tenant, stream)
+            dead_letters: dict[str, str | int] = {
+                "x-dead-letter-exchange": exchange.name,
+                "x-dead-letter-routing-key": dead_letter_queue(tenant),
+                "x-delivery-limit": DELIVERY_LIMIT,
+            }
             with self._errors(tenant, stream, "declare"):
-                queue = await channel.declare_queue(
-                    name,
-                    durable=True,
-                    arguments={
-                        "x-queue-type": "quorum",
-                        "x-dead-letter-exchange": exchange.name,
-                        "x-dead-letter-routing-key": dead_letter_queue(tenant),
-                        "x-delivery-limit": DELIVERY_LIMIT,
-                    },
-                )
+                queue = await self._declare(channel, tenant, stream, name, dead_letters)
                 await queue.bind(exchange.name, routing_key=name)
             self._queues[name] = queue
         return self._queues[name]
+
+    async def _declare(
+        self, channel: AbstractChannel, tenant: str, stream: str, name: str, extra: dict[str, str | int]
+    ) -> AbstractQueue:
+        """Queue ``name`` with the arguments of ``self.replicas`` (:mod:`.nodes`): at 1 an existing
+        queue is taken as it is (a passive declaration, tried on a channel of its own since a
+        missing queue closes it), at more it is declared and a refusal explained."""
+        assert self._conn is not None
+        if self.replicas == 1:
+            probe = await self._conn.channel(publisher_confirms=False)
+            try:
+                await probe.declare_queue(name, passive=True)
+                return await channel.declare_queue(name, passive=True)
+            except ChannelNotFoundEntity:
+                pass  # declared below
+            finally:
+                if not probe.is_closed:
+                    with contextlib.suppress(*_TRANSIENT, aio_pika.exceptions.AMQPError):
+                        await probe.close()
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=queue_arguments(self.replicas, extra))
+        except ChannelPreconditionFailed as exc:
+            where = f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}"
+            raise inequivalent(where, name, self.replicas, str(exc.args[0] if exc.args else exc)) from exc
 
     async def publish(self, tenant: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str]) -> None:
         if len(bodies) != len(ids):
@@ -217,7 +274,7 @@ class RabbitBroker:
 
     async def delete(self, tenant: str, stream: str) -> None:
         name = subject(tenant, stream)
-        channel = self._channel(tenant, stream)
+        channel = await self._channel(tenant, stream)
         with self._errors(tenant, stream, "delete"):
             if consumer := self._consumers.get(name):
                 queue, tag = consumer
@@ -235,7 +292,7 @@ class RabbitBroker:
 
     @contextmanager
     def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
-        with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}", what):
+        with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}", what):
             yield
 
 

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from mysimbdp.adapters.broker.base import PREFIX, SecretFile
+from mysimbdp.adapters.broker.base import PREFIX, SecretFile, split_urls
 from mysimbdp.adapters.broker.rabbitmq.management import ManagementApi, default_admin_url
 from mysimbdp.adapters.secretbox import SecretBox
 
@@ -43,20 +43,24 @@ class RabbitUsers:
         self.api = ManagementApi(admin_url or default_admin_url(broker_url))
         # the passwords are sealed with ``box``; RabbitMQ keeps only its own hash of each
         self.secrets = SecretFile(broker_dir / "rabbitmq-users.json", secrets=box)
-        path = urlsplit(broker_url).path
+        path = urlsplit((split_urls(broker_url) or [broker_url])[0]).path
         self.vhost = unquote(path[1:]) if len(path) > 1 else "/"
 
     def tenant_url(self, tenant: str) -> str | None:
-        """The broker URL with ``tenant``'s user, or None when it has none yet."""
+        """The broker URL with ``tenant``'s user, or None when it has none yet (a cluster's
+        nodes: every one, comma-separated, so the tenant's clients move on when one dies)."""
         password = self.secrets.tenants().get(tenant)
         if password is None:
             return None
-        parts = urlsplit(self.broker_url)
-        host = parts.hostname or "127.0.0.1"
-        netloc = f"{quote(rabbit_user(tenant), safe='')}:{quote(password, safe='')}@{host}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        userinfo = f"{quote(rabbit_user(tenant), safe='')}:{quote(password, safe='')}"
+        nodes = []
+        for node in split_urls(self.broker_url) or [self.broker_url]:
+            parts = urlsplit(node)
+            netloc = f"{userinfo}@{parts.hostname or '127.0.0.1'}"
+            if parts.port:
+                netloc += f":{parts.port}"
+            nodes.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+        return ",".join(nodes)
 
     def add_tenant(self, tenant: str) -> str:
         """Create (or reset) ``tenant``'s user and its permissions; returns its URL."""
