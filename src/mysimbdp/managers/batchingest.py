@@ -52,6 +52,7 @@ class BatchIngestManager:
         self._watching: set[asyncio.Task[FileRecord]] = set()  # big files' tasks: chunks run elsewhere
         self._last_served: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._crashed: dict[str, str] = {}  # file id -> error: crashed runs not yet requeued
 
     def wake(self) -> None:
         """Look for work now (fetchdata calls this after staging a file)."""
@@ -101,7 +102,19 @@ class BatchIngestManager:
                     error=repr(exc),
                     exc_info=exc,
                 )
-                self.platform.meta.set_status(record.id, FileStatus.STAGED, {"error": repr(exc)}, lease_owner="")
+                self._crashed[record.id] = repr(exc)
+        self._requeue_crashed()
+
+    def _requeue_crashed(self) -> None:
+        """Put the files of crashed runs back in the queue; one the meta store cannot take now
+        (a failover outlasting its reconnection) is tried again next time, never dropped."""
+        for file_id, error in list(self._crashed.items()):
+            try:
+                self.platform.meta.set_status(file_id, FileStatus.STAGED, {"error": error}, lease_owner="")
+            except MysimbdpError as exc:
+                log.warning("run_requeue_failed", file_id=file_id, error=str(exc))
+                return
+            del self._crashed[file_id]
 
     def _requeue_expired(self, now: float) -> None:
         for record in self.platform.meta.expired_leases(now):
