@@ -14,7 +14,18 @@ from mysimbdp.adapters.process.sandbox import probe
 from tests.e2e.conftest import Cli, healthy
 from tests.helpers import on_backends, until
 
-CHECK_NAMES = ["sandbox", "meta store", "coredms", "broker", "api", "secrets", "python", "disk"]
+CHECK_NAMES = [
+    "sandbox",
+    "meta store",
+    "coredms",
+    "broker",
+    "broker replicas",
+    "store replication",
+    "api",
+    "secrets",
+    "python",
+    "disk",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +34,8 @@ def _kernel_sandbox() -> None:
         pytest.skip(f"this machine has no sandbox: {probe('on').problem}")
 
 
-def _checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
-    proc = cli.run("doctor", "--json")
+def _checks(cli: Cli, *args: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    proc = cli.run("doctor", "--json", *args)
     answer = orjson.loads(proc.stdout)
     assert set(answer) == {"checks", "ok"} and answer["ok"] is (proc.returncode == 0), answer
     return proc.returncode, {c["name"]: c for c in answer["checks"]}
@@ -32,18 +43,30 @@ def _checks(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
 
 def test_doctor_on_a_fresh_home_passes_with_the_sandbox_enforced(cli: Cli) -> None:
     """Every check in order, each with a state and a detail; the sandbox's status whole
-    under its check; the text form says the same and "ready"."""
+    under its check; the text form says the same and "ready". The embedded broker and
+    SQLite are one machine, said plainly and ok; the test's PostgreSQL has no standby: a
+    warning that says what a primary loss costs."""
     code, checks = _checks(cli)
     assert code == 0, checks
     assert list(checks) == CHECK_NAMES
-    assert all(set(c) == {"name", "state", "detail", "data"} and c["state"] == "ok" for c in checks.values()), checks
+    on_postgres = checks["meta store"]["data"]["backend"] == "postgresql"
+    warned = ["store replication"] if on_postgres else []
+    assert all(set(c) == {"name", "state", "detail", "data"} for c in checks.values()), checks
+    assert [name for name, c in checks.items() if c["state"] != "ok"] == warned, checks
+    assert checks["broker replicas"]["detail"].startswith("embedded NATS: single machine, one copy of each stream")
+    replication = checks["store replication"]
+    if on_postgres:
+        assert replication["state"] == "warn" and "primary, no standby: a primary loss loses" in replication["detail"]
+    else:
+        assert "single machine, no replication" in replication["detail"], replication
     sandbox = checks["sandbox"]
     assert sandbox["detail"].startswith(f"Landlock ABI {probe('on').landlock_abi} ")
     assert sandbox["data"] == probe("on").as_dict()
     assert sandbox["data"]["mechanism"] == "landlock+seccomp" and sandbox["data"]["enforced"] is True
     assert checks["meta store"]["data"]["backend"] in ("sqlite", "postgresql")
     text = cli.run("doctor", check=True).stdout.splitlines()
-    assert text[0].startswith("[ok  ] sandbox: Landlock ABI") and text[-1] == "ready"
+    assert text[0].startswith("[ok  ] sandbox: Landlock ABI")
+    assert text[-1] == ("ready; warnings: store replication" if on_postgres else "ready")
 
 
 @on_backends("sqlite")
@@ -82,12 +105,25 @@ def test_without_a_sandbox_doctor_fails_and_up_starts_nothing(cli: Cli) -> None:
             until(lambda: healthy(http), what="/healthz")
         until(lambda: (cli.home / "broker" / "url").exists(), what="HOME/broker/url")
         code, checks = _checks(cli)
+        api_url = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+        worker_code, worker_checks = _checks(cli, "--api", api_url)  # as a worker node would ask
     finally:
         running.terminate()
         assert running.wait(timeout=60) == 0
     assert code == 0 and checks["sandbox"]["state"] == "warn", checks
     assert checks["api"]["state"] == "ok" and "a running platform answers" in checks["api"]["detail"]
     assert checks["broker"]["state"] == "ok" and "the running platform's broker" in checks["broker"]["detail"]
+    replicas = checks["broker replicas"]
+    assert replicas["state"] == "ok" and "1 node, not clustered" in replicas["detail"], replicas
+    assert "platform api" not in checks
+    assert worker_code == 0 and list(worker_checks) == [*CHECK_NAMES[:7], "platform api", *CHECK_NAMES[7:]]
+    platform_api = worker_checks["platform api"]
+    assert platform_api == {
+        "name": "platform api",
+        "state": "ok",
+        "detail": f"{api_url}/healthz answers ok (this node works through it)",
+        "data": {"url": api_url},
+    }
     warning = next(orjson.loads(line) for line in log.read_text().splitlines() if '"sandbox_off"' in line)
     assert warning["level"] == "warning" and "UNCONFINED" in warning["warning"]
 

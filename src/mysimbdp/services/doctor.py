@@ -1,8 +1,11 @@
 """``mysimbdp doctor``: the environment checks an operator runs first — the tenant-app
-sandbox, the meta store, coredms, the broker, the API address, Python and disk space.
+sandbox, the meta store, coredms, the broker, the broker's replicas, the store's replication,
+the API address (and the platform's API from a worker node), Python and disk space.
 
 Each check gives ``ok``, ``warn`` or ``fail`` with one line saying what was found and, when
 something is wrong, what to do. Every network check gives up after ``CONNECT_TIMEOUT_S``.
+A store or broker URL naming several hosts has each host asked, and named in the detail
+with whether it answers; a cluster with one host down still works, so that is a warning.
 Nothing is changed except that the meta store is opened (created on SQLite, as every
 command does).
 """
@@ -14,66 +17,35 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mysimbdp.adapters.broker.nats import nats_server_binary
 from mysimbdp.adapters.coredms import sqlite_path
-from mysimbdp.adapters.process.sandbox import url_ports
 from mysimbdp.errors import ConfigError, MysimbdpError
 from mysimbdp.runtime.platform import Platform
+from mysimbdp.services.doctor_net import CONNECT_TIMEOUT_S, Check, answers, host_list, reach
+from mysimbdp.services.doctor_postgres import store_replication
+from mysimbdp.services.doctor_replication import broker_replicas
 from mysimbdp.settings import mask_url
 
 __all__ = ["CONNECT_TIMEOUT_S", "Check", "run_checks"]
 
-CONNECT_TIMEOUT_S = 2.0
 LOW_DISK_BYTES = 1 << 30
 MIN_PYTHON = (3, 11)
 BROKER_KINDS = {"nats": "NATS", "tls": "NATS", "amqp": "RabbitMQ", "amqps": "RabbitMQ"}
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    state: str  # ok | warn | fail
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _endpoints(url: str) -> list[tuple[str, int]]:
-    """``(host, port)`` of every host a store or broker URL names (``h1:5432,h2:5433`` too);
-    a host left out (a PostgreSQL unix socket) is not listed."""
-    hosts = urlsplit(url).netloc.rpartition("@")[2].split(",")
-    found = []
-    for text, port in zip(hosts, url_ports(url), strict=False):
-        host = text[1 : text.find("]")] if text.startswith("[") else text.partition(":")[0]
-        if host:
-            found.append((host, port))
-    return found
-
-
-def _answers(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=CONNECT_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
 def _silent(url: str) -> list[str]:
     """The ``host:port`` of ``url`` that accept no TCP connection (asked at once)."""
-    addresses = _endpoints(url)
-    if not addresses:
-        return []
-    with ThreadPoolExecutor(len(addresses)) as pool:
-        answered = list(pool.map(_answers, addresses))
-    return [f"{h}:{p}" for (h, p), up in zip(addresses, answered, strict=True) if not up]
+    return [where for where, up in reach(url).items() if not up]
+
+
+def _hosts(url: str) -> tuple[str, dict[str, bool]]:
+    """The hosts of a multi-host URL, each said to answer or not ("" for one host), and all."""
+    reached = reach(url)
+    return (f"; hosts: {host_list(reached)}" if len(reached) > 1 else ""), reached
 
 
 def _sandbox(platform: Platform) -> Check:
@@ -85,18 +57,21 @@ def _sandbox(platform: Platform) -> Check:
 def _meta(platform: Platform) -> Check:
     url = platform.settings.meta_url
     backend = "sqlite" if urlsplit(url).scheme == "sqlite" else "postgresql"
-    data = {"backend": backend, "url": mask_url(url)}
-    silent = _silent(url) if backend == "postgresql" else []
-    if silent and len(silent) == len(_endpoints(url)):
+    data: dict[str, Any] = {"backend": backend, "url": mask_url(url)}
+    hosts, reached = _hosts(url) if backend == "postgresql" else ("", {})
+    data["hosts"] = reached
+    silent = [where for where, up in reached.items() if not up]
+    if silent and len(silent) == len(reached):
         detail = f"PostgreSQL {mask_url(url)}: {', '.join(silent)} does not answer; start it or fix MYSIMBDP_META_URL"
         return Check("meta store", "fail", detail, data)
     try:
         platform.start()
         tenants = len(platform.meta.list_tenants())
     except MysimbdpError as exc:
-        return Check("meta store", "fail", f"{mask_url(url)}: {exc}; fix MYSIMBDP_META_URL", data)
+        return Check("meta store", "fail", f"{mask_url(url)}: {exc}{hosts}; fix MYSIMBDP_META_URL", data)
     name = "SQLite" if backend == "sqlite" else "PostgreSQL"
-    return Check("meta store", "ok", f"{name} {mask_url(url)}: open, {tenants} tenant(s)", {**data, "tenants": tenants})
+    detail = f"{name} {mask_url(url)}: open, {tenants} tenant(s){hosts}"
+    return Check("meta store", "warn" if silent else "ok", detail, {**data, "tenants": tenants})
 
 
 def _existing(path: Path) -> Path:
@@ -129,7 +104,12 @@ def _postgres_admin(url: str) -> Check:
     import psycopg  # only when coredms is PostgreSQL
 
     masked = mask_url(url)
-    data: dict[str, Any] = {"backend": "postgresql", "url": masked}
+    hosts, reached = _hosts(url)
+    data: dict[str, Any] = {"backend": "postgresql", "url": masked, "hosts": reached}
+    silent = [where for where, up in reached.items() if not up]
+    if silent and len(silent) == len(reached):
+        detail = f"PostgreSQL {masked}: {', '.join(silent)} does not answer; start it or fix MYSIMBDP_COREDMS_URL"
+        return Check("coredms", "fail", detail, data)
     try:
         with psycopg.connect(url, connect_timeout=round(CONNECT_TIMEOUT_S), autocommit=True) as conn:
             row = conn.execute(
@@ -138,7 +118,7 @@ def _postgres_admin(url: str) -> Check:
             ).fetchone()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        detail = f"PostgreSQL {masked}: cannot connect: {reason}; fix MYSIMBDP_COREDMS_URL"
+        detail = f"PostgreSQL {masked}: cannot connect: {reason}{hosts}; fix MYSIMBDP_COREDMS_URL"
         return Check("coredms", "fail", detail, data)
     user, create_roles, create_schemas = row if row is not None else ("?", False, False)
     data.update(user=user, can_create_roles=bool(create_roles), can_create_schemas=bool(create_schemas))
@@ -150,22 +130,25 @@ def _postgres_admin(url: str) -> Check:
             "put an admin role in MYSIMBDP_COREDMS_URL"
         )
         return Check("coredms", "fail", detail, data)
-    detail = f"PostgreSQL {masked}: connected as {user}, can create tenant roles and schemas"
-    return Check("coredms", "ok", detail, data)
+    detail = f"PostgreSQL {masked}: connected as {user}, can create tenant roles and schemas{hosts}"
+    return Check("coredms", "warn" if silent else "ok", detail, data)
 
 
 def _broker(platform: Platform) -> Check:
     url = platform.settings.broker_url
     if url:
         kind = BROKER_KINDS.get(urlsplit(url).scheme, "broker")
-        data = {"kind": kind.lower(), "url": mask_url(url)}
-        silent, named = _silent(url), len(_endpoints(url))
-        if len(silent) == named:
+        hosts, reached = _hosts(url)
+        data = {"kind": kind.lower(), "url": mask_url(url), "hosts": reached}
+        silent = [where for where, up in reached.items() if not up]
+        if len(silent) == len(reached):
             detail = f"{kind} {mask_url(url)}: {', '.join(silent)} does not answer; start it or fix MYSIMBDP_BROKER_URL"
             return Check("broker", "fail", detail, data)
         if silent:
-            detail = f"{kind} {mask_url(url)}: {len(silent)} of {named} hosts do not answer: {', '.join(silent)}"
-            return Check("broker", "warn", detail, data)
+            detail = f"{kind} {mask_url(url)}: {len(silent)} of {len(reached)} hosts do not answer: {', '.join(silent)}"
+            return Check("broker", "warn", f"{detail}{hosts}", data)
+        if hosts:
+            return Check("broker", "ok", f"{kind} {mask_url(url)}: answers{hosts}", data)
         return Check("broker", "ok", f"{kind} {mask_url(url)}: answers", data)
     try:
         binary = nats_server_binary()
@@ -214,7 +197,7 @@ def _api(platform: Platform) -> Check:
         else:
             return Check("api", "ok", f"{host}:{port} is free: `up` serves the API and the dashboard there", data)
     data["in_use"] = True
-    if not _answers((local, port)):
+    if not answers((local, port)):
         detail = f"{host}:{port}: cannot listen there ({bind_error}); set MYSIMBDP_API_HOST/MYSIMBDP_API_PORT"
         return Check("api", "fail", detail, data)
     problem = _healthz(address)
@@ -246,11 +229,24 @@ def _disk(platform: Platform) -> Check:
     return Check("disk", state, f"{free / (1 << 30):.1f} GiB free at {found}{advice}", {"free_bytes": free})
 
 
+def _platform_api(url: str) -> Check:
+    """A worker node's platform: ``GET URL/healthz`` answers ok within the timeout."""
+    base = url.rstrip("/")
+    data = {"url": mask_url(base)}
+    problem = _healthz(base)
+    if problem:
+        detail = f"{mask_url(base)}: {problem}; start `mysimbdp up` there or fix MYSIMBDP_API_URL (--api)"
+        return Check("platform api", "fail", detail, data)
+    return Check("platform api", "ok", f"{mask_url(base)}/healthz answers ok (this node works through it)", data)
+
+
 CHECKS: tuple[tuple[str, Callable[[Platform], Check]], ...] = (
     ("sandbox", _sandbox),
     ("meta store", _meta),
     ("coredms", _coredms),
     ("broker", _broker),
+    ("broker replicas", broker_replicas),
+    ("store replication", store_replication),
     ("api", _api),
     ("secrets", _secrets),
     ("python", _python),
@@ -258,10 +254,14 @@ CHECKS: tuple[tuple[str, Callable[[Platform], Check]], ...] = (
 )
 
 
-def run_checks(platform: Platform) -> list[Check]:
-    """Every check, in order; one that raises becomes a failed check naming the error."""
+def run_checks(platform: Platform, api_url: str = "") -> list[Check]:
+    """Every check, in order (``platform api`` after ``api`` when ``api_url``, a worker node's
+    MYSIMBDP_API_URL, is given); one that raises becomes a failed check naming the error."""
+    checks = list(CHECKS)
+    if api_url:
+        checks.insert(checks.index(("api", _api)) + 1, ("platform api", lambda _: _platform_api(api_url)))
     found = []
-    for name, check in CHECKS:
+    for name, check in checks:
         try:
             found.append(check(platform))
         except (OSError, MysimbdpError) as exc:
