@@ -113,7 +113,8 @@ class NatsBroker:
         log.debug("broker_error", url=mask_url(self.url), error=repr(exc))
 
     async def _on_disconnected(self) -> None:
-        log.warning("broker_disconnected", url=mask_url(self.url))
+        if self._nc is not None and not self._nc.is_closed:  # not our own close()
+            log.warning("broker_disconnected", url=mask_url(self.url))
 
     async def _on_reconnected(self) -> None:
         server = self._nc.connected_url if self._nc is not None else None
@@ -162,10 +163,12 @@ class NatsBroker:
                 )
                 try:
                     await js.add_stream(config)
-                except nats.js.errors.BadRequestError as exc:  # e.g. replicas over the nodes
+                except nats.js.errors.APIError as exc:  # e.g. more replicas than nodes
+                    if _unavailable(exc):
+                        raise
                     raise BrokerError(
                         f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
-                        f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description}"
+                        f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description} (code {exc.err_code})"
                     ) from exc
             else:
                 await self._scale(info.config, tenant)
