@@ -82,15 +82,15 @@ def _csv(path: Path, rows: int = ROWS) -> Path:
 
 
 def _ingested(served: Served, file_id: str) -> dict[str, object]:
-    """The file's record once final (404 while a file answered 202 waits for its checks)."""
+    """The file's record once final (a file answered 202 is ``checking`` until its checks decide:
+    never 404)."""
     with served.http() as http:
 
         def done() -> dict[str, object] | None:
             answer = http.get(f"/v1/files/{file_id}")
-            if answer.status_code == 404:
-                return None
+            assert answer.status_code == 200, answer.text
             record: dict[str, object] = answer.json()["file"]
-            return record if record["status"] not in ("received", "staged", "running", "retry") else None
+            return record if record["status"] in ("ingested", "failed", "rejected", "duplicate") else None
 
         record = until(done, 90, f"file {file_id} to be ingested")
     assert record is not None
@@ -281,7 +281,7 @@ def _up(cli: Cli) -> subprocess.Popen[bytes]:
 
 @pytest.mark.slow
 def test_sigkill_of_up_right_after_a_202_then_restart_checks_the_file_once(cli: Cli, tmp_path: Path) -> None:
-    """``Prefer: respond-async``: 202 received, then `up` is killed (SIGKILL) at once, its
+    """``Prefer: respond-async``: 202 checking, then `up` is killed (SIGKILL) at once, its
     check cut short or not begun. After a restart the file kept under the 202's id is checked
     under that id and ingested, one record, each row stored once, nothing left in the inbox."""
     key = cli.json("tenant", "add", "acme", "--json")["api_key"]

@@ -98,19 +98,11 @@ def _progress(name: str, show: bool) -> Iterator[Callable[[str, int, int, int], 
         yield lambda status, rows, done, size: update(Progress(status, rows, done, size)) if update else None
 
 
-def _follow(
-    client: ApiClient, file_id: str, report: Callable[[str, int, int, int], None], *, pending: bool = False
-) -> dict[str, Any]:
-    """``GET /v1/files/{id}`` until the file is in a final state (``pending``: answered 202, so
-    404 until its checks have recorded it: asked again)."""
+def _follow(client: ApiClient, file_id: str, report: Callable[[str, int, int, int], None]) -> dict[str, Any]:
+    """``GET /v1/files/{id}`` until the file is in a final state (a file answered 202 is
+    ``checking`` until its checks decide)."""
     while True:
-        try:
-            detail: dict[str, Any] = client.get(f"/v1/files/{quote(file_id)}")
-        except ApiError as exc:
-            if exc.status != 404 or not pending:
-                raise
-            time.sleep(POLL_S)
-            continue
+        detail: dict[str, Any] = client.get(f"/v1/files/{quote(file_id)}")
         f = detail["file"]
         final = f["status"] in FINAL
         rows = f["rows_written"] + f["rows_rejected"] + f["rows_skipped"] if final else 0
@@ -198,7 +190,7 @@ def ingest(
                 )
                 return
             try:
-                detail = _follow(client, file_id, report, pending=status == FileStatus.RECEIVED)
+                detail = _follow(client, file_id, report)
             except KeyboardInterrupt:
                 click.echo(
                     f"{file.name}: stopped following file {file_id}; the platform goes on with it "

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class FileStatus(StrEnum):
+    CHECKING = "checking"  # uploaded and answered 202 (respond-async); its checks have not decided yet
     RECEIVED = "received"  # recorded, being moved into staging
     STAGED = "staged"  # accepted, waiting for a batch app
     RUNNING = "running"  # claimed by a manager (under a lease)

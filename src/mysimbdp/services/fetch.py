@@ -132,8 +132,9 @@ def fetch_received(
     after its 202 answer and by fetchdata (:func:`fetch_file`) for what a crash, a stop or a
     failure left: the file stays where it is until it is decided (a store outage, ``cancel``).
     A decision recorded before a crash is finished, never made twice (a 'received' record:
-    accepted, moved into staging as reconcile does). A name a tenant made up for another
-    tenant's file id is fetched as a plain inbox file, under a new id."""
+    accepted, moved into staging as reconcile does). A name with no upload's ``checking``
+    record of this tenant under its id (one a tenant made up) is fetched as a plain inbox
+    file, under a new id."""
     taken = parse_received(path.name)
     assert taken is not None, path
     try:
@@ -148,10 +149,11 @@ def fetch_received(
         if not path.exists():  # checked by another holder before this one took the lock
             return None
         record = platform.meta.get_file(taken[0])
-        if record is not None and record.tenant != tenant:  # a name a tenant chose: an inbox file
+        if record is None or record.tenant != tenant:  # no upload's record: a name a tenant chose, an inbox file
             return fetch_claimed(platform, tenant, claim_file(platform, path), cancel=cancel)
-        if record is None:
-            return _fetch_as(platform, tenant, path, taken, cancel, received, give_back=False)
+        if record.status is FileStatus.CHECKING:
+            known = received or Received(record.sha256, record.size_bytes)
+            return _fetch_as(platform, tenant, path, taken, cancel, known, give_back=False)
         if record.status is FileStatus.RECEIVED:  # accepted: the move into staging was cut short
             staged = filesystem.move(path, staged_path(platform, record))
             platform.meta.set_status(record.id, FileStatus.STAGED, {"reconciled": True}, path=str(staged))
@@ -219,7 +221,7 @@ def _fetch_as(
         facts = dataclasses.replace(facts, name=name, size_bytes=unpacked.bytes_in, sha256=unpacked.sha256)
     path = claimed
     now = time.time()
-    files_today, bytes_today = platform.meta.quota_usage(tenant, now - DAY_S)
+    files_today, bytes_today = platform.meta.quota_usage(tenant, now - DAY_S, besides=file_id)
     violations = check_file(tenant, facts, profile, QuotaUsage(files_today, bytes_today))
     app = profile.app_for(plain, facts.format)
     if app is None:

@@ -128,7 +128,8 @@ def _totals(platform: Platform, item: dict[str, object], since: float) -> Tenant
     runs = [r for r in platform.meta.list_runs(tenant=name, limit=10_000_000) if r.started_at >= since]
     durations = [r.ended_at - r.started_at for r in runs if r.ended_at is not None and r.status is RunStatus.SUCCEEDED]
     in_progress = sum(
-        by.get(s, 0) for s in (FileStatus.RECEIVED, FileStatus.STAGED, FileStatus.RUNNING, FileStatus.RETRY)
+        by.get(s, 0)
+        for s in (FileStatus.CHECKING, FileStatus.RECEIVED, FileStatus.STAGED, FileStatus.RUNNING, FileStatus.RETRY)
     )
     return TenantTotals(
         tenant=name,

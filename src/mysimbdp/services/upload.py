@@ -13,7 +13,6 @@ and runs :func:`~mysimbdp.services.fetch.fetch_claimed` on it: the same checks a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import secrets
@@ -26,16 +25,15 @@ from mysimbdp.adapters.files.claims import claim_name
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.naming import MAX_FILENAME_BYTES, file_name_problems
 from mysimbdp.domain.profile import Profile
+from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import UploadRefused
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.fetch import (
     DAY_S,
-    RECEIVED_PREFIX,
     FetchDecision,
     Received,
     fetch_claimed,
-    parse_received,
     received_name,
 )
 
@@ -139,26 +137,19 @@ def allowance(
             value_files=files_today + 1,
             limit_files=limits.max_files_per_day,
         )
+    # uploads answered 202 and not yet checked count in quota_usage (their `checking` records)
     held = platform.meta.uploads.unfinished_tus_bytes(tenant, now) - held_by_self_bytes
-    held += sum(size for _, _, size in waiting(platform, tenant))  # answered 202, not yet checked
     return Allowance(tenant, name, limits.max_file_size_bytes, limits.max_bytes_per_day, bytes_today + held)
 
 
-def waiting(platform: Platform, tenant: str) -> list[tuple[Path, str, int]]:
-    """``tenant``'s uploads answered before their checks that wait for them: (path, file id, size)."""
-    found = []
-    for path in platform.home.area("inbox", tenant).glob(f"{RECEIVED_PREFIX}*"):
-        taken = parse_received(path.name)
-        with contextlib.suppress(FileNotFoundError):
-            if taken is not None:
-                found.append((path, taken[0], path.stat().st_size))
-    return found
-
-
-def keep_received(platform: Platform, tenant: str, partial: Path, name: str) -> tuple[str, Path]:
-    """Rename the complete, fsynced ``partial`` file to its received name under a new file id
-    and fsync the inbox: from here on a crash loses nothing, the checks run when the API
-    starts again (blocking). Returns (file id, path)."""
+def keep_received(
+    platform: Platform, tenant: str, partial: Path, name: str, received: Received
+) -> tuple[FileRecord, Path]:
+    """Rename the complete, fsynced ``partial`` file to its received name under a new file id,
+    fsync the inbox and record the file ``checking`` (blocking): from here on a crash loses
+    nothing, the checks run when the platform starts again, under this id, and
+    ``GET /v1/files/{id}`` answers at once. A crash between the rename and the record leaves
+    a file with no record: fetchdata takes it as an inbox file (the client got no 202)."""
     file_id = new_id("f")
     path = partial.with_name(received_name(file_id, name))
     os.rename(partial, path)
@@ -167,7 +158,12 @@ def keep_received(platform: Platform, tenant: str, partial: Path, name: str) -> 
         os.fsync(fd)
     finally:
         os.close(fd)
-    return file_id, path
+    now = time.time()
+    record = FileRecord(
+        file_id, tenant, name, received.sha256, received.size_bytes, "", FileStatus.CHECKING, now, now, str(path)
+    )
+    platform.meta.insert_file(record)
+    return record, path
 
 
 def partial_path(platform: Platform, tenant: str) -> Path:
@@ -366,12 +362,9 @@ def status_code_of(status: FileStatus) -> int:
 
 def replayed_answer(platform: Platform, file_id: str, status_code: int, tenant: str = "") -> Answer | None:
     """The answer of an earlier request (``Idempotency-Key``), with the file's status now (a
-    202 whose file still waits for its checks: ``received``)."""
+    202 whose file still waits for its checks: ``checking``)."""
     record = platform.meta.get_file(file_id)
-    if record is None:
-        for _, waiting_id, size in waiting(platform, tenant) if tenant and status_code == 202 else ():
-            if waiting_id == file_id:
-                return Answer(202, file_id, str(FileStatus.RECEIVED), (), "", size, "")
+    if record is None or (tenant and record.tenant != tenant):
         return None
     return Answer(
         status_code, record.id, str(record.status), record.reasons, record.name, record.size_bytes, record.sha256

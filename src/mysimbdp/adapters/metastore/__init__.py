@@ -98,18 +98,20 @@ class MetaStore:
         return self.keys.tenant_for(key_hash)
 
     # -- files -----------------------------------------------------------------------------
-    def quota_usage(self, tenant: str, since: float) -> tuple[int, int]:
-        """Accepted files and bytes of ``tenant`` received since ``since`` (epoch s)."""
-        return self.files.quota_usage(tenant, since)
+    def quota_usage(self, tenant: str, since: float, *, besides: str = "") -> tuple[int, int]:
+        """Files and bytes of ``tenant`` received since ``since`` (epoch s), accepted or still
+        being checked, but for file ``besides``."""
+        return self.files.quota_usage(tenant, since, besides=besides)
 
     def accepted_with_sha(self, tenant: str, sha256: str) -> FileRecord | None:
-        """An earlier file of ``tenant`` with this content that was not rejected or failed."""
+        """An earlier file of ``tenant`` with this content, accepted and not failed."""
         return self.files.accepted_with_sha(tenant, sha256)
 
     def insert_file(
         self, f: FileRecord, detail: dict[str, Any] | None = None, *, quality: FileQuality | None = None
     ) -> None:
-        """Insert a new file record (and its ``quality``, in the same transaction)."""
+        """Insert a new file record (and its ``quality``, in the same transaction), or decide
+        an upload's ``checking`` record under the same id."""
         self.files.insert(f, detail, quality=quality)
 
     def set_status(

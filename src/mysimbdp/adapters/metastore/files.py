@@ -18,6 +18,7 @@ from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.domain.qualitycounts import FileQuality
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FINAL_FILE_STATES, FileStatus
+from mysimbdp.errors import StoreError
 
 __all__ = ["FILE_COLUMNS", "FileLedger", "file_record"]
 
@@ -26,6 +27,8 @@ FILE_COLUMNS = (
     "dataset, attempts, next_attempt_at, rows_total, rows_written, rows_rejected, rows_skipped, "
     "reasons, run_id, lease_owner"
 )
+# a decision's record over the record of its upload while checked (FileLedger.insert)
+_OVERWRITE = ", ".join(f"{c} = excluded.{c}" for c in FILE_COLUMNS.split(", ")[1:])
 _UPDATABLE = frozenset(
     {
         "path",
@@ -60,34 +63,41 @@ class FileLedger:
         self._db = db
         self._quality = quality
 
-    def quota_usage(self, tenant: str, since: float) -> tuple[int, int]:
-        """Accepted files and bytes of ``tenant`` received since ``since`` (epoch s)."""
+    def quota_usage(self, tenant: str, since: float, *, besides: str = "") -> tuple[int, int]:
+        """Files and bytes of ``tenant`` received since ``since`` (epoch s) and not refused:
+        accepted, or uploaded and still being checked; ``besides``: a file id left out (the
+        file whose own checks ask)."""
         row = self._db.one(
             "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM files WHERE tenant = ? "
-            "AND received_at >= ? AND status NOT IN (?, ?)",
-            (tenant, since, FileStatus.REJECTED, FileStatus.DUPLICATE),
+            "AND received_at >= ? AND status NOT IN (?, ?) AND id <> ?",
+            (tenant, since, FileStatus.REJECTED, FileStatus.DUPLICATE, besides),
         )
         assert row is not None
         return int(row[0]), int(row[1])
 
     def accepted_with_sha(self, tenant: str, sha256: str) -> FileRecord | None:
-        """An earlier file of ``tenant`` with this content that was not rejected or failed."""
+        """An earlier file of ``tenant`` with this content that was accepted and did not fail
+        (an upload still being checked is not one yet)."""
+        refused = (FileStatus.REJECTED, FileStatus.DUPLICATE, FileStatus.FAILED, FileStatus.CHECKING)
         rows = self._db.query(
             f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = ? AND sha256 = ? "
-            "AND status NOT IN (?, ?, ?) ORDER BY received_at LIMIT 1",
-            (tenant, sha256, FileStatus.REJECTED, FileStatus.DUPLICATE, FileStatus.FAILED),
+            "AND status NOT IN (?, ?, ?, ?) ORDER BY received_at LIMIT 1",
+            (tenant, sha256, *refused),
         )
         return file_record(rows[0]) if rows else None
 
     def insert(
         self, f: FileRecord, detail: dict[str, Any] | None = None, *, quality: FileQuality | None = None
     ) -> None:
-        """Insert a new file record (and its ``quality``, in the same transaction)."""
+        """Insert a new file record (and its ``quality``, in the same transaction). The record of
+        an upload still being checked (``checking``) is the one record a file's decision may
+        overwrite; any other record under the same id is a :class:`StoreError`."""
         with self._db.transaction():
             if quality is not None:
                 self._quality.record_file(quality)
-            self._db.execute(
-                f"INSERT INTO files ({FILE_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+            written = self._db.execute(
+                f"INSERT INTO files ({FILE_COLUMNS}) VALUES ({', '.join('?' * 21)}) ON CONFLICT (id) DO UPDATE SET "
+                f"{_OVERWRITE} WHERE files.status = '{FileStatus.CHECKING}'",
                 (
                     f.id,
                     f.tenant,
@@ -112,6 +122,8 @@ class FileLedger:
                     f.lease_owner,
                 ),
             )
+            if written != 1:
+                raise StoreError(f"tenant {f.tenant!r}: file {f.id} ({f.name!r}): rule file_id: already recorded")
             self._event(f.id, f.status, detail or {"name": f.name, "size_bytes": f.size_bytes})
 
     def set_status(

@@ -15,12 +15,13 @@ The contract (the remote CLI builds on it):
   - **200** the same content was accepted before: ``file_id``/``status``/``Location`` are the
     earlier file's, ``duplicate_file_id`` the record of this upload, ``reasons`` say so.
 - ``Prefer: respond-async`` (RFC 7240): answer as soon as the body is on disk, fsynced and kept
-  under its file id, before the checks: **202** ``status`` ``received``, ``file_id``,
+  under its file id, before the checks: **202** ``status`` ``checking``, ``file_id``,
   ``sha256``, ``Location: /v1/files/{file_id}`` and ``Preference-Applied: respond-async``. The
-  same checks then run at once in the API process; ``GET /v1/files/{file_id}`` answers 404
-  until they have recorded the file, then its outcome (``staged``, ``rejected`` or
+  same checks then run at once in the API process; ``GET /v1/files/{file_id}`` answers
+  ``checking`` until they have decided, then the outcome (``staged``, ``rejected`` or
   ``duplicate``, with its reasons). The file waits in the inbox as ``_received-<file id>-<name>``
-  until it is decided: after a crash or a stop fetchdata checks it, under the same file id.
+  until it is decided: after a crash or a stop fetchdata checks it, under the same file id (its
+  ``checking`` record says whose it is: a name without one is an inbox file like any other).
   Refusals while reading (name, size, quota, a short body) are answered as without the header.
   An ``Idempotency-Key`` replays the 202, with the file's status now.
 - Refused before the file is fetched (nothing kept, no ``file_id``): JSON ``error`` (names the
@@ -48,7 +49,6 @@ from starlette.requests import ClientDisconnect
 
 from mysimbdp.api.deps import Authenticated, Caller, Refused, context_of, documented
 from mysimbdp.api.multipart import boundary_of, file_part
-from mysimbdp.domain.states import FileStatus
 from mysimbdp.errors import FileStillWritten, StoreUnavailable, UploadRefused
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
@@ -253,10 +253,10 @@ async def _take(request: Request, caller: Caller, name: str, limits: Allowance, 
         sha256=receiver.hexdigest("sha256"),
     )
     if later:
-        file_id, kept = await asyncio.to_thread(keep_received, platform, caller.tenant, receiver.path, name)
-        LaterChecks.of(request).start(caller.tenant, kept, receiver.received())
-        size, sha256 = receiver.received_bytes, receiver.hexdigest("sha256")
-        return Answer(202, file_id, str(FileStatus.RECEIVED), (), name, size, sha256)
+        received = Received(receiver.hexdigest("sha256"), receiver.received_bytes)
+        record, kept = await asyncio.to_thread(keep_received, platform, caller.tenant, receiver.path, name, received)
+        LaterChecks.of(request).start(caller.tenant, kept, received)
+        return Answer(202, record.id, str(record.status), (), name, record.size_bytes, record.sha256)
     decision = await asyncio.to_thread(
         hand_to_fetch, platform, caller.tenant, receiver.path, name, received=receiver.received()
     )

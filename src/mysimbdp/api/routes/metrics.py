@@ -80,7 +80,7 @@ class MetaStoreCollector(Collector):
         )
         pending = GaugeMetricFamily(
             "mysimbdp_files_pending",
-            "Files not finished yet, by status (received, staged, running, retry)",
+            "Files not finished yet, by status (checking, received, staged, running, retry)",
             labels=["tenant", "status"],
         )
         rows: dict[str, int] = dict.fromkeys(tenants, 0)

@@ -19,7 +19,7 @@ from mysimbdp.domain.records import FileRecord
 from mysimbdp.managers.fetchdata import FetchData
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services import fetch
-from mysimbdp.services.fetch import RECEIVED_PREFIX, received_name
+from mysimbdp.services.fetch import RECEIVED_PREFIX, Received, received_name
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.services.upload import keep_received, partial_path
 from mysimbdp.settings import Settings
@@ -84,13 +84,13 @@ def test_the_prefer_header_is_read_as_rfc_7240_says(prefer: str | None, wanted: 
 async def test_respond_async_answers_202_then_the_file_is_staged(
     client: httpx.AsyncClient, platform: Platform, shop: NewTenant, scans: list[str]
 ) -> None:
-    """202 received with the file id, its sha256, Location and Preference-Applied; the checks run
+    """202 checking with the file id, its sha256, Location and Preference-Applied; the checks run
     after it (hashing nothing again) and GET Location ends at staged, the bytes exact."""
     data = csv_bytes(50, "s")
     response = await client.post("/v1/files", params={"name": "later.csv"}, content=data, headers=_auth(shop, **ASYNC))
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["status"] == "received" and body["reasons"] == [] and body["size_bytes"] == len(data)
+    assert body["status"] == "checking" and body["reasons"] == [] and body["size_bytes"] == len(data)
     assert body["sha256"] == hashlib.sha256(data).hexdigest()
     assert response.headers["location"] == f"/v1/files/{body['file_id']}" == body["location"]
     assert response.headers["preference-applied"] == "respond-async"
@@ -149,9 +149,12 @@ async def test_an_idempotency_key_replays_the_202_with_the_status_now(
 async def test_an_idempotency_key_replays_a_202_whose_checks_have_not_run(
     client: httpx.AsyncClient, platform: Platform, shop: NewTenant
 ) -> None:
-    """A retry while the first upload waits for its checks: 202 received, the same file, nothing stored twice."""
+    """A retry while the first upload waits for its checks: 202 checking, the same file (its name
+    and sha256 from its record), nothing stored twice; GET Location answers checking meanwhile."""
     tenant = "shop"
-    file_id, kept = keep_received(platform, tenant, _partial(platform, tenant, csv_bytes(5, "w")), "w.csv")
+    data = csv_bytes(5, "w")
+    record, kept = keep_received(platform, tenant, _partial(platform, tenant, data), "w.csv", _received(data))
+    file_id = record.id
     platform.meta.uploads.reserve_key(tenant, "async-2", 0.0, -1.0)
     platform.meta.uploads.settle_key(tenant, "async-2", file_id, 202)
     retry = await client.post(
@@ -161,8 +164,15 @@ async def test_an_idempotency_key_replays_a_202_whose_checks_have_not_run(
         headers=_auth(shop, **ASYNC, **{"Idempotency-Key": "async-2"}),
     )
     assert retry.status_code == 202, retry.text
-    assert retry.json()["file_id"] == file_id and retry.json()["status"] == "received"
-    assert kept.exists() and platform.meta.list_files(tenant) == []
+    answer = retry.json()
+    assert answer["file_id"] == file_id and answer["status"] == "checking" and answer["name"] == "w.csv"
+    assert answer["sha256"] == hashlib.sha256(data).hexdigest() and answer["size_bytes"] == len(data)
+    assert kept.exists() and [(f.id, str(f.status)) for f in platform.meta.list_files(tenant)] == [
+        (file_id, "checking")
+    ]
+    detail = await client.get(f"/v1/files/{file_id}", headers=_auth(shop))
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["file"]["status"] == "checking" and detail.json()["file"]["name"] == "w.csv"
 
 
 async def test_refusals_while_reading_are_answered_as_without_the_header(
@@ -184,7 +194,8 @@ async def test_a_kept_file_left_unchecked_is_checked_by_fetchdata_under_its_id(
     """A crash right after the 202 leaves the kept file: fetchdata (after its reconcile) checks
     it under the file id the 202 gave, once."""
     data = csv_bytes(30, "r")
-    file_id, kept = keep_received(platform, "shop", _partial(platform, "shop", data), "recovered.csv")
+    record, kept = keep_received(platform, "shop", _partial(platform, "shop", data), "recovered.csv", _received(data))
+    file_id = record.id
     assert kept.name == received_name(file_id, "recovered.csv") and kept.name.startswith(RECEIVED_PREFIX)
     fetcher = FetchData(platform)
     decisions = await fetcher.scan_once()
@@ -205,6 +216,22 @@ def test_a_name_made_up_for_another_tenants_file_id_is_a_plain_inbox_file(platfo
     assert decision.file_id != first.file_id and decision.tenant == "other"
     earlier = platform.meta.get_file(first.file_id)
     assert earlier is not None and earlier.tenant == "shop" and str(earlier.status) == "staged"
+
+
+def test_a_kept_upload_name_with_no_record_is_a_plain_inbox_file_under_a_new_id(
+    platform: Platform, shop: NewTenant
+) -> None:
+    """A tenant cannot choose its file's id: a kept-upload name whose id has no ``checking``
+    record of the tenant (one the tenant made up) is fetched under an id of the platform's."""
+    chosen = "f" + "0" * 20
+    decision = fetch.fetch_file(platform, "shop", _dropped(platform, "shop", received_name(chosen, "c.csv"), b"a\n1\n"))
+    assert decision.file_id != chosen and platform.meta.get_file(chosen) is None
+    record = platform.meta.get_file(decision.file_id)
+    assert record is not None and record.name == received_name(chosen, "c.csv")
+
+
+def _received(data: bytes) -> Received:
+    return Received(hashlib.sha256(data).hexdigest(), len(data))
 
 
 def _partial(platform: Platform, tenant: str, data: bytes) -> Path:
