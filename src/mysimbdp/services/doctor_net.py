@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["CONNECT_TIMEOUT_S", "Check", "answers", "endpoints", "host_list", "reach", "server_urls"]
+__all__ = ["CONNECT_TIMEOUT_S", "Check", "answers", "endpoints", "host_list", "reach"]
 
 CONNECT_TIMEOUT_S = 2.0
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "nats": 4222, "tls": 4222, "amqp": 5672, "amqps": 5671}
@@ -43,16 +43,6 @@ def _host_port(text: str, default: int) -> tuple[str, int]:
     else:
         host, _, port = text.partition(":")
     return host, int(port) if port.isdigit() else default
-
-
-def server_urls(url: str) -> list[str]:
-    """A NATS-style list ``nats://u:p@h1:4222,nats://h2:4222`` (or ``nats://h1:4222,h2:4222``)
-    as one URL per host, each with the first one's credentials unless it has its own."""
-    parts = urlsplit(_NEXT_URL.sub(",", url))
-    hosts = [host.strip() for host in parts.netloc.split(",")]
-    userinfo, at, _ = hosts[0].rpartition("@")
-    netlocs = [host if "@" in host else f"{userinfo}{at}{host}" for host in hosts]
-    return [parts._replace(netloc=netloc).geturl() for netloc in netlocs]
 
 
 def endpoints(url: str) -> list[tuple[str, int]]:

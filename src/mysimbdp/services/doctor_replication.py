@@ -27,11 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from mysimbdp.adapters.broker.base import split_urls
 from mysimbdp.adapters.broker.nats.names import stream_name
 from mysimbdp.adapters.broker.rabbitmq.management import default_admin_url
 from mysimbdp.errors import BrokerError, ConfigError
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.doctor_net import CONNECT_TIMEOUT_S, Check, endpoints, server_urls
+from mysimbdp.services.doctor_net import CONNECT_TIMEOUT_S, Check, endpoints
 from mysimbdp.settings import mask_url
 
 __all__ = ["broker_replicas"]
@@ -80,7 +81,7 @@ async def _jetstream(url: str) -> list[dict[str, Any]]:
     import nats
     import nats.errors
 
-    servers = server_urls(url)
+    servers = split_urls(url)
     inbox = dict(parse_qsl(urlsplit(servers[0]).query)).get("inbox", "_INBOX")
     servers = [urlsplit(s)._replace(query="").geturl() for s in servers]
     try:
@@ -183,25 +184,33 @@ def _named(hosts: dict[str, str]) -> str:
 
 
 # -- RabbitMQ ----------------------------------------------------------------------------------
-def _management(admin_url: str, path: str) -> Any:
-    parts = urlsplit(admin_url)
+def _get(node: str, path: str) -> Any:
+    parts = urlsplit(node)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"MYSIMBDP_BROKER_ADMIN_URL: {mask_url(node)}: use http://user:password@host:15672")
     credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-    request = urllib.request.Request(  # noqa: S310 (http(s) checked below)
+    request = urllib.request.Request(  # noqa: S310 (http(s), checked above)
         f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{path}",
         headers={"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
     )
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"MYSIMBDP_BROKER_ADMIN_URL={mask_url(admin_url)}: use http://user:password@host:15672")
-    try:
-        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as answer:  # noqa: S310 (as above)
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        raise BrokerError(f"RabbitMQ management API {mask_url(admin_url)}: GET {path}: HTTP {exc.code}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise BrokerError(
-            f"RabbitMQ management API {mask_url(admin_url)} unreachable ({exc}); enable rabbitmq_management "
-            "or set MYSIMBDP_BROKER_ADMIN_URL"
-        ) from exc
+    with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as answer:  # noqa: S310 (as above)
+        return json.loads(answer.read())
+
+
+def _management(admin_url: str, path: str) -> Any:
+    """``GET path`` of the management API, from the first node of ``admin_url`` that answers."""
+    unreachable = []
+    for node in split_urls(admin_url):
+        try:
+            return _get(node, path)
+        except urllib.error.HTTPError as exc:
+            raise BrokerError(f"RabbitMQ management API {mask_url(node)}: GET {path}: HTTP {exc.code}") from exc
+        except (OSError, TimeoutError) as exc:
+            unreachable.append(f"{mask_url(node)} ({exc})")
+    raise BrokerError(
+        f"RabbitMQ management API unreachable: {', '.join(unreachable)}; enable rabbitmq_management "
+        "or set MYSIMBDP_BROKER_ADMIN_URL"
+    )
 
 
 def _queue_problems(queue: dict[str, Any], replicas: int) -> list[str]:
@@ -219,7 +228,7 @@ def _queue_problems(queue: dict[str, Any], replicas: int) -> list[str]:
 
 def _rabbitmq(url: str, admin_url: str, replicas: int) -> Check:
     admin_url = admin_url or default_admin_url(url)
-    vhost = unquote(urlsplit(url).path.removeprefix("/")) or "/"
+    vhost = unquote(urlsplit(split_urls(url)[0]).path.removeprefix("/")) or "/"
     data: dict[str, Any] = {"kind": "RabbitMQ", "replicas": replicas, "url": mask_url(url), "vhost": vhost}
     try:
         nodes = _management(admin_url, "/api/nodes?columns=name,running")
