@@ -19,7 +19,18 @@ from mysimbdp import __version__
 from mysimbdp.adapters.broker import Broker
 from mysimbdp.api.deps import EXCEPTION_HANDLERS, Context
 from mysimbdp.api.ratelimit import Clock, RateLimiter
-from mysimbdp.api.routes import admin, dashboard, datasets, files, history, messages, metrics, quarantine, uploads
+from mysimbdp.api.routes import (
+    admin,
+    dashboard,
+    datasets,
+    files,
+    history,
+    messages,
+    metrics,
+    quarantine,
+    uploads,
+    worker,
+)
 from mysimbdp.runtime.platform import Platform
 
 __all__ = ["create_app"]
@@ -46,6 +57,7 @@ def create_app(platform: Platform, broker: Broker, *, clock: Clock = time.monoto
         quarantine,
         metrics,
         dashboard,
+        worker,
     ):  # the order of /docs
         app.include_router(routes.router)
     app.mount("/static", dashboard.STATIC, name="static")

@@ -27,6 +27,7 @@ from mysimbdp.cli.quarantine import quarantine
 from mysimbdp.cli.serve import demo, up, worker
 from mysimbdp.cli.stream import stream
 from mysimbdp.cli.tenants import check_profile, tenant
+from mysimbdp.cli.workers import worker_token
 from mysimbdp.errors import MysimbdpError
 
 __all__ = ["main"]
@@ -110,3 +111,4 @@ main.add_command(notifications)
 main.add_command(quarantine)
 main.add_command(doctor)
 tenant.add_command(rotate_key)
+worker.add_command(worker_token)

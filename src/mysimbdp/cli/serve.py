@@ -90,27 +90,79 @@ def _serve(platform: Platform) -> None:
     _run_until_signal(lambda stop: run_services(platform, stop, api_socket=sock))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--slots",
     type=click.IntRange(min=1),
     default=None,
     help="Chunks to run at once.  [default: the CPU count]",
 )
-@with_platform
-def worker(platform: Platform, slots: int | None) -> None:
-    """Run big files' chunks: take chunk tasks from the broker until Ctrl-C or SIGTERM.
+@click.option(
+    "--api",
+    "api_url",
+    envvar="MYSIMBDP_API_URL",
+    show_envvar=True,
+    default=None,
+    help="Run chunks through the platform API at this URL (a machine without the platform home), "
+    "with the worker token in MYSIMBDP_WORKER_TOKEN.",
+)
+@click.option(
+    "--ca-cert",
+    envvar=["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"],
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --api over https: the CA certificate to trust.  [default: the system's]",
+)
+@click.option("--token", envvar="MYSIMBDP_WORKER_TOKEN", hidden=True, default=None)  # env only: never in argv
+@click.pass_context
+def worker(ctx: click.Context, slots: int | None, api_url: str | None, ca_cert: str | None, token: str | None) -> None:
+    """Run big files' chunks until Ctrl-C or SIGTERM (`worker token ...`: the tokens of remote workers).
 
-    Start one per machine beside `mysimbdp up` (same --home, or the same MYSIMBDP_META_URL,
-    MYSIMBDP_COREDMS_URL and shared home directory) to ingest big files faster. The broker is
-    MYSIMBDP_BROKER_URL, else the embedded one of the running platform (HOME/broker/url).
-    A worker stopped or killed mid-chunk loses nothing: the chunk runs again."""
+    Beside the platform (a shared disk): start one per machine beside `mysimbdp up` (same
+    --home, or the same MYSIMBDP_META_URL, MYSIMBDP_COREDMS_URL and shared home directory).
+    It takes chunk tasks from the broker: MYSIMBDP_BROKER_URL, else the embedded one of the
+    running platform (HOME/broker/url).
+
+    Without a shared disk: --api URL (or MYSIMBDP_API_URL) and MYSIMBDP_WORKER_TOKEN (a token
+    of `mysimbdp worker token create`), with a home of its own. It claims chunks through the
+    API, fetches each chunk's bytes (HTTP ranges of the staged file) and the tenant's bundle
+    from the API, checks each by sha256, caches bundles per version under HOME/worker/, runs
+    the app in this machine's sandbox with the tenant's own store URL (coredms must be
+    reachable from here: PostgreSQL), and records progress and the run's end through the API.
+
+    A worker stopped or killed mid-chunk, or cut off from the platform, loses nothing: its
+    chunk's lease expires and the chunk runs again, its rows stored once."""
+    if ctx.invoked_subcommand is not None:
+        return
     import os
 
-    from mysimbdp.managers.chunkworker import serve_worker
-
+    state = ctx.obj
+    if not isinstance(state, CliState):
+        raise click.UsageError("`worker` runs under `mysimbdp`")
+    platform = state.get_platform(ctx)
     count = slots or os.cpu_count() or 1
     status = platform.require_sandbox()
+    if api_url:
+        if not token:
+            raise click.UsageError(
+                "--api needs the worker token in MYSIMBDP_WORKER_TOKEN (`mysimbdp worker token create`)"
+            )
+        from mysimbdp.managers.remoteworker import serve_remote_worker
+
+        platform.settings.home.mkdir(parents=True, exist_ok=True)
+        click.echo(
+            f"mysimbdp worker: API {api_url}, home {platform.settings.home}, {count} slots; {status.summary()}; "
+            "Ctrl-C to stop",
+            err=True,
+        )
+        _run_until_signal(
+            lambda stop: serve_remote_worker(platform, stop, api_url=api_url, token=token, ca_cert=ca_cert, slots=count)
+        )
+        return
+    from mysimbdp.managers.chunkworker import serve_worker
+
+    platform.start()
     click.echo(
         f"mysimbdp worker: home {platform.settings.home}, {count} slots; {status.summary()}; Ctrl-C to stop", err=True
     )

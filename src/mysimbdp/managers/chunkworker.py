@@ -28,11 +28,11 @@ from mysimbdp.adapters.metastore.chunks import ChunkRecord
 from mysimbdp.errors import BrokerError, MysimbdpError
 from mysimbdp.logs import get_logger, log_context
 from mysimbdp.runtime.platform import Platform
-from mysimbdp.services.chunked import run_chunk_task
+from mysimbdp.services.chunked import CHUNK_TASK_GROUP, run_chunk_task
 
 log = get_logger("chunkworker")
 
-GROUP = "workers"
+GROUP = CHUNK_TASK_GROUP
 IDLE_POLL_S = 0.25
 
 

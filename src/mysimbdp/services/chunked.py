@@ -33,12 +33,14 @@ from mysimbdp.adapters.metastore.chunks import FINAL_CHUNK_STATES, ChunkCounts, 
 from mysimbdp.domain.chunking import ChunkDecision
 from mysimbdp.domain.formats import FileFormat
 from mysimbdp.domain.ids import new_id
-from mysimbdp.domain.records import FileRecord, RunRecord
+from mysimbdp.domain.profile import Profile
+from mysimbdp.domain.records import FileRecord, RunRecord, TenantRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
 from mysimbdp.errors import MysimbdpError, StoreError, StoreUnavailable
 from mysimbdp.logs import get_logger
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.app_run import (
+    AppRun,
     app_env,
     backoff_s,
     classify,
@@ -52,6 +54,7 @@ from mysimbdp.services.generations import commit_generation, discard_generation
 
 log = get_logger("batchingestmanager")
 
+CHUNK_TASK_GROUP = "workers"  # the broker group every chunk worker, local or behind the API, pulls tasks in
 ChunkPublisher = Callable[[str, Sequence[ChunkRecord]], Awaitable[None]]  # (tenant, chunks to queue)
 WATCH_S = 0.5  # how often the manager looks at a chunked file's chunks
 
@@ -200,32 +203,40 @@ async def _renew(platform: Platform, worker: str, ttl_s: float) -> None:
             log.warning("chunk_lease_renewal_failed", worker=worker, error=str(exc))
 
 
-async def _run_claimed(platform: Platform, record: FileRecord, chunk: ChunkRecord) -> None:
-    tenant, profile = platform.tenant(record.tenant)
-    app = profile.batch_app(record.app)
-    run_id, attempt = chunk.run_id, chunk.attempts
-    if app is None:
-        error = f"app {record.app!r} is no longer in the profile"
-        platform.meta.chunks.finish(chunk, ChunkStatus.FAILED, ChunkCounts(), error=error)
-        return
-    run_dir = platform.home.run_dir(run_id)
-    env = app_env(platform, tenant, profile, record, run_id, run_dir)
+def chunk_env(
+    platform: Platform, tenant: TenantRecord, profile: Profile, record: FileRecord, chunk: ChunkRecord, run_dir: Path
+) -> dict[str, str]:
+    """The contract environment of one run of ``chunk`` (bytes ``[start, end)`` of the file)."""
+    env = app_env(platform, tenant, profile, record, chunk.run_id, run_dir)
     env[contract.INPUT_START] = str(chunk.start)
     env[contract.INPUT_END] = str(chunk.end)
     env[contract.INPUT_FIRST_LINE] = str(chunk.first_line)
     env[contract.PARALLELISM] = "1"  # the chunks are the parallelism
-    platform.meta.start_run(RunRecord(run_id, record.id, record.tenant, app.name, attempt, time.time()))
-    ran = await run_app(platform, tenant, app, record, run_id, env)
-    outcome = ran.outcome
+    return env
+
+
+def start_chunk_run(platform: Platform, record: FileRecord, chunk: ChunkRecord, app: str) -> None:
+    """Record the start of ``chunk``'s run (claimed, about to be started here or by a remote worker)."""
+    platform.meta.start_run(RunRecord(chunk.run_id, record.id, record.tenant, app, chunk.attempts, time.time()))
+
+
+def conclude_chunk(
+    platform: Platform, record: FileRecord, chunk: ChunkRecord, app: str, ran: AppRun
+) -> ChunkStatus | None:
+    """Record how ``chunk``'s run ended (its run, its counts, a retry's backoff): the same for a
+    chunk run here and one run by a remote worker (``services.remotework``). None: the chunk
+    had been taken from this run meanwhile (its lease expired), which recorded nothing on it."""
+    run_id, attempt, outcome = chunk.run_id, chunk.attempts, ran.outcome
     run_status, again = classify(ran, attempt, platform.settings.max_attempts)
     if run_status is RunStatus.SUCCEEDED:
         status = ChunkStatus.DONE
     else:
         status = ChunkStatus.RETRY if again else ChunkStatus.FAILED
     counts = ChunkCounts(ran.rows_written, ran.rows_rejected, ran.rows_skipped, ran.bytes_read)
-    record_run(platform, record, run_id, app.name, attempt, ran, run_status)
+    record_run(platform, record, run_id, app, attempt, ran, run_status)
     retry_at = time.time() + backoff_s(attempt, platform.settings.retry_base_s) if status is ChunkStatus.RETRY else 0.0
-    if not platform.meta.chunks.finish(chunk, status, counts, error=ran.error, next_attempt_at=retry_at):
+    held = platform.meta.chunks.finish(chunk, status, counts, error=ran.error, next_attempt_at=retry_at)
+    if not held:
         log.warning("chunk_taken_over", tenant=record.tenant, file_id=record.id, chunk=chunk.index, run_id=run_id)
     log.info(
         "chunk_ended",
@@ -241,7 +252,22 @@ async def _run_claimed(platform: Platform, record: FileRecord, chunk: ChunkRecor
         peak_rss_bytes=outcome.peak_rss_bytes,
     )
     if status is ChunkStatus.DONE:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(platform.home.run_dir(run_id), ignore_errors=True)
+    return status if held else None
+
+
+async def _run_claimed(platform: Platform, record: FileRecord, chunk: ChunkRecord) -> None:
+    tenant, profile = platform.tenant(record.tenant)
+    app = profile.batch_app(record.app)
+    if app is None:
+        error = f"app {record.app!r} is no longer in the profile"
+        platform.meta.chunks.finish(chunk, ChunkStatus.FAILED, ChunkCounts(), error=error)
+        return
+    run_dir = platform.home.run_dir(chunk.run_id)
+    env = chunk_env(platform, tenant, profile, record, chunk, run_dir)
+    start_chunk_run(platform, record, chunk, app.name)
+    ran = await run_app(platform, tenant, app, record, chunk.run_id, env)
+    conclude_chunk(platform, record, chunk, app.name, ran)
 
 
 class _LocalWorkers:
