@@ -20,7 +20,6 @@ __all__ = ["CONNECT_TIMEOUT_S", "Check", "answers", "endpoints", "host_list", "r
 
 CONNECT_TIMEOUT_S = 2.0
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "nats": 4222, "tls": 4222, "amqp": 5672, "amqps": 5671}
-_NEXT_URL = re.compile(r",\s*([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,20 @@ def _host_port(text: str, default: int) -> tuple[str, int]:
 
 def endpoints(url: str) -> list[tuple[str, int]]:
     """``(host, port)`` of every host ``url`` names, in order; a host left out (a PostgreSQL
-    unix socket) is not listed, nor is anything of a scheme without a default port."""
+    unix socket) is not listed, nor is anything of a scheme without a default port.
+
+    The items between commas are whole URLs (``amqp://u:p@r1/v,amqp://u:p@r2/v``) or bare
+    hosts, the last one possibly followed by the path and query (``h1:5432,h2:5432/db?...``)."""
     default = DEFAULT_PORTS.get(urlsplit(url).scheme)
     if not url or default is None:
         return []
-    hosts = [_host_port(text, default) for text in urlsplit(_NEXT_URL.sub(",", url)).netloc.split(",")]
+    netlocs = []
+    for item in url.split(","):
+        if "://" in item:
+            netlocs.append(urlsplit(item.strip()).netloc)
+        else:
+            netlocs.append(re.split(r"[/?]", item.strip(), maxsplit=1)[0])
+    hosts = [_host_port(netloc, default) for netloc in netlocs]
     return [(host, port) for host, port in hosts if host]
 
 

@@ -76,12 +76,12 @@ def _server_info(address: tuple[str, int]) -> dict[str, Any] | str:
     return info if isinstance(info, dict) else "sent an INFO that is not an object"
 
 
-async def _jetstream(url: str) -> list[dict[str, Any]]:
-    """Every platform stream's info (``$JS.API.STREAM.LIST``, page by page)."""
+async def _jetstream(servers: list[str]) -> list[dict[str, Any]]:
+    """Every platform stream's info (``$JS.API.STREAM.LIST``, page by page), through the
+    first of ``servers`` (one URL each) that takes the connection."""
     import nats
     import nats.errors
 
-    servers = split_urls(url)
     inbox = dict(parse_qsl(urlsplit(servers[0]).query)).get("inbox", "_INBOX")
     servers = [urlsplit(s)._replace(query="").geturl() for s in servers]
     try:
@@ -165,8 +165,10 @@ def _nats(url: str, replicas: int, where: str) -> Check:
     problems = []
     if nodes < replicas:
         problems.append(f"{nodes} node(s) < MYSIMBDP_BROKER_REPLICAS={replicas}: streams cannot keep {replicas} copies")
+    # only the nodes whose INFO came: one that is silent costs no connect timeout here
+    nodes_up = [node for node, (h, p) in zip(split_urls(url), addresses, strict=False) if f"{h}:{p}" in answered]
     try:
-        streams = asyncio.run(asyncio.wait_for(_jetstream(url), 3 * CONNECT_TIMEOUT_S))
+        streams = asyncio.run(asyncio.wait_for(_jetstream(nodes_up), 3 * CONNECT_TIMEOUT_S))
     except (OSError, TimeoutError, BrokerError) as exc:
         problems.append(str(exc) if isinstance(exc, BrokerError) else f"JetStream: {type(exc).__name__}")
         return _verdict("broker replicas", replicas, found, problems, data)
