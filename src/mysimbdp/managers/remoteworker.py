@@ -50,12 +50,19 @@ class RemoteChunkWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", api=self.api.url, worker=self.label, slots=self.slots)
+        refused: ApiError | None = None
         while not stop.is_set():
             task: RemoteTask | None = None
             if len(self._running) < self.slots:
                 try:
                     task = await self.api.claim(self.label)
-                except (ApiError, ChunkFetchRefused) as exc:  # the platform is away: try again shortly
+                except ApiError as exc:
+                    if exc.status == 401:  # an unknown or revoked token: no use asking again
+                        log.error("worker_token_refused", worker=self.label, error=str(exc))
+                        refused = exc
+                        break
+                    log.warning("worker_claim_failed", worker=self.label, error=str(exc))  # away: try again soon
+                except ChunkFetchRefused as exc:
                     log.warning("worker_claim_failed", worker=self.label, error=str(exc))
             if task is not None:
                 handler = asyncio.create_task(self._handle(task))
@@ -73,6 +80,8 @@ class RemoteChunkWorker:
                 handler.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         log.info("worker_stopped", worker=self.label)
+        if refused is not None:
+            raise refused
 
     async def _handle(self, task: RemoteTask) -> None:
         run_dir = worker_dir(self.platform) / "runs" / task.task

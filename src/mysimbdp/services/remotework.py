@@ -21,9 +21,11 @@ import hashlib
 import io
 import os
 import secrets
+import shutil
 import tarfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -67,6 +69,8 @@ PULLS_PER_TENANT = 8  # stale tasks (a chunk already running or done) skipped pe
 _BLOCK_BYTES = 1 << 20
 _archives: dict[str, tuple[tuple[tuple[str, int, int, int], ...], str, bytes]] = {}
 _archives_lock = threading.Lock()
+# one claim at a time per broker client: a consumer's pulls on one connection are not made concurrently
+_claiming: weakref.WeakKeyDictionary[Broker, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def issue_token(platform: Platform, name: str) -> tuple[WorkerToken, str]:
@@ -93,6 +97,12 @@ def worker_owner(token_id: str, label: str) -> str:
 async def claim_next(platform: Platform, broker: Broker, token_id: str, label: str) -> RemoteTask | None:
     """Take the next chunk task of any tenant from the broker and claim its chunk for the worker
     ``label`` of token ``token_id``; None when no chunk is waiting."""
+    lock = _claiming.setdefault(broker, asyncio.Lock())
+    async with lock:
+        return await _claim_next(platform, broker, token_id, label)
+
+
+async def _claim_next(platform: Platform, broker: Broker, token_id: str, label: str) -> RemoteTask | None:
     tenants = await asyncio.to_thread(platform.meta.chunks.tenants_with_queued)
     if tenants:
         turn = int(time.monotonic() * 1000) % len(tenants)  # no tenant always first
@@ -277,4 +287,5 @@ def give_back(platform: Platform, claim: WorkerClaim, chunk: ChunkRecord, reason
     run = RunRecord(claim.run_id, claim.file_id, claim.tenant, app, chunk.attempts, chunk.started_at)
     platform.meta.finish_run(replace(run, status=RunStatus.TRANSIENT, ended_at=time.time(), error=error))
     platform.meta.worker_claims.end(claim.run_id, "given_back")
+    shutil.rmtree(platform.home.run_dir(claim.run_id), ignore_errors=True)  # its progress, if any
     log.warning("chunk_given_back", tenant=claim.tenant, file_id=claim.file_id, chunk=claim.index, error=error)

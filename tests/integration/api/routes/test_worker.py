@@ -26,6 +26,7 @@ from mysimbdp.cli import main
 from mysimbdp.domain.ids import new_id
 from mysimbdp.domain.records import FileRecord
 from mysimbdp.domain.states import FileStatus, RunStatus
+from mysimbdp.errors import ApiError
 from mysimbdp.managers.chunkworker import ChunkTasks
 from mysimbdp.managers.remoteworker import RemoteChunkWorker
 from mysimbdp.runtime.platform import Platform
@@ -282,3 +283,19 @@ async def test_a_remote_worker_with_its_own_home_ingests_a_chunked_file_once_ref
     left = [p for p in (worker_platform.home.root / "worker").rglob("*") if p.is_file()]
     assert left and all("bundles" in p.parts for p in left), left  # the cached bundle, no input, no run
     shutil.rmtree(worker_platform.home.root)
+
+
+async def test_a_worker_whose_token_is_revoked_stops_saying_so(
+    platform: Platform, acme: NewTenant, broker: Broker, worker_platform: Platform
+) -> None:
+    """A worker refused with 401 (its token revoked) does not ask again forever: it stops with
+    the API's reason."""
+    token, secret = issue_token(platform, "b")
+    revoke_token(platform, token.id)
+    api = WorkerApi("http://test", secret, transport=httpx.ASGITransport(app=create_app(platform, broker), client=PEER))
+    try:
+        with pytest.raises(ApiError, match="revoked") as refused:
+            await asyncio.wait_for(RemoteChunkWorker(worker_platform, api, slots=1).run(asyncio.Event()), 30)
+    finally:
+        await api.close()
+    assert refused.value.status == 401
