@@ -161,18 +161,23 @@ class NatsCluster:
             time.sleep(0.1)
 
     def stream(self, stream: str) -> dict[str, Any]:
-        """``/jsz``'s view of JetStream stream ``stream`` (its config and cluster) from a live
-        node that holds it; {} when none does."""
+        """``/jsz``'s view of JetStream stream ``stream`` (its config and cluster): the
+        leader's (only it knows whether its followers are current), else any live node's
+        that holds it; {} when none does."""
+        views: dict[str, dict[str, Any]] = {}
         for node in self.live():
             try:
                 jsz = node.monitor("jsz?accounts=true&streams=true&config=true")
             except (httpx.HTTPError, ValueError):
-                continue
+                continue  # dead, or cut off
             for account in jsz.get("account_details") or []:
                 for detail in account.get("stream_detail") or []:
                     if detail.get("name") == stream:
-                        return dict(detail)
-        return {}
+                        views[node.name] = dict(detail)
+        for name, view in views.items():
+            if (view.get("cluster") or {}).get("leader") == name:
+                return view
+        return next(iter(views.values()), {})
 
     def stream_leader(self, stream: str) -> str:
         """The node leading ``stream``'s Raft group ("" while it has none)."""

@@ -13,7 +13,7 @@ each stream is created with ``num_replicas = replicas`` (``Settings.broker_repli
 consumers inherit the stream's count. A stream found with fewer replicas is scaled up (a warning
 names it when the cluster refuses). A connection that was up reconnects to any node, without
 end; a publish retries the messages whose PubAck did not come (the node died, the stream had no
-leader for a moment) with the same ids until :data:`PUBLISH_DEADLINE_S`, so a message stored
+leader for a moment) with the same ids until :data:`CLUSTER_PUBLISH_DEADLINE_S`, so a message stored
 before its ack was lost is not stored twice.
 """
 
@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -45,8 +45,13 @@ log = get_logger("broker")
 CONNECT_TIMEOUT_S = 2.0
 CONNECT_ATTEMPTS = 2
 RECONNECT_WAIT_S = 0.5
+# A node cut off the network answers nothing: after PINGS_OUTSTANDING pings unanswered, every
+# PING_INTERVAL_S, the connection is given up for another node (nats-py's default: 2 x 2 min).
+PING_INTERVAL_S, PINGS_OUTSTANDING = 2.0, 3
 PUBLISH_TIMEOUT_S = 5.0  # one attempt's wait for its PubAcks...
-PUBLISH_DEADLINE_S = 30.0  # ...and the attempts' (a lost stream leader is re-elected in ~2-10 s)
+# ...and the attempts' (with the stream's declaration) on one node, and on a cluster, where the
+# nodes elect a new leader for a stream whose leader died (~5 s here, more under load)
+PUBLISH_DEADLINE_S, CLUSTER_PUBLISH_DEADLINE_S = 10.0, 20.0
 PUBLISH_RETRY_S = 0.25
 # Messages a consumer group may hold delivered and not yet acked, across its instances.
 # JetStream's default, 1,000, is two pulls of one instance (one in hand, one pulled ahead):
@@ -77,14 +82,20 @@ class NatsBroker:
         self.url = url
         self._servers: list[str] = []
         options: dict[str, str] = {}
+        self._user: str | None = None
+        self._password: str | None = None
         for node in split_urls(url):
             parts = urlsplit(node)
             options.update(parse_qsl(parts.query))
             self._servers.append(urlunsplit(parts._replace(query="")))
+            if self._user is None and parts.username is not None and parts.password is not None:
+                # also for the nodes the cluster announces (their URLs carry no user)
+                self._user, self._password = unquote(parts.username), unquote(parts.password)
         # ``?inbox=PREFIX``: the reply subjects this user may receive on (nats.users)
         self._inbox = options.get("inbox", "_INBOX")
         self.ack_wait_s = ack_wait_s
         self.replicas = replicas
+        self.deadline_s = PUBLISH_DEADLINE_S if len(self._servers) == 1 else CLUSTER_PUBLISH_DEADLINE_S
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._streams: set[str] = set()
@@ -94,11 +105,15 @@ class NatsBroker:
         try:
             self._nc = await nats.connect(
                 self._servers,
+                user=self._user,
+                password=self._password,
                 inbox_prefix=self._inbox,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 allow_reconnect=True,
                 max_reconnect_attempts=CONNECT_ATTEMPTS,  # a first connection gives up...
                 reconnect_time_wait=RECONNECT_WAIT_S,
+                ping_interval=PING_INTERVAL_S,
+                max_outstanding_pings=PINGS_OUTSTANDING,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
@@ -145,34 +160,49 @@ class NatsBroker:
         return self._js
 
     async def declare(self, tenant: str, stream: str) -> None:
+        await self._declare(tenant, stream, asyncio.get_running_loop().time() + self.deadline_s)
+
+    async def _declare(self, tenant: str, stream: str, deadline: float) -> None:
+        """:meth:`declare`, retrying a transient failure (no stream leader yet) until ``deadline``."""
         subject(tenant, stream)  # checks both names
         name = stream_name(tenant)
         if name in self._streams:
             return
-        js = self._jetstream()
-        with _errors(tenant, stream, "declare"):
+        self._jetstream()  # connected, or BrokerUnavailable at once
+        while True:
             try:
-                info = await js.stream_info(name)
-            except nats.js.errors.NotFoundError:
-                config = StreamConfig(
-                    name=name,
-                    subjects=[f"mysimbdp.{tenant}.>"],
-                    retention=RetentionPolicy.WORK_QUEUE,
-                    storage=StorageType.FILE,
-                    num_replicas=self.replicas,
-                )
-                try:
-                    await js.add_stream(config)
-                except nats.js.errors.APIError as exc:  # e.g. more replicas than nodes
-                    if _unavailable(exc):
-                        raise
-                    raise BrokerError(
-                        f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
-                        f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description} (code {exc.err_code})"
-                    ) from exc
-            else:
-                await self._scale(info.config, tenant)
+                with _errors(tenant, stream, "declare"):
+                    await self._declare_once(tenant, name)
+                break
+            except BrokerUnavailable:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(PUBLISH_RETRY_S)
         self._streams.add(name)
+
+    async def _declare_once(self, tenant: str, name: str) -> None:
+        js = self._jetstream()
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            config = StreamConfig(
+                name=name,
+                subjects=[f"mysimbdp.{tenant}.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=self.replicas,
+            )
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.APIError as exc:  # e.g. more replicas than nodes
+                if _unavailable(exc):
+                    raise
+                raise BrokerError(
+                    f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
+                    f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description} (code {exc.err_code})"
+                ) from exc
+        else:
+            await self._scale(info.config, tenant)
 
     async def _scale(self, config: StreamConfig, tenant: str) -> None:
         """Raise an existing stream's replicas to ``self.replicas``; a warning if refused."""
@@ -196,11 +226,11 @@ class NatsBroker:
     async def publish(self, tenant: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str]) -> None:
         if len(bodies) != len(ids):
             raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
-        await self.declare(tenant, stream)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        await self._declare(tenant, stream, deadline)
         to, name = subject(tenant, stream), stream_name(tenant)
         todo = list(range(len(bodies)))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_DEADLINE_S
         while True:
             with _errors(tenant, stream, "publish"):
                 try:
