@@ -9,7 +9,9 @@ A claim row is written when the API hands a chunk to a remote worker (the chunk 
 claimed in ``file_chunks``, the ledger every worker goes through) and says which token and
 which worker process ran it, the byte ranges the worker may read with their sha256, and how
 it ended: ``done``/``retry``/``failed`` (the app's run), ``given_back`` (the worker refused
-what it fetched) or ``taken_over`` (its lease expired before it finished).
+what it fetched), ``lease_expired`` (the worker asked after its lease had expired and the chunk
+had been queued again) or ``taken_over`` (the lease expired while its end was being recorded).
+A claim whose worker died keeps no outcome.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from mysimbdp.adapters.metastore.sql import SqlConnection
 
 __all__ = ["WorkerClaim", "WorkerClaims", "WorkerToken", "WorkerTokens"]
@@ -128,9 +131,12 @@ class WorkerClaims:
         return changed > 0
 
     def open_of_tenant(self, token_id: str, tenant: str) -> bool:
-        """Whether the token holds an unfinished claim of one of ``tenant``'s chunks."""
+        """Whether the token holds one of ``tenant``'s chunks now: an unfinished claim whose
+        chunk is still running under it (not one whose lease expired when its worker died)."""
         row = self._db.one(
-            "SELECT 1 FROM worker_claims WHERE token_id = ? AND tenant = ? AND ended_at = 0", (token_id, tenant)
+            "SELECT 1 FROM worker_claims w JOIN file_chunks c ON c.file_id = w.file_id AND c.idx = w.idx "
+            "AND c.run_id = w.run_id WHERE w.token_id = ? AND w.tenant = ? AND w.ended_at = 0 AND c.status = ?",
+            (token_id, tenant, ChunkStatus.RUNNING),
         )
         return row is not None
 

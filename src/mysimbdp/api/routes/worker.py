@@ -108,6 +108,8 @@ async def _held(request: Request, token_id: str, task: str) -> tuple[WorkerClaim
         raise Refused(404, f"task {task!r}: no chunk claimed by this worker token under this id")
     chunk = await asyncio.to_thread(meta.chunks.get, claim.file_id, claim.index)
     if claim.ended_at or chunk is None or chunk.run_id != task or chunk.status is not ChunkStatus.RUNNING:
+        if not claim.ended_at:  # the ledger says why: the lease expired (the chunk was queued again)
+            await asyncio.to_thread(meta.worker_claims.end, task, "lease_expired")
         raise Refused(
             409,
             f"tenant {claim.tenant!r}: file {claim.file_id!r}: chunk {claim.index}: task {task!r} no longer holds it "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from mysimbdp.services.remotework import issue_token, revoke_token
 from mysimbdp.services.run_batch import run_file
 from mysimbdp.services.tenants import NewTenant, add_tenant
 from mysimbdp.settings import Settings
-from tests.helpers import on_backends
+from tests.helpers import on_backends, until_async
 
 PROFILE = """
 formats: [csv]
@@ -299,3 +300,98 @@ async def test_a_worker_whose_token_is_revoked_stops_saying_so(
     finally:
         await api.close()
     assert refused.value.status == 401
+
+
+SLOW_PROFILE = """
+formats: [csv]
+dataset: readings
+big_files: {threshold_bytes: 2000, chunk_bytes: 3000}
+batch_apps:
+  - name: app
+    command: ["{python}", "{bundle}/app.py"]
+"""
+SLOW_APP = (
+    "import time\nfrom mysimbdp import sdk\n\n\n"
+    "def slow(row):\n    time.sleep(0.02)\n    return row\n\n\n"
+    "sdk.run_batch(slow)\n"
+)
+
+
+class Link(httpx.AsyncBaseTransport):
+    """A worker's network link to the API, which the test cuts and restores."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.up = inner, True
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("the link is down", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+@on_backends("sqlite")
+async def test_a_worker_cut_off_mid_chunk_loses_its_lease_and_its_late_end_is_refused(
+    platform: Platform, broker: Broker, worker_platform: Platform, tmp_path: Path
+) -> None:
+    """Worker 1's link to the API goes down while its app is half-way through a chunk: its lease
+    expires, the chunk is queued again and worker 2 runs it. When the link comes back, worker
+    1's renewal or late finish is refused (409, its claim ends as lease_expired) and nothing
+    of its run is recorded: the file ends with every row once, that chunk done at attempt 2."""
+    bundle = tmp_path / "slow" / "profile.yaml"
+    bundle.parent.mkdir()
+    bundle.write_text(SLOW_PROFILE, encoding="utf-8")
+    (bundle.parent / "app.py").write_text(SLOW_APP, encoding="utf-8")
+    add_tenant(platform, "slow", bundle)
+    inbox = platform.home.area("inbox", "slow")
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "readings.csv").write_bytes(_csv(400))
+    decision = fetch_file(platform, "slow", inbox / "readings.csv")
+    run_id = new_id("r")
+    assert decision.status is FileStatus.STAGED and platform.meta.claim(decision.file_id, "test", 30.0, run_id)
+    record = platform.meta.get_file(decision.file_id)
+    assert record is not None
+    _, secret = issue_token(platform, "b")
+    app = create_app(platform, broker)
+    link = Link(httpx.ASGITransport(app=app, client=PEER))
+    apis = [
+        WorkerApi("http://test", secret, transport=link),
+        WorkerApi("http://test", secret, transport=httpx.ASGITransport(app=app, client=PEER)),
+    ]
+    stop = asyncio.Event()
+    first = asyncio.create_task(RemoteChunkWorker(worker_platform, apis[0], slots=1).run(stop))
+    manager = asyncio.create_task(run_file(platform, record, run_id, publish=ChunkTasks(broker).publish))
+    second: asyncio.Task[None] | None = None
+    try:
+
+        def half_way() -> list[Any]:
+            running = [c for c in platform.meta.chunks.of_file(record.id) if c.status is ChunkStatus.RUNNING]
+            return [c for c in running if time.time() - c.started_at > 0.5]
+
+        (cut,) = await until_async(half_way, 60, "worker 1 half-way through a chunk")
+        link.up = False
+        second = asyncio.create_task(RemoteChunkWorker(worker_platform, apis[1], slots=2).run(stop))
+
+        def taken_again() -> bool:
+            chunk = platform.meta.chunks.get(record.id, cut.index)
+            return chunk is not None and chunk.run_id != cut.run_id
+
+        await until_async(taken_again, 60, "the cut-off chunk claimed again")
+        link.up = True
+        final = await asyncio.wait_for(manager, 120)
+        await until_async(lambda: platform.meta.worker_claims.get(cut.run_id).ended_at, 30, "worker 1 asking again")  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        manager.cancel()
+        await asyncio.gather(*[t for t in (first, second, manager) if t is not None], return_exceptions=True)
+        for api in apis:
+            await api.close()
+    assert final.status is FileStatus.INGESTED and final.rows_written == 400
+    again = platform.meta.chunks.get(record.id, cut.index)
+    assert again is not None and again.status is ChunkStatus.DONE and again.attempts == 2
+    outcomes = [c.outcome for c in platform.meta.worker_claims.of_file(record.id) if c.index == cut.index]
+    assert outcomes == ["lease_expired", "done"]
+    store = platform.tenant_store(platform.meta.get_tenant("slow"))
+    try:
+        assert store.count("readings") == 400
+    finally:
+        store.close()
