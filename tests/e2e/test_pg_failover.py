@@ -4,7 +4,8 @@ each node on its own test host) reached through one multi-host URL with
 ``target_session_attrs=read-write``; the test kills the primary's host (every PostgreSQL
 process SIGKILLed) once rows are stored, promotes the standby as the operator would, and checks
 that every row of a batch file, and every acknowledged message of a stream, is stored exactly
-once, the file ``ingested`` after a transient run, never marked bad.
+once, the file ``ingested`` after a transient run, never marked bad. ``doctor`` reports the
+replication before (a synchronous standby) and after (the promoted node alone).
 
 The broker is ``up``'s embedded NATS: it is not what fails here, and on the platform's own host
 it keeps every published message while the store is away (JetStream acks a publish once it is
@@ -106,6 +107,13 @@ def _files(cli: Cli) -> list[dict[str, Any]]:
     return []
 
 
+def _replication(cli: Cli) -> dict[str, Any]:
+    """``doctor --json``'s store replication check."""
+    out = cli.json("doctor", "--json")
+    checks = out["checks"] if isinstance(out, dict) else out
+    return next(c for c in checks if c["name"] == "store replication")
+
+
 def _promote(cluster: PostgresCluster) -> float:
     """Promote the standby (the primary is dead); the seconds until it took its first write."""
     started = time.monotonic()
@@ -132,6 +140,10 @@ def test_killing_the_primary_mid_file_retries_it_as_transient_and_stores_every_r
     and ends ingested, and the dataset holds each of its rows exactly once."""
     cli = platform
     cli.run("tenant", "add", "acme", check=True)
+    first, second = (f"{node.address}:5432" for node in cluster.nodes)
+    replicated = _replication(cli)
+    assert replicated["state"] == "ok", replicated
+    assert replicated["data"]["postgresql"][0]["hosts"] == {first: "primary", second: "standby"}
     part = cli.home / "inbox" / "acme" / ".big.csv.part"
     with open(part, "w") as fh:
         fh.write("id,sensor,value\n")
@@ -165,6 +177,10 @@ def test_killing_the_primary_mid_file_retries_it_as_transient_and_stores_every_r
     statuses = [run.status for run in runs]
     assert RunStatus.TRANSIENT in statuses, f"the kill landed mid-run: {statuses}"
     assert statuses[-1] is RunStatus.SUCCEEDED and RunStatus.FAILED not in statuses, statuses
+    alone = _replication(cli)  # the doctor sees the promoted node, now without a standby
+    assert alone["state"] == "warn" and "no standby" in alone["detail"], alone
+    hosts = alone["data"]["postgresql"][0]["hosts"]
+    assert hosts[second] == "primary" and hosts[first].startswith("unreachable"), hosts
 
 
 class Sender:
