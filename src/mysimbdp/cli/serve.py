@@ -137,17 +137,15 @@ def worker(ctx: click.Context, slots: int | None, api_url: str | None, ca_cert: 
         return
     import os
 
+    if api_url and not token:
+        raise click.UsageError("--api needs the worker token in MYSIMBDP_WORKER_TOKEN (`mysimbdp worker token create`)")
     state = ctx.obj
     if not isinstance(state, CliState):
         raise click.UsageError("`worker` runs under `mysimbdp`")
     platform = state.get_platform(ctx)
     count = slots or os.cpu_count() or 1
     status = platform.require_sandbox()
-    if api_url:
-        if not token:
-            raise click.UsageError(
-                "--api needs the worker token in MYSIMBDP_WORKER_TOKEN (`mysimbdp worker token create`)"
-            )
+    if api_url and token:
         from mysimbdp.managers.remoteworker import serve_remote_worker
 
         platform.settings.home.mkdir(parents=True, exist_ok=True)
