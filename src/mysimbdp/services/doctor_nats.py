@@ -78,7 +78,8 @@ async def _jetstream(servers: list[str]) -> list[dict[str, Any]]:
     import nats
     import nats.errors
 
-    inbox = dict(parse_qsl(urlsplit(servers[0]).query)).get("inbox", "_INBOX")
+    queries = [dict(parse_qsl(urlsplit(s).query)) for s in servers]  # ?inbox= may follow any node
+    inbox = next((q["inbox"] for q in queries if q.get("inbox")), "_INBOX")
     servers = [urlsplit(s)._replace(query="").geturl() for s in servers]
     try:
         nc = await nats.connect(servers, inbox_prefix=inbox, connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False)
@@ -102,7 +103,7 @@ def _stream_problems(stream: dict[str, Any], replicas: int) -> tuple[dict[str, A
     name, configured = str(config.get("name")), int(config.get("num_replicas") or 1)
     peers = [
         {"name": p.get("name"), "current": bool(p.get("current")), "offline": bool(p.get("offline"))}
-        | {"lag": p.get("lag")}
+        | {"lag": p.get("lag"), "active_s": round(int(p.get("active") or 0) / 1e9, 3)}  # since last heard of
         for p in cluster.get("replicas") or []
     ]
     found = {"name": name, "replicas": configured, "leader": cluster.get("leader", ""), "peers": peers}
@@ -116,9 +117,14 @@ def _stream_problems(stream: dict[str, Any], replicas: int) -> tuple[dict[str, A
     if configured > 1 and not found["leader"]:
         problems.append(f"stream {name} has no leader (a majority of its {configured} copies is down)")
     for peer in peers:
-        if peer["offline"] or not peer["current"]:
-            how = "offline" if peer["offline"] else f"lagging ({peer['lag'] or 0} operations behind)"
-            problems.append(f"stream {name}: the copy on {peer['name']} is {how}")
+        if peer["offline"]:
+            problems.append(f"stream {name}: the copy on {peer['name']} is offline")
+        elif not peer["current"]:
+            behind = f"{peer['lag']} operations behind, " if peer["lag"] else ""
+            problems.append(
+                f"stream {name}: the copy on {peer['name']} is not current ({behind}last heard of "
+                f"{peer['active_s']:.1f} s ago)"
+            )
     return found, problems
 
 

@@ -1,16 +1,21 @@
 """``doctor`` on replicated nodes of its own test hosts (``tests/netns.py``, ``tests/clusters``):
-a PostgreSQL primary with a synchronous standby is ok, and the same primary after its standby
-was killed fails, saying that writes hang."""
+a 3-node NATS JetStream cluster at replicas 3 is ok, and fails naming the node count and the
+offline copy once a node is killed; a PostgreSQL primary with a synchronous standby is ok, and
+the same primary after its standby was killed fails, saying that writes hang."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from mysimbdp.adapters.broker import open_broker
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.doctor import Check, run_checks
 from mysimbdp.settings import Settings
+from tests import netns
 from tests.clusters import postgres
+from tests.clusters.nats import NatsCluster
 from tests.clusters.postgres import STANDBY_NAME, PostgresCluster
 from tests.helpers import until
 from tests.netns import Network
@@ -65,3 +70,54 @@ def test_a_synchronous_standby_is_ok_and_its_loss_fails(home: Path) -> None:
             "every commit waits (writes hang)"
         ) in failed.detail
         assert failed.data["postgresql"][0]["standbys"] == []
+
+
+def test_a_3_node_nats_cluster_at_replicas_3_is_ok_and_a_lost_node_fails(home: Path, tmp_path: Path) -> None:
+    """Three nodes up, the meta leader known, a tenant's stream with 3 current copies: ok.
+    A follower of that stream killed: the broker check warns naming its host, and the
+    replicas check fails naming the node count (2 < 3) and, once the stream's leader has
+    missed it (seconds), the copy on that node as not current or offline."""
+    netns.require()
+    with Network() as net, NatsCluster(net, tmp_path / "nats") as nats:
+        url = nats.url()
+
+        async def declare() -> None:
+            broker = open_broker(url, replicas=3)
+            await broker.connect()
+            try:
+                await broker.declare("acme", "readings")
+            finally:
+                await broker.close()
+
+        asyncio.run(declare())
+        until(lambda: nats.stream_current("MYSIMBDP_acme"), timeout_s=60, what="3 current copies of the stream")
+        checks = _checks(home, broker_url=url, broker_replicas=3)
+        replicas = checks["broker replicas"]
+        assert replicas.state == "ok", replicas
+        assert "cluster 'mysimbdp' of 3 node(s) up, meta leader n" in replicas.detail
+        assert "of 3 (:8222/jsz)" in replicas.detail and "1 platform stream(s): every copy current" in replicas.detail
+        assert replicas.data["nodes"] == 3 and replicas.data["meta_cluster"]["cluster_size"] == 3
+        (stream,) = replicas.data["streams"]
+        assert stream["name"] == "MYSIMBDP_acme" and stream["replicas"] == 3 and len(stream["peers"]) == 2
+        assert checks["broker"].state == "ok", checks["broker"]
+
+        follower = next(name for name in nats.nodes if name != nats.stream_leader("MYSIMBDP_acme"))
+        nats.kill(follower)
+        lost = f"{nats.nodes[follower].address}:4222"
+        after = until(
+            lambda: (
+                (found := _checks(home, broker_url=url, broker_replicas=3))["broker replicas"].state == "fail"
+                and f"the copy on {follower} is " in found["broker replicas"].detail
+                and found
+            ),
+            timeout_s=60,
+            what=f"doctor to see {follower} gone",
+        )
+        failed = after["broker replicas"]
+        assert any(
+            f"the copy on {follower} is offline" in p or f"the copy on {follower} is not current" in p
+            for p in failed.data["problems"]
+        ), failed
+        assert "2 node(s) < MYSIMBDP_BROKER_REPLICAS=3: streams cannot keep 3 copies" in failed.detail, failed
+        assert f"{lost}: does not answer" in failed.detail
+        assert after["broker"].state == "warn" and f"1 of 3 hosts do not answer: {lost}" in after["broker"].detail
