@@ -14,12 +14,10 @@ file still ends with every row once.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from mysimbdp.adapters.metastore.chunks import ChunkStatus
 from tests import netns
 from tests.conftest import POSTGRES_URL, require_service
 from tests.e2e.conftest import Cli, healthy
+from tests.forward import Forwarder
 from tests.helpers import until
 
 PROFILE = """
@@ -54,45 +53,6 @@ SLOW_APP = (
 )
 BIG_ROWS = 60_000  # ~2.3 MB, 6 chunks of 400 KB
 SLOW_ROWS = 1_200  # ~30 KB, 5 chunks of 6 KB, ~1.5 s of app each
-
-
-class Forwarder:
-    """A TCP forwarder from ``listen`` (the bridge's address) to ``target`` (a loopback service)."""
-
-    def __init__(self, listen: str, target: tuple[str, int]) -> None:
-        self.target = target
-        self.server = socket.create_server((listen, 0))
-        self.port = int(self.server.getsockname()[1])
-        self._sockets: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                near, _ = self.server.accept()
-                far = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                return
-            far.settimeout(None)
-            self._sockets += [near, far]
-            for src, dst in ((near, far), (far, near)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.server.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 @pytest.fixture
