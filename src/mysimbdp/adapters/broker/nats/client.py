@@ -147,7 +147,8 @@ class NatsBroker:
         nc, self._nc, self._js = self._nc, None, None
         self._streams.clear()
         if nc is not None and not nc.is_closed:
-            await nc.close()
+            with contextlib.suppress(*_TRANSIENT):  # its node is gone: nothing left to flush to
+                await nc.close()
 
     def _client(self) -> NatsClient:
         if self._nc is None:
