@@ -117,11 +117,13 @@ class Settings:
                 )
         # a cluster's nodes are listed with commas (broker.base.split_urls), all of one backend
         schemes = {urlsplit(node).scheme for node in split_urls(self.broker_url)}
-        if self.broker_url and (len({BACKENDS.get(scheme) for scheme in schemes}) != 1 or not schemes <= set(BACKENDS)):
+        unknown = sorted(schemes - set(BACKENDS))
+        if self.broker_url and (unknown or len({BACKENDS[scheme] for scheme in schemes}) != 1):
+            why = f"scheme {', '.join(unknown)} is not supported" if unknown else "its nodes mix two backends"
             raise ConfigError(
-                f"MYSIMBDP_BROKER_URL={mask_url(self.broker_url)!r}: scheme(s) {', '.join(sorted(schemes))} not "
-                "supported; use nats://host:port (a cluster: nats://h1:4222,nats://h2:4222,...) or "
-                "amqp://user:password@host:port/vhost (or leave it empty: embedded NATS)"
+                f"MYSIMBDP_BROKER_URL={mask_url(self.broker_url)!r}: {why}; use nats://host:port (a cluster: "
+                "nats://h1:4222,nats://h2:4222,...) or amqp://user:password@host:port/vhost (or leave it empty: "
+                "embedded NATS)"
             )
         parse_allow_list(self.webhook_allow)  # ConfigError at start, not at the first delivery
         if self.sandbox not in ("on", "off"):
