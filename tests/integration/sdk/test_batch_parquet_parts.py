@@ -21,7 +21,7 @@ from mysimbdp.adapters.coredms import open_admin, open_store
 from tests.conftest import POSTGRES_URL
 
 GENERIC = ["-m", "mysimbdp.apps.generic"]
-ROWS = 20_000
+ROWS = 4_000
 QUALITY = '{"max_bad_row_ratio": 1.0, "rules": [{"field": "qty", "type": "int", "max": 8.0}]}'
 
 
@@ -79,7 +79,7 @@ def _things(path: Path) -> Path:
             "note": [f"reading {n} of sensor s{n % 97}" for n in range(ROWS)],
         }
     )
-    pq.write_table(table, path, row_group_size=2_000)  # 10 row groups
+    pq.write_table(table, path, row_group_size=400)  # 10 row groups
     return path
 
 
