@@ -12,12 +12,13 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from mysimbdp.adapters.coredms.base import DocumentInvalid, namespace
 from mysimbdp.errors import StoreError, StoreUnavailable, TenantError
 from mysimbdp.settings import mask_url
 
-__all__ = ["LOST", "PostgresAdmin", "connect", "pg_errors", "scoped_url"]
+__all__ = ["LOST", "PostgresAdmin", "connect", "connect_timeout", "pg_errors", "scoped_url"]
 
 
 # A connection that cannot write any more, though the data may be fine: lost (the server died,
@@ -44,9 +45,17 @@ def pg_errors(where: str, dataset: str | None = None, *, lost: Callable[[], None
         raise StoreError(f"{what}: {exc}") from exc
 
 
+def connect_timeout(url: str, default_s: float) -> int:
+    """The URL's own ``connect_timeout`` if it has one, else ``default_s`` (at least 2 s).
+    libpq spends it on each host of a multi-host URL in turn: an operator whose primary may
+    vanish without a refusal (a cut link) sets a short one in the URL, with keepalives."""
+    given = conninfo_to_dict(url).get("connect_timeout")
+    return int(given) if isinstance(given, str) and given.isdigit() else max(2, round(default_s))
+
+
 def connect(url: str, where: str, timeout_s: float) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(2, round(timeout_s)))
+        return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout(url, timeout_s))
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"{where}: cannot connect to {mask_url(url)}: {exc}; retry later") from exc
 

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 RECONNECT_S = 30.0  # how long a lost PostgreSQL connection is retried (a failover takes seconds)
 RECONNECT_PAUSE_S = 0.2
+CONNECT_TIMEOUT_S = 10  # per host, unless the URL sets connect_timeout
 
 log = get_logger("metastore")
 
@@ -75,7 +76,9 @@ class SqlConnection:
             return
         pg = _psycopg()
         try:
-            self._conn = pg.connect(self.url, autocommit=True, connect_timeout=10)
+            given = str(pg.conninfo.conninfo_to_dict(self.url).get("connect_timeout", ""))  # the URL's own wins
+            timeout = int(given) if given.isdigit() else CONNECT_TIMEOUT_S
+            self._conn = pg.connect(self.url, autocommit=True, connect_timeout=timeout)
         except pg.OperationalError as exc:
             raise StoreUnavailable(f"meta store: cannot connect: {exc}") from exc
         self._connected = True

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from mysimbdp.adapters.coredms import open_admin, open_store
-from mysimbdp.adapters.coredms.pgadmin import scoped_url
+from mysimbdp.adapters.coredms.pgadmin import connect_timeout, scoped_url
 from mysimbdp.adapters.metastore.sql import SqlConnection
 from mysimbdp.errors import StoreUnavailable
 from mysimbdp.settings import mask_url
@@ -68,6 +68,16 @@ def test_scoped_url_keeps_the_host_list_and_target_session_attrs() -> None:
         "sslmode": ["prefer"],
         "options": ["-csearch_path=mysimbdp_acme"],
     }
+
+
+def test_the_urls_connect_timeout_wins_over_the_default() -> None:
+    """libpq spends ``connect_timeout`` on each host in turn: the operator's short one in the
+    URL (for a primary that vanishes without refusing) is kept, not replaced by the store timeout."""
+    assert (
+        connect_timeout("postgresql://u@h1:5432,h2:5432/db?connect_timeout=3&target_session_attrs=read-write", 30) == 3
+    )
+    assert connect_timeout("postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write", 30) == 30
+    assert connect_timeout("postgresql://u@h1/db", 0.5) == 2
 
 
 def test_a_tenant_provisioned_through_a_multihost_url_writes_through_it(url: str, pg_prefix: str) -> None:
