@@ -104,7 +104,12 @@ class RemoteChunkWorker:
     async def _run(self, task: RemoteTask, run_dir: Path) -> None:
         input_path = run_dir / "input"
         try:
-            bundle = await ensure_bundle(self.platform, self.api, task)
+            try:
+                bundle = await ensure_bundle(self.platform, self.api, task)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                raise ChunkFetchRefused(str(exc)) from exc  # the bundle changed since the claim: run it again
             await fetch_input(self.api, task, input_path)
             ran = await run_chunk_app(self.platform, task, bundle, input_path, run_dir)
         except ChunkFetchRefused as exc:
