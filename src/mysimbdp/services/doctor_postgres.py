@@ -120,7 +120,7 @@ def _postgres(stores: str, url: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def store_replication(platform: Platform) -> Check:
-    """The meta store's and coredms' replication, worst state first in the detail's order."""
+    """The meta store's and coredms' replication (each PostgreSQL server set once), in the worst state of them."""
     urls = {"meta store": platform.settings.meta_url, "coredms": platform.settings.coredms_url}
     sqlite = [name for name, url in urls.items() if urlsplit(url).scheme == "sqlite"]
     servers: dict[tuple[tuple[str, int], ...], list[str]] = {}
