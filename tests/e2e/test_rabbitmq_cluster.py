@@ -129,7 +129,12 @@ class DirectProducer(Producer):
                         exchange = await channel.get_exchange(self.exchange, ensure=False)
                     await exchange.publish(message, routing_key=self.routing_key, mandatory=True, timeout=10)
                     break
-                except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
+                except (
+                    OSError,
+                    TimeoutError,
+                    aio_pika.exceptions.AMQPError,
+                    aio_pika.exceptions.ChannelInvalidStateError,
+                ):
                     self.failures += 1
                     node, exchange = node + 1, None
                     if connection is not None:

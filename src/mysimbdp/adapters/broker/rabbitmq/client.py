@@ -118,16 +118,14 @@ class RabbitBroker:
             raise BrokerUnavailable(
                 f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}: not connected; call connect()"
             )
-        if self._admin is None or self._admin.is_closed or self._confirming is None or self._confirming.is_closed:
+        if _closed(self._admin) or _closed(self._confirming):
             async with self._lock:
-                if (
-                    self._admin is None
-                    or self._admin.is_closed
-                    or self._confirming is None
-                    or self._confirming.is_closed
-                ):
-                    with self._errors(tenant, stream, "reconnect"):
+                with self._errors(tenant, stream, "reconnect"):
+                    if _closed(self._admin):
                         await self._reconnect()
+                    elif _closed(self._confirming) and self._conn is not None:  # the connection is fine
+                        self._exchanges.clear()  # they were got on the old channel
+                        self._confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
         assert self._admin is not None
         return self._admin
 
@@ -192,7 +190,7 @@ class RabbitBroker:
         if len(bodies) != len(ids):
             raise BrokerError(f"tenant {tenant!r}, stream {stream!r}: {len(bodies)} messages but {len(ids)} ids")
         name = (await self._queue(tenant, stream)).name
-        exchange = self._exchanges[tenant]
+        exchange = await self._exchange(tenant, stream)  # again: a renewed channel forgets it
         now = datetime.now(UTC)  # AMQP keeps whole seconds
         messages = [
             aio_pika.Message(body, message_id=msg_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=now)
@@ -206,6 +204,12 @@ class RabbitBroker:
             for outcome in confirms:
                 if isinstance(outcome, aio_pika.exceptions.PublishError):
                     self._forget(name)  # returned: the queue was deleted elsewhere; declare it again on the retry
+                elif isinstance(outcome, BaseException) and (confirming := self._confirming) is not None:
+                    # a nack (or no confirm): a channel that published while the quorum queue had no
+                    # leader may go on nacking after a new one is elected; the retry gets a new channel
+                    self._confirming = None
+                    with contextlib.suppress(*_TRANSIENT, aio_pika.exceptions.AMQPError):
+                        await confirming.close()
                 if isinstance(outcome, BaseException):
                     raise outcome
 
@@ -294,6 +298,10 @@ class RabbitBroker:
     def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
         with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}", what):
             yield
+
+
+def _closed(channel: AbstractChannel | None) -> bool:
+    return channel is None or channel.is_closed
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:
