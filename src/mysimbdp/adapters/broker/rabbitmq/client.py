@@ -42,14 +42,16 @@ from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, subject
 from mysimbdp.adapters.broker.rabbitmq.names import dead_letter_queue, exchange_name
-from mysimbdp.adapters.broker.rabbitmq.nodes import connect_any, inequivalent, masked, node_urls, queue_arguments
+from mysimbdp.adapters.broker.rabbitmq.nodes import inequivalent, node_urls, queue_arguments
 from mysimbdp.errors import BrokerError, BrokerUnavailable
 from mysimbdp.logs import get_logger
+from mysimbdp.settings import mask_url
 
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 30.0
 PREFETCH = 100
 DELIVERY_LIMIT = 20
+_REFUSED_LOGIN = (aio_pika.exceptions.AuthenticationError, aio_pika.exceptions.ProbableAuthenticationError)
 _TRANSIENT = (
     OSError,  # includes ConnectionError and aio-pika's AMQPConnectionError
     TimeoutError,
@@ -89,12 +91,12 @@ class RabbitBroker:
         current one on (after a loss: from the next one)."""
         lost = self._conn is not None
         await self._drop()
-        with _errors(f"broker {masked(self.url)}", "connect"):
+        with _errors(f"broker {mask_url(self.url)}", "connect"):
             self._conn, self._node = await connect_any(self._urls, self._node + lost, CONNECT_TIMEOUT_S)
             self._admin = await self._conn.channel(publisher_confirms=False)
             await self._admin.set_qos(prefetch_count=PREFETCH)
             self._confirming = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
-        (log.warning if lost else log.debug)("broker_connected", node=masked(self._urls[self._node]), replaced=lost)
+        (log.warning if lost else log.debug)("broker_connected", node=mask_url(self._urls[self._node]), replaced=lost)
 
     async def close(self) -> None:
         """Close the connection: RabbitMQ cancels the consumers and requeues what is not acked."""
@@ -116,7 +118,7 @@ class RabbitBroker:
         """The declaring and consuming channel; a lost connection or channel is replaced first."""
         if not self._wanted:
             raise BrokerUnavailable(
-                f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}: not connected; call connect()"
+                f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}: not connected; call connect()"
             )
         if _closed(self._admin) or _closed(self._confirming):
             async with self._lock:
@@ -183,7 +185,7 @@ class RabbitBroker:
         try:
             return await channel.declare_queue(name, durable=True, arguments=queue_arguments(self.replicas, extra))
         except ChannelPreconditionFailed as exc:
-            where = f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}"
+            where = f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}"
             raise inequivalent(where, name, self.replicas, str(exc.args[0] if exc.args else exc)) from exc
 
     async def publish(self, tenant: str, stream: str, bodies: Sequence[bytes], ids: Sequence[str]) -> None:
@@ -296,8 +298,27 @@ class RabbitBroker:
 
     @contextmanager
     def _errors(self, tenant: str, stream: str, what: str) -> Iterator[None]:
-        with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {masked(self.url)}", what):
+        with _errors(f"tenant {tenant!r}, stream {stream!r}: broker {mask_url(self.url)}", what):
             yield
+
+
+async def connect_any(urls: list[str], first: int, timeout_s: float) -> tuple[AbstractConnection, int]:
+    """A connection to the first node that answers, trying ``urls`` in turn from index ``first``;
+    the connection and the node's index. Refused credentials or a bad URL raise ``BrokerError``
+    at once (every node has the same users); when no node answers, the last node's error."""
+    error: BaseException | None = None
+    for step in range(len(urls)):
+        at = (first + step) % len(urls)
+        try:
+            return await aio_pika.connect(urls[at], timeout=timeout_s), at
+        except (ValueError, *_REFUSED_LOGIN) as exc:
+            raise BrokerError(
+                f"broker {mask_url(urls[at])}: cannot connect: {exc!r}; check the URL and the credentials"
+            ) from exc
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
 def _closed(channel: AbstractChannel | None) -> bool:

@@ -3,9 +3,9 @@
 A broker URL may list a cluster's nodes, comma-separated (:func:`split_urls` of the port):
 ``amqp://u:p@h1:5672/vh,amqp://u:p@h2:5672/vh`` or, shorter, ``amqp://u:p@h1:5672/vh,h2:5672``
 (an item without a scheme takes the first item's scheme, user and vhost). aio-pika and aiormq
-take one URL, so :func:`connect_any` tries the nodes in turn, from a given one on, and the
-client (:mod:`.client`) reconnects through it when its connection or a channel is lost: a
-killed node costs its clients one reconnection to the next node.
+take one URL, so the client (:mod:`.client`) tries the nodes in turn, and when its connection
+or a channel is lost it connects again, from the next node on: a killed node costs its clients
+one reconnection to the next node. A leaf: it loads no ``aio-pika`` (the users' module uses it).
 
 The queues are quorum queues. With ``replicas`` 1 (``MYSIMBDP_BROKER_REPLICAS``' default) their
 arguments are the ones the platform has always used (RabbitMQ picks the group size: every node
@@ -19,21 +19,18 @@ other arguments cannot be redeclared (RabbitMQ answers ``PRECONDITION_FAILED``) 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import aio_pika
-import aio_pika.exceptions
-from aio_pika.abc import AbstractConnection
-from pamqp.common import FieldTable
 
 from mysimbdp.adapters.broker.base import split_urls
 from mysimbdp.errors import BrokerError
-from mysimbdp.settings import mask_url
 
-__all__ = ["QUEUE_TYPE", "connect_any", "inequivalent", "masked", "node_urls", "queue_arguments"]
+if TYPE_CHECKING:
+    from pamqp.common import FieldTable
+
+__all__ = ["QUEUE_TYPE", "inequivalent", "node_urls", "queue_arguments"]
 
 QUEUE_TYPE = "quorum"
-REFUSED_LOGIN = (aio_pika.exceptions.AuthenticationError, aio_pika.exceptions.ProbableAuthenticationError)
 
 
 def node_urls(url: str) -> list[str]:
@@ -44,30 +41,6 @@ def node_urls(url: str) -> list[str]:
         raise BrokerError(f"broker URL {url!r}: no node listed; use amqp://user:password@host:port/vhost")
     path = urlsplit(urls[0]).path
     return [u if urlsplit(u).path else urlunsplit(urlsplit(u)._replace(path=path)) for u in urls]
-
-
-def masked(url: str) -> str:
-    """``url`` with every node's password masked."""
-    return ",".join(mask_url(u) for u in split_urls(url)) or url
-
-
-async def connect_any(urls: list[str], first: int, timeout_s: float) -> tuple[AbstractConnection, int]:
-    """A connection to the first node that answers, trying ``urls`` in turn from index ``first``;
-    the connection and the node's index. Refused credentials or a bad URL raise ``BrokerError``
-    at once (every node has the same users); when no node answers, the last node's error."""
-    error: BaseException | None = None
-    for step in range(len(urls)):
-        at = (first + step) % len(urls)
-        try:
-            return await aio_pika.connect(urls[at], timeout=timeout_s), at
-        except (ValueError, *REFUSED_LOGIN) as exc:
-            raise BrokerError(
-                f"broker {mask_url(urls[at])}: cannot connect: {exc!r}; check the URL and the credentials"
-            ) from exc
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
-            error = exc
-    assert error is not None
-    raise error
 
 
 def queue_arguments(replicas: int, extra: Mapping[str, str | int] | None = None) -> FieldTable:

@@ -21,8 +21,9 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from mysimbdp.adapters.broker.base import PREFIX, SecretFile, split_urls
+from mysimbdp.adapters.broker.base import PREFIX, SecretFile
 from mysimbdp.adapters.broker.rabbitmq.management import ManagementApi, default_admin_url
+from mysimbdp.adapters.broker.rabbitmq.nodes import node_urls
 from mysimbdp.adapters.secretbox import SecretBox
 
 
@@ -43,7 +44,7 @@ class RabbitUsers:
         self.api = ManagementApi(admin_url or default_admin_url(broker_url))
         # the passwords are sealed with ``box``; RabbitMQ keeps only its own hash of each
         self.secrets = SecretFile(broker_dir / "rabbitmq-users.json", secrets=box)
-        path = urlsplit((split_urls(broker_url) or [broker_url])[0]).path
+        path = urlsplit(node_urls(broker_url)[0]).path
         self.vhost = unquote(path[1:]) if len(path) > 1 else "/"
 
     def tenant_url(self, tenant: str) -> str | None:
@@ -54,7 +55,7 @@ class RabbitUsers:
             return None
         userinfo = f"{quote(rabbit_user(tenant), safe='')}:{quote(password, safe='')}"
         nodes = []
-        for node in split_urls(self.broker_url) or [self.broker_url]:
+        for node in node_urls(self.broker_url):
             parts = urlsplit(node)
             netloc = f"{userinfo}@{parts.hostname or '127.0.0.1'}"
             if parts.port:
