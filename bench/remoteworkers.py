@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 import batch
 import httpx
 from _platform import MYSIMBDP, TENANT, free_port, human, machine
+
+from mysimbdp.adapters.metastore import MetaStore
 
 ROOT = batch.ROOT
 sys.path.insert(0, str(ROOT))
@@ -126,6 +129,7 @@ def run_setup(
         summary = json.loads(_cli(env, "ingest", str(data), "--tenant", TENANT, "--json"))
         seconds = time.perf_counter() - started
         count = int(_cli(env, "query", "--tenant", TENANT, "--dataset", "readings", "--count").strip())
+        chunks_s = _chunk_phase_s(home, str(summary["file_id"]))
     finally:
         _stop(procs)
         try:
@@ -142,7 +146,21 @@ def run_setup(
         "chunks": int((summary.get("chunks") or {"total": 1})["total"]),
         "seconds": round(seconds, 3),
         "rows_per_s": rows / seconds,
+        "chunk_phase_s": round(chunks_s, 3),  # from the file's plan to its end: the workers' part
+        "chunk_phase_rows_per_s": rows / chunks_s,
     }
+
+
+def _chunk_phase_s(home: Path, file_id: str) -> float:
+    """From the file's chunk plan to its end, as its events in the meta store say."""
+    meta = MetaStore(f"sqlite:///{home / 'meta.db'}")
+    meta.start()
+    try:
+        events = meta.file_events(file_id)
+    finally:
+        meta.close()
+    planned = next(at for at, _, detail in events if "chunked" in detail)
+    return events[-1][0] - planned
 
 
 def _wait_healthy(api: str, timeout_s: float = 90.0) -> None:
@@ -162,6 +180,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--workers", default="1,2", help="worker counts to run, each a fresh home")
     parser.add_argument("--chunk-mb", type=float, default=4, help="big_files.chunk_bytes in MiB [4]")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each setup, interleaved; the median counts")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "remoteworkers.json")
     args = parser.parse_args()
     if (reason := problem()) is not None:
@@ -186,36 +205,44 @@ def main() -> None:
             user = parts.netloc.rpartition("@")[0]
             coredms = urlunsplit(parts._replace(netloc=f"{user}@{net.gateway}:{forwarder.port}"))
             try:
-                for workers in counts:
-                    for mode in ("shared", "remote"):
+                for _ in range(args.repeat):
+                    for workers, mode in [(w, m) for w in counts for m in ("shared", "remote")]:
                         r = run_setup(mode, workers, a, others, work, data, args.rows, chunk_bytes, coredms)
                         results.append(r)
                         match = "" if r["rows_match"] else f"  ROW COUNT MISMATCH: {r['rows_in_store']:,} stored"
                         print(
                             f"  {mode:>6} home, {workers} worker(s): {r['status']}, {r['rows_written']:,} rows in "
-                            f"{r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s ({r['chunks']} chunks){match}"
+                            f"{r['seconds']:.1f} s = {r['rows_per_s']:,.0f} rows/s ({r['chunks']} chunks; "
+                            f"chunk phase {r['chunk_phase_s']:.1f} s){match}"
                         )
             finally:
                 forwarder.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    by = {(r["mode"], r["workers"]): r for r in results}
-    print(f"\n{'workers':>7} {'shared rows/s':>14} {'remote rows/s':>14} {'remote/shared':>14}")
+    by = {
+        (mode, workers): {
+            key: statistics.median(r[key] for r in runs) for key in ("rows_per_s", "chunk_phase_rows_per_s")
+        }
+        for (mode, workers) in {(r["mode"], r["workers"]) for r in results}
+        if (runs := [r for r in results if (r["mode"], r["workers"]) == (mode, workers)])
+    }
     ratios: dict[str, float] = {}
-    for workers in counts:
-        shared, remote = by[("shared", workers)], by[("remote", workers)]
-        ratios[f"remote_over_shared_{workers}"] = remote["rows_per_s"] / shared["rows_per_s"]
-        print(
-            f"{workers:>7} {shared['rows_per_s']:>14,.0f} {remote['rows_per_s']:>14,.0f} "
-            f"{ratios[f'remote_over_shared_{workers}']:>13.2f}x"
-        )
-    if 1 in counts and 2 in counts:
-        for mode in ("shared", "remote"):
-            ratios[f"{mode}_2_over_1"] = by[(mode, 2)]["rows_per_s"] / by[(mode, 1)]["rows_per_s"]
-            print(f"{mode} home: 2 workers / 1 worker = {ratios[f'{mode}_2_over_1']:.2f}x")
+    for key, label in (("rows_per_s", "whole ingestion"), ("chunk_phase_rows_per_s", "chunk phase")):
+        print(f"\n{label}, medians of {args.repeat} run(s):")
+        print(f"{'workers':>7} {'shared rows/s':>14} {'remote rows/s':>14} {'remote/shared':>14}")
+        for workers in counts:
+            shared, remote = by[("shared", workers)][key], by[("remote", workers)][key]
+            ratios[f"{key}: remote/shared, {workers}"] = remote / shared
+            print(f"{workers:>7} {shared:>14,.0f} {remote:>14,.0f} {remote / shared:>13.2f}x")
+        if 1 in counts and 2 in counts:
+            for mode in ("shared", "remote"):
+                ratio = by[(mode, 2)][key] / by[(mode, 1)][key]
+                ratios[f"{key}: {mode}, 2 workers/1"] = ratio
+                print(f"{mode} home: 2 workers / 1 worker = {ratio:.2f}x")
     summary = {
         "machine": info,
         "file": {"rows": args.rows},
+        "repeat": args.repeat,
         "chunk_bytes": chunk_bytes,
         "results": results,
         "ratios": ratios,
