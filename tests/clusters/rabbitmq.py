@@ -108,7 +108,9 @@ class RabbitNode:
         )
 
     def start(self) -> None:
-        """Start the server and wait until it runs (its applications started)."""
+        """Start the server (again, after :meth:`kill`: it rejoins its cluster) and wait until it
+        runs (its applications started)."""
+        (self.root / "rabbit.pid").unlink(missing_ok=True)  # a killed node's: `wait` would read it
         with (self.root / "server.out").open("ab") as out:
             self.process = self.host.popen([str(SERVER)], env=self.env(), stdout=out, stderr=subprocess.STDOUT)
         self.ctl("wait", str(self.root / "rabbit.pid"), "--timeout", str(START_TIMEOUT_S))

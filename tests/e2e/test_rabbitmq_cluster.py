@@ -31,6 +31,7 @@ from tests.helpers import on_backends, until
 pytestmark = pytest.mark.slow  # 3 RabbitMQ nodes, two kills and a restart
 
 BATCH = 100
+PAUSE_S = 0.1  # between two batches of a producer: at most ~1000 records/s each, ~20-60k in all
 QUEUE = "mysimbdp.acme.orders"
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -94,7 +95,7 @@ class RestProducer(Producer):
                 raise AssertionError(f"REST batch {batch} never accepted")
             self.done(ids)
             batch += 1
-            time.sleep(0.05)
+            time.sleep(PAUSE_S)
         self.http.close()
 
 
@@ -145,7 +146,7 @@ class DirectProducer(Producer):
                 raise AssertionError(f"direct batch {batch} never confirmed")
             self.done(ids)
             batch += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(PAUSE_S)
         if connection is not None:
             await connection.close()
 
