@@ -3,7 +3,7 @@ own test host (``tests/netns.py``), built from Debian's PostgreSQL 15 binaries.
 
     with Network() as net, PostgresCluster(net) as pg:
         url = pg.url()                 # postgresql://postgres@h1:5432,h2:5432/postgres?target_session_attrs=read-write
-        pg.kill_primary()              # SIGKILL every process of the primary's host
+        pg.kill_primary()              # SIGKILL every process of the primary's host (or cut_primary())
         pg.promote()                   # the operator's step: pg_ctl promote of the standby
 
 The primary runs with ``wal_level = replica``, ``synchronous_standby_names = 'FIRST 1
@@ -201,16 +201,27 @@ class PostgresCluster:
                 raise AssertionError(f"the standby is not a streaming sync standby: {rows}")
             time.sleep(0.1)
 
-    def url(self, dbname: str = "postgres") -> str:
-        """The platform's multi-host URL: both nodes, the read-write one chosen by libpq."""
+    def url(self, dbname: str = "postgres", **params: str) -> str:
+        """The platform's multi-host URL: both nodes, the read-write one chosen by libpq
+        (``params``: more libpq parameters, e.g. ``connect_timeout``, keepalives)."""
         hosts = ",".join(f"{node.address}:{PORT}" for node in self.nodes)
-        return f"postgresql://postgres@{hosts}/{dbname}?target_session_attrs=read-write"
+        query = "&".join(f"{k}={v}" for k, v in {"target_session_attrs": "read-write", **params}.items())
+        return f"postgresql://postgres@{hosts}/{dbname}?{query}"
 
     def kill_primary(self) -> PgNode:
+        """SIGKILL every process of the primary's host: connections to it are refused at once."""
         assert self.primary is not None
         killed = self.primary
         killed.kill()
         return killed
+
+    def cut_primary(self) -> PgNode:
+        """Cut the primary's host off the network: it lives on, still a primary (its commits
+        wait for the standby it lost, so none is acknowledged), and answers nobody. The
+        operator must fence it (stop it for good) before it may come back: here it never does."""
+        assert self.primary is not None
+        self.primary.host.link_down()
+        return self.primary
 
     def promote(self) -> None:
         """The operator's failover: ``pg_ctl promote -w`` of the standby (the old primary fenced)."""
@@ -227,5 +238,9 @@ class PostgresCluster:
             node.host.kill_all()
             if node.proc is not None:
                 node.proc.wait(timeout=10)
+            # A cut host's orphaned TCP sockets (their FIN unanswered) hold its namespace, and so
+            # both ends of its veth, for minutes after ``ip netns delete``: the next Network of
+            # this process could not make a veth of that name. Deleting our end deletes the pair.
+            subprocess.run(["ip", "link", "delete", node.host.veth], check=False, capture_output=True)
         if self.root != Path():
             shutil.rmtree(self.root, ignore_errors=True)
