@@ -194,7 +194,10 @@ class Network:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for host in self.hosts.values():
             host.kill_all()
-            _ip("netns", "delete", host.namespace, check=False)  # deletes the veth pair too
+            # the root end first: a cut host's orphaned TCP sockets can keep its namespace (and with
+            # it the veth pair) alive for minutes after `ip netns delete`
+            _ip("link", "delete", host.veth, check=False)
+            _ip("netns", "delete", host.namespace, check=False)
         _ip("link", "delete", self.bridge, check=False)
         if self._lock is not None:
             self._lock.close()
