@@ -212,9 +212,11 @@ class FileLedger:
         return [file_record(row) for row in rows]
 
     def claim(self, file_id: str, owner: str, ttl_s: float, run_id: str) -> bool:
-        """Take a runnable file under a lease; False if another manager was faster."""
+        """Take a runnable file under a lease; False if another manager was faster. Idempotent
+        by ``run_id``: a claim whose commit went through but whose answer was lost (a
+        failover) and that is sent again finds the file claimed by itself, and takes it."""
         now = time.time()
-        return self.set_status(
+        if self.set_status(
             file_id,
             FileStatus.RUNNING,
             {"owner": owner, "run_id": run_id},
@@ -222,6 +224,13 @@ class FileLedger:
             lease_owner=owner,
             lease_expires_at=now + ttl_s,
             run_id=run_id,
+        ):
+            return True
+        now_held = self.get(file_id)
+        return now_held is not None and (now_held.status, now_held.run_id, now_held.lease_owner) == (
+            FileStatus.RUNNING,
+            run_id,
+            owner,
         )
 
     def renew_leases(self, owner: str, ttl_s: float) -> None:

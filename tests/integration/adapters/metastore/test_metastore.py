@@ -53,6 +53,18 @@ def test_status_changes_are_recorded_as_history(meta: MetaStore) -> None:
     assert [status for _, status, _ in meta.file_events("f1")] == ["staged", "running", "ingested"]
 
 
+def test_a_claim_sent_again_by_its_own_run_takes_the_file_and_no_other_does(meta: MetaStore) -> None:
+    """A claim whose commit went through but whose answer was lost (a failover) is sent again:
+    the same owner and run take the file; the same owner with another run, or another owner
+    with the same run id, does not. One 'running' event."""
+    _tenant(meta)
+    meta.insert_file(_file("f1"))
+    assert meta.claim("f1", "owner-1", 10.0, "r1")
+    assert meta.claim("f1", "owner-1", 10.0, "r1"), "the same claim again: still this run's"
+    assert not meta.claim("f1", "owner-1", 10.0, "r2") and not meta.claim("f1", "owner-2", 10.0, "r1")
+    assert [status for _, status, _ in meta.file_events("f1")] == ["staged", "running"]
+
+
 def test_expired_leases_are_found_and_renewal_keeps_them(meta: MetaStore) -> None:
     """A lease not renewed expires; a renewed one does not."""
     _tenant(meta)
