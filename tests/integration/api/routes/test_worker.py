@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -395,5 +397,51 @@ async def test_a_worker_cut_off_mid_chunk_loses_its_lease_and_its_late_end_is_re
     store = platform.tenant_store(platform.meta.get_tenant("slow"))
     try:
         assert store.count("readings") == 400
+    finally:
+        store.close()
+
+
+@on_backends("sqlite")
+async def test_a_remote_worker_reads_parquet_chunks_from_their_row_groups_and_the_footer(
+    platform: Platform, broker: Broker, worker_platform: Platform, tmp_path: Path
+) -> None:
+    """A Parquet file chunked by row groups: each task names the chunk's bytes plus the file's
+    magic and footer, and the worker's sparse copy reads as the file: every row once."""
+    profile = tmp_path / "pq" / "profile.yaml"
+    profile.parent.mkdir()
+    profile.write_text(
+        "formats: [parquet]\ndataset: readings\nbig_files: {threshold_bytes: 10000, chunk_bytes: 4096}\n"
+    )
+    add_tenant(platform, "pq", profile)
+    inbox = platform.home.area("inbox", "pq")
+    inbox.mkdir(parents=True, exist_ok=True)
+    rows = 3000
+    table = pa.table({"id": pa.array(range(rows), pa.int64()), "note": [f"n{n}" for n in range(rows)]})
+    pq.write_table(table, inbox / "big.parquet", row_group_size=200)
+    decision = fetch_file(platform, "pq", inbox / "big.parquet")
+    run_id = new_id("r")
+    assert decision.status is FileStatus.STAGED and platform.meta.claim(decision.file_id, "test", 30.0, run_id)
+    record = platform.meta.get_file(decision.file_id)
+    assert record is not None
+    _, secret = issue_token(platform, "b")
+    api = WorkerApi("http://test", secret, transport=httpx.ASGITransport(app=create_app(platform, broker), client=PEER))
+    stop = asyncio.Event()
+    running = asyncio.create_task(RemoteChunkWorker(worker_platform, api, slots=2).run(stop))
+    try:
+        final = await asyncio.wait_for(run_file(platform, record, run_id, publish=ChunkTasks(broker).publish), 120)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        await api.close()
+    assert final.status is FileStatus.INGESTED, final.reasons
+    assert final.rows_written == rows
+    claims = platform.meta.worker_claims.of_file(record.id)
+    assert len(claims) == len(platform.meta.chunks.of_file(record.id)) > 1
+    size = Path(final.path).stat().st_size
+    assert all(c.ranges[0][0] == 0 and c.ranges[-1][1] == size for c in claims)  # the magic and the footer
+    assert sum(c.ranges[0][:2] == (0, 4) for c in claims) == len(claims) - 1  # all but the first chunk's
+    store = platform.tenant_store(platform.meta.get_tenant("pq"))
+    try:
+        assert store.count("readings") == rows
     finally:
         store.close()
