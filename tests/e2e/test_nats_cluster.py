@@ -150,6 +150,7 @@ def _victim(nats: NatsCluster, which: str) -> str:
     return leader if which != "a follower" else next(name for name in sorted(nats.nodes) if name != leader)
 
 
+@pytest.mark.slow  # process kills and failovers: ~15-35 s each on this VM
 @on_backends("sqlite")
 @pytest.mark.parametrize(
     "which", ["the stream leader", "a follower", "the stream leader's link"], ids=["leader", "follower", "link"]

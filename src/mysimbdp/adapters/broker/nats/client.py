@@ -256,7 +256,8 @@ class NatsBroker:
         try:
             for i in todo:
                 acks[i] = await js.publish_async(to, bodies[i], stream=name, headers={MSG_ID: f"{stream}/{ids[i]}"})
-            await asyncio.wait(acks.values(), timeout=PUBLISH_TIMEOUT_S)
+            if acks:
+                await asyncio.wait(acks.values(), timeout=PUBLISH_TIMEOUT_S)
         finally:
             for ack in acks.values():
                 ack.cancel()  # no-op on those answered; frees the others' slots in nats-py
