@@ -100,14 +100,20 @@ class ChunkRegistry:
 
     def claim(self, file_id: str, index: int, worker: str, ttl_s: float, run_id: str) -> ChunkRecord | None:
         """Take a queued chunk under a lease; None if it is not queued (running elsewhere,
-        done, waiting for a retry) or another worker was faster."""
+        done, waiting for a retry) or another worker was faster. Idempotent by ``run_id``: a
+        claim sent again after its answer was lost finds the chunk this worker's run holds."""
         now = time.time()
         changed = self._db.execute(
             "UPDATE file_chunks SET status = ?, worker = ?, lease_expires_at = ?, run_id = ?, "
             "attempts = attempts + 1, started_at = ?, error = '' WHERE file_id = ? AND idx = ? AND status = ?",
             (ChunkStatus.RUNNING, worker, now + ttl_s, run_id, now, file_id, index, ChunkStatus.QUEUED),
         )
-        return self.get(file_id, index) if changed else None
+        held = self.get(file_id, index)
+        if changed or (
+            held is not None and (held.status, held.worker, held.run_id) == (ChunkStatus.RUNNING, worker, run_id)
+        ):
+            return held
+        return None
 
     def renew(self, worker: str, ttl_s: float) -> None:
         self._db.execute(

@@ -38,6 +38,9 @@ def test_a_chunk_is_claimed_once_and_finished_only_by_its_own_run(meta: MetaStor
     meta.chunks.plan("acme", "f1", SPANS)
     first = meta.chunks.claim("f1", 0, "w1", 30, "r1")
     assert first is not None and first.attempts == 1 and first.worker == "w1"
+    again = meta.chunks.claim("f1", 0, "w1", 30, "r1")  # sent again after a lost answer: its own run's
+    assert again is not None and again.attempts == 1 and again.run_id == "r1"
+    assert meta.chunks.claim("f1", 0, "w1", 30, "r9") is None  # the same worker, another run
     assert meta.chunks.claim("f1", 0, "w2", 30, "r2") is None  # a duplicate task
     assert not meta.chunks.finish(replace(first, run_id="r-other"), ChunkStatus.DONE, ChunkCounts(rows_written=5))
     assert meta.chunks.finish(first, ChunkStatus.DONE, ChunkCounts(rows_written=7, rows_rejected=1, bytes_read=100))
