@@ -41,8 +41,9 @@ from tests.netns import Network
 TENANT, STREAM = "acme", "orders"
 JS_STREAM = stream_name(TENANT)
 NDJSON = {"Content-Type": "application/x-ndjson"}
-PER_POST, PER_PUBLISH = 10, 20  # records per broker message: one POST, one direct publish
-BEFORE, AFTER = 300, 300  # records each producer has acknowledged before the loss, and after it
+PER_POST = PER_PUBLISH = 50  # records per broker message: one POST, one direct publish
+BEFORE, AFTER = 1500, 1500  # records each producer has acknowledged before the loss, and after it
+AHEAD = 200  # the direct producer (faster) stays at most this many records ahead of the REST one
 GIVE_UP_S = 90.0  # a batch retried this long fails the test (a safety net, not an expectation)
 
 
@@ -114,6 +115,9 @@ async def _publish(url: str, load: Load) -> None:
     n = 0
     try:
         while not load.stop.is_set():
+            if load.count("d") > load.count("r") + AHEAD:  # in step with the posts: a bounded load
+                await asyncio.sleep(0.01)
+                continue
             envelopes = [Envelope(f"d{n + i}", {"k": f"d{n + i}"}) for i in range(PER_PUBLISH)]
             deadline = time.monotonic() + GIVE_UP_S
             while True:
@@ -156,6 +160,11 @@ def _victim(nats: NatsCluster, which: str) -> str:
     "which", ["the stream leader", "a follower", "the stream leader's link"], ids=["leader", "follower", "link"]
 )
 def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_path: Path, which: str) -> None:
+    started = time.monotonic()
+
+    def phase(what: str) -> None:  # on stdout: pytest shows it with a failure
+        print(f"{time.monotonic() - started:6.1f} s  {what}", flush=True)
+
     platform_password, tenant_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     config = authorization(platform_password, {TENANT: tenant_password})
     with Network() as net, NatsCluster(net, tmp_path / "nats", authorization=config) as nats:
@@ -164,6 +173,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
         key = cli.json("tenant", "add", TENANT, "--json")["api_key"]
         producer_url = nats.url(tenant_user(TENANT), tenant_password, inbox=inbox_prefix(TENANT))
         api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+        phase("cluster ready, tenant added")
         up = cli.popen("up")
         load = Load()
         threads: list[threading.Thread] = []
@@ -173,6 +183,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
                 assert _post(http, ["first"]) is None  # declares the stream (3 replicas), starts the app
                 until(lambda: nats.stream_current(JS_STREAM), what=f"{JS_STREAM} on 3 current nodes", every_s=0.2)
                 assert nats.stream(JS_STREAM)["config"]["num_replicas"] == 3
+                phase("up, stream declared on 3 nodes")
 
                 jobs: list[Callable[[], None]] = [
                     lambda: _poster(http, load),
@@ -187,12 +198,14 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
 
                 until(lambda: acked(BEFORE), what=f"{BEFORE} records acknowledged by each producer")
                 victim = _victim(nats, which)
+                phase(f"{load.count('r')} + {load.count('d')} acknowledged; losing {victim} ({which})")
                 if which.endswith("link"):
                     nats.nodes[victim].host.link_down()
                 else:
                     nats.kill(victim)
                 until(lambda: acked(BEFORE + AFTER), what=f"{AFTER} more records acknowledged after losing {victim}")
                 leader = until(lambda: nats.stream_leader(JS_STREAM), what="a stream leader")
+                phase(f"{load.count('r')} + {load.count('d')} acknowledged; stream leader {leader}")
                 load.stop.set()
                 for thread in threads:
                     thread.join(timeout=GIVE_UP_S + 10)
@@ -204,6 +217,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
             assert len(wanted) == len(load.acked) + 2  # no id acknowledged twice by the producers
             until(lambda: _count(cli) >= len(wanted), what=f"{len(wanted)} records stored", every_s=0.5)
             stored = _stored(cli)
+            phase(f"{len(wanted)} stored")
             assert set(stored) == wanted, (sorted(wanted - set(stored))[:10], sorted(set(stored) - wanted)[:10])
             assert max(stored.values()) == 1  # 0 lost, 0 duplicated
 
@@ -212,6 +226,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
             else:
                 nats.start(victim)
             until(lambda: nats.stream_current(JS_STREAM), what=f"{victim} current again", every_s=0.2)
+            phase(f"{victim} current again")
         finally:
             load.stop.set()
             up.terminate()
