@@ -210,6 +210,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
                 for thread in threads:
                     thread.join(timeout=GIVE_UP_S + 10)
                 assert not load.failures, load.failures
+                assert not any(thread.is_alive() for thread in threads)  # every batch begun was acknowledged
                 assert leader != victim or not which.startswith("the stream leader")  # a new one was elected
 
                 assert _post(http, ["after"]) is None  # published after the loss: stored too
