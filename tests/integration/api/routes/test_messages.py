@@ -275,7 +275,7 @@ async def test_over_the_burst_is_429_with_retry_after(platform: Platform, broker
     assert await broker.backlog(small.record.id, "events", "check") == 1
 
 
-@pytest.mark.slow  # the broker adapter waits PUBLISH_TIMEOUT_S (10 s) for the confirm before giving up
+@pytest.mark.slow  # the broker adapter retries for PUBLISH_DEADLINE_S (10 s on one node) before giving up
 async def test_a_stopped_broker_is_503_with_retry_after(platform: Platform, tenant: NewTenant, tmp_path: Path) -> None:
     server = EmbeddedNats(tmp_path / "doomed")
     broker = open_broker(server.start())
