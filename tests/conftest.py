@@ -27,6 +27,7 @@ from tests import clifork
 if TYPE_CHECKING:
     from mysimbdp.adapters.broker import Broker
     from mysimbdp.runtime.platform import Platform
+    from tests.clusters.rabbitmq import RabbitCluster
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the xdist worker running this process ("gw0", ...); "" in a run without workers
@@ -258,6 +259,24 @@ def embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """One 3-node RabbitMQ cluster of the tests' own per test process (tests/clusters/rabbitmq.py):
+    20-40 s to start, so the tests on it share it, in one xdist group (``rabbit_cluster``)."""
+    from tests.clusters.rabbitmq import rabbitmq_cluster
+
+    with rabbitmq_cluster(tmp_path_factory.mktemp("rabbitmq-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def rabbit_cluster(rabbitmq_cluster_session: RabbitCluster) -> RabbitCluster:
+    """The shared RabbitMQ cluster, every node running (the ones an earlier test killed started
+    again). Its tests carry ``pytest.mark.xdist_group(tests.clusters.rabbitmq.GROUP)`` and each
+    uses a vhost of its own."""
+    return rabbitmq_cluster_session.heal()
 
 
 def broker_url_for(kind: str, request: pytest.FixtureRequest) -> str:

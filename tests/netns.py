@@ -13,7 +13,8 @@ every host by its address. Only these addresses and loopback are used: the bridg
 route out, and nothing is forwarded. Each Network takes a /24 of its own under 10.200.0.0 to
 10.254.255.0, claimed with a lock file, so parallel test processes never collide. Leaving the
 ``with`` block kills every process still in the hosts' namespaces, then deletes them and the
-bridge; :func:`sweep` removes what a killed test run left behind.
+bridge; :func:`sweep` removes what a killed test run left behind. A process may have up to
+ten networks at once (a session's cluster beside a test's own hosts).
 
 Needs CAP_NET_ADMIN (root) and ``ip`` (Debian's iproute2): :func:`require` skips the test
 with the reason on a machine without them, and fails it under CI, where they must be.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import signal
 import subprocess
@@ -77,7 +79,7 @@ def sweep() -> None:
             _ip("netns", "delete", name, check=False)
     for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         bridge = line.split(":")[1].strip()
-        if bridge.startswith(PREFIX) and not _alive(int(bridge[len(PREFIX) :], 16)):
+        if bridge.startswith(PREFIX) and not _alive(int(bridge[len(PREFIX) :].split("x")[0], 16)):
             _ip("link", "delete", bridge, check=False)
 
 
@@ -140,8 +142,11 @@ class Host:
 class Network:
     """A bridge and the hosts on it; a context manager that removes them all at exit."""
 
+    made = itertools.count()  # networks this process made: several may be up at once (a session's cluster)
+
     def __init__(self) -> None:
-        self.tag = f"{os.getpid():x}"
+        self.number = next(Network.made) % 10
+        self.tag = f"{os.getpid():x}x{self.number}"  # the pid in hex, then this process's network number
         self.bridge = f"{PREFIX}{self.tag}"[:15]
         self.hosts: dict[str, Host] = {}
         self._lock: Any = None
@@ -167,8 +172,7 @@ class Network:
             break
         else:
             raise RuntimeError(f"no free /24 left under 10.200.0.0/13 (locks in {LOCKS})")
-        # one network per process at a time: a second would need another bridge name
-        _ip("link", "delete", self.bridge, check=False)
+        _ip("link", "delete", self.bridge, check=False)  # left by an earlier process of this pid
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -177,7 +181,7 @@ class Network:
     def host(self, name: str) -> Host:
         """Add a host: its namespace, loopback up, one address on the bridge."""
         index = len(self.hosts) + 2
-        namespace = f"{PREFIX}-{os.getpid()}-{name}"
+        namespace = f"{PREFIX}-{os.getpid()}-{self.number}-{name}"
         veth, peer = f"{PREFIX}{self.tag}-{index}"[:15], f"{PREFIX}p{self.tag}-{index}"[:15]
         address = f"{self._subnet}.{index}"
         _ip("netns", "add", namespace)

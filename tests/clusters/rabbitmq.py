@@ -11,7 +11,10 @@ none``): the nodes are reachable only on the test network.
 
 The nodes start in parallel (~5 s each on an idle machine), then the 2nd and later ones join the
 first; :attr:`RabbitCluster.start_s` is the time all of it took. Leaving :func:`rabbitmq_cluster`
-kills every node (the namespaces go with the network), also when the test failed.
+kills every node (the namespaces go with the network), also when the test failed. The tests
+share one cluster per test process (the ``rabbit_cluster`` fixture of tests/conftest.py, in the
+xdist group :data:`GROUP`, so one process runs them all): a cluster costs 20-40 s to start, and
+:meth:`RabbitCluster.heal` gives each test a whole one again.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from mysimbdp.adapters.broker.rabbitmq import ManagementApi
 from tests import netns
 from tests.netns import Host, Network
 
-__all__ = ["RabbitCluster", "RabbitNode", "rabbitmq_cluster", "require"]
+__all__ = ["GROUP", "RabbitCluster", "RabbitNode", "rabbitmq_cluster", "require"]
+
+GROUP = "rabbitmq-cluster"  # the xdist group of the tests on the shared cluster
 
 SBIN = Path("/usr/lib/rabbitmq/bin")  # the scripts themselves, not /usr/sbin's wrapper (it su's to rabbitmq)
 SERVER, CTL = SBIN / "rabbitmq-server", SBIN / "rabbitmqctl"
@@ -145,6 +150,20 @@ class RabbitCluster:
 
     def alive(self) -> list[RabbitNode]:
         return [node for node in self.nodes if node.process is not None]
+
+    def heal(self) -> RabbitCluster:
+        """Start every node a test killed (it rejoins the cluster) and wait until the cluster
+        says all of them run: the next test of a shared cluster starts on a whole one."""
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+        names = {node.name for node in self.nodes}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while {n["name"] for n in self.api("GET", "/api/nodes") if n.get("running")} != names:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RabbitMQ cluster: not all of {sorted(names)} running after {START_TIMEOUT_S} s")
+            time.sleep(0.2)
+        return self
 
     def node(self, name: str) -> RabbitNode:
         """The node named ``rabbit@<address>``."""

@@ -25,7 +25,7 @@ import pytest
 from mysimbdp.adapters.broker import split_urls
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from mysimbdp.errors import BrokerError
-from tests.clusters.rabbitmq import RabbitCluster, rabbitmq_cluster
+from tests.clusters.rabbitmq import GROUP, RabbitCluster
 from tests.e2e.conftest import Cli, healthy
 from tests.helpers import on_backends, until
 
@@ -182,56 +182,58 @@ def _queue(cluster: RabbitCluster, vhost: str, online: int) -> dict[str, Any] | 
 
 
 @on_backends("sqlite")
-def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli, tmp_path: Any) -> None:
+@pytest.mark.xdist_group(GROUP)
+def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli, rabbit_cluster: RabbitCluster) -> None:
+    """On the shared 3-node cluster (vhost of its own): a follower, then the leader, killed."""
     started = time.monotonic()
-    with rabbitmq_cluster(tmp_path / "rabbitmq") as cluster:
-        vhost = "mysimbdp"
-        cluster.add_vhost(vhost)
-        cli.env["MYSIMBDP_BROKER_URL"] = cluster.url(vhost)
-        cli.env["MYSIMBDP_BROKER_REPLICAS"] = "3"
-        added: dict[str, Any] = cli.json("tenant", "add", "acme", "--json")
-        api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
-        rest, direct = RestProducer(api, added["api_key"]), DirectProducer(added["broker"])
-        up = cli.popen("up")
-        try:
-            with httpx.Client(base_url=api, timeout=10) as http:
-                until(lambda: healthy(http), what="the API")
-            rest.thread.start()  # its first post declares the stream and starts the app
-            queue: dict[str, Any] = until(lambda: _queue(cluster, vhost, online=3) or {}, what=f"{QUEUE} on 3 nodes")
-            assert queue["arguments"]["x-quorum-initial-group-size"] == 3
-            direct.thread.start()
-            until(lambda: _count(cli) > 0, what="the stream app's first records")
-            for producer in (rest, direct):
-                producer.wait_batches(3, "before the kills")
+    cluster = rabbit_cluster
+    vhost = "mysimbdp"
+    cluster.add_vhost(vhost)
+    cli.env["MYSIMBDP_BROKER_URL"] = cluster.url(vhost)
+    cli.env["MYSIMBDP_BROKER_REPLICAS"] = "3"
+    added: dict[str, Any] = cli.json("tenant", "add", "acme", "--json")
+    api = f"http://127.0.0.1:{cli.env['MYSIMBDP_API_PORT']}"
+    rest, direct = RestProducer(api, added["api_key"]), DirectProducer(added["broker"])
+    up = cli.popen("up")
+    try:
+        with httpx.Client(base_url=api, timeout=10) as http:
+            until(lambda: healthy(http), what="the API")
+        rest.thread.start()  # its first post declares the stream and starts the app
+        queue: dict[str, Any] = until(lambda: _queue(cluster, vhost, online=3) or {}, what=f"{QUEUE} on 3 nodes")
+        assert queue["arguments"]["x-quorum-initial-group-size"] == 3
+        direct.thread.start()
+        until(lambda: _count(cli) > 0, what="the stream app's first records")
+        for producer in (rest, direct):
+            producer.wait_batches(3, "before the kills")
 
-            follower = cluster.node(next(m for m in queue["members"] if m != queue["leader"]))
-            follower.kill()
-            for producer in (rest, direct):
-                producer.wait_batches(5, f"with the follower {follower.name} dead")
-            follower.start()
-            queue = until(lambda: _queue(cluster, vhost, online=3) or {}, what=f"{follower.name} back")
+        follower = cluster.node(next(m for m in queue["members"] if m != queue["leader"]))
+        follower.kill()
+        for producer in (rest, direct):
+            producer.wait_batches(5, f"with the follower {follower.name} dead")
+        follower.start()
+        queue = until(lambda: _queue(cluster, vhost, online=3) or {}, what=f"{follower.name} back")
 
-            leader = cluster.node(queue["leader"])
-            leader.kill()
-            killed_at = time.monotonic()
-            for producer in (rest, direct):
-                producer.wait_batches(5, f"with the leader {leader.name} dead")
-            after_leader = len(rest.acked), len(direct.acked)
-            for producer in (rest, direct):
-                producer.wait_batches(2, "after the leader's death")
-                producer.stop.set()
-            for producer in (rest, direct):
-                producer.thread.join(timeout=120)
-                assert producer.error is None, producer.error
-            acked = Counter(rest.acked + direct.acked)
-            assert len(acked) == len(rest.acked) + len(direct.acked)  # every id acknowledged once
-            until(lambda: _count(cli) >= len(acked), timeout_s=120, what=f"{len(acked)} records stored")
-            stored = _stored(cli)
-        finally:
-            rest.stop.set()
-            direct.stop.set()
-            up.terminate()
-            assert up.wait(timeout=60) == 0
+        leader = cluster.node(queue["leader"])
+        leader.kill()
+        killed_at = time.monotonic()
+        for producer in (rest, direct):
+            producer.wait_batches(5, f"with the leader {leader.name} dead")
+        after_leader = len(rest.acked), len(direct.acked)
+        for producer in (rest, direct):
+            producer.wait_batches(2, "after the leader's death")
+            producer.stop.set()
+        for producer in (rest, direct):
+            producer.thread.join(timeout=120)
+            assert producer.error is None, producer.error
+        acked = Counter(rest.acked + direct.acked)
+        assert len(acked) == len(rest.acked) + len(direct.acked)  # every id acknowledged once
+        until(lambda: _count(cli) >= len(acked), timeout_s=120, what=f"{len(acked)} records stored")
+        stored = _stored(cli)
+    finally:
+        rest.stop.set()
+        direct.stop.set()
+        up.terminate()
+        assert up.wait(timeout=60) == 0
     lost, extra = set(acked) - set(stored), set(stored) - set(acked)
     duplicated = {k: n for k, n in stored.items() if n > 1}
     assert (len(lost), len(extra), len(duplicated)) == (0, 0, 0), (sorted(lost)[:5], sorted(extra)[:5], duplicated)
@@ -243,5 +245,5 @@ def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli,
         f"leader {leader.name} killed: after it, the longest wait between two acknowledged batches "
         f"{rest.longest_wait_after(killed_at):.2f} s (posts), "
         f"{direct.longest_wait_after(killed_at):.2f} s (publishes); "
-        f"cluster up in {cluster.start_s:.1f} s, test {time.monotonic() - started:.1f} s"
+        f"shared cluster up in {cluster.start_s:.1f} s, test {time.monotonic() - started:.1f} s"
     )

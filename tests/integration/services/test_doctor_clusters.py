@@ -20,7 +20,7 @@ from tests import netns
 from tests.clusters import postgres
 from tests.clusters.nats import NatsCluster
 from tests.clusters.postgres import STANDBY_NAME, PostgresCluster
-from tests.clusters.rabbitmq import rabbitmq_cluster
+from tests.clusters.rabbitmq import GROUP, RabbitCluster
 from tests.helpers import until
 from tests.netns import Network
 
@@ -128,38 +128,41 @@ def test_a_3_node_nats_cluster_at_replicas_3_is_ok_and_a_lost_node_fails(home: P
         assert after["broker"].state == "warn" and f"1 of 3 hosts do not answer: {lost}" in after["broker"].detail
 
 
-@pytest.mark.slow  # starts 3 RabbitMQ nodes (~10 s idle)
-def test_a_3_node_rabbitmq_cluster_at_replicas_3_is_ok_and_a_lost_node_fails(home: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # on the shared 3-node RabbitMQ cluster
+@pytest.mark.xdist_group(GROUP)
+def test_a_3_node_rabbitmq_cluster_at_replicas_3_is_ok_and_a_lost_node_fails(
+    home: Path, rabbit_cluster: RabbitCluster
+) -> None:
     """Three running nodes and the tenant's quorum queues with 3 members online: ok. A node
     that is not the stream queue's leader killed: the check fails naming the node count
     (2 < 3), the node that is down and each queue's member on it as offline."""
-    with rabbitmq_cluster(tmp_path / "rabbitmq") as cluster:
-        cluster.add_vhost("doctor")
-        url = cluster.url("doctor")
-        asyncio.run(_declare(url))
-        checks = _checks(home, broker_url=url, broker_replicas=3)
-        replicas = checks["broker replicas"]
-        assert replicas.state == "ok", replicas
-        assert "3 node(s) running" in replicas.detail and "platform queue(s) in 'doctor': every copy current" in (
-            replicas.detail
-        )
-        queues = {q["name"]: q for q in replicas.data["queues"]}
-        assert "mysimbdp.acme.readings" in queues, queues
-        assert all(q["type"] == "quorum" and len(q["members"]) == 3 for q in queues.values()), queues
-        assert "guest:guest" not in replicas.detail
+    cluster = rabbit_cluster
+    cluster.add_vhost("doctor")
+    url = cluster.url("doctor")
+    asyncio.run(_declare(url))
+    checks = _checks(home, broker_url=url, broker_replicas=3)
+    replicas = checks["broker replicas"]
+    assert replicas.state == "ok", replicas
+    assert "3 node(s) running" in replicas.detail and "platform queue(s) in 'doctor': every copy current" in (
+        replicas.detail
+    )
+    queues = {q["name"]: q for q in replicas.data["queues"]}
+    assert "mysimbdp.acme.readings" in queues, queues
+    assert all(q["type"] == "quorum" and len(q["members"]) == 3 for q in queues.values()), queues
+    assert "guest:guest" not in replicas.detail
 
-        leader = cluster.queue("doctor", "mysimbdp.acme.readings")["leader"]
-        lost = next(node for node in cluster.nodes if node.name != leader)
-        lost.kill()
-        failed = until(
-            lambda: (
-                (check := _checks(home, broker_url=url, broker_replicas=3)["broker replicas"]).state == "fail"
-                and f"{lost.name}" in " ".join(check.data["stopped"])
-                and check
-            ),
-            timeout_s=60,
-            what=f"doctor to see {lost.name} gone",
-        )
-        assert "2 node(s) < MYSIMBDP_BROKER_REPLICAS=3" in failed.detail, failed
-        assert f"1 down ({lost.name})" in failed.detail
-        assert f"queue mysimbdp.acme.readings: its member {lost.name} is offline" in failed.data["problems"]
+    leader = cluster.queue("doctor", "mysimbdp.acme.readings")["leader"]
+    lost = next(node for node in cluster.nodes if node.name != leader)
+    lost.kill()
+    failed = until(
+        lambda: (
+            (check := _checks(home, broker_url=url, broker_replicas=3)["broker replicas"]).state == "fail"
+            and f"{lost.name}" in " ".join(check.data["stopped"])
+            and check
+        ),
+        timeout_s=60,
+        what=f"doctor to see {lost.name} gone",
+    )
+    assert "2 node(s) < MYSIMBDP_BROKER_REPLICAS=3" in failed.detail, failed
+    assert f"1 down ({lost.name})" in failed.detail
+    assert f"queue mysimbdp.acme.readings: its member {lost.name} is offline" in failed.data["problems"]

@@ -8,7 +8,7 @@ as it is; a broker URL listing several nodes connects to the first that answers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -16,15 +16,14 @@ import pytest
 from mysimbdp.adapters.broker import open_broker
 from mysimbdp.adapters.broker.rabbitmq import dead_letter_queue
 from mysimbdp.errors import BrokerError
-from tests.clusters.rabbitmq import RabbitCluster, rabbitmq_cluster
+from tests.clusters.rabbitmq import GROUP, RabbitCluster
 
-pytestmark = pytest.mark.slow  # starts 3 RabbitMQ nodes (~10 s idle)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(GROUP)]  # on the shared 3-node RabbitMQ cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    with rabbitmq_cluster(tmp_path_factory.mktemp("rabbitmq")) as started:
-        yield started
+@pytest.fixture
+def cluster(rabbit_cluster: RabbitCluster) -> RabbitCluster:
+    return rabbit_cluster
 
 
 @pytest.fixture
