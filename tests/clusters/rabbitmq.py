@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from mysimbdp.adapters.broker.rabbitmq import ManagementApi
 from tests import netns
 from tests.netns import Host, Network
@@ -52,10 +50,7 @@ def require() -> None:
     """Skip the calling test with the reason if the cluster cannot be made; fail under CI."""
     netns.require()
     if not SERVER.exists():
-        reason = f"{SERVER} not found: install Debian's rabbitmq-server (3.10)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        netns.require(f"{SERVER} not found: install Debian's rabbitmq-server (3.10)")
 
 
 @dataclass

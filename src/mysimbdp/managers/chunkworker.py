@@ -19,7 +19,6 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 
@@ -27,6 +26,7 @@ from mysimbdp.adapters.broker import CHUNKS_STREAM, Broker, Message
 from mysimbdp.adapters.metastore.chunks import ChunkRecord
 from mysimbdp.errors import BrokerError, MysimbdpError
 from mysimbdp.logs import get_logger, log_context
+from mysimbdp.managers.slots import drain, wait_for_change
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.chunked import CHUNK_TASK_GROUP, run_chunk_task
 
@@ -76,16 +76,8 @@ class ChunkWorker:
             except MysimbdpError as exc:  # a store or broker hiccup: try again shortly
                 log.warning("worker_tick_failed", owner=self.owner, error=str(exc))
             if took == 0 or len(self._running) >= self.slots:
-                stopped = asyncio.ensure_future(stop.wait())
-                waiters: set[asyncio.Future[Any]] = {stopped, *self._running}
-                await asyncio.wait(waiters, timeout=IDLE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-        if self._running:  # unfinished chunks are killed; their leases expire and they run again
-            log.info("worker_draining", owner=self.owner, running=len(self._running), drain_s=self.drain_s)
-            _, pending = await asyncio.wait(list(self._running), timeout=self.drain_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+                await wait_for_change(stop, self._running, IDLE_POLL_S)
+        await drain(self._running, self.drain_s, owner=self.owner)
         log.info("worker_stopped", owner=self.owner)
 
     async def _take(self, free: int) -> int:

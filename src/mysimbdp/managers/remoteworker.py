@@ -29,6 +29,7 @@ from mysimbdp.adapters.workerapi import WorkerApi
 from mysimbdp.domain.remotetask import RemoteTask
 from mysimbdp.errors import ApiError, ChunkFetchRefused
 from mysimbdp.logs import get_logger, log_context
+from mysimbdp.managers.slots import drain, wait_for_change
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.remoterun import ensure_bundle, fetch_input, progress_of, run_chunk_app, worker_dir
 
@@ -69,16 +70,8 @@ class RemoteChunkWorker:
                 self._running.add(handler)
                 handler.add_done_callback(self._running.discard)
                 continue
-            stopped = asyncio.ensure_future(stop.wait())
-            waiters: set[asyncio.Future[Any]] = {stopped, *self._running}
-            await asyncio.wait(waiters, timeout=IDLE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-        if self._running:  # unfinished chunks are killed; their leases expire and they run again
-            log.info("worker_draining", worker=self.label, running=len(self._running), drain_s=self.drain_s)
-            _, pending = await asyncio.wait(list(self._running), timeout=self.drain_s)
-            for handler in pending:
-                handler.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await wait_for_change(stop, self._running, IDLE_POLL_S)
+        await drain(self._running, self.drain_s, worker=self.label)
         log.info("worker_stopped", worker=self.label)
         if refused is not None:
             raise refused
