@@ -53,6 +53,8 @@ from mysimbdp.adapters.broker import Broker, open_broker  # noqa: E402
 from mysimbdp.adapters.broker.nats import durable_name, free_port, stream_name  # noqa: E402
 from mysimbdp.adapters.coredms import open_admin, open_store, sqlite_path  # noqa: E402
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch  # noqa: E402
+from mysimbdp.runtime.platform import Platform as MysimbdpPlatform  # noqa: E402
+from mysimbdp.settings import Settings  # noqa: E402
 
 BARE_APP = """
 from fastapi import FastAPI, Request
@@ -88,10 +90,11 @@ class Platform:
         self.up = subprocess.Popen([sys.executable, "-m", "mysimbdp", "up"], env=self.env, stderr=subprocess.DEVNULL)
         url_file = self.home / "broker" / "url"
         deadline = time.monotonic() + 30
-        while not url_file.exists() and time.monotonic() < deadline:
+        while not (url_file.exists() and url_file.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.broker_url = url_file.read_text().strip()
-        self.db = sqlite_path(f"sqlite:///{self.home / 'coredms'}") + "/bench.db"
+        with MysimbdpPlatform(Settings.from_env(self.env), {}) as platform:  # the URL is sealed at rest
+            self.broker_url = platform.running_broker_url()
+        self.db = sqlite_path(f"sqlite:///{self.home / 'coredms'}") + "/bench/bench.db"  # coredms/<tenant>/<tenant>.db
 
     def cli(self, *args: str, json_out: bool = False) -> Any:
         out = subprocess.run(
