@@ -134,7 +134,9 @@ class DirectProducer(Producer):
                 try:
                     if exchange is None:
                         connection = await aio_pika.connect(self.urls[node % len(self.urls)], timeout=5)
-                        channel = await connection.channel(publisher_confirms=True)
+                        # a publish routed nowhere (before the platform bound the stream's queue) is
+                        # returned: raised, not confirmed as if it had been taken (the tenant guide says so)
+                        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                         exchange = await channel.get_exchange(self.exchange, ensure=False)
                     await exchange.publish(message, routing_key=self.routing_key, mandatory=True, timeout=10)
                     break
@@ -142,6 +144,7 @@ class DirectProducer(Producer):
                     OSError,
                     TimeoutError,
                     aio_pika.exceptions.AMQPError,
+                    aio_pika.exceptions.DeliveryError,
                     aio_pika.exceptions.ChannelInvalidStateError,
                 ):
                     self.failures += 1

@@ -25,7 +25,7 @@ async def _publish_as_tenant(access: dict[str, str], start: int, count: int) -> 
     """What a tenant's own producer does with ``tenant add --json``'s ``broker``: a plain aio-pika client."""
     connection = await aio_pika.connect(access["url"])
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)  # a return raises
         exchange = await channel.get_exchange(access["exchange"], ensure=False)
         routing_key = access["routing_key"].replace("<stream>", "orders")
         for first in range(start, start + count, 100):
