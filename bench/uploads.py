@@ -192,13 +192,13 @@ def run_post(work: Path, path: Path, *, respond_async: bool = False) -> dict[str
 
 
 def _until_checked(api: str, file_id: str, headers: dict[str, str]) -> float:
-    """Poll ``GET /v1/files/{file_id}`` (404 until the checks recorded it) until it is no longer
-    ``received``; the seconds it took after the 202."""
+    """Poll ``GET /v1/files/{file_id}`` (``checking`` until its checks decide; before 2026-12-08:
+    404, then ``received``) until it is past both; the seconds it took after the 202."""
     t0 = time.perf_counter()
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
         while time.perf_counter() - t0 < 600:
             answer = client.get(f"/v1/files/{file_id}")
-            if answer.status_code == 200 and answer.json()["file"]["status"] != "received":
+            if answer.status_code == 200 and answer.json()["file"]["status"] not in ("checking", "received"):
                 status = answer.json()["file"]["status"]
                 if status in ("rejected", "duplicate", "failed"):
                     raise SystemExit(f"file {file_id}: {status}: {answer.json()['file']['reasons']}")
