@@ -11,15 +11,21 @@ to all the others: one cluster, ``cluster.name`` ``mysimbdp``) and for monitorin
 ``<address>:8222``; its JetStream store lies under ``root/<node>/jetstream``, so a node started
 again recovers what it held. ``authorization`` is a config's ``authorization { ... }`` block
 (the platform's users: :func:`mysimbdp.adapters.broker.nats.users.authorization`), the same
-on every node. The servers ping their routes and clients every second, so a cut link is noticed
-in seconds, not minutes. ``__enter__`` returns once the JetStream meta group has a leader and
-every node is current in it (``/jsz`` of each); ``__exit__`` kills the nodes, also on failure.
+on every node; ``user`` and ``password`` are one of its users that may use the JetStream API
+(the platform's), for the readiness probe below. The servers ping their routes and clients
+every second, so a cut link is noticed in seconds, not minutes. ``__enter__`` (and
+:meth:`NatsCluster.start` of a node) returns once the cluster can place a stream on every live
+node (:meth:`NatsCluster.wait_ready`); ``__exit__`` kills the nodes, also on failure.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,9 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import nats
+import nats.errors
+from nats.js.api import StorageType
 
 from mysimbdp.adapters.broker.nats import nats_server_binary
 from tests.netns import Host, Network
@@ -35,6 +44,7 @@ __all__ = ["CLIENT_PORT", "NatsCluster", "NatsNode"]
 
 CLIENT_PORT, ROUTE_PORT, MONITOR_PORT = 4222, 6222, 8222
 READY_TIMEOUT_S = 60.0  # a safety net under load, not an expectation
+PROBE_TIMEOUT_S = 2.0  # one readiness probe's connect and each of its JetStream requests
 CLUSTER_NAME = "mysimbdp"
 
 
@@ -69,10 +79,14 @@ class NatsNode:
 class NatsCluster:
     """``nodes`` nats-server nodes ``n1``.. on hosts of ``net``, their files under ``root``."""
 
-    def __init__(self, net: Network, root: Path, *, nodes: int = 3, authorization: str = "") -> None:
+    def __init__(
+        self, net: Network, root: Path, *, nodes: int = 3, authorization: str = "", user: str = "", password: str = ""
+    ) -> None:
         self.net = net
         self.root = root
         self.authorization = authorization
+        self.user, self.password = user, password
+        self._probes = itertools.count(1)
         self.nodes = {f"n{i}": NatsNode(f"n{i}", net.host(f"nats{i}"), root / f"n{i}") for i in range(1, nodes + 1)}
 
     def __enter__(self) -> NatsCluster:
@@ -136,24 +150,60 @@ class NatsCluster:
     def live(self) -> list[NatsNode]:
         return [node for node in self.nodes.values() if node.alive]
 
-    def _meta_ready(self) -> bool:
+    def _meta_leader(self) -> str:
+        """The meta leader's name once the live nodes agree on it and it sees every one of
+        them current in the meta group (its ``/jsz``); "" before."""
         live = self.live()
         names = {node.name for node in live}
         try:
             views = [node.monitor("jsz").get("meta_cluster") or {} for node in live]
         except (httpx.HTTPError, ValueError):
-            return False
+            return ""
         leader = {view.get("leader") for view in views}
         if len(leader) != 1 or not (leader & names):
-            return False  # no leader yet, or the nodes do not agree on one
+            return ""  # no leader yet, or the nodes do not agree on one
         view = next(v for v, node in zip(views, live, strict=True) if node.name in leader)
         current = {r["name"] for r in view.get("replicas") or [] if r.get("current") and not r.get("offline")}
-        return current | leader >= names
+        return str(next(iter(leader))) if current | leader >= names else ""
+
+    def _placeable(self, leader: str) -> bool:
+        """A probe stream of one replica per live node can be created (through ``leader``'s
+        node), and is deleted again."""
+        node = self.nodes[leader]
+        auth = f"{self.user}:{self.password}@" if self.user else ""
+        url = f"nats://{auth}{node.address}:{CLIENT_PORT}"
+        name = f"READY_PROBE_{next(self._probes)}"
+        placed: list[bool] = []  # in a thread of its own: a caller may be inside an event loop
+        probe = threading.Thread(target=lambda: placed.append(asyncio.run(_probe(url, name, len(self.live())))))
+        probe.start()
+        probe.join()
+        return placed == [True]
+
+    def _ready(self) -> bool:
+        if not (leader := self._meta_leader()):
+            return False
+        if self.authorization and not self.user:
+            return True  # no credentials: the probe could not log in
+        return self._placeable(leader) and self._meta_leader() == leader
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until the live nodes agree on a meta leader, which sees every one of them current."""
+        """Until a stream with one replica on each live node can be created: what the tests do
+        next (their first message declares the tenant's stream at replicas 3).
+
+        The meta group's view alone is not enough: its leader seeing every node current (Raft)
+        is necessary, but placement (``selectPeerGroup``) skips a peer unless the leader holds
+        that server's config and stats, which come from the server's own statsz messages, not
+        from Raft. A node just started, or whose routes just came back, is current in the meta
+        group while the leader still lacks them (or still has it offline): the placement then
+        fails with "no suitable peers for placement, peer offline (10005)" although ``/jsz``
+        shows the peer current and not offline (seen here: 1.3 s after a node's link came back,
+        and as a flake 1.0 s after a fresh cluster was declared ready). No monitoring endpoint
+        shows those stats, so the probe asks the placement itself, through the meta leader,
+        and that leader must still lead afterwards (a new leader has its own view). Without
+        credentials for a cluster with ``authorization``, the probe cannot log in: the meta
+        view alone then."""
         deadline = time.monotonic() + timeout_s
-        while not self._meta_ready():
+        while not self._ready():
             dead = [node for node in self.nodes.values() if node.proc is not None and node.proc.poll() is not None]
             if time.monotonic() >= deadline or (dead and len(dead) == len(self.nodes)):
                 logs = "\n".join(f"--- {node.name}:\n{node.log()}" for node in self.nodes.values())
@@ -189,3 +239,24 @@ class NatsCluster:
         live = {node.name for node in self.live()}
         current = {r["name"] for r in cluster.get("replicas") or [] if r.get("current") and not r.get("offline")}
         return cluster.get("leader") in live and current | {cluster["leader"]} >= live
+
+
+async def _probe(url: str, name: str, replicas: int) -> bool:
+    """Create stream ``name`` with ``replicas`` replicas (file storage, as the platform's) on
+    the server at ``url`` and delete it: whether the creation was answered with success."""
+    try:
+        nc = await nats.connect(url, connect_timeout=PROBE_TIMEOUT_S, allow_reconnect=False)
+    except (nats.errors.Error, OSError, TimeoutError):
+        return False
+    try:
+        js = nc.jetstream(timeout=PROBE_TIMEOUT_S)
+        try:
+            await js.add_stream(name=name, subjects=[f"_ready.{name}"], num_replicas=replicas, storage=StorageType.FILE)
+        except (nats.errors.Error, TimeoutError):
+            return False  # e.g. "no suitable peers for placement" (10005), or no answer in time
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await js.delete_stream(name)  # a probe left behind holds no subject of the tests'
+        return True
+    finally:
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await nc.close()

@@ -167,7 +167,12 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
 
     platform_password, tenant_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     config = authorization(platform_password, {TENANT: tenant_password})
-    with Network() as net, NatsCluster(net, tmp_path / "nats", authorization=config) as nats:
+    with (
+        Network() as net,
+        NatsCluster(  # the platform's user: the login of the cluster's readiness probe
+            net, tmp_path / "nats", authorization=config, user=PLATFORM_USER, password=platform_password
+        ) as nats,
+    ):
         cli.env["MYSIMBDP_BROKER_URL"] = nats.url(PLATFORM_USER, platform_password)
         cli.env["MYSIMBDP_BROKER_REPLICAS"] = "3"
         key = cli.json("tenant", "add", TENANT, "--json")["api_key"]
