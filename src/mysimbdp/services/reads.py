@@ -10,12 +10,12 @@ another tenant's data, and a cursor is signed for its tenant, dataset, sort and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from mysimbdp.adapters.coredms import DocumentStore
+from mysimbdp.adapters.coredms import DocumentStore, StoredRow, StoredTexts
 from mysimbdp.domain.cursor import CursorCodec, CursorScope
 from mysimbdp.domain.docfilter import Node, Path, filter_digest, parse_filter
 from mysimbdp.domain.profile import Profile
@@ -45,6 +45,7 @@ MAX_OFFSET = 10_000_000  # offset paging reads and skips every row before: deepe
 MAX_EXPORT_LIMIT = 2**53  # an export's optional limit (documents); none: all of them
 EXPORT_PAGE_ROWS = 1000  # documents per keyset page while streaming an export
 FEED_START = "start"  # since=start: the change feed from the first write
+PageT = TypeVar("PageT", bound=Sized)  # a store page: a list of StoredRow, or one StoredTexts
 FEED_SORT = "~since"  # a change-feed cursor's sort binding (no sort parameter can be this)
 
 
@@ -127,16 +128,18 @@ def read_changes(
 
 
 def _keyset_pages(
-    fetch: Callable[[Sequence[Any] | None, int, int], Sequence[Any]],
+    fetch: Callable[[Sequence[Any] | None, int, int], PageT],
     *,
     after: Sequence[Any] | None,
     limit: int | None,
     offset: int,
     page_rows: int,
     progress: Callable[[int], None] | None,
-) -> Iterator[Sequence[Any]]:
-    """The pages of ``fetch(after, size, offset)`` (rows with a ``position``), each after
-    the last row of the one before, until a short page or ``limit`` rows."""
+    last_of: Callable[[PageT], Sequence[Any] | None],
+) -> Iterator[PageT]:
+    """The pages of ``fetch(after, size, offset)`` (rows with a ``position``, or one
+    ``StoredTexts``: ``last_of`` gives a page's last position), each after the last row of
+    the one before, until a short page or ``limit`` rows."""
     left = limit
     while left is None or left > 0:
         size = page_rows if left is None else min(page_rows, left)
@@ -147,7 +150,7 @@ def _keyset_pages(
                 progress(len(rows))
         if len(rows) < size:
             return
-        after = rows[-1].position
+        after = last_of(rows)
         left = None if left is None else left - len(rows)
 
 
@@ -166,13 +169,15 @@ def iter_documents(
     one written meanwhile comes if it sorts after the pages already read. ``progress(n)``
     after each page of ``n``."""
 
-    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> Sequence[Any]:
+    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> list[StoredRow]:
         q = query
         return store.query(
             q.dataset, where=q.where, sort=q.sort, after=position, fields=q.fields, limit=size, offset=skip
         )
 
-    pages = _keyset_pages(fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress)
+    pages = _keyset_pages(
+        fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress, last_of=_last_row
+    )
     for rows in pages:
         for row in rows:
             yield row.doc
@@ -191,13 +196,23 @@ def iter_text_pages(
     """:func:`iter_documents`' documents (whole: ``query.fields`` is not applied), a page
     at a time, as their stored JSON text, unparsed (``DocumentStore.query_texts``)."""
 
-    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> Sequence[Any]:
+    def fetch(position: Sequence[Any] | None, size: int, skip: int) -> StoredTexts:
         q = query
         return store.query_texts(q.dataset, where=q.where, sort=q.sort, after=position, limit=size, offset=skip)
 
-    pages = _keyset_pages(fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress)
-    for rows in pages:
-        yield [row.text for row in rows]
+    pages = _keyset_pages(
+        fetch, after=after, limit=limit, offset=offset, page_rows=page_rows, progress=progress, last_of=_last_text
+    )
+    for page in pages:
+        yield page.texts
+
+
+def _last_row(rows: list[StoredRow]) -> Sequence[Any] | None:
+    return rows[-1].position
+
+
+def _last_text(page: StoredTexts) -> Sequence[Any] | None:
+    return page.last
 
 
 def export_chunks(fmt: ExportFormat, docs: Iterator[dict[str, Any]], fields: Sequence[Path] = ()) -> Iterator[bytes]:

@@ -23,6 +23,8 @@ from mysimbdp.adapters.coredms.base import (
     CoreDmsAdmin,
     DocumentInvalid,
     DocumentStore,
+    StoredRow,
+    StoredTexts,
     sqlite_path,
 )
 from mysimbdp.errors import ConfigError
@@ -32,6 +34,8 @@ __all__ = [
     "CoreDmsAdmin",
     "DocumentInvalid",
     "DocumentStore",
+    "StoredRow",
+    "StoredTexts",
     "open_admin",
     "open_store",
     "sqlite_path",

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredText
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredTexts
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.naming import dataset_problem, tenant_id_problem
 from mysimbdp.domain.readparams import BY_KEY, SortSpec
@@ -37,7 +37,7 @@ __all__ = [
     "DocumentInvalid",
     "DocumentStore",
     "StoredRow",
-    "StoredText",
+    "StoredTexts",
     "generation_table",
     "index_name",
     "merge_rounds",
@@ -126,7 +126,7 @@ class DocumentStore(Protocol):
         after: Sequence[Any] | None = None,
         limit: int,
         offset: int = 0,
-    ) -> list[StoredText]:
+    ) -> StoredTexts:
         """:meth:`query`'s page of whole documents as their stored JSON text, unparsed
         (``coredms.reads.page_texts``): what an NDJSON export without ``fields`` sends."""
         ...

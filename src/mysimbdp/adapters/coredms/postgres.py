@@ -22,7 +22,7 @@ from mysimbdp.adapters.coredms.base import generation_table, merge_rounds, table
 from mysimbdp.adapters.coredms.pgadmin import PostgresAdmin
 from mysimbdp.adapters.coredms.pgadmin import connect as _connect
 from mysimbdp.adapters.coredms.pgadmin import pg_errors as _errors
-from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredText
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredTexts
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import BY_KEY, SortSpec
@@ -309,12 +309,12 @@ class PostgresStore:
         after: Sequence[Any] | None = None,
         limit: int,
         offset: int = 0,
-    ) -> list[StoredText]:
+    ) -> StoredTexts:
         with _errors(self.where, dataset, lost=self._lost):
             conn = self._db()
             table, qualified = self._table(dataset)
             if not self._exists(conn, table, qualified):
-                return []
+                return StoredTexts([], None)
             name = qualified.as_string(conn)
             return reads.page_texts(
                 conn, "postgres", name, where=where, sort=sort, after=after, limit=limit, offset=offset

@@ -6,7 +6,7 @@ writes each dialect's SQL with its placeholders, so one function serves both. A 
 come as :class:`StoredRow`: the position a cursor resumes after, and the document (whole,
 or the projection assembled from its fields) with exact numbers as ``orjson.Fragment``
 (``domain.exactjson``); :func:`page_texts` gives the same page's whole documents as their
-stored JSON text (:class:`StoredText`), parsed by nobody.
+stored JSON text (:class:`StoredTexts`), parsed by nobody.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from mysimbdp.adapters.coredms import filtersql
 from mysimbdp.adapters.coredms.filtersql import Dialect
-from mysimbdp.adapters.coredms.rows import StoredRow, StoredText
+from mysimbdp.adapters.coredms.rows import StoredRow, StoredTexts
 from mysimbdp.domain.docfilter import MATCH_ALL, Node, Path
 from mysimbdp.domain.exactjson import loads_for_output
 from mysimbdp.domain.readparams import BY_KEY, SortKind, SortSpec, assemble
@@ -60,14 +60,16 @@ def page_texts(
     after: Sequence[Any] | None = None,
     limit: int,
     offset: int = 0,
-) -> list[StoredText]:
+) -> StoredTexts:
     """:func:`page`'s whole documents (no projection) as their stored JSON text: the same
     SQL, the same positions, nothing parsed (SQLite ``doc``, PostgreSQL ``doc::text``)."""
     query = filtersql.page_sql(dialect, table, where=where, sort=sort, after=after, limit=limit, offset=offset)
     found = conn.execute(query.sql, query.params).fetchall()
-    if sort.kind is SortKind.KEY:
-        return [StoredText((key,), text) for key, _, text in found]
-    return [StoredText((value, key), text) for key, value, text in found]
+    if not found:
+        return StoredTexts([], None)
+    key, value, _ = found[-1]
+    last = (key,) if sort.kind is SortKind.KEY else (value, key)
+    return StoredTexts([text for _, _, text in found], last)
 
 
 def changes(

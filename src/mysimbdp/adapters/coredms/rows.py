@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DatasetStats", "StoredRow", "StoredText"]
+__all__ = ["DatasetStats", "StoredRow", "StoredTexts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +19,18 @@ class StoredRow:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredText:
-    """One document of a page as its stored JSON text, unparsed (SQLite: the text as
+class StoredTexts:
+    """A page of whole documents as their stored JSON text, unparsed (SQLite: the text as
     written; PostgreSQL: ``jsonb``'s text form, ``{"a": 1, "b": [2, 3]}``), numbers digit for
-    digit; ``position`` as in :class:`StoredRow`. What a whole-document NDJSON export sends."""
+    digit, and the position of its last document (as in :class:`StoredRow`; None for an
+    empty page). What a whole-document NDJSON export sends: one list of texts, no object per
+    document."""
 
-    position: tuple[Any, ...]
-    text: str
+    texts: list[str]
+    last: tuple[Any, ...] | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 @dataclass(frozen=True, slots=True)

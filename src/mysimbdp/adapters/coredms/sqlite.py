@@ -41,7 +41,7 @@ from mysimbdp.adapters.coredms.base import (
     sqlite_path,
     table_name,
 )
-from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredText
+from mysimbdp.adapters.coredms.rows import DatasetStats, StoredRow, StoredTexts
 from mysimbdp.adapters.coredms.sqliteadmin import SqliteAdmin
 from mysimbdp.domain.docfilter import MATCH_ALL, Node
 from mysimbdp.domain.docfilter import Path as FieldPath
@@ -327,11 +327,11 @@ class SqliteStore:
         after: Sequence[Any] | None = None,
         limit: int,
         offset: int = 0,
-    ) -> list[StoredText]:
+    ) -> StoredTexts:
         table = table_name(dataset)
         with self._errors(dataset):
             if not self._exists(table):
-                return []
+                return StoredTexts([], None)
             db, name = self._db(), f'"{table}"'
             return reads.page_texts(db, "sqlite", name, where=where, sort=sort, after=after, limit=limit, offset=offset)
 

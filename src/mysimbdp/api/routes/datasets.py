@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from mysimbdp.adapters.coredms import DocumentStore
 from mysimbdp.api.deps import Authenticated, Caller, Refused, context_of, documented
+from mysimbdp.api.streaming import read_ahead
 from mysimbdp.domain.naming import dataset_problem
 from mysimbdp.domain.readparams import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, bounded_int
 from mysimbdp.errors import FilterError, StoreError, StoreUnavailable
@@ -313,7 +314,8 @@ async def _export(
             store.close()
 
     disposition = f'attachment; filename="{query.dataset}.{fmt.value}"'
-    return StreamingResponse(body(), media_type=MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition})
+    headers = {"Content-Disposition": disposition}
+    return StreamingResponse(read_ahead(body()), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @router.get(

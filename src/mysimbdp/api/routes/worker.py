@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
@@ -27,6 +26,7 @@ from mysimbdp.adapters.metastore.chunks import ChunkRecord, ChunkStatus
 from mysimbdp.adapters.metastore.workers import WorkerClaim
 from mysimbdp.adapters.process.runner import Outcome
 from mysimbdp.api.deps import AUTH_HEADERS, Refused, bearer_scheme, context_of, documented
+from mysimbdp.api.streaming import read_ahead
 from mysimbdp.domain.naming import TENANT_ID_RE
 from mysimbdp.domain.remotetask import SHA256_HEX, WORKER_LABEL
 from mysimbdp.errors import MysimbdpError
@@ -161,16 +161,11 @@ async def chunk_bytes(
         raise Refused(409, f"tenant {claim.tenant!r}: file {claim.file_id!r} is gone")
     headers = {"Content-Range": f"bytes {start}-{end - 1}/*", "Content-Length": str(end - start)}
     return StreamingResponse(
-        _iterate(remotework.read_range(pathlib.Path(record.path), start, end)),
+        read_ahead(remotework.read_range(pathlib.Path(record.path), start, end)),
         status_code=206,
         media_type="application/octet-stream",
         headers=headers,
     )
-
-
-async def _iterate(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    while (block := await asyncio.to_thread(next, blocks, None)) is not None:
-        yield block
 
 
 @router.get(
