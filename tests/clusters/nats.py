@@ -211,13 +211,13 @@ class NatsCluster:
             time.sleep(0.1)
 
     def stream(self, stream: str) -> dict[str, Any]:
-        """``/jsz``'s view of JetStream stream ``stream`` (its config and cluster): the
+        """``/jsz``'s view of JetStream stream ``stream`` (its config, cluster, consumers): the
         leader's (only it knows whether its followers are current), else any live node's
         that holds it; {} when none does."""
         views: dict[str, dict[str, Any]] = {}
         for node in self.live():
             try:
-                jsz = node.monitor("jsz?accounts=true&streams=true&config=true")
+                jsz = node.monitor("jsz?accounts=true&streams=true&config=true&consumers=true")
             except (httpx.HTTPError, ValueError):
                 continue  # dead, or cut off
             for account in jsz.get("account_details") or []:
@@ -228,6 +228,10 @@ class NatsCluster:
             if (view.get("cluster") or {}).get("leader") == name:
                 return view
         return next(iter(views.values()), {})
+
+    def consumers(self, stream: str) -> dict[str, dict[str, Any]]:
+        """``stream``'s consumers in :meth:`stream`'s view (name -> config, cluster, ...)."""
+        return {str(c["name"]): dict(c) for c in self.stream(stream).get("consumer_detail") or []}
 
     def stream_leader(self, stream: str) -> str:
         """The node leading ``stream``'s Raft group ("" while it has none)."""

@@ -4,7 +4,10 @@
 acknowledged) while the tenant's stream app consumes, one node dies: the stream's leader, a
 follower, or the leader cut off the network. Every acknowledged message is stored exactly once
 (0 lost, 0 duplicated, counted by key), nothing else is, and the stream app carries on: what
-is published after the loss is stored too; the lost node comes back and catches up.
+is published after the loss is stored too; the lost node comes back and catches up. The
+platform's own state stays consistent through it: the stream's target still asks for the one
+instance its first message set, exactly one instance is recorded, running, its process alive,
+and its durable consumer is still on the cluster, after the loss and after the recovery.
 
 The store is SQLite, the embedded default: its side is not under test here (a replicated
 PostgreSQL losing its primary is ``test_postgres_failover``'s), and a file of this test's own
@@ -29,7 +32,7 @@ import orjson
 import pytest
 
 from mysimbdp.adapters.broker import open_broker
-from mysimbdp.adapters.broker.nats import inbox_prefix, stream_name, tenant_user
+from mysimbdp.adapters.broker.nats import durable_name, inbox_prefix, stream_name, tenant_user
 from mysimbdp.adapters.broker.nats.users import PLATFORM_USER, authorization
 from mysimbdp.domain.envelope import Envelope, batch_id, encode_batch
 from mysimbdp.errors import BrokerError, BrokerUnavailable
@@ -38,8 +41,9 @@ from tests.e2e.conftest import Cli, healthy
 from tests.helpers import on_backends, until
 from tests.netns import Network
 
-TENANT, STREAM = "acme", "orders"
+TENANT, STREAM, APP = "acme", "orders", "generic"  # APP: the default profile's stream app
 JS_STREAM = stream_name(TENANT)
+INSTANCES = 1  # what the stream's first message asks for (the app's min_instances)
 NDJSON = {"Content-Type": "application/x-ndjson"}
 PER_POST = PER_PUBLISH = 50  # records per broker message: one POST, one direct publish
 BEFORE, AFTER = 1500, 1500  # records each producer has acknowledged before the loss, and after it
@@ -149,6 +153,34 @@ def _count(cli: Cli) -> int:
     return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
 
 
+def _alive(pid: int) -> bool:
+    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
+    """The meta store's stream targets (stream, app, instances) and every instance it does
+    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
+    rows = cli.json("stream", "status", "--tenant", TENANT, "--json")
+    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
+    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
+
+
+def _assert_consistent(cli: Cli, nats: NatsCluster) -> None:
+    """The stream's target, its instances and its consumer on the cluster as the test left them."""
+    targets, instances = _instances(cli)
+    assert targets == [(STREAM, APP, INSTANCES)], targets  # nothing lost, nothing scaled
+    assert instances == [("running", True)] * INSTANCES, instances  # none dead, none recorded running dead
+    consumers = nats.consumers(JS_STREAM)  # the app's, and the monitor's of the reports stream
+    app = consumers.get(durable_name(STREAM, APP)) or {}
+    leader = (app.get("cluster") or {}).get("leader")
+    assert leader in {node.name for node in nats.live()}, consumers  # it exists and has a leader
+
+
 def _victim(nats: NatsCluster, which: str) -> str:
     leader = nats.stream_leader(JS_STREAM)
     return leader if which != "a follower" else next(name for name in sorted(nats.nodes) if name != leader)
@@ -226,6 +258,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
             phase(f"{len(wanted)} stored")
             assert set(stored) == wanted, (sorted(wanted - set(stored))[:10], sorted(set(stored) - wanted)[:10])
             assert max(stored.values()) == 1  # 0 lost, 0 duplicated
+            _assert_consistent(cli, nats)  # after the loss, the node still lost
 
             if which.endswith("link"):  # the node comes back and catches up
                 nats.nodes[victim].host.link_up()
@@ -233,6 +266,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
                 nats.start(victim)
             until(lambda: nats.stream_current(JS_STREAM), what=f"{victim} current again", every_s=0.2)
             phase(f"{victim} current again")
+            _assert_consistent(cli, nats)  # and after the recovery
         finally:
             load.stop.set()
             up.terminate()
