@@ -19,6 +19,7 @@ xdist group :data:`GROUP`, so one process runs them all): a cluster costs 20-40 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -179,6 +180,13 @@ class RabbitCluster:
         found = self.api("GET", f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
         assert isinstance(found, dict)
         return found
+
+    def consumers(self, vhost: str, queue: str) -> list[dict[str, Any]]:
+        """Queue ``queue``'s consumers now (channel, tag, active): ``rabbitmqctl list_consumers`` on
+        the first live node (the cluster's own list, not the management API's statistics, which lag)."""
+        columns = ("queue_name", "channel_pid", "consumer_tag", "active")
+        out = self.alive()[0].ctl("list_consumers", "--quiet", "--formatter", "json", "-p", vhost, *columns)
+        return [consumer for consumer in json.loads(out) if consumer["queue_name"] == queue]
 
 
 def _cookie() -> str:

@@ -6,7 +6,9 @@ A follower of the stream's queue is killed (SIGKILL, its host's processes all), 
 goes on, the follower comes back; then the leader is killed, and the loading goes on. Every
 record acknowledged (a 202, a confirm) is stored once: the stored set equals the acknowledged
 set, key by key, and the records acknowledged after the leader died are among them (the
-stream app carried on)."""
+stream app carried on). The platform's own state stays consistent: the stream's target still
+asks for the one instance its first message set, exactly one instance is recorded, running, its
+process alive, and it is the queue's one active consumer on the cluster."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.slow  # 3 RabbitMQ nodes, two kills and a restart
 BATCH = 100
 PAUSE_S = 0.1  # between two batches of a producer: at most ~1000 records/s each, ~20-60k in all
 QUEUE = "mysimbdp.acme.orders"
+APP, INSTANCES = "generic", 1  # the default profile's stream app; what the stream's first message asks for
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
@@ -173,6 +177,23 @@ def _count(cli: Cli) -> int:
     return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
 
 
+def _alive(pid: int) -> bool:
+    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
+    """The meta store's stream targets (stream, app, instances) and every instance it does
+    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
+    rows = cli.json("stream", "status", "--tenant", "acme", "--json")
+    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
+    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
+
+
 def _queue(cluster: RabbitCluster, vhost: str, online: int) -> dict[str, Any] | None:
     """The stream's queue once ``online`` of its 3 members are up and it has a leader."""
     try:
@@ -232,6 +253,8 @@ def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli,
         assert len(acked) == len(rest.acked) + len(direct.acked)  # every id acknowledged once
         until(lambda: _count(cli) >= len(acked), timeout_s=120, what=f"{len(acked)} records stored")
         stored = _stored(cli)
+        targets, instances = _instances(cli)  # the leader still dead
+        consumers = cluster.consumers(vhost, QUEUE)
     finally:
         rest.stop.set()
         direct.stop.set()
@@ -242,6 +265,13 @@ def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli,
     assert (len(lost), len(extra), len(duplicated)) == (0, 0, 0), (sorted(lost)[:5], sorted(extra)[:5], duplicated)
     assert stored == acked
     assert rest.acked[after_leader[0] :] and direct.acked[after_leader[1] :]  # stored: the app carried on
+    assert targets == [("orders", APP, INSTANCES)], targets  # nothing lost, nothing scaled
+    assert instances == [("running", True)] * INSTANCES, instances  # none dead, none recorded running dead
+    # each instance consumes the queue once; a consumer whose channel was on the killed leader's
+    # node stays listed, inactive ("suspected down": RabbitMQ cannot tell a dead node from a cut
+    # one), until that node is back
+    active = [c for c in consumers if c["active"]]
+    assert len(active) == INSTANCES and len(consumers) - len(active) <= 1, consumers
     print(
         f"{len(rest.acked)} posted and {len(direct.acked)} published records, all stored once; "
         f"{rest.failures} posts and {direct.failures} publishes retried; follower {follower.name}, "
