@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import orjson
 import psycopg
 import pytest
 
 from mysimbdp.adapters.broker import open_broker
-from mysimbdp.adapters.broker.nats import free_port
+from mysimbdp.adapters.broker.nats import durable_name, free_port, stream_name
 from mysimbdp.adapters.coredms.base import namespace, table_name
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.secretbox import SecretBox, default_key_file
@@ -118,6 +119,32 @@ def _files(cli: Cli) -> list[dict[str, Any]]:
     return []
 
 
+def _alive(pid: int) -> bool:
+    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
+    """The meta store's stream targets (stream, app, instances) and every instance it does
+    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
+    rows = cli.json("stream", "status", "--tenant", "acme", "--json")
+    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
+    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
+
+
+async def _consumers(url: str, stream: str) -> list[str]:
+    """The names of JetStream stream ``stream``'s consumers (nats-py straight)."""
+    nc = await nats.connect(url)
+    try:
+        return sorted(str(info.name) for info in await nc.jetstream().consumers_info(stream))
+    finally:
+        await nc.close()
+
+
 def _replication(cli: Cli) -> dict[str, Any]:
     """``doctor --json``'s store replication check."""
     out = cli.json("doctor", "--json")
@@ -179,6 +206,8 @@ def test_losing_the_primary_mid_file_retries_it_as_transient_and_stores_every_ro
             lambda: [f for f in meta.list_files(tenant="acme") if f.status in FINAL_FILE_STATES], what="the file's end"
         )
         runs = meta.history.file_runs(ended[0].id)
+        events = [status for _, status, _ in meta.file_events(ended[0].id)]
+        ledger = meta.chunks.of_file(ended[0].id), meta.worker_claims.of_file(ended[0].id)
     finally:
         meta.close()
         _stop(up)
@@ -191,6 +220,13 @@ def test_losing_the_primary_mid_file_retries_it_as_transient_and_stores_every_ro
     statuses = [run.status for run in runs]
     assert RunStatus.TRANSIENT in statuses, f"the loss landed mid-run: {statuses}"
     assert statuses[-1] is RunStatus.SUCCEEDED and RunStatus.FAILED not in statuses, statuses
+    # the platform's own record of it: transient runs, then one success, each run counted once,
+    # the file's status history saying the same, and nothing in the chunk ledger (not chunked)
+    transient = statuses.count(RunStatus.TRANSIENT)
+    assert statuses == [RunStatus.TRANSIENT] * transient + [RunStatus.SUCCEEDED], statuses
+    assert ended[0].attempts == len(runs) and files[0]["rows_written"] == ROWS, (ended[0], files)
+    assert events == ["received", "staged"] + ["running", "retry"] * transient + ["running", "ingested"], events
+    assert ledger == ([], []), ledger  # no chunk, no worker claim left running
     if fault == "cut":
         return  # the doctor waits out the cut host's connect timeouts (~12 s); the kill shows the same
     alone = _replication(cli)  # the doctor sees the promoted node, now without a standby
@@ -263,7 +299,9 @@ def test_killing_the_primary_under_a_stream_stores_every_acknowledged_message_on
     cluster: PostgresCluster, platform: Cli
 ) -> None:
     """Messages published to the broker and POSTed to the API (and acknowledged) before,
-    during and after the failover are all stored by the generic stream app, each exactly once."""
+    during and after the failover are all stored by the generic stream app, each exactly once;
+    afterwards the meta store still asks for the one instance `stream start` asked for, records
+    exactly one, running, its process alive, and the app's consumer is still on the broker."""
     cli = platform
     key = cli.json("tenant", "add", "acme", "--json")["api_key"]
     up = cli.popen("up")
@@ -295,6 +333,8 @@ def test_killing_the_primary_under_a_stream_stores_every_acknowledged_message_on
             assert sender.error is None, sender.error
         acked = sorted(publisher.acked + poster.acked)
         until(lambda: _stored(cluster, "clicks") >= len(acked), what=f"all {len(acked)} acknowledged messages stored")
+        targets, instances = _instances(cli)  # the meta store's record, read on the promoted node
+        consumers = asyncio.run(_consumers(str(url), stream_name("acme")))
         cli.run("stream", "stop", "--tenant", "acme", check=True)
     finally:
         for sender in senders:
@@ -304,4 +344,7 @@ def test_killing_the_primary_under_a_stream_stores_every_acknowledged_message_on
     rows, distinct, keys = _keys(cluster, "clicks", "key")
     assert rows == distinct == len(acked)
     assert keys == acked
+    assert targets == [("clicks", "generic", 1)], targets  # what `stream start` asked for, kept
+    assert instances == [("running", True)], instances  # none dead, none recorded running dead
+    assert durable_name("clicks", "generic") in consumers, consumers  # the app's consumer, still there
     print(f"stream: {len(acked)} messages acknowledged and stored once, POSTs sent again after {poster.refused}")
