@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import pytest
 from mysimbdp.adapters.broker.nats import free_port
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.metastore.chunks import ChunkStatus
+from mysimbdp.domain.states import RunStatus
 from tests import netns
 from tests.conftest import POSTGRES_URL, require_service
 from tests.e2e.conftest import Cli, healthy
@@ -101,6 +103,29 @@ def _count(cli: Cli, tenant: str) -> int:
     return int(out.stdout.strip())
 
 
+def _statuses(meta: MetaStore, file_id: str) -> list[str]:
+    """The file's status history (its events' statuses, oldest first)."""
+    return [status for _, status, _ in meta.file_events(file_id)]
+
+
+def _assert_ledger_consistent(meta: MetaStore, file_id: str, rows: int) -> None:
+    """The file and its chunk ledger agree: every chunk done, its rows adding up to the file's;
+    each chunk claimed as many times as it was attempted, done by exactly one claim, the one of
+    its last run, which succeeded; no other run succeeded or failed for good; the file went
+    through one run (chunked) to ``ingested``, with no retry of its own."""
+    record, chunks = meta.get_file(file_id), meta.chunks.of_file(file_id)
+    claims, runs = meta.worker_claims.of_file(file_id), meta.history.file_runs(file_id)
+    assert record is not None and record.status == "ingested" and record.attempts == 1, record
+    assert chunks and all(c.status is ChunkStatus.DONE for c in chunks), chunks
+    assert sum(c.rows_written for c in chunks) == record.rows_written == rows
+    assert Counter(c.index for c in claims) == {c.index: c.attempts for c in chunks}, claims
+    assert sorted((c.index, c.run_id) for c in claims if c.outcome == "done") == [(c.index, c.run_id) for c in chunks]
+    succeeded = sorted(r.id for r in runs if r.status is RunStatus.SUCCEEDED)
+    assert succeeded == sorted(c.run_id for c in chunks), runs
+    assert len(runs) == len(claims) and not any(r.status is RunStatus.FAILED for r in runs), runs
+    assert _statuses(meta, file_id) == ["received", "staged", "running", "running", "ingested"]
+
+
 def _worker(host: netns.Host, api: str, home: Path, token: str, log: Path) -> subprocess.Popen[Any]:
     env = _env(MYSIMBDP_HOME=str(home), MYSIMBDP_API_URL=api, MYSIMBDP_WORKER_TOKEN=token)
     with log.open("ab") as err:
@@ -127,7 +152,8 @@ def test_a_worker_on_another_host_without_the_platform_home_runs_every_chunk_and
     empty home. A 2.3 MB file in 6 chunks ends ingested with every row once, every chunk run by
     B's worker (the ledger's claims name it), B's home holding only the cached bundle. Then B is
     killed mid-chunk; a fresh worker on B runs that chunk again once its lease expired: the
-    second file too ends with every row once, the killed chunk done at its second attempt."""
+    second file too ends with every row once, the killed chunk done at its second attempt. Each
+    file's chunk ledger ends consistent: every chunk done once, by the claim of its last run."""
     a, b = net.host("a"), net.host("b")
     a_home, b_home = tmp_path / "a-home", tmp_path / "b-home"
     b_home.mkdir()
@@ -170,6 +196,7 @@ def test_a_worker_on_another_host_without_the_platform_home_runs_every_chunk_and
         assert sorted((c.index, c.outcome) for c in claims) == [(c.index, "done") for c in chunks]
         assert {c.worker.rsplit(":", 2)[0] for c in claims} == {f"api:{token['id']}:{socket.gethostname()}"}
         assert {c.worker.split(":")[3] for c in claims} == {str(first.pid)}  # B's worker process
+        _assert_ledger_consistent(meta, summary["file_id"], BIG_ROWS)
         kept = [p.relative_to(b_home) for p in b_home.rglob("*") if p.is_file()]
         assert kept and all(p.parts[:2] == ("worker", "bundles") for p in kept), kept  # no staged bytes, no runs
 
@@ -195,6 +222,10 @@ def test_a_worker_on_another_host_without_the_platform_home_runs_every_chunk_and
             ("", str(first.pid)),
             ("done", str(second.pid)),
         ]
+        _assert_ledger_consistent(meta, slow_file.id, SLOW_ROWS)
+        runs = {r.id: r for r in meta.history.file_runs(slow_file.id)}  # the killed chunk's: lost, then done
+        assert [runs[c.run_id].status is RunStatus.SUCCEEDED for c in of_killed] == [False, True]
+        assert not meta.worker_claims.open_of_tenant(token["id"], "slow")  # no chunk still held by a claim
     finally:
         meta.close()
         _stop(second, up)
