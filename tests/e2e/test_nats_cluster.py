@@ -176,9 +176,14 @@ def _assert_consistent(cli: Cli, nats: NatsCluster) -> None:
     assert targets == [(STREAM, APP, INSTANCES)], targets  # nothing lost, nothing scaled
     assert instances == [("running", True)] * INSTANCES, instances  # none dead, none recorded running dead
     consumers = nats.consumers(JS_STREAM)  # the app's, and the monitor's of the reports stream
-    app = consumers.get(durable_name(STREAM, APP)) or {}
-    leader = (app.get("cluster") or {}).get("leader")
-    assert leader in {node.name for node in nats.live()}, consumers  # it exists and has a leader
+    assert durable_name(STREAM, APP) in consumers, consumers
+
+    def consumer_leader() -> str:  # a node just back may call an election: a leader again in seconds
+        app = nats.consumers(JS_STREAM).get(durable_name(STREAM, APP)) or {}
+        leader = str((app.get("cluster") or {}).get("leader") or "")
+        return leader if leader in {node.name for node in nats.live()} else ""
+
+    until(consumer_leader, timeout_s=30, what=f"a live leader of {durable_name(STREAM, APP)}", every_s=0.2)
 
 
 def _victim(nats: NatsCluster, which: str) -> str:
