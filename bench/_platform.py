@@ -119,7 +119,10 @@ class Seen:
 
 class TreeSampler:
     """Samples every process of the watched trees every ``interval_s``; keeps each one's peak
-    RSS and CPU time (``Seen``; a process's last ~50 ms of CPU go unseen).
+    RSS and CPU time (``Seen``; a process's last ~50 ms of CPU go unseen), and the trees'
+    largest RSS at one sample (``peak_total_bytes``: the processes together, at once). A
+    child seen between its fork and its exec counts its own pages only (USS): the rest are
+    its parent's, shared copy-on-write and counted there.
 
     Roots can be added while it runs (``watch``): `up`, the ingest CLI, each worker. Their
     children (the embedded nats-server, every app run) are found at each sample."""
@@ -127,6 +130,7 @@ class TreeSampler:
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.seen: dict[int, Seen] = {}
+        self.peak_total_bytes = 0  # the largest sum of the trees' RSS in one sample (all at once)
         self._roots: list[tuple[str, psutil.Process]] = []
         self._procs: dict[int, psutil.Process] = {}  # the trees' processes at the last sample
         self._started_at = time.time()
@@ -157,6 +161,7 @@ class TreeSampler:
         return found
 
     def _sample(self) -> None:
+        total = 0
         for label, role, proc in self._tree():
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 with proc.oneshot():
@@ -168,8 +173,14 @@ class TreeSampler:
                     seen = self.seen[proc.pid] = Seen(role or _role(proc, label), base)
                 elif seen.role.endswith(_NOT_YET):  # seen between fork and exec: look again
                     seen.role = _role(proc, label)
+                if seen.role.endswith(_NOT_YET):
+                    # a fork before its exec maps its parent's pages (copy-on-write, counted in the
+                    # parent's RSS): only its own pages are memory it adds (USS, from smaps)
+                    rss = proc.memory_full_info().uss
                 seen.peak_rss_bytes = max(seen.peak_rss_bytes, rss)
                 seen.cpu_s = cpu_s - seen.cpu_base_s
+                total += rss
+        self.peak_total_bytes = max(self.peak_total_bytes, total)
 
     def _run(self) -> None:
         while not self._stop.is_set():

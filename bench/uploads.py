@@ -178,6 +178,7 @@ def run_post(work: Path, path: Path, *, respond_async: bool = False) -> dict[str
             except SystemExit as exc:
                 raise SystemExit(f"{exc}\nup's log ends: {plat.log_tail(plat.up)}") from exc
         result["up_peak_rss_bytes"] = sum_peak(sampler)
+        result["up_peak_rss_at_once_bytes"] = sampler.peak_total_bytes
         result["up_rss_by_role"] = sampler.by_role()
         log = plat.log_tail(plat.up, 10**6)
         received = _logged_at(log, "file_uploaded")
@@ -267,6 +268,7 @@ def run_tus(work: Path, path: Path, name: str, kill_every_s: float | None) -> di
         "mb_per_s": round(path.stat().st_size / total / 1e6, 1),
         "runs": runs,
         "up_peak_rss_bytes": sum_peak(sampler),
+        "up_peak_rss_at_once_bytes": sampler.peak_total_bytes,
     }
 
 

@@ -21,8 +21,6 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from mysimbdp.adapters.metastore.notifications import Delivery
 from mysimbdp.domain.backoff import backoff_s
 from mysimbdp.domain.components import NOTIFIER
@@ -30,9 +28,13 @@ from mysimbdp.domain.egress import parse_allow_list, refusal
 from mysimbdp.domain.profile import Profile
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.logs import get_logger
+from mysimbdp.optional import without
 from mysimbdp.runtime.platform import Platform
 from mysimbdp.services.notify import signed_headers
 from mysimbdp.settings import mask_url
+
+with without("rich"):  # httpx would load rich and pygments for its own command line
+    import httpx
 
 log = get_logger("notifier")
 

@@ -75,6 +75,9 @@ async def _ask(nc: Any, subject: str, body: bytes = b"") -> dict[str, Any]:
 async def _jetstream(servers: list[str]) -> list[dict[str, Any]]:
     """Every platform stream's info (``$JS.API.STREAM.LIST``, page by page), through the
     first of ``servers`` (one URL each) that takes the connection."""
+    from mysimbdp.adapters.broker.nats import natspy  # noqa: F401  # before nats: see there
+
+    # isort: split
     import nats
     import nats.errors
 

@@ -26,6 +26,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+from mysimbdp.adapters.broker.nats import natspy  # noqa: F401  # first: nats-py without aiohttp
+
+# isort: split
 import nats
 import nats.errors
 import nats.js.errors

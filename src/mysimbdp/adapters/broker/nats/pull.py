@@ -26,6 +26,10 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+
+from mysimbdp.adapters.broker.nats import natspy  # noqa: F401  # first: nats-py without aiohttp
+
+# isort: split
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
