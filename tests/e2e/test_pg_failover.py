@@ -59,10 +59,8 @@ LIBPQ = {
 
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
-    with Network() as net, PostgresCluster(net) as pg:
+    with Network() as net, PostgresCluster(net, databases=("meta", "coredms")) as pg:
         assert pg.primary is not None
-        pg.primary.sql("CREATE DATABASE meta")
-        pg.primary.sql("CREATE DATABASE coredms")
         yield pg
 
 
