@@ -5,6 +5,7 @@ host (``tests/netns.py``), the binary the platform itself runs (``nats-server-bi
         url = nats.url("mysimbdp", password)   # nats://mysimbdp:pw@10.x.0.2:4222,nats://...@10.x.0.3:4222,...
         nats.stream_leader("MYSIMBDP_acme")    # the node that leads the stream's Raft group
         nats.kill("n1")                        # SIGKILL; nats.start("n1") brings it back, same store
+        nats.cut("n2")                         # its host's link down; nats.mend("n2") puts it up again
 
 Every node listens for clients on ``<address>:4222``, for routes on ``<address>:6222`` (routes
 to all the others: one cluster, ``cluster.name`` ``mysimbdp``) and for monitoring on
@@ -56,6 +57,7 @@ class NatsNode:
     host: Host
     dir: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    cut: bool = False  # its host's link is down (NatsCluster.cut): its monitor port is out of reach
 
     @property
     def address(self) -> str:
@@ -143,6 +145,16 @@ class NatsCluster:
             node.proc.send_signal(signal.SIGKILL)
             node.proc.wait(timeout=10)
 
+    def cut(self, name: str) -> None:
+        """Cut node ``name`` off the network (its host's link down): it lives on, unreachable."""
+        self.nodes[name].host.link_down()
+        self.nodes[name].cut = True
+
+    def mend(self, name: str) -> None:
+        """Put node ``name``'s link up again (after :meth:`cut`)."""
+        self.nodes[name].host.link_up()
+        self.nodes[name].cut = False
+
     def stop(self) -> None:
         for node in self.nodes.values():
             self.kill(node.name)
@@ -213,9 +225,11 @@ class NatsCluster:
     def stream(self, stream: str) -> dict[str, Any]:
         """``/jsz``'s view of JetStream stream ``stream`` (its config, cluster, consumers): the
         leader's (only it knows whether its followers are current), else any live node's
-        that holds it; {} when none does."""
+        that holds it (a cut one is not asked); {} when none does."""
         views: dict[str, dict[str, Any]] = {}
         for node in self.live():
+            if node.cut:
+                continue  # its monitor would only time out
             try:
                 jsz = node.monitor("jsz?accounts=true&streams=true&config=true&consumers=true")
             except (httpx.HTTPError, ValueError):

@@ -242,7 +242,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
                 victim = _victim(nats, which)
                 phase(f"{load.count('r')} + {load.count('d')} acknowledged; losing {victim} ({which})")
                 if which.endswith("link"):
-                    nats.nodes[victim].host.link_down()
+                    nats.cut(victim)
                 else:
                     nats.kill(victim)
                 until(lambda: acked(BEFORE + AFTER), what=f"{AFTER} more records acknowledged after losing {victim}")
@@ -266,7 +266,7 @@ def test_losing_one_node_of_three_loses_and_duplicates_nothing(cli: Cli, tmp_pat
             _assert_consistent(cli, nats)  # after the loss, the node still lost
 
             if which.endswith("link"):  # the node comes back and catches up
-                nats.nodes[victim].host.link_up()
+                nats.mend(victim)
             else:
                 nats.start(victim)
             until(lambda: nats.stream_current(JS_STREAM), what=f"{victim} current again", every_s=0.2)
