@@ -181,7 +181,7 @@ def _assert_consistent(cli: Cli, nats: NatsCluster) -> None:
     def consumer_leader() -> str:  # a node just back may call an election: a leader again in seconds
         app = nats.consumers(JS_STREAM).get(durable_name(STREAM, APP)) or {}
         leader = str((app.get("cluster") or {}).get("leader") or "")
-        return leader if leader in {node.name for node in nats.live()} else ""
+        return leader if leader in {node.name for node in nats.live() if not node.cut} else ""
 
     until(consumer_leader, timeout_s=30, what=f"a live leader of {durable_name(STREAM, APP)}", every_s=0.2)
 
