@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["ROOT", "TESTS", "on_backends", "until", "until_async"]
+__all__ = ["ROOT", "TESTS", "on_backends", "process_alive", "until", "until_async"]
 
 TESTS = Path(__file__).resolve().parent  # tests/ (hostile_app.py lies here)
 ROOT = TESTS.parent  # the project: examples/, docs/
@@ -57,3 +57,12 @@ def on_backends(*names: str) -> pytest.MarkDecorator:
     tests that exercise the store itself (crash recovery, chunked files, write modes, the
     hostile tenant) stay on both; docs/architecture.md "Tests" lists the split."""
     return pytest.mark.parametrize("backend", names, indirect=True)
+
+
+def process_alive(pid: int) -> bool:
+    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"

@@ -14,6 +14,7 @@ import pytest
 
 from mysimbdp.adapters.broker.nats import free_port
 from tests import clifork
+from tests.helpers import process_alive
 
 
 @dataclass
@@ -35,6 +36,14 @@ class Cli:
             return orjson.loads(proc.stdout)
         except orjson.JSONDecodeError as exc:
             raise AssertionError(f"not JSON ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from exc
+
+    def stream_instances(self, tenant: str) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
+        """The meta store's stream targets of ``tenant`` (stream, app, instances) and every
+        instance it does not record stopped (its state, whether its pid is alive), as
+        ``stream status`` shows them."""
+        rows = self.json("stream", "status", "--tenant", tenant, "--json")
+        targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
+        return targets, [(i["state"], process_alive(i["pid"])) for row in rows for i in row["instance_list"]]
 
     def up_log(self, tail_chars: int = 4000) -> str:
         """The end of what the processes of :meth:`popen` wrote to stderr (for a failure's message)."""

@@ -153,26 +153,9 @@ def _count(cli: Cli) -> int:
     return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
 
 
-def _alive(pid: int) -> bool:
-    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
-    """The meta store's stream targets (stream, app, instances) and every instance it does
-    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
-    rows = cli.json("stream", "status", "--tenant", TENANT, "--json")
-    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
-    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
-
-
 def _assert_consistent(cli: Cli, nats: NatsCluster) -> None:
     """The stream's target, its instances and its consumer on the cluster as the test left them."""
-    targets, instances = _instances(cli)
+    targets, instances = cli.stream_instances(TENANT)
     assert targets == [(STREAM, APP, INSTANCES)], targets  # nothing lost, nothing scaled
     assert instances == [("running", True)] * INSTANCES, instances  # none dead, none recorded running dead
     consumers = nats.consumers(JS_STREAM)  # the app's, and the monitor's of the reports stream

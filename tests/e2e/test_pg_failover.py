@@ -117,23 +117,6 @@ def _files(cli: Cli) -> list[dict[str, Any]]:
     return []
 
 
-def _alive(pid: int) -> bool:
-    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
-    """The meta store's stream targets (stream, app, instances) and every instance it does
-    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
-    rows = cli.json("stream", "status", "--tenant", "acme", "--json")
-    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
-    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
-
-
 async def _consumers(url: str, stream: str) -> list[str]:
     """The names of JetStream stream ``stream``'s consumers (nats-py straight)."""
     nc = await nats.connect(url)
@@ -331,7 +314,7 @@ def test_killing_the_primary_under_a_stream_stores_every_acknowledged_message_on
             assert sender.error is None, sender.error
         acked = sorted(publisher.acked + poster.acked)
         until(lambda: _stored(cluster, "clicks") >= len(acked), what=f"all {len(acked)} acknowledged messages stored")
-        targets, instances = _instances(cli)  # the meta store's record, read on the promoted node
+        targets, instances = cli.stream_instances("acme")  # the meta store's record, read on the promoted node
         consumers = asyncio.run(_consumers(str(url), stream_name("acme")))
         cli.run("stream", "stop", "--tenant", "acme", check=True)
     finally:

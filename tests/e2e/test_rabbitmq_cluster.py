@@ -17,7 +17,6 @@ import itertools
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -177,23 +176,6 @@ def _count(cli: Cli) -> int:
     return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
 
 
-def _alive(pid: int) -> bool:
-    """A process ``pid`` runs (one that died but is not reaped yet, a zombie, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return pid > 0 and stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _instances(cli: Cli) -> tuple[list[tuple[str, str, int]], list[tuple[str, bool]]]:
-    """The meta store's stream targets (stream, app, instances) and every instance it does
-    not record stopped (its state, whether its pid is alive), as ``stream status`` shows them."""
-    rows = cli.json("stream", "status", "--tenant", "acme", "--json")
-    targets = [(row["stream"], row["app"], row["instances"]) for row in rows]
-    return targets, [(i["state"], _alive(i["pid"])) for row in rows for i in row["instance_list"]]
-
-
 def _queue(cluster: RabbitCluster, vhost: str, online: int) -> dict[str, Any] | None:
     """The stream's queue once ``online`` of its 3 members are up and it has a leader."""
     try:
@@ -253,7 +235,7 @@ def test_killing_a_follower_then_the_leader_loses_nothing_acknowledged(cli: Cli,
         assert len(acked) == len(rest.acked) + len(direct.acked)  # every id acknowledged once
         until(lambda: _count(cli) >= len(acked), timeout_s=120, what=f"{len(acked)} records stored")
         stored = _stored(cli)
-        targets, instances = _instances(cli)  # the leader still dead
+        targets, instances = cli.stream_instances("acme")  # the leader still dead
         consumers = cluster.consumers(vhost, QUEUE)
     finally:
         rest.stop.set()
