@@ -17,6 +17,7 @@ import pytest
 
 from mysimbdp.adapters.metastore import MetaStore
 from mysimbdp.adapters.metastore.chunks import ChunkStatus
+from mysimbdp.domain.states import RunStatus
 from tests.conftest import broker_url_for
 from tests.e2e.conftest import Cli, wait_until_up
 from tests.helpers import on_backends, until
@@ -159,6 +160,10 @@ def test_a_worker_killed_mid_chunk_has_its_chunk_run_again_and_nothing_is_stored
     record = meta.get_file(file_id)
     assert record is not None and record.rows_written == rows
     _assert_each_row_once(cli, rows)
+    runs = {r.id: r for r in meta.history.file_runs(file_id)}
+    lost = runs[killed.run_id]  # the killed worker's run: ended when its chunk was queued again
+    assert (lost.status, bool(lost.ended_at), "expired" in lost.error) == (RunStatus.TRANSIENT, True, True), lost
+    assert all(r.status is not None for r in runs.values()), runs  # no run left open
 
 
 @on_backends("postgres")

@@ -123,6 +123,8 @@ def _assert_ledger_consistent(meta: MetaStore, file_id: str, rows: int) -> None:
     succeeded = sorted(r.id for r in runs if r.status is RunStatus.SUCCEEDED)
     assert succeeded == sorted(c.run_id for c in chunks), runs
     assert len(runs) == len(claims) and not any(r.status is RunStatus.FAILED for r in runs), runs
+    assert all(r.status is not None and r.ended_at for r in runs), runs  # no run left open, none claimed
+    assert all(c.outcome for c in claims), claims
     assert _statuses(meta, file_id) == ["received", "staged", "running", "running", "ingested"]
 
 
@@ -219,12 +221,13 @@ def test_a_worker_on_another_host_without_the_platform_home_runs_every_chunk_and
         assert _count(cli, "slow") == SLOW_ROWS
         of_killed = [c for c in meta.worker_claims.of_file(slow_file.id) if c.index == killed.index]
         assert [(c.outcome, c.worker.split(":")[3]) for c in of_killed] == [
-            ("", str(first.pid)),
+            ("lease_expired", str(first.pid)),  # ended when its chunk was queued again
             ("done", str(second.pid)),
         ]
         _assert_ledger_consistent(meta, slow_file.id, SLOW_ROWS)
         runs = {r.id: r for r in meta.history.file_runs(slow_file.id)}  # the killed chunk's: lost, then done
-        assert [runs[c.run_id].status is RunStatus.SUCCEEDED for c in of_killed] == [False, True]
+        assert [runs[c.run_id].status for c in of_killed] == [RunStatus.TRANSIENT, RunStatus.SUCCEEDED]
+        assert "expired" in runs[of_killed[0].run_id].error and runs[of_killed[0].run_id].ended_at
         assert not meta.worker_claims.open_of_tenant(token["id"], "slow")  # no chunk still held by a claim
     finally:
         meta.close()

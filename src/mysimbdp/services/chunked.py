@@ -102,6 +102,7 @@ async def _watch(platform: Platform, record: FileRecord, run_id: str, queue: Chu
     while True:
         if due := platform.meta.chunks.requeue_due(record.id, time.time()):
             log.warning("chunks_requeued", tenant=record.tenant, file_id=record.id, chunks=[c.index for c in due])
+            _end_lost_runs(platform, [c for c in due if c.status is ChunkStatus.RUNNING])
             await queue(record.tenant, due)
         chunks = platform.meta.chunks.of_file(record.id)
         _write_progress(platform, chunks, progress)
@@ -120,6 +121,19 @@ async def _watch(platform: Platform, record: FileRecord, run_id: str, queue: Chu
                 return _finish(platform, record, run_id, chunks, swap_error=str(exc))
             return _finish(platform, record, run_id, chunks)
         await asyncio.sleep(WATCH_S)
+
+
+def _end_lost_runs(platform: Platform, lost: Sequence[ChunkRecord]) -> None:
+    """The runs of chunks whose lease expired while running (their worker died, or lost the
+    platform and never came back) end as transient, and a remote worker's claim of one as
+    ``lease_expired``: nothing else would end them, and the chunk is queued again under a new
+    run. A worker that comes back late finishes nothing: the chunk is under another run id
+    (``ChunkRegistry.finish``)."""
+    now = time.time()
+    for chunk in lost:
+        error = f"chunk {chunk.index}: the lease of worker {chunk.worker!r} expired; the chunk is queued again"
+        platform.meta.runs.end_lost(chunk.run_id, now, error)
+        platform.meta.worker_claims.end(chunk.run_id, "lease_expired")
 
 
 def _write_progress(platform: Platform, chunks: Sequence[ChunkRecord], path: Path) -> None:

@@ -59,6 +59,17 @@ class RunLedger:
             ),
         )
 
+    def end_lost(self, run_id: str, ended_at: float, error: str) -> bool:
+        """End run ``run_id`` as transient (its chunk goes again) if nothing ended it: its worker
+        died or lost the platform, so nobody else will. True if it was still open."""
+        return (
+            self._db.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status IS NULL",
+                (RunStatus.TRANSIENT, ended_at, error, run_id),
+            )
+            > 0
+        )
+
     def find(self, tenant: str | None = None, limit: int = 1000) -> list[RunRecord]:
         """Runs (of ``tenant``), oldest first, at most ``limit``."""
         sql = f"SELECT {RUN_COLUMNS} FROM runs"

@@ -10,8 +10,8 @@ claimed in ``file_chunks``, the ledger every worker goes through) and says which
 which worker process ran it, the byte ranges the worker may read with their sha256, and how
 it ended: ``done``/``retry``/``failed`` (the app's run), ``given_back`` (the worker refused
 what it fetched), ``lease_expired`` (the worker asked after its lease had expired and the chunk
-had been queued again) or ``taken_over`` (the lease expired while its end was being recorded).
-A claim whose worker died keeps no outcome.
+had been queued again; also a claim whose worker died or never came back, ended when its
+chunk is queued again) or ``taken_over`` (the lease expired while its end was being recorded).
 """
 
 from __future__ import annotations
