@@ -199,8 +199,11 @@ class NatsBroker:
             try:
                 await js.add_stream(config)
             except nats.js.errors.APIError as exc:  # e.g. more replicas than nodes
-                if _unavailable(exc):
-                    raise
+                if not_now(exc):  # retried by _declare until its deadline
+                    raise BrokerUnavailable(
+                        f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
+                        f"{self.replicas} for now: {exc.description} (code {exc.err_code}); retry later"
+                    ) from exc
                 raise BrokerError(
                     f"tenant {tenant!r}: cannot create JetStream stream {name} with num_replicas "
                     f"{self.replicas} (MYSIMBDP_BROKER_REPLICAS): {exc.description} (code {exc.err_code})"
@@ -269,7 +272,7 @@ class NatsBroker:
             if ack.cancelled():
                 again.append(i)
             elif (exc := ack.exception()) is not None:
-                if not isinstance(exc, _TRANSIENT) and not _unavailable(exc):
+                if not isinstance(exc, _TRANSIENT) and not not_now(exc):
                     raise exc
                 again.append(i)
         return again
@@ -348,9 +351,17 @@ class NatsBroker:
                 self._streams.discard(name)
 
 
-def _unavailable(exc: BaseException) -> bool:
-    """A JetStream API answer meaning "not now" (503: no leader yet)."""
-    return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
+PEER_OFFLINE = 10005  # JetStream's "no suitable peers for placement"; with "peer offline": for now
+
+
+def not_now(exc: BaseException) -> bool:
+    """A JetStream API answer meaning "not now", retried until the deadline: 503 (no leader
+    yet), or a placement refused because a peer is offline (a node restarting, or one whose
+    link just came back and whose stats the meta leader has not had yet: seen for ~1.3 s
+    after a link flap). A placement refused for good (more replicas than nodes) is not."""
+    if not isinstance(exc, nats.js.errors.APIError):
+        return False
+    return exc.code == 503 or (exc.err_code == PEER_OFFLINE and "offline" in (exc.description or ""))
 
 
 @contextmanager
