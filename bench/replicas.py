@@ -175,7 +175,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as work,
         Network() as net,
-        NatsCluster(net, Path(work) / "n", authorization=block) as cluster,
+        NatsCluster(net, Path(work) / "n", authorization=block, user=PLATFORM_USER, password=password) as cluster,
     ):
         url = cluster.url(PLATFORM_USER, password)
         for tenant, replicas in TENANTS.items():  # before `up`: it would not lower rthree's 3
