@@ -34,7 +34,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, PubAck, RetentionPolicy, StorageType, StreamConfig
 
 from mysimbdp.adapters.broker.base import DEFAULT_ACK_WAIT_S, Message, split_urls, subject
 from mysimbdp.adapters.broker.nats.names import durable_name, stream_name
@@ -56,6 +56,7 @@ PUBLISH_TIMEOUT_S = 5.0  # one attempt's wait for its PubAcks...
 # nodes elect a new leader for a stream whose leader died (~5 s here, more under load)
 PUBLISH_DEADLINE_S, CLUSTER_PUBLISH_DEADLINE_S = 10.0, 20.0
 PUBLISH_RETRY_S = 0.25
+CONSUMER_LEADER_WAIT_S = 5.0  # a new consumer's leader election on a cluster (~0.1 s here)
 # Messages a consumer group may hold delivered and not yet acked, across its instances.
 # JetStream's default, 1,000, is two pulls of one instance (one in hand, one pulled ahead):
 # with it, a second instance's pulls came back empty while the first held its share.
@@ -291,7 +292,8 @@ class NatsBroker:
             max_ack_pending=MAX_ACK_PENDING,  # also raised on a consumer made before with less
         )
         with _errors(tenant, stream, "subscribe"):
-            await js.add_consumer(stream_name(tenant), config)
+            info = await js.add_consumer(stream_name(tenant), config)
+            await _until_led(js, info)
             puller = Puller(self._client(), stream_name(tenant), durable)
             await puller.start()
         self._subs[key] = puller
@@ -349,6 +351,15 @@ class NatsBroker:
                     self._streams.discard(name)
             except nats.js.errors.NotFoundError:
                 self._streams.discard(name)
+
+
+async def _until_led(js: JetStreamContext, info: ConsumerInfo) -> None:
+    """On a cluster, wait (at most :data:`CONSUMER_LEADER_WAIT_S`) until a consumer just made
+    has a leader: before, its pull requests are answered 503 (no responders)."""
+    deadline = asyncio.get_running_loop().time() + CONSUMER_LEADER_WAIT_S
+    while info.cluster is not None and not info.cluster.leader and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(PUBLISH_RETRY_S / 5)
+        info = await js.consumer_info(info.stream_name, info.name)
 
 
 PEER_OFFLINE = 10005  # JetStream's "no suitable peers for placement"; with "peer offline": for now

@@ -38,7 +38,8 @@ from mysimbdp.errors import BrokerUnavailable
 
 STATUS = "Status"  # the header in which nats-py puts a status line's code
 DESCRIPTION = "Description"
-HEARTBEAT, NO_MESSAGES, REQUEST_TIMEOUT = "100", "404", "408"
+HEARTBEAT, NO_MESSAGES, REQUEST_TIMEOUT, NO_RESPONDERS = "100", "404", "408", "503"
+NOT_YET_RETRY_S = 0.05  # between pulls answered 503 (no responders), within the pull's timeout
 ANSWER_GRACE_S = 0.5  # how much longer than a request's expiry its answer is waited for
 
 
@@ -68,7 +69,24 @@ class Puller:
         return left
 
     async def pull(self, batch: int, timeout_s: float) -> list[Msg]:
-        """Up to ``batch`` messages, waiting up to ``timeout_s`` for the first one."""
+        """Up to ``batch`` messages, waiting up to ``timeout_s`` for the first one. A 503 (no
+        responders: the consumer's leader not reachable yet, e.g. just elected) is asked again
+        until ``timeout_s`` is over, then raised as ``BrokerUnavailable``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            await self._pull_once(batch, timeout_s)
+            if self._failure is None:
+                break
+            failure, self._failure = self._failure, None
+            timeout_s = deadline - loop.time() - NOT_YET_RETRY_S
+            if self._received or not failure.startswith(NO_RESPONDERS) or timeout_s <= 0:
+                raise BrokerUnavailable(f"pull from {self._api}: the server answered {failure}; retry later")
+            await asyncio.sleep(NOT_YET_RETRY_S)
+        out, self._received = self._received[:batch], self._received[batch:]
+        return out
+
+    async def _pull_once(self, batch: int, timeout_s: float) -> None:
         if len(self._received) < batch:
             await self._ask({"batch": batch - len(self._received), "no_wait": True}, batch, timeout_s)
         if not self._received:
@@ -76,11 +94,6 @@ class Puller:
             await self._ask({"batch": 1, "expires": expires_ns}, 1, timeout_s + ANSWER_GRACE_S)
             if self._received and batch > 1:
                 await self._ask({"batch": batch - 1, "no_wait": True}, batch, timeout_s)
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise BrokerUnavailable(f"pull from {self._api}: the server answered {failure}; retry later")
-        out, self._received = self._received[:batch], self._received[batch:]
-        return out
 
     async def _ask(self, request: dict[str, object], want: int, wait_s: float) -> None:
         """Send one pull request; return once it is answered (``want`` messages in hand, or
