@@ -47,9 +47,11 @@ async def test_streams_on_a_cluster_have_the_settings_replicas(tmp_path: Path) -
 
             single = open_broker(url)  # replicas=1: what an older platform made
             await single.connect()
-            await single.declare(later, "orders")
-            await single.pull(later, "orders", "app", max_messages=1, timeout_s=0.1)
-            await single.close()
+            try:
+                await single.declare(later, "orders")
+                await single.pull(later, "orders", "app", max_messages=1, timeout_s=0.1)
+            finally:  # closed also on a failure: a connection left open fails a later test (a warning)
+                await single.close()
             assert await _replicas(url, stream_name(later)) == (1, 0, 0)
             with capture_logs() as logs:
                 await broker.declare(later, "orders")  # scaled up in place
