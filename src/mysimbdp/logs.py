@@ -54,7 +54,10 @@ def _merge_ids(_logger: object, _method: str, event: MutableMapping[str, Any]) -
 
 
 def _import_structlog() -> Any:
-    """structlog, imported without rich (``optional.without``) unless rich is loaded already."""
+    """structlog, imported without rich (``optional.without``) unless rich is loaded already;
+    once imported, straight from ``sys.modules`` (this runs for every line written)."""
+    if (loaded := sys.modules.get("structlog")) is not None:
+        return loaded
     with without("rich"):
         import structlog
 

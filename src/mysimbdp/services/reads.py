@@ -45,8 +45,8 @@ MAX_OFFSET = 10_000_000  # offset paging reads and skips every row before: deepe
 MAX_EXPORT_LIMIT = 2**53  # an export's optional limit (documents); none: all of them
 EXPORT_PAGE_ROWS = 1000  # documents per keyset page while streaming an export
 FEED_START = "start"  # since=start: the change feed from the first write
-PageT = TypeVar("PageT", bound=Sized)  # a store page: a list of StoredRow, or one StoredTexts
 FEED_SORT = "~since"  # a change-feed cursor's sort binding (no sort parameter can be this)
+PageT = TypeVar("PageT", bound=Sized)  # a store page: a list of StoredRow, or one StoredTexts
 
 
 class ExportFormat(StrEnum):

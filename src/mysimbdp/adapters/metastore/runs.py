@@ -59,15 +59,12 @@ class RunLedger:
             ),
         )
 
-    def end_lost(self, run_id: str, ended_at: float, error: str) -> bool:
+    def end_lost(self, run_id: str, ended_at: float, error: str) -> None:
         """End run ``run_id`` as transient (its chunk goes again) if nothing ended it: its worker
-        died or lost the platform, so nobody else will. True if it was still open."""
-        return (
-            self._db.execute(
-                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status IS NULL",
-                (RunStatus.TRANSIENT, ended_at, error, run_id),
-            )
-            > 0
+        died or lost the platform, so nobody else will."""
+        self._db.execute(
+            "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ? AND status IS NULL",
+            (RunStatus.TRANSIENT, ended_at, error, run_id),
         )
 
     def find(self, tenant: str | None = None, limit: int = 1000) -> list[RunRecord]:
